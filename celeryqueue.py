@@ -1,0 +1,8 @@
+"""The seed's Celery entry point: `celery -A celeryqueue worker ... -Q soft,hard`.
+
+Queues, routing and time limits live in factorial_ws.tasks; settings come from the environment.
+"""
+
+from factorial_ws.celeryapp import app
+
+__all__ = ["app"]

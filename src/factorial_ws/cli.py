@@ -1,0 +1,124 @@
+"""`factorial-ws`: the command line only builds a Config and hands it to the part that runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import logs
+from .config import Config, ConfigError
+from .constants import QUEUES
+
+logger = logging.getLogger("factorial_ws")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factorial-ws", description="WebSocket gateway to Celery factorial workers."
+    )
+    parser.add_argument("--log-format", choices=["text", "json"], help="overrides LOG_FORMAT")
+    parser.add_argument("--log-level", help="overrides LOG_LEVEL")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("up", help="run Redis (unless REDIS_URL is set), workers and gateway")
+
+    serve = commands.add_parser("serve", help="run the gateway only")
+    serve.add_argument("--host", help="overrides WS_HOST")
+    serve.add_argument("--port", type=int, help="overrides WS_PORT")
+    serve.add_argument("--processes", type=int, help="overrides WS_PROCESSES")
+
+    worker = commands.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("-Q", "--queues", default=",".join(QUEUES), help="default: soft,hard")
+    worker.add_argument("-c", "--concurrency", type=int, help="pool processes (default: cores)")
+
+    client = commands.add_parser("client", help="send requests and print the replies")
+    client.add_argument("numbers", nargs="*", type=int, metavar="NUMBER")
+    client.add_argument("--url", default=None, help="default: ws://WS_HOST:WS_PORT/")
+    client.add_argument("--task-id", action="append", default=[], help="look up a task id")
+    client.add_argument("--token", default=None, help="default: WS_TOKEN")
+
+    bench = commands.add_parser("bench", help="benchmark against raw Celery")
+    bench.add_argument("--quick", action="store_true", help="a run of about a minute")
+    bench.add_argument("--output", default="bench-results", help="folder for JSON and Markdown")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = Config.from_env(
+            log_format=args.log_format,
+            log_level=args.log_level.upper() if args.log_level else None,
+            ws_host=getattr(args, "host", None),
+            ws_port=getattr(args, "port", None),
+            ws_processes=getattr(args, "processes", None),
+        )
+    except ConfigError as exc:
+        print(f"factorial-ws: {exc}", file=sys.stderr)
+        return 1
+    logs.configure(config.log_level, config.log_format)
+    return _COMMANDS[args.command](config, args)
+
+
+def _up(config: Config, args: argparse.Namespace) -> int:
+    from .supervisor import run_up
+
+    return run_up(config, redis_url_given=bool(os.environ.get("REDIS_URL")))
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from .server import run_gateways
+
+    try:
+        return run_gateways(config)
+    except OSError as exc:  # most often: the port is taken
+        logger.error("cannot serve on %s:%s: %s", config.ws_host, config.ws_port, exc.strerror)
+        return 1
+
+
+def _worker(config: Config, args: argparse.Namespace) -> int:
+    command = [
+        sys.executable, "-m", "celery", "-A", "factorial_ws.celeryapp", "worker",
+        "--pool=prefork", "-Q", args.queues, f"--loglevel={config.log_level}",
+    ]  # fmt: skip
+    if args.concurrency:
+        command.append(f"--concurrency={args.concurrency}")
+    os.execve(sys.executable, command, {**os.environ, **config.to_env()})
+
+
+def _client(config: Config, args: argparse.Namespace) -> int:
+    from .client import ClientRun, run_client
+
+    if not args.numbers and not args.task_id:
+        print("factorial-ws client: give at least one NUMBER or --task-id", file=sys.stderr)
+        return 2
+    url = args.url or f"{config.ws_scheme}://{_client_host(config.ws_host)}:{config.ws_port}/"
+    run = ClientRun(url, tuple(args.numbers), tuple(args.task_id), args.token or config.token)
+    try:
+        return asyncio.run(run_client(run))
+    except OSError as exc:
+        print(f"factorial-ws client: cannot connect to {url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _bench(config: Config, args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(config, quick=args.quick, output=args.output)
+
+
+def _client_host(host: str) -> str:
+    return "localhost" if host in ("", "0.0.0.0", "::") else host
+
+
+_COMMANDS = {
+    "up": _up,
+    "serve": _serve,
+    "worker": _worker,
+    "client": _client,
+    "bench": _bench,
+}

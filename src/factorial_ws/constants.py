@@ -1,0 +1,39 @@
+"""Names and numbers shared by every process: queues, Redis keys, protocol strings."""
+
+from typing import Final
+
+# Queues and tasks. Numbers up to SOFT_QUEUE_MAX_NUMBER go to the soft queue (seed: "up to 1000").
+SOFT_QUEUE: Final = "soft"
+HARD_QUEUE: Final = "hard"
+QUEUES: Final = (SOFT_QUEUE, HARD_QUEUE)
+SOFT_QUEUE_MAX_NUMBER: Final = 1000
+SOFT_TASK_NAME: Final = "factorial_ws.factorial_soft"
+HARD_TASK_NAME: Final = "factorial_ws.factorial_hard"
+TASK_NAME_BY_QUEUE: Final = {SOFT_QUEUE: SOFT_TASK_NAME, HARD_QUEUE: HARD_TASK_NAME}
+
+# Redis keys. Celery's result backend owns RESULT_KEY_PREFIX (it also PUBLISHes each stored
+# result on a channel of the same name); everything else of ours lives under KEY_PREFIX.
+RESULT_KEY_PREFIX: Final = "celery-task-meta-"
+KEY_PREFIX: Final = "factorial-ws:"
+SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once it is sent
+ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
+WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+
+# Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
+WORKER_HEARTBEAT_S: Final = 5.0
+WORKER_STALE_S: Final = 15.0
+
+# Error messages. The first three are the seed's, kept to the letter.
+JSON_DECODE_ERROR: Final = "JSON decode error"
+UNKNOWN_TASK: Final = "Unknown task"
+TIMEOUT_ERROR: Final = "Timeout error"
+INVALID_REQUEST: Final = "Invalid request: "
+UNKNOWN_TASK_ID: Final = "Unknown task id"
+SERVICE_UNAVAILABLE: Final = "Service unavailable"
+TOO_MANY_IN_FLIGHT: Final = "Too many tasks in flight"
+RATE_LIMITED: Final = "Rate limit exceeded"
+TASK_FAILED: Final = "Task failed"
+WORKER_LOST: Final = "Task failed: its worker died on every attempt"
+TASK_REVOKED: Final = "Task revoked"
+
+DEFAULT_PORT: Final = 25000

@@ -1,0 +1,141 @@
+"""Plain HTTP beside the WebSocket endpoint, and the handshake checks, in websockets'
+``process_request`` hook: health, metrics, the browser page, auth and the connection cap."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import redis.asyncio as aioredis
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from . import metrics
+from .config import Config
+from .constants import QUEUES, WORKER_STALE_S, WORKERS_KEY_PREFIX
+from .results import ResultHub
+
+_PAGE_FILE = "index.html"
+
+
+def response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def text_response(status: HTTPStatus, text: str) -> Response:
+    return response(status, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def is_websocket_upgrade(request: Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def token_of(request: Request) -> str | None:
+    """The bearer token from the Authorization header, or the `token` query parameter (a
+    browser's WebSocket API cannot set headers)."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    values = parse_qs(urlsplit(request.path).query).get("token")
+    return values[0] if values else None
+
+
+def token_matches(expected: str | None, given: str | None) -> bool:
+    if expected is None:
+        return True
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+class Routes:
+    """The ``process_request`` hook of one gateway process."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: aioredis.Redis,
+        hub: ResultHub,
+        open_connections: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._hub = hub
+        self._open_connections = open_connections
+        self._page = _load_page()
+
+    async def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        if is_websocket_upgrade(request):
+            return self._check_handshake(request)
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            return await self._health()
+        if path == "/metrics":
+            metrics.tasks_waiting.set(self._hub.waiting)
+            return response(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4")
+        if path in ("/", "/index.html") and self._page is not None:
+            return response(HTTPStatus.OK, self._page, "text/html; charset=utf-8")
+        return text_response(HTTPStatus.NOT_FOUND, "Not found")
+
+    def _check_handshake(self, request: Request) -> Response | None:
+        if self._open_connections() >= self._config.max_connections:
+            return text_response(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections")
+        if not token_matches(self._config.token, token_of(request)):
+            return text_response(HTTPStatus.UNAUTHORIZED, "Missing or wrong token")
+        return None  # the Origin allow-list is websockets' own `origins` check
+
+    async def _health(self) -> Response:
+        report = await health_report(self._client, self._hub)
+        status = HTTPStatus.OK if not report["problems"] else HTTPStatus.SERVICE_UNAVAILABLE
+        body = json.dumps(report, indent=2).encode()
+        return response(status, body, "application/json")
+
+
+async def health_report(client: aioredis.Redis, hub: ResultHub) -> dict[str, Any]:
+    """Whether this gateway can serve: Redis, its result subscription, a live worker per queue."""
+    report: dict[str, Any] = {
+        "redis": False,
+        "result_subscription": hub.connected,
+        "workers": {},
+        "queue_depth": {},
+        "problems": [],
+    }
+    try:
+        pipe = client.pipeline(transaction=False)
+        since = time.time() - WORKER_STALE_S
+        for queue in QUEUES:
+            pipe.zcount(WORKERS_KEY_PREFIX + queue, since, "+inf")
+            pipe.llen(queue)
+        replies = await pipe.execute()
+    except (aioredis.RedisError, OSError):
+        report["problems"].append("Redis is unreachable")
+        return report
+    report["redis"] = True
+    for index, queue in enumerate(QUEUES):
+        report["workers"][queue] = int(replies[2 * index])
+        report["queue_depth"][queue] = int(replies[2 * index + 1])
+        if not report["workers"][queue]:
+            report["problems"].append(f"no worker seen on queue '{queue}'")
+    if not hub.connected:
+        report["problems"].append("result subscription is down")
+    return report
+
+
+def _load_page() -> bytes | None:
+    try:
+        return resources.files("factorial_ws").joinpath("static", _PAGE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None

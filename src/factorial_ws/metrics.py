@@ -1,0 +1,40 @@
+"""Prometheus metrics of one gateway process (each process of a multi-process gateway has its own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+registry = CollectorRegistry(auto_describe=True)
+
+connections_open = Gauge("factorial_ws_connections_open", "Open WebSocket connections.", registry=registry)
+requests_total = Counter(
+    "factorial_ws_requests_total", "Requests received, by type.", ["type"], registry=registry
+)
+errors_total = Counter(
+    "factorial_ws_errors_total", "Error replies sent, by message.", ["message"], registry=registry
+)
+tasks_submitted_total = Counter(
+    "factorial_ws_tasks_submitted_total",
+    "Tasks sent to Celery, by queue.",
+    ["queue"],
+    registry=registry,
+)
+tasks_waiting = Gauge(
+    "factorial_ws_tasks_waiting", "Tasks whose result a client is waiting for.", registry=registry
+)
+result_seconds = Histogram(
+    "factorial_ws_result_seconds",
+    "Time from a factorial request to its result being sent, by queue.",
+    ["queue"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=registry,
+)
+
+
+def error_label(message: str) -> str:
+    """Bounded label values: 'Invalid request: <detail>' counts as one kind."""
+    return message.split(":", 1)[0] if message.startswith("Invalid request") else message
+
+
+def render() -> bytes:
+    return generate_latest(registry)

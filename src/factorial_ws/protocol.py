@@ -1,0 +1,243 @@
+"""The wire protocol, without I/O: parse client frames, shape every reply.
+
+Requests (JSON text frames):
+    {"type": "factorial", "number": 5}
+    {"type": "result", "task_id": "<uuid>"}
+Either may carry an "id" (string or integer) that every reply to it echoes.
+
+Replies:
+    {"type": "result", "task_id": ...}                 ack of a factorial request (seed)
+    {"type": "success", "task_id": ..., "result": 120}  the exact factorial (seed)
+    {"type": "pending", "task_id": ...}                 a looked-up task is still running
+    {"type": "error", "result": "<message>"[, "task_id": ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .constants import (
+    HARD_QUEUE,
+    INVALID_REQUEST,
+    JSON_DECODE_ERROR,
+    SOFT_QUEUE,
+    SOFT_QUEUE_MAX_NUMBER,
+    TASK_FAILED,
+    TASK_REVOKED,
+    TIMEOUT_ERROR,
+    UNKNOWN_TASK,
+    WORKER_LOST,
+)
+
+RequestId = str | int
+MAX_REQUEST_ID_CHARS: Final = 128
+_MAX_INT_DIGITS: Final = 30  # longer integer literals are refused before int() parses them
+
+
+class ProtocolError(Exception):
+    """A request that gets an error reply; the connection goes on."""
+
+    def __init__(self, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class FactorialRequest:
+    number: int
+    request_id: RequestId | None = None
+
+
+@dataclass(frozen=True)
+class ResultRequest:
+    task_id: str
+    request_id: RequestId | None = None
+
+
+Request = FactorialRequest | ResultRequest
+
+
+# Outcomes of a task, as read from the result backend.
+@dataclass(frozen=True)
+class Success:
+    digits: str  # the factorial in decimal, as the worker stored it
+
+
+@dataclass(frozen=True)
+class Failure:
+    message: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    pass
+
+
+Outcome = Success | Failure
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class _HugeInt:
+    """An integer literal too long to be a valid number; parsed without int()'s cost."""
+
+
+def _parse_int(literal: str) -> int | _HugeInt:
+    return _HugeInt() if len(literal.lstrip("-")) > _MAX_INT_DIGITS else int(literal)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_request(frame: str, *, max_number: int) -> Request:
+    """Turn one text frame into a request, or raise ProtocolError with the reply's message."""
+    try:
+        data = json.loads(frame, parse_int=_parse_int, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise ProtocolError(JSON_DECODE_ERROR) from None
+    if not isinstance(data, dict):
+        raise ProtocolError(INVALID_REQUEST + "expected a JSON object")
+    request_id = _request_id(data)
+    kind = data.get("type")
+    if kind == "factorial":
+        return FactorialRequest(_number(data, max_number, request_id), request_id)
+    if kind == "result":
+        return ResultRequest(_task_id(data, request_id), request_id)
+    if "type" not in data:
+        raise ProtocolError(INVALID_REQUEST + "missing field 'type'", request_id)
+    raise ProtocolError(UNKNOWN_TASK, request_id)
+
+
+def _request_id(data: dict[str, Any]) -> RequestId | None:
+    if "id" not in data:
+        return None
+    value = data["id"]
+    if isinstance(value, str) and len(value) <= MAX_REQUEST_ID_CHARS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    raise ProtocolError(
+        INVALID_REQUEST
+        + f"'id' must be a string of at most {MAX_REQUEST_ID_CHARS} characters or a 64-bit integer"
+    )
+
+
+def _number(data: dict[str, Any], max_number: int, request_id: RequestId | None) -> int:
+    if "number" not in data:
+        raise ProtocolError(INVALID_REQUEST + "missing field 'number'", request_id)
+    value = data["number"]
+    if isinstance(value, _HugeInt):
+        raise ProtocolError(INVALID_REQUEST + f"'number' must be at most {max_number}", request_id)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(INVALID_REQUEST + "'number' must be an integer", request_id)
+    if value < 0:
+        raise ProtocolError(INVALID_REQUEST + "'number' must not be negative", request_id)
+    if value > max_number:
+        raise ProtocolError(INVALID_REQUEST + f"'number' must be at most {max_number}", request_id)
+    return value
+
+
+def _task_id(data: dict[str, Any], request_id: RequestId | None) -> str:
+    if "task_id" not in data:
+        raise ProtocolError(INVALID_REQUEST + "missing field 'task_id'", request_id)
+    value = data["task_id"]
+    if not isinstance(value, str) or not is_task_id(value):
+        raise ProtocolError(INVALID_REQUEST + "'task_id' must be a task id (a UUID)", request_id)
+    return value
+
+
+def is_task_id(value: str) -> bool:
+    """Task ids are canonical lower-case UUID strings, as the gateway creates them."""
+    try:
+        return len(value) == 36 and str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def queue_for(number: int) -> str:
+    """The seed's routing: up to 1000 is soft work, anything larger is hard."""
+    return SOFT_QUEUE if number <= SOFT_QUEUE_MAX_NUMBER else HARD_QUEUE
+
+
+# --- replies --------------------------------------------------------------------------------
+
+
+def _reply(fields: dict[str, Any], request_id: RequestId | None) -> str:
+    if request_id is not None:
+        fields["id"] = request_id
+    return json.dumps(fields)
+
+
+def ack(task_id: str, request_id: RequestId | None = None) -> str:
+    return _reply({"type": "result", "task_id": task_id}, request_id)
+
+
+def pending(task_id: str, request_id: RequestId | None = None) -> str:
+    return _reply({"type": "pending", "task_id": task_id}, request_id)
+
+
+def error(message: str, task_id: str | None = None, request_id: RequestId | None = None) -> str:
+    fields: dict[str, Any] = {"type": "error", "result": message}
+    if task_id is not None:
+        fields["task_id"] = task_id
+    return _reply(fields, request_id)
+
+
+def success(task_id: str, digits: str, request_id: RequestId | None = None) -> str:
+    """The result as an exact JSON number. The digits are spliced in as text: parsing them into
+    an int and serialising it again would be quadratic for millions of digits."""
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError("a factorial is a string of decimal digits")
+    tail = "" if request_id is None else ", " + json.dumps("id") + ": " + json.dumps(request_id)
+    return f'{{"type": "success", "task_id": {json.dumps(task_id)}, "result": {digits}{tail}}}'
+
+
+def outcome_reply(task_id: str, outcome: Outcome, request_id: RequestId | None = None) -> str:
+    if isinstance(outcome, Success):
+        return success(task_id, outcome.digits, request_id)
+    return error(outcome.message, task_id, request_id)
+
+
+# --- result backend -------------------------------------------------------------------------
+
+_TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
+_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "STARTED", "RETRY"})
+
+
+def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
+    """Read Celery's stored task meta (JSON) into an outcome. Exception details stay inside:
+    a client learns that a task failed, never the traceback."""
+    try:
+        meta = json.loads(raw)
+        status = meta["status"]
+    except (ValueError, TypeError, KeyError):
+        return Failure(TASK_FAILED)
+    if status in _PENDING_STATES:
+        return Pending()
+    if status == "SUCCESS":
+        result = meta.get("result")
+        if isinstance(result, str) and result.isascii() and result.isdigit():
+            return Success(result)
+        return Failure(TASK_FAILED)
+    if status == "REVOKED":
+        return Failure(TASK_REVOKED)
+    return Failure(_failure_message(meta.get("result")))
+
+
+def _failure_message(result: Any) -> str:
+    exc_type = result.get("exc_type") if isinstance(result, dict) else None
+    if exc_type in _TIMEOUT_EXCEPTIONS:
+        return TIMEOUT_ERROR
+    if exc_type == "AttemptsExhausted":
+        return WORKER_LOST
+    return TASK_FAILED

@@ -1,0 +1,256 @@
+"""Waiting for task results: one Redis pub/sub connection per gateway process serves every task.
+
+Celery's Redis result backend stores each result under ``celery-task-meta-<id>`` and PUBLISHes it
+on a channel of the same name. A waiting task costs a dict entry and a future: the hub SUBSCRIBEs
+to its channel, and the reader task resolves the future when the result is published.
+
+Races closed here:
+- A result published before the SUBSCRIBE took effect is missed by pub/sub, so ``watch`` returns
+  only once Redis has confirmed the subscription; callers then send the task, or read the key
+  once (``snapshot``) for a task that may already be done.
+- Confirmations arrive in command order; a channel subscribed, dropped and subscribed again counts
+  the confirmations it still awaits, so an old one cannot pass for the new.
+- After the connection is lost, the hub reconnects, subscribes to every channel still waited for,
+  and reads their keys once, delivering whatever was stored while it was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+
+from .constants import RESULT_KEY_PREFIX, SUBMITTED_KEY_PREFIX
+from .protocol import Outcome, Pending, outcome_from_meta
+
+logger = logging.getLogger(__name__)
+
+# A private channel keeps the pub/sub connection in subscribed mode while no task waits.
+_IDLE_CHANNEL = "factorial-ws:hub"
+_CONFIRM_TIMEOUT_S = 5.0
+_RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class ServiceUnavailable(Exception):
+    """Redis cannot be reached right now."""
+
+
+class Unknown:
+    """A task id the system has never sent, or whose result has expired."""
+
+
+Snapshot = Outcome | Pending | Unknown
+
+
+def result_key(task_id: str) -> str:
+    return RESULT_KEY_PREFIX + task_id
+
+
+@dataclass(eq=False)
+class Watch:
+    """One waiter's view of one task: ``outcome`` resolves when the task ends."""
+
+    task_id: str
+    outcome: asyncio.Future[Outcome] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(eq=False)
+class _Channel:
+    watches: set[Watch] = field(default_factory=set)
+    subscribed: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class ResultHub:
+    def __init__(self, client: aioredis.Redis, pubsub_client: aioredis.Redis) -> None:
+        self._client = client  # pooled commands: GET, MGET
+        self._pubsub_client = pubsub_client  # no retries of its own: the hub reconnects
+        self._channels: dict[str, _Channel] = {}
+        self._unconfirmed: Counter[str] = Counter()
+        self._pubsub: PubSub | None = None
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._run(), name="result-hub")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._drop_pubsub()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        return self.connected
+
+    @property
+    def waiting(self) -> int:
+        """Number of tasks waited for (for metrics)."""
+        return len(self._channels)
+
+    # --- waiting ---
+
+    async def subscribe(self, task_id: str) -> Watch:
+        """Start waiting for a task; returns once Redis has confirmed the subscription, so a
+        result stored from then on cannot be missed. Pair with ``release``."""
+        if not self.connected:
+            raise ServiceUnavailable
+        watch = Watch(task_id)
+        channel_name = result_key(task_id)
+        channel = self._channels.get(channel_name)
+        if channel is None:
+            channel = self._channels[channel_name] = _Channel()
+            await self._subscribe(channel_name)
+        channel.watches.add(watch)
+        try:
+            await asyncio.wait_for(asyncio.shield(channel.subscribed), _CONFIRM_TIMEOUT_S)
+        except TimeoutError:
+            await self.release(watch)
+            raise ServiceUnavailable from None
+        except BaseException:
+            await self.release(watch)
+            raise
+        return watch
+
+    async def release(self, watch: Watch) -> None:
+        """Stop waiting; the last waiter of a channel unsubscribes from it."""
+        channel_name = result_key(watch.task_id)
+        channel = self._channels.get(channel_name)
+        if channel is None:
+            return
+        channel.watches.discard(watch)
+        if channel.watches:
+            return
+        del self._channels[channel_name]
+        if self._pubsub is not None:
+            with contextlib.suppress(aioredis.RedisError):
+                await self._pubsub.unsubscribe(channel_name)
+
+    async def snapshot(self, task_id: str) -> Snapshot:
+        """The task's state now, from one round trip: finished, pending, or unknown."""
+        try:
+            meta, submitted = await self._client.mget(result_key(task_id), SUBMITTED_KEY_PREFIX + task_id)
+        except aioredis.RedisError:
+            raise ServiceUnavailable from None
+        if meta is not None:
+            return outcome_from_meta(meta)
+        return Pending() if submitted is not None else Unknown()
+
+    async def _subscribe(self, *channel_names: str) -> None:
+        if self._pubsub is None:
+            return  # not connected: _run subscribes to every channel once it reconnects
+        self._unconfirmed.update(channel_names)
+        try:
+            await self._pubsub.subscribe(*channel_names)
+        except aioredis.RedisError:
+            logger.debug("subscribe failed; the reader will reconnect", exc_info=True)
+
+    # --- the reader ---
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                attempt = 0
+                await self._read_forever()
+            except (aioredis.RedisError, OSError) as exc:
+                was_connected = self.connected
+                self._connected.clear()
+                await self._drop_pubsub()
+                if was_connected:
+                    logger.warning("lost the result subscription: %s; reconnecting", exc)
+                await asyncio.sleep(_RECONNECT_DELAYS_S[min(attempt, len(_RECONNECT_DELAYS_S) - 1)])
+                attempt += 1
+
+    async def _connect(self) -> None:
+        pubsub = self._pubsub_client.pubsub()
+        self._unconfirmed.clear()
+        for channel in self._channels.values():
+            if channel.subscribed.done():
+                channel.subscribed = asyncio.get_running_loop().create_future()
+        names = [_IDLE_CHANNEL, *self._channels]
+        self._unconfirmed.update(names)
+        await pubsub.subscribe(*names)
+        self._pubsub = pubsub
+        # Wait for the confirmations here rather than in the read loop, so that the keys are
+        # read only once every subscription is in force.
+        while any(self._unconfirmed[name] for name in names):
+            message = await pubsub.get_message(timeout=None)
+            if message is not None:
+                self._dispatch(message)
+        self._connected.set()
+        if len(names) > 1:
+            logger.info("result subscription restored; checking %d waiting tasks", len(names) - 1)
+            await self._catch_up(names[1:])
+
+    async def _catch_up(self, channel_names: list[str]) -> None:
+        """Deliver results stored while the subscription was down."""
+        metas = await self._client.mget(channel_names)
+        for name, meta in zip(channel_names, metas, strict=True):
+            if meta is not None:
+                self._deliver(name, meta)
+
+    async def _read_forever(self) -> None:
+        assert self._pubsub is not None
+        while True:
+            message = await self._pubsub.get_message(timeout=None)
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        name = _text(message["channel"])
+        if kind == "message":
+            data = message["data"]
+            if isinstance(data, bytes | str):
+                self._deliver(name, data)
+        elif kind == "subscribe":
+            self._confirm(name)
+
+    def _confirm(self, channel_name: str) -> None:
+        self._unconfirmed[channel_name] -= 1
+        if self._unconfirmed[channel_name] > 0:
+            return  # an older SUBSCRIBE's confirmation; the newest is still on its way
+        del self._unconfirmed[channel_name]
+        channel = self._channels.get(channel_name)
+        if channel is not None and not channel.subscribed.done():
+            channel.subscribed.set_result(None)
+
+    def _deliver(self, channel_name: str, meta: bytes | str) -> None:
+        channel = self._channels.get(channel_name)
+        if channel is None:
+            return
+        outcome = outcome_from_meta(meta)
+        if isinstance(outcome, Pending):
+            return
+        for watch in channel.watches:
+            if not watch.outcome.done():
+                watch.outcome.set_result(outcome)
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

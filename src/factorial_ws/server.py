@@ -1,0 +1,193 @@
+"""The gateway: a WebSocket server wired to Redis (results) and Celery's queues (tasks).
+
+``Gateway`` owns start-up and shutdown of one process; ``run_gateways`` runs several processes on
+one port (SO_REUSEPORT) when ``WS_PROCESSES`` asks for more than one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import ssl
+import subprocess
+import sys
+from types import TracebackType
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.typing import Origin
+
+from .config import Config
+from .http import Routes
+from .producer import Producer
+from .results import ResultHub
+from .session import Services, Session
+from .tasks import create_app
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 5.0
+_REDIS_CONNECT_TIMEOUT_S = 2.0
+_REDIS_COMMAND_TIMEOUT_S = 5.0
+
+
+class Gateway:
+    """One gateway process. ``async with Gateway(config):`` serves until the block ends."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._client: aioredis.Redis | None = None
+        self._pubsub_client: aioredis.Redis | None = None
+        self._hub: ResultHub | None = None
+        self._server: Server | None = None
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        config = self.config
+        raise_open_files_limit()
+        self._client = aioredis.Redis.from_url(
+            config.redis_url,
+            socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout=_REDIS_COMMAND_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),  # fail fast: the client gets "Service unavailable"
+        )
+        self._pubsub_client = aioredis.Redis.from_url(
+            config.redis_url,
+            socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        hub = self._hub = ResultHub(self._client, self._pubsub_client)
+        await hub.start()
+        if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
+            logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
+        services = Services(config, Producer(create_app(config), self._client, config.result_expires_s), hub)
+
+        async def handler(connection: ServerConnection) -> None:
+            await Session(connection, services).run()
+
+        routes = Routes(config, self._client, hub, self._open_connections)
+        self._server = await serve(
+            handler,
+            config.ws_host,
+            config.ws_port,
+            process_request=routes,
+            origins=_origins(config),
+            max_size=config.max_message_bytes,
+            ping_interval=config.ping_interval_s,
+            ping_timeout=config.ping_timeout_s,
+            # Results can be megabytes of digits; deflating them costs more CPU than it saves.
+            compression=None,
+            ssl=_tls_context(config),
+            reuse_port=config.ws_processes > 1,
+        )
+        logger.info("gateway listening on %s (pid %d)", config.public_url, os.getpid())
+
+    def _open_connections(self) -> int:
+        return len(self._server.connections) if self._server is not None else 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop accepting, close connections with 1001, wait a bounded time, then let go."""
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
+            except TimeoutError:
+                logger.warning("connections still open after %.0f s; dropping them", SHUTDOWN_GRACE_S)
+        if self._hub is not None:
+            await self._hub.close()
+        for client in (self._client, self._pubsub_client):
+            if client is not None:
+                await client.aclose()
+
+    async def serve_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with self:
+            await stop.wait()
+            logger.info("shutting down")
+
+
+def run_gateway(config: Config) -> None:
+    """Serve in this process until SIGINT or SIGTERM."""
+    asyncio.run(Gateway(config).serve_until_signalled())
+
+
+def run_gateways(config: Config) -> int:
+    """Run ``config.ws_processes`` gateway processes sharing one port; return an exit code."""
+    if config.ws_processes == 1:
+        run_gateway(config)
+        return 0
+    env = {**os.environ, **config.to_env()}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "factorial_ws", "serve", "--processes", "1"], env=env)
+        for _ in range(config.ws_processes)
+    ]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return 0 if stopping or not any(codes) else 1
+
+
+def raise_open_files_limit() -> None:
+    """Each connection is a file descriptor; the usual soft limit (1024) is far too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _origins(config: Config) -> list[Origin | None] | None:
+    if not config.allowed_origins:
+        return None
+    # A request without an Origin header is not from a browser page, so not a cross-site risk.
+    return [*(Origin(origin) for origin in config.allowed_origins), None]
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls_cert is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+def _safe(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,248 @@
+"""One client connection: read requests in order, answer each, push results as tasks end.
+
+Acks are sent in request order (a client without request ids matches them by position); each
+waiting task then lives in its own asyncio task, so results come back in whatever order the
+workers finish them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from . import logs, metrics
+from .config import Config
+from .constants import (
+    INVALID_REQUEST,
+    RATE_LIMITED,
+    SERVICE_UNAVAILABLE,
+    TIMEOUT_ERROR,
+    TOO_MANY_IN_FLIGHT,
+    UNKNOWN_TASK_ID,
+)
+from .limits import TokenBucket
+from .producer import Producer
+from .protocol import (
+    FactorialRequest,
+    Failure,
+    Outcome,
+    Pending,
+    ProtocolError,
+    RequestId,
+    ResultRequest,
+    Success,
+    ack,
+    error,
+    new_task_id,
+    outcome_reply,
+    parse_request,
+    pending,
+    queue_for,
+)
+from .results import ResultHub, ServiceUnavailable, Unknown, Watch
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "Internal error"
+BINARY_FRAME = INVALID_REQUEST + "binary frames are not supported; send JSON text"
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every session of a gateway process shares."""
+
+    config: Config
+    producer: Producer
+    hub: ResultHub
+
+
+class Session:
+    def __init__(self, connection: ServerConnection, services: Services) -> None:
+        self._connection = connection
+        self._services = services
+        self._config = services.config
+        self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
+        self._waits: set[asyncio.Task[None]] = set()
+        self._peer = _peer(connection)
+
+    async def run(self) -> None:
+        logs.event(logger, "connect", peer=self._peer)
+        metrics.connections_open.inc()
+        try:
+            async for frame in self._connection:
+                await self._guarded(self._on_frame(frame))
+        except ConnectionClosed:
+            pass
+        finally:
+            metrics.connections_open.dec()
+            for wait in self._waits:
+                wait.cancel()
+            logs.event(logger, "disconnect", peer=self._peer, detail=len(self._waits) or None)
+
+    # --- requests ---
+
+    async def _on_frame(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await self._error(BINARY_FRAME)
+            return
+        if not self._bucket.take():
+            await self._error(RATE_LIMITED)
+            return
+        try:
+            request = parse_request(frame, max_number=self._config.max_number)
+        except ProtocolError as exc:
+            metrics.requests_total.labels("invalid").inc()
+            await self._error(exc.message, request_id=exc.request_id)
+            return
+        if isinstance(request, FactorialRequest):
+            metrics.requests_total.labels("factorial").inc()
+        else:
+            metrics.requests_total.labels("result").inc()
+        if len(self._waits) >= self._config.max_tasks_in_flight:
+            task_id = request.task_id if isinstance(request, ResultRequest) else None
+            await self._error(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
+            return
+        if isinstance(request, FactorialRequest):
+            await self._submit(request)
+        else:
+            self._spawn(self._look_up(request))
+
+    async def _submit(self, request: FactorialRequest) -> None:
+        task_id = new_task_id()
+        queue = queue_for(request.number)
+        started = time.monotonic()
+        hub = self._services.hub
+        try:
+            # Subscribed before the task is sent, so its result cannot be published unseen.
+            watch = await hub.subscribe(task_id)
+        except ServiceUnavailable:
+            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
+            return
+        try:
+            await self._services.producer.send(task_id, queue, request.number)
+        except (aioredis.RedisError, OSError):
+            await hub.release(watch)
+            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
+            return
+        metrics.tasks_submitted_total.labels(queue).inc()
+        logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
+        await self._send(ack(task_id, request.request_id))
+        self._spawn(self._deliver(watch, request, queue, started))
+
+    async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
+        try:
+            outcome = await self._outcome(watch)
+        finally:
+            await self._services.hub.release(watch)
+        duration_s = time.monotonic() - started
+        if isinstance(outcome, Success):
+            metrics.result_seconds.labels(queue).observe(duration_s)
+        self._log_outcome(watch.task_id, outcome, request.number, queue, duration_s)
+        await self._send_outcome(watch.task_id, outcome, request.request_id)
+
+    async def _look_up(self, request: ResultRequest) -> None:
+        task_id, request_id = request.task_id, request.request_id
+        try:
+            snapshot = await self._services.hub.snapshot(task_id)
+            if isinstance(snapshot, Pending):
+                outcome = await self._wait_pending(task_id, request_id)
+                await self._send_outcome(task_id, outcome, request_id)
+            elif isinstance(snapshot, Unknown):
+                await self._error(UNKNOWN_TASK_ID, task_id, request_id)
+            else:
+                await self._send_outcome(task_id, snapshot, request_id)
+        except ServiceUnavailable:
+            await self._error(SERVICE_UNAVAILABLE, task_id, request_id)
+
+    async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Outcome | None:
+        hub = self._services.hub
+        watch = await hub.subscribe(task_id)
+        try:
+            # Read again now that the subscription is in force: the task may have ended
+            # between the first read and the SUBSCRIBE.
+            snapshot = await hub.snapshot(task_id)
+            if isinstance(snapshot, Success | Failure):
+                return snapshot
+            await self._send(pending(task_id, request_id))
+            return await self._outcome(watch)
+        finally:
+            await hub.release(watch)
+
+    async def _outcome(self, watch: Watch) -> Outcome | None:
+        """The task's outcome, or None when it did not come within the wait limit."""
+        try:
+            async with asyncio.timeout(self._config.hard_task_timeout_s):
+                return await watch.outcome
+        except TimeoutError:
+            return None
+
+    # --- replies ---
+
+    async def _send_outcome(
+        self, task_id: str, outcome: Outcome | None, request_id: RequestId | None
+    ) -> None:
+        if outcome is None:
+            await self._error(TIMEOUT_ERROR, task_id, request_id)
+        elif isinstance(outcome, Success):
+            await self._send(outcome_reply(task_id, outcome, request_id))
+        else:
+            await self._error(outcome.message, task_id, request_id)
+
+    async def _error(
+        self, message: str, task_id: str | None = None, request_id: RequestId | None = None
+    ) -> None:
+        metrics.errors_total.labels(metrics.error_label(message)).inc()
+        await self._send(error(message, task_id, request_id))
+
+    async def _send(self, text: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._connection.send(text)
+
+    def _log_outcome(
+        self, task_id: str, outcome: Outcome | None, number: int, queue: str, duration_s: float
+    ) -> None:
+        name = "result" if isinstance(outcome, Success) else "error"
+        detail = None if isinstance(outcome, Success) else (outcome.message if outcome else TIMEOUT_ERROR)
+        logs.event(
+            logger,
+            name,
+            task_id=task_id,
+            number=number,
+            queue=queue,
+            duration_ms=round(duration_s * 1000, 1),
+            detail=detail,
+        )
+
+    # --- isolation ---
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._guarded(work))
+        self._waits.add(task)
+        task.add_done_callback(self._waits.discard)
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """A bug in one request is logged and answered; it never ends the connection."""
+        try:
+            await work
+        except (ConnectionClosed, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("request failed")
+            await self._error(INTERNAL_ERROR)
+
+
+def _peer(connection: ServerConnection) -> str:
+    try:
+        host, port = connection.remote_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError):
+        return "?"

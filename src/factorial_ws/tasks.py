@@ -1,0 +1,164 @@
+"""The Celery app, its two factorial tasks, their queues and time limits.
+
+Workers and the gateway build this app from the same ``Config`` (environment variables), so a
+worker on another machine only needs ``REDIS_URL`` and the same limits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import gmpy2
+import redis
+from celery import Celery, Task, signals
+
+from .config import Config
+from .constants import (
+    ATTEMPTS_KEY_PREFIX,
+    HARD_QUEUE,
+    HARD_TASK_NAME,
+    SOFT_QUEUE,
+    SOFT_TASK_NAME,
+    WORKER_HEARTBEAT_S,
+    WORKER_STALE_S,
+    WORKERS_KEY_PREFIX,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class AttemptsExhausted(Exception):
+    """The task was started max_task_attempts times and its worker died every time."""
+
+
+def factorial_digits(number: int) -> str:
+    """n! in decimal. GMP does both the product and the conversion in about n log n time;
+    CPython's int-to-str is quadratic (and refused past 4300 digits)."""
+    if number < 0:
+        raise ValueError("factorial of a negative number")
+    return str(gmpy2.fac(number).digits())
+
+
+def celery_settings(config: Config) -> dict[str, Any]:
+    """Celery settings derived from our config; every process uses the same ones."""
+    return {
+        "broker_url": config.redis_url,
+        "result_backend": config.redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": config.result_expires_s,
+        "task_routes": {
+            SOFT_TASK_NAME: {"queue": SOFT_QUEUE},
+            HARD_TASK_NAME: {"queue": HARD_QUEUE},
+        },
+        # A task is acknowledged only once it is done, and goes back to the queue when its
+        # worker process dies; the redelivery count below stops one that always kills it.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Unacknowledged tasks are redelivered after this; it must exceed the longest time a
+        # task can sit reserved plus run, or a slow task would run twice.
+        "broker_transport_options": {"visibility_timeout": config.visibility_timeout_s},
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        # Keep retrying to store a result while Redis is briefly away, instead of losing it.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 20,
+        "redis_backend_health_check_interval": 10,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def create_app(config: Config) -> Celery:
+    app = Celery("factorial_ws", set_as_current=True)
+    app.conf.update(celery_settings(config))
+    _register_tasks(app, config)
+    return app
+
+
+def _register_tasks(app: Celery, config: Config) -> None:
+    limits = {
+        SOFT_TASK_NAME: config.soft_task_timeout_s,
+        HARD_TASK_NAME: config.hard_task_timeout_s,
+    }
+    for name, time_limit in limits.items():
+
+        def run(task: Task[Any, Any], number: int) -> str:
+            _count_attempt(task, config)
+            if not 0 <= number <= config.max_number:
+                raise ValueError(f"number out of range: {number}")
+            return factorial_digits(number)
+
+        # The hard time limit is enforced by the prefork pool killing the process: GMP runs in
+        # C, where a soft limit (a Python exception) would never be raised.
+        # (celery-types says int; Celery takes float seconds)
+        app.task(name=name, bind=True, time_limit=time_limit, acks_late=True)(run)  # type: ignore[call-overload]
+
+
+_redis_clients: dict[str, redis.Redis] = {}
+
+
+def _redis(url: str) -> redis.Redis:
+    """One client per process (pool children are forked, so created lazily after the fork)."""
+    if url not in _redis_clients:
+        _redis_clients[url] = redis.Redis.from_url(url)
+    return _redis_clients[url]
+
+
+def _count_attempt(task: Task[Any, Any], config: Config) -> None:
+    """Redelivered tasks count their starts; past max_task_attempts the task fails for good.
+    A first delivery costs nothing, so the common path makes no extra Redis call."""
+    if not (task.request.delivery_info or {}).get("redelivered"):
+        return
+    key = ATTEMPTS_KEY_PREFIX + str(task.request.id)
+    client = _redis(config.redis_url)
+    pipe = client.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, config.result_expires_s)
+    redeliveries = int(pipe.execute()[0])
+    if redeliveries + 1 > config.max_task_attempts:
+        raise AttemptsExhausted(f"started {redeliveries + 1} times")
+
+
+# --- worker process hooks -------------------------------------------------------------------
+
+
+@signals.worker_process_init.connect
+def _die_with_worker(**_: Any) -> None:
+    """A pool process must not outlive its worker (kill -9 of the worker would orphan it)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any, **_: Any) -> None:
+    """Tell the gateways' health check which queues have a live worker."""
+    app = sender.app
+    queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    client = redis.Redis.from_url(app.conf.broker_url)
+    hostname = sender.hostname
+    thread = threading.Thread(target=_beat, args=(client, hostname, queues), name="heartbeat", daemon=True)
+    thread.start()
+
+
+def _beat(client: redis.Redis, hostname: str, queues: list[str]) -> None:
+    while True:
+        now = time.time()
+        try:
+            pipe = client.pipeline(transaction=False)
+            for queue in queues:
+                key = WORKERS_KEY_PREFIX + queue
+                pipe.zadd(key, {hostname: now})
+                pipe.zremrangebyscore(key, 0, now - WORKER_STALE_S * 4)
+            pipe.execute()
+        except redis.RedisError:
+            logger.debug("heartbeat failed", exc_info=True)
+        time.sleep(WORKER_HEARTBEAT_S)
