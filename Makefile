@@ -1,0 +1,45 @@
+# Two commands set up everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint format bench browser-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/factorial-ws up
+
+test: install browser-deps
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests *.py
+	$(BIN)/ruff format --check src tests *.py
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix src tests *.py
+	$(BIN)/ruff format src tests *.py
+
+bench: install
+	$(BIN)/factorial-ws bench
+
+# Debian's Chromium for the browser test (nothing downloads a browser of its own).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed and this is not root: the browser test will be skipped"; \
+	  fi; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results
