@@ -6,6 +6,7 @@ Nothing here is a fake: every helper starts the same programs a user runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import json
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from factorial_ws.config import env_name
+from factorial_ws.config import Config, env_name
 from factorial_ws.constants import WORKERS_KEY_PREFIX
 from factorial_ws.redis_server import RedisServer, free_port
 
@@ -32,37 +33,7 @@ START_TIMEOUT_S = 30.0
 REPLY_TIMEOUT_S = 15.0
 
 # Variables of ours that must not leak from the developer's shell into the processes under test.
-_OUR_VARIABLES = {
-    env_name(name)
-    for name in [
-        "redis_url",
-        "ws_host",
-        "ws_port",
-        "ws_processes",
-        "soft_task_timeout_s",
-        "hard_task_timeout_s",
-        "result_expires_s",
-        "visibility_timeout_s",
-        "ping_interval_s",
-        "ping_timeout_s",
-        "max_number",
-        "max_task_attempts",
-        "max_message_bytes",
-        "max_tasks_in_flight",
-        "rate_limit_per_s",
-        "rate_limit_burst",
-        "max_connections",
-        "token",
-        "allowed_origins",
-        "tls_cert",
-        "tls_key",
-        "log_level",
-        "log_format",
-        "data_dir",
-        "soft_concurrency",
-        "hard_concurrency",
-    ]
-}
+_OUR_VARIABLES = {env_name(f.name) for f in dataclasses.fields(Config)}
 
 
 def process_env(redis_url: str | None, **settings: Any) -> dict[str, str]:
