@@ -6,8 +6,8 @@ Nothing here is a fake: every helper starts the same programs a user runs.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import json
 import os
 import signal
