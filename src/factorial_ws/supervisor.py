@@ -95,7 +95,6 @@ class Supervisor:
         if self.own_redis:
             self.redis = RedisServer(
                 self.config.data_dir / "redis",
-                port=_port_from_env(),
                 preexec_fn=die_with_parent(signal.SIGTERM),  # SIGTERM: Redis flushes its AOF
             ).start()
             self.config = self.config.replace(redis_url=self.redis.url)
@@ -188,11 +187,6 @@ def _is_ours(pid: int) -> bool:
     except OSError:
         return False
     return b"factorial_ws" in cmdline or b"redis-server" in cmdline
-
-
-def _port_from_env() -> int | None:
-    value = os.environ.get("FACTORIAL_WS_REDIS_PORT")
-    return int(value) if value else None
 
 
 def run_up(config: Config, *, redis_url_given: bool) -> int:
