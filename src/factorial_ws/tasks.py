@@ -31,6 +31,8 @@ from .constants import (
 
 logger = logging.getLogger(__name__)
 
+RESULT_REPR_MAX_CHARS = 24  # of a result in the worker's log line
+
 
 class AttemptsExhausted(Exception):
     """The task was started max_task_attempts times and its worker died every time."""
@@ -96,8 +98,16 @@ def _register_tasks(app: Celery, config: Config) -> None:
 
         # The hard time limit is enforced by the prefork pool killing the process: GMP runs in
         # C, where a soft limit (a Python exception) would never be raised.
+        # The worker logs "succeeded in ...: <result repr>"; cut it short so a factorial's
+        # digits never fill the log (Celery's default keeps 1024 characters).
         # (celery-types says int; Celery takes float seconds)
-        app.task(name=name, bind=True, time_limit=time_limit, acks_late=True)(run)  # type: ignore[call-overload]
+        app.task(  # type: ignore[call-overload]
+            name=name,
+            bind=True,
+            time_limit=time_limit,
+            acks_late=True,
+            resultrepr_maxsize=RESULT_REPR_MAX_CHARS,
+        )(run)
 
 
 _redis_clients: dict[str, redis.Redis] = {}
