@@ -92,15 +92,18 @@ class Session:
 
     async def _on_frame(self, frame: str | bytes) -> None:
         if isinstance(frame, bytes):
+            logs.event(logger, "error", peer=self._peer, detail=BINARY_FRAME)
             await self._error(BINARY_FRAME)
             return
         if not self._bucket.take():
+            # Counted in the metrics, not logged: a flooding client must not flood the log.
             await self._error(RATE_LIMITED)
             return
         try:
             request = parse_request(frame, max_number=self._config.max_number)
         except ProtocolError as exc:
             metrics.requests_total.labels("invalid").inc()
+            logs.event(logger, "error", peer=self._peer, detail=exc.message)
             await self._error(exc.message, request_id=exc.request_id)
             return
         if isinstance(request, FactorialRequest):
@@ -151,17 +154,21 @@ class Session:
 
     async def _look_up(self, request: ResultRequest) -> None:
         task_id, request_id = request.task_id, request.request_id
+        started = time.monotonic()
+        logs.event(logger, "request", task_id=task_id, detail="lookup")
+        outcome: Outcome | None
         try:
             snapshot = await self._services.hub.snapshot(task_id)
             if isinstance(snapshot, Pending):
                 outcome = await self._wait_pending(task_id, request_id)
-                await self._send_outcome(task_id, outcome, request_id)
             elif isinstance(snapshot, Unknown):
-                await self._error(UNKNOWN_TASK_ID, task_id, request_id)
+                outcome = Failure(UNKNOWN_TASK_ID)
             else:
-                await self._send_outcome(task_id, snapshot, request_id)
+                outcome = snapshot
         except ServiceUnavailable:
-            await self._error(SERVICE_UNAVAILABLE, task_id, request_id)
+            outcome = Failure(SERVICE_UNAVAILABLE)
+        self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
+        await self._send_outcome(task_id, outcome, request_id)
 
     async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Outcome | None:
         hub = self._services.hub
@@ -208,7 +215,12 @@ class Session:
             await self._connection.send(text)
 
     def _log_outcome(
-        self, task_id: str, outcome: Outcome | None, number: int, queue: str, duration_s: float
+        self,
+        task_id: str,
+        outcome: Outcome | None,
+        number: int | None,
+        queue: str | None,
+        duration_s: float,
     ) -> None:
         name = "result" if isinstance(outcome, Success) else "error"
         detail = None if isinstance(outcome, Success) else (outcome.message if outcome else TIMEOUT_ERROR)
