@@ -1,0 +1,341 @@
+"""The benchmark's client side: WebSocket load, the raw Celery reference, and bare gmpy2.
+
+Functions here are synchronous to the caller (each WebSocket scenario runs its own event loop),
+so the orchestration in ``bench`` reads as a plain sequence of steps. The crowd of thousands of
+connections is spread over a few processes, since one asyncio process is the bottleneck there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import queue
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.context import SpawnProcess
+from types import TracebackType
+from typing import Any
+
+import gmpy2
+from celery import Celery
+from celery.result import AsyncResult, ResultSet
+from websockets.asyncio.client import ClientConnection, connect
+
+from .config import Config
+from .constants import HARD_TASK_NAME, SOFT_TASK_NAME
+from .server import raise_open_files_limit
+from .tasks import create_app
+
+SMALL = 5
+SMALL_RESULT = "120"
+HARD_LOAD_NUMBER = 300_000  # about 0.2 s of GMP work and 1.5 MB of digits per task
+HARD_LOAD_WINDOW = 4  # in flight at once: two running on the hard pool, two queued
+REPLY_TIMEOUT_S = 120.0
+_CONNECT_CONCURRENCY = 64  # handshakes in progress per process (the listen backlog is 100)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` near-equal shares."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _parse(frame: str | bytes) -> dict[str, Any]:
+    reply = json.loads(frame, parse_int=str)  # results stay digits, as the client reads them
+    if not isinstance(reply, dict):
+        raise ValueError(f"not a JSON object: {frame[:80]!r}")
+    return reply
+
+
+def _connect(url: str) -> Any:
+    return connect(url, compression=None, max_size=None, ping_interval=None, open_timeout=REPLY_TIMEOUT_S)
+
+
+async def _final(ws: ClientConnection) -> dict[str, Any]:
+    """The next reply that ends a request (skipping acks and pending notices)."""
+    while True:
+        reply = _parse(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
+        if reply.get("type") in ("success", "error"):
+            return reply
+
+
+def _request(number: int, request_id: int) -> str:
+    return json.dumps({"type": "factorial", "number": number, "id": request_id})
+
+
+# --- raw Celery, the reference ------------------------------------------------------------------
+
+
+def raw_app(config: Config, redis_url: str) -> Celery:
+    """A Celery client with the very settings the workers and gateway use."""
+    return create_app(config.replace(redis_url=redis_url))
+
+
+def raw_latency(app: Celery, count: int) -> list[float]:
+    """``task.delay(5).get()`` one after another; milliseconds each."""
+    task = app.tasks[SOFT_TASK_NAME]
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        result = task.delay(SMALL).get(timeout=REPLY_TIMEOUT_S)
+        samples.append((time.perf_counter() - started) * 1000)
+        if result != SMALL_RESULT:
+            raise RuntimeError(f"raw Celery returned {result!r}")
+    return samples
+
+
+def raw_throughput(app: Celery, count: int) -> float:
+    """Submit ``count`` tasks, then collect every result; tasks per second."""
+    task = app.tasks[SOFT_TASK_NAME]
+    started = time.perf_counter()
+    results: list[AsyncResult[Any]] = [task.delay(SMALL) for _ in range(count)]
+    values = ResultSet(results).join(timeout=REPLY_TIMEOUT_S)
+    seconds = time.perf_counter() - started
+    if any(value != SMALL_RESULT for value in values):
+        raise RuntimeError("raw Celery returned a wrong result")
+    for result in results:
+        result.forget()
+    return count / seconds
+
+
+def raw_hard(app: Celery, number: int) -> AsyncResult[Any]:
+    return app.tasks[HARD_TASK_NAME].delay(number)
+
+
+def bare_gmpy2(number: int) -> tuple[float, str]:
+    """gmpy2's factorial and its decimal digits, timed alone in this process."""
+    started = time.perf_counter()
+    digits = str(gmpy2.fac(number).digits())
+    return time.perf_counter() - started, digits
+
+
+# --- WebSocket scenarios ---------------------------------------------------------------------------
+
+
+def ws_latency(url: str, count: int) -> list[float]:
+    """Sequential factorial(5) over one connection, from send to the result; milliseconds."""
+    return asyncio.run(_ws_latency(url, count))
+
+
+async def _ws_latency(url: str, count: int) -> list[float]:
+    async with _connect(url) as ws:
+        return await _probe(ws, count)
+
+
+async def _probe(ws: ClientConnection, count: int) -> list[float]:
+    samples = []
+    for index in range(count):
+        started = time.perf_counter()
+        await ws.send(_request(SMALL, index))
+        reply = await _final(ws)
+        samples.append((time.perf_counter() - started) * 1000)
+        if reply.get("result") != SMALL_RESULT:
+            raise RuntimeError(f"gateway replied {reply}")
+    return samples
+
+
+def ws_throughput(url: str, count: int, connections: int, window: int) -> tuple[float, int]:
+    """``count`` requests over ``connections`` connections with ``window`` in flight on each;
+    returns tasks per second (successes only) and the number of error replies."""
+    return asyncio.run(_ws_throughput(url, count, connections, window))
+
+
+async def _ws_throughput(url: str, count: int, connections: int, window: int) -> tuple[float, int]:
+    shares = split(count, connections)
+    sockets = [await _connect(url) for _ in range(connections)]
+    try:
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(
+            *(_pipeline(ws, share, window) for ws, share in zip(sockets, shares, strict=True))
+        )
+        seconds = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    successes = sum(ok for ok, _ in outcomes)
+    return successes / seconds, sum(failed for _, failed in outcomes)
+
+
+async def _pipeline(ws: ClientConnection, count: int, window: int) -> tuple[int, int]:
+    sent = ok = failed = 0
+    while sent < min(window, count):
+        await ws.send(_request(SMALL, sent))
+        sent += 1
+    while ok + failed < count:
+        reply = await _final(ws)
+        if reply.get("result") == SMALL_RESULT:
+            ok += 1
+        else:
+            failed += 1
+        if sent < count:
+            await ws.send(_request(SMALL, sent))
+            sent += 1
+    return ok, failed
+
+
+def ws_big(url: str, number: int, expected: str) -> float:
+    """One large factorial end to end (send to parsed reply); seconds."""
+    return asyncio.run(_ws_big(url, number, expected))
+
+
+async def _ws_big(url: str, number: int, expected: str) -> float:
+    async with _connect(url) as ws:
+        started = time.perf_counter()
+        await ws.send(_request(number, 0))
+        reply = await _final(ws)
+        seconds = time.perf_counter() - started
+    if reply.get("result") != expected:
+        raise RuntimeError(f"factorial({number}) came back wrong: {str(reply)[:200]}")
+    return seconds
+
+
+def ws_latency_under_hard_load(url: str, count: int) -> tuple[list[float], int]:
+    """factorial(5) latency on one connection while another keeps the hard queue busy."""
+    return asyncio.run(_under_hard_load(url, count))
+
+
+async def _under_hard_load(url: str, count: int) -> tuple[list[float], int]:
+    async with _connect(url) as probe, _connect(url) as heavy:
+        stop = asyncio.Event()
+        busy = asyncio.Event()
+        load = asyncio.create_task(_keep_hard_busy(heavy, stop, busy))
+        try:
+            await asyncio.wait_for(busy.wait(), REPLY_TIMEOUT_S)
+            samples = await _probe(probe, count)
+        finally:
+            stop.set()
+        done = await load
+    return samples, done
+
+
+async def _keep_hard_busy(ws: ClientConnection, stop: asyncio.Event, busy: asyncio.Event) -> int:
+    sent = done = 0
+    while sent < HARD_LOAD_WINDOW:
+        await ws.send(_request(HARD_LOAD_NUMBER, sent))
+        sent += 1
+    while done < sent:
+        reply = await _final(ws)
+        if reply.get("type") != "success":
+            raise RuntimeError(f"hard load failed: {str(reply)[:200]}")
+        done += 1
+        busy.set()  # the pool has been working for a while: from now on it is saturated
+        if not stop.is_set():
+            await ws.send(_request(HARD_LOAD_NUMBER, sent))
+            sent += 1
+    return done
+
+
+# --- the crowd: thousands of connections over a few processes ---------------------------------
+
+
+@dataclass(frozen=True)
+class Acked:
+    acked: int
+    errors: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Delivered:
+    delivered: int
+    errors: int
+
+
+class ConcurrencyLoad:
+    """``with ConcurrencyLoad(url, n, processes) as crowd:`` opens n connections over a few
+    processes, each sending one factorial(5); ``wait_acked`` returns once every request has its
+    ack, ``wait_done`` once every result came back (or failed)."""
+
+    def __init__(self, url: str, connections: int, processes: int) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._messages: multiprocessing.Queue[tuple[str, int, int, float]] = self._context.Queue()
+        shares = [
+            connections // processes + (1 if i < connections % processes else 0) for i in range(processes)
+        ]
+        self._processes: list[SpawnProcess] = [
+            self._context.Process(target=crowd_part, args=(url, share, self._messages), daemon=True)
+            for share in shares
+            if share
+        ]
+
+    def __enter__(self) -> ConcurrencyLoad:
+        for process in self._processes:
+            process.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for process in self._processes:
+            process.join(5 if exc is None else 0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def _collect(self, kind: str) -> list[tuple[str, int, int, float]]:
+        collected: list[tuple[str, int, int, float]] = []
+        deadline = time.monotonic() + REPLY_TIMEOUT_S * 2
+        while len(collected) < len(self._processes):
+            try:
+                message = self._messages.get(timeout=1)
+            except queue.Empty:
+                if time.monotonic() > deadline or not any(p.is_alive() for p in self._processes):
+                    raise RuntimeError(f"crowd processes did not report {kind!r}") from None
+                continue
+            if message[0] != kind:
+                raise RuntimeError(f"crowd process reported {message!r}, expected {kind!r}")
+            collected.append(message)
+        return collected
+
+    def wait_acked(self) -> Acked:
+        parts = self._collect("acked")
+        return Acked(sum(p[1] for p in parts), sum(p[2] for p in parts), max(p[3] for p in parts))
+
+    def wait_done(self) -> Delivered:
+        parts = self._collect("done")
+        return Delivered(sum(p[1] for p in parts), sum(p[2] for p in parts))
+
+
+def crowd_part(url: str, count: int, messages: multiprocessing.Queue[tuple[str, int, int, float]]) -> None:
+    """One crowd process: its share of connections, one request each."""
+    raise_open_files_limit()
+    asyncio.run(_crowd(url, count, messages))
+
+
+async def _crowd(url: str, count: int, messages: multiprocessing.Queue[tuple[str, int, int, float]]) -> None:
+    gate = asyncio.Semaphore(_CONNECT_CONCURRENCY)
+    started = time.perf_counter()
+
+    async def open_one(index: int) -> ClientConnection | None:
+        async with gate:
+            try:
+                ws: ClientConnection = await _connect(url)
+                await ws.send(_request(SMALL, index))
+                reply = _parse(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
+            except (OSError, TimeoutError, ValueError, Exception):
+                return None
+        return ws if reply.get("type") == "result" else None
+
+    opened = await asyncio.gather(*(open_one(i) for i in range(count)))
+    sockets = [ws for ws in opened if ws is not None]
+    messages.put(("acked", len(sockets), count - len(sockets), time.perf_counter() - started))
+
+    async def result_of(ws: ClientConnection) -> bool:
+        with contextlib.suppress(Exception):
+            return (await _final(ws)).get("result") == SMALL_RESULT
+        return False
+
+    outcomes = await asyncio.gather(*(result_of(ws) for ws in sockets))
+    delivered = sum(outcomes)
+    messages.put(("done", delivered, len(sockets) - delivered, time.perf_counter() - started))
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
