@@ -83,12 +83,17 @@ Outcome = Success | Failure
 # --- requests -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class _HugeInt:
-    """An integer literal too long to be a valid number; parsed without int()'s cost."""
+    """An integer literal too long to be a valid number; parsed without int()'s cost (and
+    without CPython's 4300-digit limit turning it into a JSON decode error)."""
+
+    negative: bool
 
 
 def _parse_int(literal: str) -> int | _HugeInt:
-    return _HugeInt() if len(literal.lstrip("-")) > _MAX_INT_DIGITS else int(literal)
+    digits = literal.lstrip("-")
+    return _HugeInt(digits != literal) if len(digits) > _MAX_INT_DIGITS else int(literal)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -133,7 +138,7 @@ def _number(data: dict[str, Any], max_number: int, request_id: RequestId | None)
         raise ProtocolError(INVALID_REQUEST + "missing field 'number'", request_id)
     value = data["number"]
     if isinstance(value, _HugeInt):
-        raise ProtocolError(INVALID_REQUEST + f"'number' must be at most {max_number}", request_id)
+        value = -1 if value.negative else max_number + 1
     if not isinstance(value, int) or isinstance(value, bool):
         raise ProtocolError(INVALID_REQUEST + "'number' must be an integer", request_id)
     if value < 0:

@@ -101,8 +101,11 @@ def _register_tasks(app: Celery, config: Config) -> None:
         # The worker logs "succeeded in ...: <result repr>"; cut it short so a factorial's
         # digits never fill the log (Celery's default keeps 1024 characters).
         # (celery-types says int; Celery takes float seconds)
+        # shared=False: a shared task would be added to every app created later in this
+        # process, and win over that app's own task, with the first app's config and limits.
         app.task(  # type: ignore[call-overload]
             name=name,
+            shared=False,
             bind=True,
             time_limit=time_limit,
             acks_late=True,

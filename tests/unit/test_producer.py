@@ -1,0 +1,107 @@
+"""The task message the gateway pushes is the one kombu's Redis transport and Celery read."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+from kombu import Connection
+from kombu.transport.virtual import Message
+
+from factorial_ws.config import Config
+from factorial_ws.constants import HARD_TASK_NAME, SOFT_TASK_NAME, SUBMITTED_KEY_PREFIX
+from factorial_ws.producer import Producer, task_envelope
+from factorial_ws.redis_server import RedisServer
+from factorial_ws.tasks import create_app
+
+TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
+
+
+@pytest.fixture(scope="module")
+def app() -> Celery:
+    return create_app(Config())
+
+
+def envelope(app: Celery, queue: str, number: int) -> dict[str, Any]:
+    payload = json.loads(task_envelope(app, TASK_ID, queue, number))
+    assert isinstance(payload, dict)
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("queue", "number", "task_name"), [("soft", 5, SOFT_TASK_NAME), ("hard", 5000, HARD_TASK_NAME)]
+)
+def test_headers_name_the_task_its_id_and_arguments(
+    app: Celery, queue: str, number: int, task_name: str
+) -> None:
+    headers = envelope(app, queue, number)["headers"]
+    assert headers["task"] == task_name
+    assert headers["id"] == headers["root_id"] == TASK_ID
+    assert headers["argsrepr"] == f"({number},)"
+    assert headers["lang"] == "py"
+
+
+def test_body_is_base64_json_of_args_kwargs_and_embed(app: Celery) -> None:
+    payload = envelope(app, "hard", 5000)
+    assert payload["properties"]["body_encoding"] == "base64"
+    assert payload["content-type"] == "application/json"
+    args, kwargs, embed = json.loads(base64.b64decode(payload["body"]))
+    assert (args, kwargs) == ([5000], {})
+    assert embed["callbacks"] is None and embed["chain"] is None
+
+
+@pytest.mark.parametrize("queue", ["soft", "hard"])
+def test_delivery_info_routes_to_the_queue_by_name(app: Celery, queue: str) -> None:
+    properties = envelope(app, queue, 1)["properties"]
+    assert properties["delivery_info"] == {"exchange": "", "routing_key": queue}
+    assert properties["correlation_id"] == TASK_ID
+    assert properties["delivery_mode"] == 2  # persistent
+
+
+def test_each_message_has_its_own_delivery_tag(app: Celery) -> None:
+    tags = {envelope(app, "soft", 1)["properties"]["delivery_tag"] for _ in range(10)}
+    assert len(tags) == 10
+
+
+def test_kombus_virtual_transport_decodes_the_envelope(app: Celery) -> None:
+    # The Redis transport's channel is a kombu virtual channel: it builds this same Message.
+    with Connection("memory://") as connection:
+        message = Message(envelope(app, "hard", 1234), channel=connection.channel())
+        assert message.decode()[0] == [1234]
+        assert message.headers["task"] == HARD_TASK_NAME
+        assert message.delivery_info["routing_key"] == "hard"
+        assert message.content_type == "application/json"
+
+
+async def test_send_pushes_the_task_and_marks_its_id_known(app: Celery, redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await Producer(app, client, result_expires_s=600).send(TASK_ID, "hard", 5000)
+    finally:
+        await client.aclose()
+    with redis.Redis.from_url(redis_server.url) as sync:
+        queued = sync.lrange("hard", 0, -1)
+        assert len(queued) == 1 and json.loads(queued[0])["headers"]["id"] == TASK_ID
+        assert sync.llen("soft") == 0
+        key = SUBMITTED_KEY_PREFIX + TASK_ID
+        assert json.loads(sync.get(key) or b"") == {"queue": "hard", "number": 5000}
+        assert 590 < sync.ttl(key) <= 600
+
+
+async def test_send_never_overwrites_a_later_state_of_the_id(app: Celery, redis_server: RedisServer) -> None:
+    key = SUBMITTED_KEY_PREFIX + TASK_ID
+    with redis.Redis.from_url(redis_server.url) as sync:
+        sync.set(key, b"later")
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await Producer(app, client, result_expires_s=600).send(TASK_ID, "soft", 5)
+    finally:
+        await client.aclose()
+    with redis.Redis.from_url(redis_server.url) as sync:
+        assert sync.get(key) == b"later"
+        assert sync.llen("soft") == 1
