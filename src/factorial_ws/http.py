@@ -85,7 +85,7 @@ class Routes:
             return await self._health()
         if path == "/metrics":
             metrics.tasks_waiting.set(self._hub.waiting)
-            return response(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4")
+            return response(HTTPStatus.OK, metrics.render(), metrics.CONTENT_TYPE)
         if path in ("/", "/index.html") and self._page is not None:
             return response(HTTPStatus.OK, self._page, "text/html; charset=utf-8")
         return text_response(HTTPStatus.NOT_FOUND, "Not found")

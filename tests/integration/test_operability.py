@@ -1,0 +1,237 @@
+"""Operability against the real processes: /healthz, /metrics, the logs, and the page at /."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from factorial_ws.constants import JSON_DECODE_ERROR
+from factorial_ws.redis_server import RedisServer
+from support import Proc, System, client, start_gateway, start_worker, wait_until
+
+HTTP_TIMEOUT_S = 10.0
+LONG_DIGIT_RUN = re.compile(r"\d{1000}")
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    content_type: str
+    body: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_get(ws_url: str, path: str) -> HttpReply:
+    url = ws_url.replace("ws://", "http://").rstrip("/") + path
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as reply:
+            return HttpReply(reply.status, reply.headers["Content-Type"], reply.read().decode())
+    except urllib.error.HTTPError as reply:
+        return HttpReply(reply.code, reply.headers["Content-Type"], reply.read().decode())
+
+
+def scrape(ws_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, keyed by name and sorted labels, as Prometheus would parse it."""
+    reply = http_get(ws_url, "/metrics")
+    assert reply.status == 200
+    assert reply.content_type.startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(reply.body)
+        for sample in family.samples
+    }
+
+
+def sample(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def gateway_without_hard_worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[Proc, str]]:
+    """A gateway and a worker that serves only the soft queue."""
+    worker = start_worker(redis_server.url, tmp_path, queues="soft", concurrency=1)
+    try:
+        gateway, url = start_gateway(redis_server.url, tmp_path)
+        try:
+            yield gateway, url
+        finally:
+            gateway.stop()
+    finally:
+        worker.stop()
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+def test_health_is_ok_when_redis_the_subscription_and_a_worker_per_queue_are_there(system: System) -> None:
+    reply = http_get(system.url, "/healthz")
+
+    assert reply.status == 200
+    assert reply.content_type == "application/json"
+    report = reply.json()
+    assert report["redis"] is True
+    assert report["result_subscription"] is True
+    assert report["workers"]["soft"] >= 1
+    assert report["workers"]["hard"] >= 1
+    assert set(report["queue_depth"]) == {"soft", "hard"}
+    assert report["problems"] == []
+
+
+async def test_health_is_unavailable_and_names_the_queue_without_a_worker(
+    gateway_without_hard_worker: tuple[Proc, str],
+) -> None:
+    _, url = gateway_without_hard_worker
+    async with client(url) as ws:
+        ack = await ws.request({"type": "factorial", "number": 2000})  # hard: nobody takes it
+        assert ack["type"] == "result"
+
+        reply = http_get(url, "/healthz")
+
+        assert reply.status == 503
+        report = reply.json()
+        assert report["redis"] is True
+        assert report["workers"] == {"soft": 1, "hard": 0}
+        assert report["queue_depth"]["hard"] == 1
+        assert report["problems"] == ["no worker seen on queue 'hard'"]
+        assert sample(scrape(url), "factorial_ws_tasks_waiting") == 1
+
+
+def test_health_is_unavailable_when_redis_is_down(redis_server: RedisServer, tmp_path: Path) -> None:
+    worker = start_worker(redis_server.url, tmp_path, concurrency=1)
+    gateway, url = start_gateway(redis_server.url, tmp_path)
+    try:
+        assert http_get(url, "/healthz").status == 200
+        redis_server.stop()
+
+        wait_until(lambda: http_get(url, "/healthz").status == 503, what="health to report Redis down")
+        report = http_get(url, "/healthz").json()
+
+        assert report["redis"] is False
+        assert "Redis is unreachable" in report["problems"]
+        assert gateway.alive()
+    finally:
+        gateway.stop()
+        worker.stop()
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+async def test_metrics_count_real_requests_errors_tasks_and_result_times(system: System) -> None:
+    before = scrape(system.url)
+    async with client(system.url) as ws:
+        _, soft = await ws.factorial(5)
+        _, hard = await ws.factorial(1001)
+        lookup = await ws.request({"type": "result", "task_id": soft["task_id"]})
+        negative = await ws.request({"type": "factorial", "number": -1})
+        garbled = await ws.request("{not json")
+        assert [soft["type"], hard["type"], lookup["type"]] == ["success"] * 3
+        assert [negative["type"], garbled["type"]] == ["error"] * 2
+        during = scrape(system.url)
+    wait_until(
+        lambda: (
+            sample(scrape(system.url), "factorial_ws_connections_open")
+            == sample(during, "factorial_ws_connections_open") - 1
+        ),
+        timeout_s=10,
+        what="the closed connection to leave the gauge",
+    )
+    after = scrape(system.url)
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert sample(during, "factorial_ws_connections_open") >= 1
+    assert moved("factorial_ws_requests_total", type="factorial") == 2
+    assert moved("factorial_ws_requests_total", type="result") == 1
+    assert moved("factorial_ws_requests_total", type="invalid") == 2
+    assert moved("factorial_ws_errors_total", message="Invalid request") == 1
+    assert moved("factorial_ws_errors_total", message=JSON_DECODE_ERROR) == 1
+    assert moved("factorial_ws_tasks_submitted_total", queue="soft") == 1
+    assert moved("factorial_ws_tasks_submitted_total", queue="hard") == 1
+    assert moved("factorial_ws_result_seconds_count", queue="soft") == 1
+    assert moved("factorial_ws_result_seconds_count", queue="hard") == 1
+    assert moved("factorial_ws_result_seconds_sum", queue="hard") > 0
+    assert sample(after, "factorial_ws_result_seconds_bucket", queue="soft", le="+Inf") >= 1
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+def events_of(log: str) -> list[dict[str, Any]]:
+    """Every line of a JSON log as an object (a line that is not JSON fails the test)."""
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert all(isinstance(line, dict) for line in lines)
+    return lines
+
+
+async def test_json_log_has_one_object_per_event_with_task_number_queue_and_duration(
+    system: System, tmp_path: Path
+) -> None:
+    gateway, url = start_gateway(system.redis_url, tmp_path, LOG_FORMAT="json")
+    try:
+        async with client(url) as ws:
+            ack, done = await ws.factorial(5)
+            await ws.request({"type": "result", "task_id": ack["task_id"]})
+            await ws.request({"type": "factorial", "number": -1})
+        task_id = ack["task_id"]
+        wait_until(lambda: '"disconnect"' in gateway.log(), timeout_s=10, what="the disconnect line")
+        lines = events_of(gateway.log())
+    finally:
+        gateway.stop()
+
+    by_event = {line.get("event"): line for line in lines}
+    assert {"connect", "request", "result", "error", "disconnect"} <= set(by_event)
+    request = next(line for line in lines if line.get("event") == "request" and "number" in line)
+    assert (request["task_id"], request["number"], request["queue"]) == (task_id, 5, "soft")
+    result = next(line for line in lines if line.get("event") == "result" and "number" in line)
+    assert (result["task_id"], result["number"], result["queue"]) == (task_id, 5, "soft")
+    assert result["duration_ms"] >= 0
+    lookup = [line for line in lines if line.get("event") == "result" and line is not result]
+    assert [line["task_id"] for line in lookup] == [task_id]
+    assert by_event["error"]["detail"] == "Invalid request: 'number' must not be negative"
+    assert by_event["connect"]["peer"] == by_event["disconnect"]["peer"]
+    assert all({"time", "level", "message"} <= set(line) for line in lines)
+    assert done["type"] == "success"
+
+
+async def test_a_huge_result_is_never_written_to_the_gateway_or_worker_log(system: System) -> None:
+    async with client(system.url) as ws:
+        _, done = await ws.factorial(100_000, timeout_s=60)
+    assert done["type"] == "success"
+    assert len(str(done["result"])) == 456_574
+    worker = system.workers[0]
+    wait_until(lambda: done["task_id"] + "] succeeded" in worker.log(), what="the worker's success line")
+
+    assert not LONG_DIGIT_RUN.search(system.gateway.log() if system.gateway else "")
+    assert not LONG_DIGIT_RUN.search(worker.log())
+
+
+# --- the page -------------------------------------------------------------------------------
+
+
+def test_root_serves_one_self_contained_page(system: System) -> None:
+    reply = http_get(system.url, "/")
+
+    assert reply.status == 200
+    assert reply.content_type.startswith("text/html")
+    assert "<script>" in reply.body and "new WebSocket(" in reply.body
+    # Nothing is fetched from another host: no external scripts, styles, fonts or images.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", reply.body)
+    assert not re.search(r"url\(\s*[\"']?(https?:)?//", reply.body)
+    assert "@import" not in reply.body
+
+
+def test_unknown_paths_get_404(system: System) -> None:
+    assert http_get(system.url, "/nope").status == 404
