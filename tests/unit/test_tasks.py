@@ -106,3 +106,9 @@ def test_each_app_runs_its_tasks_with_its_own_config() -> None:
     assert first.tasks[HARD_TASK_NAME].time_limit == 3.0
     with pytest.raises(ValueError, match="out of range"):
         first.tasks[HARD_TASK_NAME](100)
+
+
+def test_a_task_that_fails_or_times_out_is_acknowledged_not_redelivered() -> None:
+    # With acks_late, a task killed by its time limit would otherwise go back to the queue and
+    # be killed again, forever.
+    assert create_app(Config()).conf.task_acks_on_failure_or_timeout is True
