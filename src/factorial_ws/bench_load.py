@@ -13,7 +13,9 @@ import json
 import multiprocessing
 import queue
 import socket
+import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from types import TracebackType
@@ -314,6 +316,7 @@ def crowd_part(url: str, count: int, messages: multiprocessing.Queue[tuple[str, 
 
 async def _crowd(url: str, count: int, messages: multiprocessing.Queue[tuple[str, int, int, float]]) -> None:
     gate = asyncio.Semaphore(_CONNECT_CONCURRENCY)
+    reasons: Counter[str] = Counter()
     started = time.perf_counter()
 
     async def open_one(index: int) -> ClientConnection | None:
@@ -322,13 +325,19 @@ async def _crowd(url: str, count: int, messages: multiprocessing.Queue[tuple[str
                 ws: ClientConnection = await _connect(url)
                 await ws.send(_request(SMALL, index))
                 reply = _parse(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
-            except (OSError, TimeoutError, ValueError, Exception):
+            except Exception as exc:
+                reasons[f"{type(exc).__name__}: {exc}"[:120]] += 1
                 return None
-        return ws if reply.get("type") == "result" else None
+        if reply.get("type") != "result":
+            reasons[f"reply {reply}"[:120]] += 1
+            return None
+        return ws
 
     opened = await asyncio.gather(*(open_one(i) for i in range(count)))
     sockets = [ws for ws in opened if ws is not None]
     messages.put(("acked", len(sockets), count - len(sockets), time.perf_counter() - started))
+    if reasons:
+        print(f"crowd: {count - len(sockets)} failed: {dict(reasons.most_common(5))}", file=sys.stderr)
 
     async def result_of(ws: ClientConnection) -> bool:
         with contextlib.suppress(Exception):

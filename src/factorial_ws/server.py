@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5.0
 _REDIS_CONNECT_TIMEOUT_S = 2.0
 _REDIS_COMMAND_TIMEOUT_S = 5.0
+_REDIS_POOL_SIZE = 64
 
 
 class Gateway:
@@ -62,12 +63,17 @@ class Gateway:
     async def start(self) -> None:
         config = self.config
         raise_open_files_limit()
-        self._client = aioredis.Redis.from_url(
+        # A burst of requests waits for a pooled connection rather than failing: redis-py's
+        # default pool refuses its 101st concurrent command ("Too many connections").
+        pool = aioredis.BlockingConnectionPool.from_url(
             config.redis_url,
+            max_connections=_REDIS_POOL_SIZE,
+            timeout=_REDIS_COMMAND_TIMEOUT_S,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=_REDIS_COMMAND_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),  # fail fast: the client gets "Service unavailable"
         )
+        self._client = aioredis.Redis.from_pool(pool)
         self._pubsub_client = aioredis.Redis.from_url(
             config.redis_url,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
