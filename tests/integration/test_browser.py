@@ -1,0 +1,190 @@
+"""The page at / in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Nothing downloads a browser: Playwright only drives /usr/bin/chromium (`make browser-deps`
+installs it). Without it the tests skip locally, and fail under CI, which must run them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from websockets.sync.client import connect
+
+from factorial_ws.redis_server import RedisServer, free_port
+from support import Proc, System, start_gateway, start_worker
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+UI_TIMEOUT_MS = 30_000
+TOKEN = "page-token"
+
+
+def _missing() -> str | None:
+    if not shutil.which(CHROMIUM):
+        return f"{CHROMIUM} is not installed (run `make browser-deps` as root)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    problem = _missing()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {problem}")
+        pytest.skip(problem)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser: Browser, ws_url: str, query: str = "") -> Page:
+    """The page from the gateway, once its WebSocket is connected."""
+    page = browser.new_page(accept_downloads=True)
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(ws_url.replace("ws://", "http://") + query)
+    expect_status(page, "open")
+    return page
+
+
+@pytest.fixture
+def page(browser: Browser, system: System) -> Iterator[Page]:
+    opened = open_page(browser, system.url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def expect_status(page: Page, state: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#status")).to_have_attribute("data-state", state, timeout=UI_TIMEOUT_MS)
+
+
+def submit_number(page: Page, number: str) -> Locator:
+    """Type a number and press Enter; the row of that task."""
+    page.fill("#number-input", number)
+    page.press("#number-input", "Enter")
+    return page.locator(f'.task[data-subject="{number}"]')
+
+
+def expect_state(row: Locator, state: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(row).to_have_attribute("data-state", state, timeout=UI_TIMEOUT_MS)
+
+
+def test_page_shows_a_small_factorial_submitted_with_enter(page: Page) -> None:
+    row = submit_number(page, "10")
+
+    expect_state(row, "done")
+    assert row.locator(".result").inner_text() == "3628800"
+    assert row.locator(".digits").inner_text() == "7 digits"
+    assert len(row.get_attribute("data-task-id") or "") == 36
+    assert row.locator(".elapsed").inner_text().endswith(("ms", "s"))
+
+
+def test_page_shortens_a_huge_result_with_its_digit_count_and_downloads_it_whole(page: Page) -> None:
+    row = submit_number(page, "5000")
+
+    expect_state(row, "done")
+    assert row.locator(".digits").inner_text() == "16,326 digits"
+    shown = row.locator(".result").inner_text()
+    expected = str(math.factorial(5000))
+    assert len(shown) < 100 and "…" in shown
+    assert expected.startswith(shown.split("…")[0]) and expected.endswith(shown.split("…")[1])
+    with page.expect_download() as download:
+        row.locator("button.download").click()
+    assert Path(download.value.path()).read_text().strip() == expected
+
+
+def test_page_shows_a_refused_number_plainly(page: Page) -> None:
+    row = submit_number(page, "-1")
+
+    expect_state(row, "error")
+    assert row.locator(".error-text").inner_text() == "Invalid request: 'number' must not be negative"
+
+
+def test_page_looks_up_a_pasted_task_id(page: Page, system: System) -> None:
+    # Playwright's sync API runs its own event loop in this thread: a plain blocking client.
+    with connect(system.url) as ws:
+        ws.send(json.dumps({"type": "factorial", "number": 20}))
+        task_id = json.loads(ws.recv(timeout=15))["task_id"]
+        assert json.loads(ws.recv(timeout=15))["type"] == "success"
+
+    page.fill("#task-id-input", task_id)
+    page.press("#task-id-input", "Enter")
+    row = page.locator(f'.task[data-kind="lookup"][data-task-id="{task_id}"]')
+
+    expect_state(row, "done")
+    assert row.locator(".result").inner_text() == str(math.factorial(20))
+
+
+@pytest.fixture
+def restartable(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A gateway on a fixed port with a token, and no worker yet; the test restarts it."""
+    parts: dict[str, Any] = {"port": free_port(), "procs": []}
+
+    def gateway() -> str:
+        proc, url = start_gateway(redis_server.url, tmp_path, port=parts["port"], WS_TOKEN=TOKEN)
+        parts["procs"].append(proc)
+        parts["gateway"] = proc
+        return url
+
+    def worker() -> None:
+        parts["procs"].append(start_worker(redis_server.url, tmp_path, queues="hard", concurrency=1))
+
+    parts.update(start_gateway=gateway, start_worker=worker, redis_url=redis_server.url)
+    try:
+        yield parts
+    finally:
+        for proc in reversed(parts["procs"]):
+            proc.stop()
+
+
+def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task(
+    browser: Browser, restartable: dict[str, Any]
+) -> None:
+    url = restartable["start_gateway"]()
+    page = open_page(browser, url, f"?token={TOKEN}")  # the page passes its token on
+    try:
+        row = submit_number(page, "2000")  # the hard queue, which has no worker yet
+        expect_state(row, "pending")
+        task_id = row.get_attribute("data-task-id")
+
+        old: Proc = restartable["gateway"]
+        old.stop()
+        expect_status(page, "closed")
+        restartable["start_gateway"]()
+        expect_status(page, "open")
+        restartable["start_worker"]()
+
+        expect_state(row, "done")
+        assert row.get_attribute("data-task-id") == task_id
+        assert row.locator(".digits").inner_text() == f"{len(str(math.factorial(2000))):,} digits"
+        # The new gateway never saw the factorial request: the page looked the task up by its id.
+        assert f"request task_id={task_id} detail=lookup" in restartable["gateway"].log()
+    finally:
+        page.close()
