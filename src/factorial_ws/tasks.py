@@ -65,7 +65,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # Unacknowledged tasks are redelivered after this; it must exceed the longest time a
         # task can sit reserved plus run, or a slow task would run twice.
-        "broker_transport_options": {"visibility_timeout": config.visibility_timeout_s},
+        "broker_transport_options": _transport_options(config),
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
         # Keep retrying to store a result while Redis is briefly away, instead of losing it.
@@ -73,6 +73,20 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_max_retries": 20,
         "redis_backend_health_check_interval": 10,
         "worker_hijack_root_logger": False,
+    }
+
+
+def _transport_options(config: Config) -> dict[str, Any]:
+    """kombu's Redis transport: the tasks of a worker that died outright (its main process, so
+    nobody rejected them) sit in the ``unacked`` hash until a live worker's sweep restores those
+    older than the visibility timeout. kombu sweeps every ``interval * throttle`` seconds, 100 s
+    by default; sweep a tenth of the visibility timeout instead (1 to 10 s), so a lost task is
+    back in its queue soon after the timeout. A sweep is one ZRANGE per worker."""
+    sweep_interval_s = min(10, max(1, config.visibility_timeout_s // 10))
+    return {
+        "visibility_timeout": config.visibility_timeout_s,
+        "unacked_restore_interval": sweep_interval_s,
+        "unacked_restore_throttle": 1,
     }
 
 

@@ -1,0 +1,165 @@
+"""Helpers for the fault tests: find and kill the real processes, read the gateway's state.
+
+Processes are found through /proc (a Celery worker's pool processes are its children), and a pool
+process is known to be running a task when it burns CPU: an idle one uses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import gmpy2
+
+from support import REPLY_TIMEOUT_S, Client, client, wait_until
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit
+# result): long enough to be caught in the middle, short enough to keep the tests quick.
+SLOW_NUMBER = 700_000
+
+
+@functools.cache
+def factorial_digits(number: int) -> str:
+    return str(gmpy2.fac(number).digits())
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (which may contain spaces)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(int(entry.name))
+        except (OSError, ValueError):
+            continue  # exited while we looked
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def descendants_of(pid: int) -> list[int]:
+    found = []
+    for child in children_of(pid):
+        found += [child, *descendants_of(child)]
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def is_running(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def busy_child(worker_pid: int, *, exclude: set[int] | None = None, timeout_s: float = 30.0) -> int:
+    """The pool process of the worker that has started computing, not one of ``exclude``."""
+    return busy_pool_process([worker_pid], exclude=exclude, timeout_s=timeout_s)[1]
+
+
+def busy_pool_process(
+    worker_pids: list[int], *, exclude: set[int] | None = None, timeout_s: float = 30.0
+) -> tuple[int, int]:
+    """(worker pid, pool process pid) of the first pool process, among those of the workers,
+    that has started computing: 0.15 s of CPU beyond what it had when first seen."""
+    baseline: dict[int, float] = {}
+    found: list[tuple[int, int]] = []
+
+    def check() -> bool:
+        for worker_pid in worker_pids:
+            for pid in children_of(worker_pid):
+                if exclude and pid in exclude:
+                    continue
+                try:
+                    used = cpu_seconds(pid)
+                except OSError:
+                    continue
+                if used - baseline.setdefault(pid, used) >= 0.15:
+                    found.append((worker_pid, pid))
+                    return True
+        return False
+
+    wait_until(check, timeout_s, what=f"a busy pool process of workers {worker_pids}")
+    return found[0]
+
+
+def kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    os.kill(pid, sig)
+
+
+def wait_gone(pids: list[int], timeout_s: float = 15.0) -> None:
+    wait_until(lambda: not any(is_running(pid) for pid in pids), timeout_s, what=f"{pids} to exit")
+
+
+# --- the client's view ------------------------------------------------------------------------
+
+
+async def recv_raw(ws: Client, timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+    """A reply with the factorial kept as its digit string: json.loads would turn millions of
+    digits into an int in quadratic time."""
+    frame = await asyncio.wait_for(ws.connection.recv(), timeout_s)
+    reply = json.loads(frame, parse_int=str)
+    assert isinstance(reply, dict), reply
+    return reply
+
+
+async def submit(ws: Client, number: int) -> str:
+    ack = await ws.request({"type": "factorial", "number": number})
+    assert ack["type"] == "result", ack
+    return str(ack["task_id"])
+
+
+async def result_by_id(url: str, task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Look the task up on a fresh connection until it has an outcome. A lookup of a task still
+    queued answers "pending", then the outcome or, after the gateway's wait limit, a timeout;
+    then it is asked again."""
+    deadline = time.monotonic() + timeout_s
+    async with client(url) as ws:
+        while True:
+            await ws.send({"type": "result", "task_id": task_id})
+            reply = await recv_raw(ws, timeout_s)
+            if reply["type"] == "pending":
+                reply = await recv_raw(ws, timeout_s)
+            if reply["type"] == "success" or time.monotonic() > deadline:
+                return reply
+            assert reply == {"type": "error", "result": "Timeout error", "task_id": task_id}, reply
+
+
+def assert_success(reply: dict[str, Any], task_id: str, number: int) -> None:
+    assert reply["type"] == "success" and reply["task_id"] == task_id, str(reply)[:300]
+    assert reply["result"] == factorial_digits(number)
+
+
+def http_get(url: str, path: str) -> str:
+    http_url = url.replace("ws://", "http://").rstrip("/") + path
+    with urllib.request.urlopen(http_url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def metric(url: str, name: str) -> float:
+    """One unlabelled sample from the gateway's /metrics."""
+    for line in http_get(url, "/metrics").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
