@@ -91,13 +91,15 @@ class Session:
     # --- requests ---
 
     async def _on_frame(self, frame: str | bytes) -> None:
-        if isinstance(frame, bytes):
-            logs.event(logger, "error", peer=self._peer, detail=BINARY_FRAME)
-            await self._error(BINARY_FRAME)
-            return
+        # Every frame spends a token, whatever it holds: a flood of binary or malformed frames
+        # is held like any other.
         if not self._bucket.take():
             # Counted in the metrics, not logged: a flooding client must not flood the log.
             await self._error(RATE_LIMITED)
+            return
+        if isinstance(frame, bytes):
+            logs.event(logger, "error", peer=self._peer, detail=BINARY_FRAME)
+            await self._error(BINARY_FRAME)
             return
         try:
             request = parse_request(frame, max_number=self._config.max_number)
