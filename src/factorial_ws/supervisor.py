@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 _PIDS_FILE = "up.pids"
 _STOP_GRACE_S = 10.0
+_READY_TIMEOUT_S = 60.0
 _MAX_RESTARTS_PER_MINUTE = 5
 
 
@@ -80,7 +82,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._start_all()
-            print(f"factorial-ws is up: {self.config.public_url}  (Ctrl-C stops it)", flush=True)
+            if self._wait_until_serving():
+                print(f"factorial-ws is up: {self.config.public_url}  (Ctrl-C stops it)", flush=True)
             return self._watch()
         except RedisServerError as exc:
             logger.error("%s", exc)
@@ -90,6 +93,21 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stopping = True
+
+    def _wait_until_serving(self) -> bool:
+        """True once the gateway accepts connections: the printed URL must work at once."""
+        gateway = self.children[-1].process
+        host = "localhost" if self.config.ws_host in ("", "0.0.0.0", "::") else self.config.ws_host
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while not self._stopping and time.monotonic() < deadline:
+            if gateway is None or gateway.poll() is not None:
+                return False  # _watch restarts it or gives up
+            with contextlib.suppress(OSError), socket.create_connection((host, self.config.ws_port), 0.5):
+                return True
+            time.sleep(0.1)
+        if not self._stopping:
+            logger.warning("the gateway does not accept connections after %.0f s", _READY_TIMEOUT_S)
+        return False
 
     def _start_all(self) -> None:
         if self.own_redis:
