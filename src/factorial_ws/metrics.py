@@ -15,7 +15,7 @@ from prometheus_client import (
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The `*_created` timestamp series double the output and tell an operator nothing here.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 registry = CollectorRegistry(auto_describe=True)
 
