@@ -258,9 +258,8 @@ class ConcurrencyLoad:
     def __init__(self, url: str, connections: int, processes: int) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._messages: multiprocessing.Queue[tuple[str, int, int, float]] = self._context.Queue()
-        shares = [
-            connections // processes + (1 if i < connections % processes else 0) for i in range(processes)
-        ]
+        self._reports: dict[str, list[tuple[str, int, int, float]]] = {"acked": [], "done": []}
+        shares = split(connections, processes)
         self._processes: list[SpawnProcess] = [
             self._context.Process(target=crowd_part, args=(url, share, self._messages), daemon=True)
             for share in shares
@@ -285,19 +284,18 @@ class ConcurrencyLoad:
                 process.join()
 
     def _collect(self, kind: str) -> list[tuple[str, int, int, float]]:
-        collected: list[tuple[str, int, int, float]] = []
+        """Every process's report of ``kind`` (a fast process may report "done" before a slow
+        one reports "acked", so reports are kept by kind)."""
         deadline = time.monotonic() + REPLY_TIMEOUT_S * 2
-        while len(collected) < len(self._processes):
+        while len(self._reports[kind]) < len(self._processes):
             try:
                 message = self._messages.get(timeout=1)
             except queue.Empty:
                 if time.monotonic() > deadline or not any(p.is_alive() for p in self._processes):
                     raise RuntimeError(f"crowd processes did not report {kind!r}") from None
                 continue
-            if message[0] != kind:
-                raise RuntimeError(f"crowd process reported {message!r}, expected {kind!r}")
-            collected.append(message)
-        return collected
+            self._reports[message[0]].append(message)
+        return self._reports[kind]
 
     def wait_acked(self) -> Acked:
         parts = self._collect("acked")

@@ -25,8 +25,16 @@ _ORIGIN = f"gateway@{socket.gethostname()}"
 
 def task_envelope(app: Celery, task_id: str, queue: str, number: int) -> bytes:
     """The bytes kombu's Redis transport would LPUSH for ``task.apply_async((number,))``."""
+    # The reprs are given: Celery's own saferepr of the arguments was a third of this
+    # function's cost on the gateway's hot path.
     message = app.amqp.as_task_v2(
-        task_id, TASK_NAME_BY_QUEUE[queue], args=(number,), kwargs={}, origin=_ORIGIN
+        task_id,
+        TASK_NAME_BY_QUEUE[queue],
+        args=(number,),
+        kwargs={},
+        origin=_ORIGIN,
+        argsrepr=f"({number},)",
+        kwargsrepr="{}",
     )
     body = json.dumps(message.body).encode()
     envelope: dict[str, Any] = {

@@ -47,6 +47,7 @@ class Gateway:
         self._pubsub_client: aioredis.Redis | None = None
         self._hub: ResultHub | None = None
         self._server: Server | None = None
+        self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -87,7 +88,11 @@ class Gateway:
         services = Services(config, Producer(create_app(config), self._client, config.result_expires_s), hub)
 
         async def handler(connection: ServerConnection) -> None:
-            await Session(connection, services).run()
+            self._sessions += 1
+            try:
+                await Session(connection, services).run()
+            finally:
+                self._sessions -= 1
 
         routes = Routes(config, self._client, hub, self._open_connections)
         self._server = await serve(
@@ -107,7 +112,9 @@ class Gateway:
         logger.info("gateway listening on %s (pid %d)", config.public_url, os.getpid())
 
     def _open_connections(self) -> int:
-        return len(self._server.connections) if self._server is not None else 0
+        # A counter, not len(server.connections): that property builds a set of every
+        # connection, which made each handshake O(n) and 10000 connections quadratic.
+        return self._sessions
 
     @property
     def port(self) -> int:
