@@ -1,0 +1,84 @@
+"""A gateway with 1000 tasks waiting costs no CPU while it waits: results are pushed, not polled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+
+from factorial_ws.redis_server import RedisServer
+from support import Client, client, start_gateway, start_worker
+
+WAITING_TASKS = 1000
+CONNECTIONS = 5
+IDLE_WINDOW_S = 3.0
+IDLE_CPU_LIMIT_S = 0.15  # near zero, with a margin for a machine shared with other tests
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def number_for(index: int) -> int:
+    return index % 1200  # both queues
+
+
+async def submit(ws: Client, indexes: range) -> dict[str, int]:
+    """Send every request before reading; returns task id -> index, from the acks."""
+    for index in indexes:
+        await ws.send({"type": "factorial", "number": number_for(index), "id": index})
+    acks = [await ws.recv() for _ in indexes]
+    assert all(ack["type"] == "result" for ack in acks), acks
+    return {ack["task_id"]: ack["id"] for ack in acks}
+
+
+async def results(ws: Client, count: int) -> dict[str, int]:
+    replies = [await ws.recv(timeout_s=60) for _ in range(count)]
+    assert all(reply["type"] == "success" for reply in replies)
+    return {reply["task_id"]: reply["result"] for reply in replies}
+
+
+async def test_gateway_with_1000_waiting_tasks_uses_no_cpu_then_delivers_all(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    with RedisServer(tmp_path / "redis") as server:
+        # No worker yet: every task waits, well within the gateway's wait limit.
+        gateway, url = start_gateway(server.url, logs, HARD_TASK_TIMEOUT=120)
+        worker = None
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                connections = [await stack.enter_async_context(client(url)) for _ in range(CONNECTIONS)]
+                per_connection = WAITING_TASKS // CONNECTIONS
+                batches = [range(i * per_connection, (i + 1) * per_connection) for i in range(CONNECTIONS)]
+                task_ids = await asyncio.gather(
+                    *(submit(ws, batch) for ws, batch in zip(connections, batches, strict=True))
+                )
+                assert sum(len(ids) for ids in task_ids) == WAITING_TASKS
+
+                before = cpu_seconds(gateway.pid)
+                await asyncio.sleep(IDLE_WINDOW_S)
+                used_s = cpu_seconds(gateway.pid) - before
+                print(
+                    f"gateway CPU over {IDLE_WINDOW_S:.0f} s, {WAITING_TASKS} tasks waiting: {used_s:.3f} s"
+                )
+                assert used_s < IDLE_CPU_LIMIT_S
+
+                started = time.monotonic()
+                worker = start_worker(server.url, logs, concurrency=2)
+                delivered = await asyncio.gather(
+                    *(results(ws, len(ids)) for ws, ids in zip(connections, task_ids, strict=True))
+                )
+                print(f"{WAITING_TASKS} results {time.monotonic() - started:.1f} s after the worker start")
+            for ids, got in zip(task_ids, delivered, strict=True):
+                assert got.keys() == ids.keys()
+                for task_id, index in ids.items():
+                    assert got[task_id] == math.factorial(number_for(index))
+        finally:
+            if worker is not None:
+                worker.stop()
+            gateway.stop()
