@@ -60,8 +60,10 @@ def browser() -> Iterator[Browser]:
 
 
 def open_page(browser: Browser, ws_url: str, query: str = "") -> Page:
-    """The page from the gateway, once its WebSocket is connected."""
-    page = browser.new_page(accept_downloads=True)
+    """The page from the gateway, once its WebSocket is connected, in a context of its own
+    (close it with ``page.context.close()``)."""
+    context = browser.new_context(accept_downloads=True, permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
     page.goto(ws_url.replace("ws://", "http://") + query)
     expect_status(page, "open")
@@ -74,7 +76,7 @@ def page(browser: Browser, system: System) -> Iterator[Page]:
     try:
         yield opened
     finally:
-        opened.close()
+        opened.context.close()
 
 
 def expect_status(page: Page, state: str) -> None:
@@ -94,6 +96,12 @@ def expect_state(row: Locator, state: str) -> None:
     from playwright.sync_api import expect
 
     expect(row).to_have_attribute("data-state", state, timeout=UI_TIMEOUT_MS)
+
+
+def expect_text(locator: Locator, text: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(locator).to_have_text(text, timeout=UI_TIMEOUT_MS)
 
 
 def test_page_shows_a_small_factorial_submitted_with_enter(page: Page) -> None:
@@ -118,6 +126,9 @@ def test_page_shortens_a_huge_result_with_its_digit_count_and_downloads_it_whole
     with page.expect_download() as download:
         row.locator("button.download").click()
     assert Path(download.value.path()).read_text().strip() == expected
+    row.locator("button.copy").click()
+    expect_text(row.locator(".copied"), "Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == expected
 
 
 def test_page_shows_a_refused_number_plainly(page: Page) -> None:
@@ -187,4 +198,4 @@ def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task
         # The new gateway never saw the factorial request: the page looked the task up by its id.
         assert f"request task_id={task_id} detail=lookup" in restartable["gateway"].log()
     finally:
-        page.close()
+        page.context.close()
