@@ -9,8 +9,11 @@ import os
 import time
 from pathlib import Path
 
+import redis
+
+from factorial_ws.constants import RESULT_KEY_PREFIX
 from factorial_ws.redis_server import RedisServer
-from support import Client, client, start_gateway, start_worker
+from support import Client, client, start_gateway, start_worker, wait_until
 
 WAITING_TASKS = 1000
 CONNECTIONS = 5
@@ -50,6 +53,7 @@ async def test_gateway_with_1000_waiting_tasks_uses_no_cpu_then_delivers_all(tmp
         # No worker yet: every task waits, well within the gateway's wait limit.
         gateway, url = start_gateway(server.url, logs, HARD_TASK_TIMEOUT=120)
         worker = None
+        store = redis.Redis.from_url(server.url, decode_responses=True)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 connections = [await stack.enter_async_context(client(url)) for _ in range(CONNECTIONS)]
@@ -68,12 +72,21 @@ async def test_gateway_with_1000_waiting_tasks_uses_no_cpu_then_delivers_all(tmp
                 )
                 assert used_s < IDLE_CPU_LIMIT_S
 
+                # One pub/sub connection of the gateway holds a channel per waiting task.
+                subscribers = [c for c in store.client_list() if int(c["sub"]) > 0]
+                assert len(subscribers) == 1
+                assert len(store.pubsub_channels(RESULT_KEY_PREFIX + "*")) == WAITING_TASKS
+
                 started = time.monotonic()
                 worker = start_worker(server.url, logs, concurrency=2)
                 delivered = await asyncio.gather(
                     *(results(ws, len(ids)) for ws, ids in zip(connections, task_ids, strict=True))
                 )
                 print(f"{WAITING_TASKS} results {time.monotonic() - started:.1f} s after the worker start")
+                # Each channel is released once its result is delivered, not when the client leaves.
+                wait_until(
+                    lambda: not store.pubsub_channels(RESULT_KEY_PREFIX + "*"), 10, what="unsubscribed"
+                )
             for ids, got in zip(task_ids, delivered, strict=True):
                 assert got.keys() == ids.keys()
                 for task_id, index in ids.items():
@@ -82,3 +95,4 @@ async def test_gateway_with_1000_waiting_tasks_uses_no_cpu_then_delivers_all(tmp
             if worker is not None:
                 worker.stop()
             gateway.stop()
+            store.close()
