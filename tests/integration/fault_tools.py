@@ -25,6 +25,8 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit
 # result): long enough to be caught in the middle, short enough to keep the tests quick.
 SLOW_NUMBER = 700_000
+# About a second (a 5.6-million-digit result): time to do something else while it runs.
+LONG_NUMBER = 1_000_000
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from factorial_ws.redis_server import RedisServer
 from factorial_ws.results import result_key
 from support import Client, client, start_gateway, start_worker, wait_until
 
-from .fault_tools import SLOW_NUMBER, assert_success, busy_child, recv_raw, submit
+from .fault_tools import LONG_NUMBER, assert_success, busy_child, recv_raw, submit
 
 # Requests during the outage must be answered within this (generous: 2 busy cores).
 PROMPT_S = 3.0
@@ -28,7 +28,7 @@ async def test_redis_outage_gets_prompt_errors_then_waiting_and_new_tasks_comple
     gateway, url = start_gateway(server.url, logs)
     try:
         async with client(url) as ws:
-            waiting_id = await submit(ws, SLOW_NUMBER)
+            waiting_id = await submit(ws, LONG_NUMBER)
             busy_child(worker.pid)  # the task runs; its result will be stored during the outage
             server.stop()  # SIGTERM: Redis writes its append-only file and exits
 
@@ -50,7 +50,7 @@ async def test_redis_outage_gets_prompt_errors_then_waiting_and_new_tasks_comple
                 wait_until(lambda: _stored(server.url, waiting_id), 60, what="the result stored")
             finally:
                 gateway.signal(signal.SIGCONT)
-            assert_success(await recv_raw(ws, timeout_s=30), waiting_id, SLOW_NUMBER)
+            assert_success(await recv_raw(ws, timeout_s=30), waiting_id, LONG_NUMBER)
             # New work goes through the same gateway and worker once they have reconnected.
             assert await _factorial_of_5_succeeds_again(ws)
         assert gateway.alive() and worker.alive()
