@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
 
@@ -61,16 +62,19 @@ class RedisServer:
         port: int | None = None,
         persistent: bool = True,
         preexec_fn: Callable[[], None] | None = None,
+        password: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persistent = persistent
+        self.password = password
         self._preexec_fn = preexec_fn
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     @property
     def pidfile(self) -> Path:
@@ -89,7 +93,7 @@ class RedisServer:
             "--logfile", "redis.log",
             # Queued tasks must never be evicted: refuse writes rather than drop keys.
             "--maxmemory-policy", "noeviction",
-        ]  # fmt: skip
+        ] + (["--requirepass", self.password] if self.password else [])  # fmt: skip
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +105,7 @@ class RedisServer:
 
     def _wait_ready(self) -> None:
         assert self.process is not None
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + _START_TIMEOUT_S
         try:
             while time.monotonic() < deadline:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import signal
+import ssl
 import threading
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import gmpy2
 import redis
@@ -73,7 +75,20 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_max_retries": 20,
         "redis_backend_health_check_interval": 10,
         "worker_hijack_root_logger": False,
+        **redis_tls_settings(config.redis_url),
     }
+
+
+def redis_tls_settings(redis_url: str) -> dict[str, Any]:
+    """A ``rediss://`` URL without TLS options of its own verifies the server's certificate
+    against the system's CAs, in kombu and Celery's result backend as in redis-py (left alone,
+    kombu would not verify at all and the result backend would refuse to start). Options in
+    the URL (``?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem``) are read by all three."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return {}
+    verify = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return {"broker_use_ssl": verify, "redis_backend_use_ssl": verify}
 
 
 def _transport_options(config: Config) -> dict[str, Any]:
