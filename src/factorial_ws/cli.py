@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="overrides WS_HOST")
     serve.add_argument("--port", type=int, help="overrides WS_PORT")
     serve.add_argument("--processes", type=int, help="overrides WS_PROCESSES")
+    # Set by a parent gateway for its children: bind with SO_REUSEPORT.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     worker = commands.add_parser("worker", help="run a Celery worker")
     worker.add_argument("-Q", "--queues", default=",".join(QUEUES), help="default: soft,hard")
@@ -74,7 +76,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     from .server import run_gateways
 
     try:
-        return run_gateways(config)
+        return run_gateways(config, reuse_port=args.reuse_port)
     except OSError as exc:  # most often: the port is taken
         logger.error("cannot serve on %s:%s: %s", config.ws_host, config.ws_port, exc.strerror)
         return 1

@@ -41,8 +41,9 @@ _REDIS_POOL_SIZE = 64
 class Gateway:
     """One gateway process. ``async with Gateway(config):`` serves until the block ends."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port or config.ws_processes > 1
         self._client: aioredis.Redis | None = None
         self._pubsub_client: aioredis.Redis | None = None
         self._hub: ResultHub | None = None
@@ -107,7 +108,7 @@ class Gateway:
             # Results can be megabytes of digits; deflating them costs more CPU than it saves.
             compression=None,
             ssl=_tls_context(config),
-            reuse_port=config.ws_processes > 1,
+            reuse_port=self.reuse_port,
         )
         logger.info("gateway listening on %s (pid %d)", config.public_url, os.getpid())
 
@@ -145,19 +146,23 @@ class Gateway:
             logger.info("shutting down")
 
 
-def run_gateway(config: Config) -> None:
+def run_gateway(config: Config, *, reuse_port: bool = False) -> None:
     """Serve in this process until SIGINT or SIGTERM."""
-    asyncio.run(Gateway(config).serve_until_signalled())
+    asyncio.run(Gateway(config, reuse_port=reuse_port).serve_until_signalled())
 
 
-def run_gateways(config: Config) -> int:
-    """Run ``config.ws_processes`` gateway processes sharing one port; return an exit code."""
+def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
+    """Run ``config.ws_processes`` gateway processes sharing one port; return an exit code.
+    ``reuse_port``: this is one of them (started with ``--processes 1 --reuse-port``)."""
     if config.ws_processes == 1:
-        run_gateway(config)
+        run_gateway(config, reuse_port=reuse_port)
         return 0
     env = {**os.environ, **config.to_env()}
     children = [
-        subprocess.Popen([sys.executable, "-m", "factorial_ws", "serve", "--processes", "1"], env=env)
+        # Each child serves alone (--processes 1) but on a shared port (--reuse-port).
+        subprocess.Popen(
+            [sys.executable, "-m", "factorial_ws", "serve", "--processes", "1", "--reuse-port"], env=env
+        )
         for _ in range(config.ws_processes)
     ]
     stopping = False
