@@ -79,8 +79,8 @@ class Row:
 
 
 def _number(value: float) -> str:
-    if value == 0:
-        return "0"
+    if float(value).is_integer():
+        return f"{int(value):,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
