@@ -70,6 +70,32 @@ class Plan:
         return cls(1500, 5, 6000, 40, 25, 5, 10_000, 4, 5.0, 3, 1000)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """Worker settings for the sweep: Celery settings, worker options, soft pool size."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    worker_args: tuple[str, ...] = ()
+    concurrency: int | None = None
+
+
+SHIPPED = Variant("shipped settings")
+_QUIET = ("--without-gossip", "--without-mingle", "--without-heartbeat")
+_CELERY_DEFAULTS: dict[str, Any] = {"acks_late": False, "worker_prefetch_multiplier": 4}
+_RELIABLE: dict[str, Any] = {"worker_prefetch_multiplier": 1}
+VARIANTS = (
+    Variant("Celery defaults: early ack, prefetch 4, gossip/mingle/heartbeat", _CELERY_DEFAULTS),
+    Variant("late ack, prefetch 1", _RELIABLE),
+    Variant("late ack, prefetch 4", {"worker_prefetch_multiplier": 4}),
+    Variant("late ack, prefetch 1, without gossip/mingle/heartbeat", _RELIABLE, _QUIET),
+    Variant("late ack, prefetch 1, events on (-E)", _RELIABLE, ("-E",)),
+    Variant("late ack, prefetch 1, soft pool of 1", _RELIABLE, (), 1),
+    Variant("late ack, prefetch 1, soft pool of 4", _RELIABLE, (), 4),
+    Variant("early ack, prefetch 4, without gossip/mingle/heartbeat", _CELERY_DEFAULTS, _QUIET),
+)
+
+
 # --- the system under test --------------------------------------------------------------------
 
 
@@ -111,9 +137,17 @@ def _workers_alive(client: redis.Redis, queue: str) -> bool:
     return bool(client.zcount(WORKERS_KEY_PREFIX + queue, time.time() - 10, "+inf"))
 
 
+def _worker_command(queue: str, concurrency: int, variant: Variant) -> list[str]:
+    command = [*worker_command(queue, concurrency), *variant.worker_args]
+    if variant.overrides:
+        command[command.index("factorial_ws.celeryapp")] = "factorial_ws.bench_app"
+    return command
+
+
 @contextlib.contextmanager
-def private_system(config: Config, work_dir: Path, *, worker_args: tuple[str, ...] = ()) -> Iterator[System]:
+def private_system(config: Config, work_dir: Path, variant: Variant | None = None) -> Iterator[System]:
     """Redis, a soft and a hard worker, and the gateway as processes, stopped at the end."""
+    variant = variant or SHIPPED
     logs = work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     server = RedisServer(work_dir / "redis", preexec_fn=die_with_parent(signal.SIGTERM))
@@ -122,17 +156,15 @@ def private_system(config: Config, work_dir: Path, *, worker_args: tuple[str, ..
     try:
         port = free_port()
         config = config.replace(redis_url=server.url, ws_host="127.0.0.1", ws_port=port, ws_processes=1)
+        if variant.concurrency:
+            config = config.replace(soft_concurrency=variant.concurrency)
         env = {**os.environ, **config.to_env(), "PYTHONUNBUFFERED": "1"}
+        env[load.SETTINGS_VARIABLE] = json.dumps(variant.overrides)
         client = redis.Redis.from_url(server.url)
-        soft = _spawn(
-            [*worker_command(SOFT_QUEUE, config.soft_concurrency), *worker_args], env, logs / "soft.log"
-        )
-        processes.append(soft)
-        processes.append(
-            _spawn(
-                [*worker_command(HARD_QUEUE, config.hard_concurrency), *worker_args], env, logs / "hard.log"
-            )
-        )
+        soft_command = _worker_command(SOFT_QUEUE, config.soft_concurrency, variant)
+        hard_command = _worker_command(HARD_QUEUE, config.hard_concurrency, variant)
+        soft = _spawn(soft_command, env, logs / "soft.log")
+        processes += [soft, _spawn(hard_command, env, logs / "hard.log")]
         gateway = _spawn(gateway_command(), env, logs / "gateway.log")
         processes.append(gateway)
         _wait(lambda: all(_workers_alive(client, q) for q in (SOFT_QUEUE, HARD_QUEUE)), "workers", processes)
@@ -323,6 +355,50 @@ def run_bench(config: Config, *, quick: bool, output: str, url: str | None = Non
     for note in run.notes:
         print(f"  {note}")
     return 0 if all_met(run.rows) else 1
+
+
+def run_sweep(config: Config, *, quick: bool, output: str) -> int:
+    """Throughput and latency, gateway and raw Celery, for each worker-settings variant."""
+    plan = Plan.for_mode(quick)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    defaults_raw: float | None = None
+    per_round = max(1, plan.throughput_requests // plan.throughput_rounds)
+    for variant in VARIANTS:
+        print(f"bench sweep: {variant.name}", file=sys.stderr, flush=True)
+        with (
+            tempfile.TemporaryDirectory(prefix="factorial-ws-sweep-") as work,
+            private_system(config, Path(work), variant) as system,
+        ):
+            celery_app = load.raw_app(config, system.redis_url)
+            load.raw_latency(celery_app, 20)
+            load.ws_latency(system.url, 20)
+            raw: list[float] = []
+            gateway: list[float] = []
+            for _ in range(plan.throughput_rounds):
+                raw.append(load.raw_throughput(celery_app, per_round))
+                gateway.append(
+                    load.ws_throughput(
+                        system.url, per_round, plan.throughput_connections, plan.throughput_window
+                    )[0]
+                )
+            raw_latency = load.raw_latency(celery_app, plan.latency_requests // 2)
+            gateway_latency = load.ws_latency(system.url, plan.latency_requests // 2)
+        defaults_raw = defaults_raw or median(raw)
+        rows += [
+            Row(variant.name, "raw Celery tasks/s", median(raw), "1/s", "raw, Celery defaults", defaults_raw),
+            Row(variant.name, "gateway tasks/s", median(gateway), "1/s", "raw, Celery defaults",
+                defaults_raw, "ratio_min", 0.9),
+            Row(variant.name, "gateway tasks/s", median(gateway), "1/s", "raw, same settings", median(raw)),
+            Row(variant.name, "gateway p50", median(gateway_latency), "ms", "raw, same settings",
+                median(raw_latency)),
+        ]  # fmt: skip
+    meta = _meta(quick, None, 0.0, [f"{plan.throughput_rounds} rounds of {per_round} requests per variant"])
+    (out / "sweep.json").write_text(render_json(rows, meta) + "\n")
+    (out / "sweep.md").write_text(render_markdown(rows) + "\n")
+    print(render_table(rows))
+    return 0
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from .constants import HARD_TASK_NAME, SOFT_TASK_NAME
 from .server import raise_open_files_limit
 from .tasks import create_app
 
+SETTINGS_VARIABLE = "FACTORIAL_WS_BENCH_CELERY"  # Celery overrides for the sweep's workers
 SMALL = 5
 SMALL_RESULT = "120"
 HARD_LOAD_NUMBER = 300_000  # about 0.2 s of GMP work and 1.5 MB of digits per task

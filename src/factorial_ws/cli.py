@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmark against raw Celery")
     bench.add_argument("--quick", action="store_true", help="a run of about a minute")
     bench.add_argument("--output", default="bench-results", help="folder for JSON and Markdown")
+    bench.add_argument("--url", help="a running gateway to measure (with REDIS_URL set)")
+    bench.add_argument("--sweep", action="store_true", help="compare worker settings instead")
     return parser
 
 
@@ -108,9 +110,11 @@ def _client(config: Config, args: argparse.Namespace) -> int:
 
 
 def _bench(config: Config, args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import run_bench, run_sweep
 
-    return run_bench(config, quick=args.quick, output=args.output)
+    if args.sweep:
+        return run_sweep(config, quick=args.quick, output=args.output)
+    return run_bench(config, quick=args.quick, output=args.output, url=args.url)
 
 
 def _client_host(host: str) -> str:
