@@ -135,7 +135,7 @@ async def test_invalid_utf8_in_a_text_frame_closes_that_connection_with_1007(sys
 async def test_requests_past_the_burst_are_refused_until_tokens_refill(
     quiet_redis: RedisServer, tmp_path: Path
 ) -> None:
-    with gateway(quiet_redis, tmp_path, WS_RATE_LIMIT=1, WS_RATE_BURST=5) as url:
+    with gateway(quiet_redis, tmp_path, WS_RATE_LIMIT=0.5, WS_RATE_BURST=5) as url:
         async with client(url) as flooder, client(url) as neighbour:
             for request_id in range(10):
                 await flooder.send(cheap_request(request_id))
@@ -158,7 +158,7 @@ async def test_requests_past_the_burst_are_refused_until_tokens_refill(
 
 
 async def test_binary_and_malformed_frames_spend_tokens_too(quiet_redis: RedisServer, tmp_path: Path) -> None:
-    with gateway(quiet_redis, tmp_path, WS_RATE_LIMIT=1, WS_RATE_BURST=3) as url:
+    with gateway(quiet_redis, tmp_path, WS_RATE_LIMIT=0.2, WS_RATE_BURST=3) as url:
         async with client(url) as flooder:
             for _ in range(4):
                 await flooder.send(b"\x01\x02")
