@@ -100,7 +100,7 @@ def _client(config: Config, args: argparse.Namespace) -> int:
     if not args.numbers and not args.task_id:
         print("factorial-ws client: give at least one NUMBER or --task-id", file=sys.stderr)
         return 2
-    url = args.url or f"{config.ws_scheme}://{_client_host(config.ws_host)}:{config.ws_port}/"
+    url = args.url or config.public_url
     run = ClientRun(url, tuple(args.numbers), tuple(args.task_id), args.token or config.token)
     try:
         return asyncio.run(run_client(run))
@@ -115,10 +115,6 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
     if args.sweep:
         return run_sweep(config, quick=args.quick, output=args.output)
     return run_bench(config, quick=args.quick, output=args.output, url=args.url)
-
-
-def _client_host(host: str) -> str:
-    return "localhost" if host in ("", "0.0.0.0", "::") else host
 
 
 _COMMANDS = {

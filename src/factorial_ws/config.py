@@ -108,9 +108,19 @@ class Config:
         return "wss" if self.tls_cert else "ws"
 
     @property
+    def client_host(self) -> str:
+        """Where a client on this machine reaches the gateway (a wildcard bind is not a host)."""
+        return "localhost" if self.ws_host in ("", "0.0.0.0", "::") else self.ws_host
+
+    @property
     def public_url(self) -> str:
-        host = "localhost" if self.ws_host in ("", "0.0.0.0", "::") else self.ws_host
-        return f"{self.ws_scheme}://{host}:{self.ws_port}/"
+        return f"{self.ws_scheme}://{self.client_host}:{self.ws_port}/"
+
+    @property
+    def page_url(self) -> str:
+        """The browser page on the same port."""
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.client_host}:{self.ws_port}/"
 
 
 # Field name -> environment variable, where the two differ by more than upper case.

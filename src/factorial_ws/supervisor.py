@@ -83,7 +83,11 @@ class Supervisor:
         try:
             self._start_all()
             if self._wait_until_serving():
-                print(f"factorial-ws is up: {self.config.public_url}  (Ctrl-C stops it)", flush=True)
+                print(
+                    f"factorial-ws is up: {self.config.public_url}  "
+                    f"(page: {self.config.page_url}; Ctrl-C stops it)",
+                    flush=True,
+                )
             return self._watch()
         except RedisServerError as exc:
             logger.error("%s", exc)
@@ -97,7 +101,7 @@ class Supervisor:
     def _wait_until_serving(self) -> bool:
         """True once the gateway accepts connections: the printed URL must work at once."""
         gateway = self.children[-1].process
-        host = "localhost" if self.config.ws_host in ("", "0.0.0.0", "::") else self.config.ws_host
+        host = self.config.client_host
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while not self._stopping and time.monotonic() < deadline:
             if gateway is None or gateway.poll() is not None:
