@@ -357,7 +357,7 @@ def run_bench(config: Config, *, quick: bool, output: str, url: str | None = Non
     return 0 if all_met(run.rows) else 1
 
 
-def run_sweep(config: Config, *, quick: bool, output: str) -> int:
+def run_sweep(config: Config, *, quick: bool, output: str, variants: tuple[Variant, ...] = VARIANTS) -> int:
     """Throughput and latency, gateway and raw Celery, for each worker-settings variant."""
     plan = Plan.for_mode(quick)
     out = Path(output)
@@ -365,7 +365,7 @@ def run_sweep(config: Config, *, quick: bool, output: str) -> int:
     rows: list[Row] = []
     defaults_raw: float | None = None
     per_round = max(1, plan.throughput_requests // plan.throughput_rounds)
-    for variant in VARIANTS:
+    for variant in variants:
         print(f"bench sweep: {variant.name}", file=sys.stderr, flush=True)
         with (
             tempfile.TemporaryDirectory(prefix="factorial-ws-sweep-") as work,

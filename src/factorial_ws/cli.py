@@ -85,9 +85,11 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _worker(config: Config, args: argparse.Namespace) -> int:
+    from .supervisor import QUIET_WORKER_OPTIONS
+
     command = [
         sys.executable, "-m", "celery", "-A", "factorial_ws.celeryapp", "worker",
-        "--pool=prefork", "-Q", args.queues, f"--loglevel={config.log_level}",
+        "--pool=prefork", "-Q", args.queues, f"--loglevel={config.log_level}", *QUIET_WORKER_OPTIONS,
     ]  # fmt: skip
     if args.concurrency:
         command.append(f"--concurrency={args.concurrency}")
