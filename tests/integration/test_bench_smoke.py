@@ -1,0 +1,55 @@
+"""A tiny run of the benchmark against its own private system: every scenario runs, every
+request is answered, and the table is written as JSON, Markdown and (with matplotlib) a plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from factorial_ws.bench import Plan, run_bench
+from factorial_ws.config import Config
+
+TINY = Plan(
+    latency_requests=20,
+    latency_rounds=2,
+    throughput_requests=100,
+    throughput_connections=4,
+    throughput_window=5,
+    throughput_rounds=2,
+    concurrency_connections=60,
+    concurrency_processes=2,
+    waiting_window_s=0.5,
+    big_repeats=1,
+    isolation_requests=20,
+)
+
+
+def test_a_tiny_bench_runs_every_scenario_and_writes_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results"
+    run_bench(Config(), quick=True, output=str(out), plan=TINY)  # targets are not judged here
+
+    report = json.loads((out / "bench.json").read_text())
+    rows = {(row["scenario"], row["metric"]): row for row in report["rows"]}
+    scenarios = {scenario.split()[0] for scenario, _ in rows}
+    assert scenarios == {"1", "2", "3", "4", "5"}
+    concurrency = "3 concurrency 60 conns"
+    assert rows[(concurrency, "results delivered")]["value"] == 60
+    assert rows[(concurrency, "errors")]["value"] == 0
+    assert rows[("2 throughput factorial(5)", "errors")]["value"] == 0
+    latency = rows[("1 latency factorial(5)", "p50")]
+    assert latency["value"] > 0 and latency["reference"] > 0 and latency["ratio"] > 0
+    assert rows[(concurrency, "gateway peak RSS")]["value"] > 0
+    assert rows[("4 factorial(1000000)", "end to end (median)")]["reference"] > 0
+
+    markdown = (out / "bench.md").read_text()
+    assert "| 1 latency factorial(5) | p50 |" in markdown
+    assert "raw Celery" in capsys.readouterr().out  # the table was printed
+    samples = json.loads((out / "samples.json").read_text())
+    assert len(samples["raw Celery"]) == 20 and len(samples["gateway (WebSocket)"]) == 20
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "bench-latency.png").read_bytes().startswith(b"\x89PNG")
