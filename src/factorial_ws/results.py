@@ -121,7 +121,7 @@ class ResultHub:
         channel.watches.add(watch)
         try:
             await asyncio.wait_for(asyncio.shield(channel.subscribed), _CONFIRM_TIMEOUT_S)
-        except TimeoutError:
+        except (TimeoutError, ServiceUnavailable):
             await self.release(watch)
             raise ServiceUnavailable from None
         except BaseException:
@@ -159,8 +159,16 @@ class ResultHub:
         self._unconfirmed.update(channel_names)
         try:
             await self._pubsub.subscribe(*channel_names)
-        except aioredis.RedisError:
-            logger.debug("subscribe failed; the reader will reconnect", exc_info=True)
+        except (aioredis.RedisError, OSError):
+            # The reader reconnects; meanwhile nobody waits for a confirmation that cannot come.
+            self._fail_confirmations()
+
+    def _fail_confirmations(self) -> None:
+        """Answer every subscription still awaiting its confirmation with ServiceUnavailable:
+        the connection that would confirm it is gone, and the client must hear so at once."""
+        for channel in self._channels.values():
+            if not channel.subscribed.done():
+                channel.subscribed.set_exception(ServiceUnavailable())
 
     # --- the reader ---
 
@@ -174,6 +182,7 @@ class ResultHub:
             except (aioredis.RedisError, OSError) as exc:
                 was_connected = self.connected
                 self._connected.clear()
+                self._fail_confirmations()
                 await self._drop_pubsub()
                 if was_connected:
                     logger.warning("lost the result subscription: %s; reconnecting", exc)
