@@ -29,7 +29,7 @@ class Config:
     # Gateway
     ws_host: str = "localhost"
     ws_port: int = DEFAULT_PORT
-    ws_processes: int = 1
+    ws_processes: int = 1  # 0: one per core
 
     # Timeouts (seconds). The task limits are enforced by the worker pool; the gateway waits
     # at most hard_task_timeout_s for any result.
@@ -108,6 +108,10 @@ class Config:
         return "wss" if self.tls_cert else "ws"
 
     @property
+    def gateway_processes(self) -> int:
+        return self.ws_processes or os.cpu_count() or 1
+
+    @property
     def client_host(self) -> str:
         """Where a client on this machine reaches the gateway (a wildcard bind is not a host)."""
         return "localhost" if self.ws_host in ("", "0.0.0.0", "::") else self.ws_host
@@ -170,6 +174,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be positive"
 
 
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
 
@@ -192,7 +200,7 @@ def _existing_file(value: Path | None) -> str | None:
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "redis_url": _redis_url,
     "ws_port": _port,
-    "ws_processes": _positive,
+    "ws_processes": _not_negative,
     "soft_task_timeout_s": _positive,
     "hard_task_timeout_s": _positive,
     "result_expires_s": _positive,

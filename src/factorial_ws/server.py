@@ -43,7 +43,7 @@ class Gateway:
 
     def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
         self.config = config
-        self.reuse_port = reuse_port or config.ws_processes > 1
+        self.reuse_port = reuse_port or config.gateway_processes > 1
         self._client: aioredis.Redis | None = None
         self._pubsub_client: aioredis.Redis | None = None
         self._hub: ResultHub | None = None
@@ -152,9 +152,9 @@ def run_gateway(config: Config, *, reuse_port: bool = False) -> None:
 
 
 def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
-    """Run ``config.ws_processes`` gateway processes sharing one port; return an exit code.
+    """Run ``config.gateway_processes`` gateway processes sharing one port; return an exit code.
     ``reuse_port``: this is one of them (started with ``--processes 1 --reuse-port``)."""
-    if config.ws_processes == 1:
+    if config.gateway_processes == 1:
         run_gateway(config, reuse_port=reuse_port)
         return 0
     env = {**os.environ, **config.to_env()}
@@ -163,7 +163,7 @@ def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
         subprocess.Popen(
             [sys.executable, "-m", "factorial_ws", "serve", "--processes", "1", "--reuse-port"], env=env
         )
-        for _ in range(config.ws_processes)
+        for _ in range(config.gateway_processes)
     ]
     stopping = False
 

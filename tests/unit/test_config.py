@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,13 @@ def test_config_is_immutable_and_replace_validates() -> None:
         config.ws_port = 1  # type: ignore[misc]
     with pytest.raises(ConfigError, match=r"^WS_PORT="):
         config.replace(ws_port=99999)
+
+
+def test_ws_processes_zero_means_one_gateway_process_per_core() -> None:
+    assert Config.from_env({"WS_PROCESSES": "0"}).gateway_processes == (os.cpu_count() or 1)
+    assert Config.from_env({"WS_PROCESSES": "3"}).gateway_processes == 3
+
+
+def test_negative_ws_processes_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="WS_PROCESSES"):
+        Config.from_env({"WS_PROCESSES": "-1"})
