@@ -33,6 +33,7 @@ from .tasks import create_app
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
+_CLOSE_TIMEOUT_S = 2.0
 _REDIS_CONNECT_TIMEOUT_S = 2.0
 _REDIS_COMMAND_TIMEOUT_S = 5.0
 _REDIS_POOL_SIZE = 64
@@ -105,6 +106,9 @@ class Gateway:
             max_size=config.max_message_bytes,
             ping_interval=config.ping_interval_s,
             ping_timeout=config.ping_timeout_s,
+            # A peer that does not answer our close frame is dropped after this, so a dead peer
+            # neither holds a connection slot nor delays shutdown for websockets' default 10 s.
+            close_timeout=_CLOSE_TIMEOUT_S,
             # Results can be megabytes of digits; deflating them costs more CPU than it saves.
             compression=None,
             ssl=_tls_context(config),
