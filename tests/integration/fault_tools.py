@@ -18,9 +18,8 @@ from typing import Any
 
 import gmpy2
 
+from factorial_ws.probes import cpu_seconds, stat_fields
 from support import REPLY_TIMEOUT_S, Client, client, wait_until
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit
 # result): long enough to be caught in the middle, short enough to keep the tests quick.
@@ -34,19 +33,13 @@ def factorial_digits(number: int) -> str:
     return str(gmpy2.fac(number).digits())
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """Fields of /proc/<pid>/stat after the command name (which may contain spaces)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()
-
-
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = _stat_fields(int(entry.name))
+            fields = stat_fields(int(entry.name))
         except (OSError, ValueError):
             continue  # exited while we looked
         if int(fields[1]) == pid and fields[0] != "Z":
@@ -61,16 +54,10 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
 def is_running(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:
-        return _stat_fields(pid)[0] != "Z"
+        return stat_fields(pid)[0] != "Z"
     except OSError:
         return False
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 from pathlib import Path
 
 import redis
 
 from factorial_ws.constants import RESULT_KEY_PREFIX
+from factorial_ws.probes import cpu_seconds
 from factorial_ws.redis_server import RedisServer
 from support import Client, client, start_gateway, start_worker, wait_until
 
@@ -19,13 +19,6 @@ WAITING_TASKS = 1000
 CONNECTIONS = 5
 IDLE_WINDOW_S = 3.0
 IDLE_CPU_LIMIT_S = 0.15  # near zero, with a margin for a machine shared with other tests
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def number_for(index: int) -> int:
