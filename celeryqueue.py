@@ -1,8 +1,9 @@
 """The seed's Celery entry point: `celery -A celeryqueue worker ... -Q soft,hard`.
 
-Queues, routing and time limits live in factorial_ws.tasks; settings come from the environment.
+Queues, routing and time limits live in factorial_ws.celeryapp and factorial_ws.tasks; settings
+come from the environment.
 """
 
-from factorial_ws.celeryapp import app
+from factorial_ws.worker import app
 
 __all__ = ["app"]

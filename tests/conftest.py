@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.set_int_max_str_digits(0)  # tests compare exact results with millions of digits
 
-from factorial_ws.redis_server import RedisServer  # noqa: E402
+from factorial_ws.supervisor.redis_server import RedisServer  # noqa: E402
 from support import System, running_system  # noqa: E402
 
 

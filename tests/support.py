@@ -24,8 +24,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from factorial_ws.config import Config, env_name
 from factorial_ws.constants import WORKERS_KEY_PREFIX
-from factorial_ws.probes import free_port, port_open
-from factorial_ws.redis_server import RedisServer
+from factorial_ws.processes import free_port, port_open
+from factorial_ws.supervisor.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

@@ -1,14 +1,79 @@
-"""The Celery app built from the environment: ``celery -A factorial_ws.celeryapp worker``."""
+"""The Celery app factory and its settings: every process (gateway, worker, bench) builds its
+app here from the same ``Config``, so a worker on another machine only needs ``REDIS_URL`` and the
+same limits."""
 
-import sys
+from __future__ import annotations
 
-from .config import Config, ConfigError
-from .tasks import create_app
+import ssl
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-try:
-    config = Config.from_env()
-except ConfigError as exc:
-    print(f"factorial-ws: {exc}", file=sys.stderr)
-    raise SystemExit(1) from None
+from celery import Celery
 
-app = create_app(config)
+from .config import Config
+from .constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
+from .tasks import register_tasks
+
+
+def create_app(config: Config) -> Celery:
+    app = Celery("factorial_ws", set_as_current=True)
+    app.conf.update(celery_settings(config))
+    register_tasks(app, config)
+    return app
+
+
+def celery_settings(config: Config) -> dict[str, Any]:
+    """Celery settings derived from our config; every process uses the same ones."""
+    return {
+        "broker_url": config.redis_url,
+        "result_backend": config.redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": config.result_expires_s,
+        "task_routes": {
+            SOFT_TASK_NAME: {"queue": SOFT_QUEUE},
+            HARD_TASK_NAME: {"queue": HARD_QUEUE},
+        },
+        # A task is acknowledged only once it is done, and goes back to the queue when its
+        # worker process dies; the redelivery count below stops one that always kills it.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Unacknowledged tasks are redelivered after this; it must exceed the longest time a
+        # task can sit reserved plus run, or a slow task would run twice.
+        "broker_transport_options": _transport_options(config),
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        # Keep retrying to store a result while Redis is briefly away, instead of losing it.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 20,
+        "redis_backend_health_check_interval": 10,
+        "worker_hijack_root_logger": False,
+        **redis_tls_settings(config.redis_url),
+    }
+
+
+def redis_tls_settings(redis_url: str) -> dict[str, Any]:
+    """A ``rediss://`` URL without TLS options of its own verifies the server's certificate
+    against the system's CAs, in kombu and Celery's result backend as in redis-py (left alone,
+    kombu would not verify at all and the result backend would refuse to start). Options in
+    the URL (``?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem``) are read by all three."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return {}
+    verify = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return {"broker_use_ssl": verify, "redis_backend_use_ssl": verify}
+
+
+def _transport_options(config: Config) -> dict[str, Any]:
+    """kombu's Redis transport: the tasks of a worker that died outright (its main process, so
+    nobody rejected them) sit in the ``unacked`` hash until a live worker's sweep restores those
+    older than the visibility timeout. kombu sweeps every ``interval * throttle`` seconds, 100 s
+    by default; sweep a tenth of the visibility timeout instead (1 to 10 s), so a lost task is
+    back in its queue soon after the timeout. A sweep is one ZRANGE per worker."""
+    sweep_interval_s = min(10, max(1, config.visibility_timeout_s // 10))
+    return {
+        "visibility_timeout": config.visibility_timeout_s,
+        "unacked_restore_interval": sweep_interval_s,
+        "unacked_restore_throttle": 1,
+    }

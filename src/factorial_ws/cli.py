@@ -69,13 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _up(config: Config, args: argparse.Namespace) -> int:
-    from .supervisor import run_up
+    from .supervisor.up import run_up
 
     return run_up(config, redis_url_given=bool(os.environ.get("REDIS_URL")))
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    from .server import run_gateways
+    from .supervisor.gateways import run_gateways
 
     try:
         return run_gateways(config, reuse_port=args.reuse_port)
@@ -85,14 +85,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _worker(config: Config, args: argparse.Namespace) -> int:
-    from .supervisor import QUIET_WORKER_OPTIONS
+    from .processes import worker_command
 
-    command = [
-        sys.executable, "-m", "celery", "-A", "factorial_ws.celeryapp", "worker",
-        "--pool=prefork", "-Q", args.queues, f"--loglevel={config.log_level}", *QUIET_WORKER_OPTIONS,
-    ]  # fmt: skip
-    if args.concurrency:
-        command.append(f"--concurrency={args.concurrency}")
+    command = worker_command(args.queues, concurrency=args.concurrency, log_level=config.log_level)
     os.execve(sys.executable, command, {**os.environ, **config.to_env()})
 
 

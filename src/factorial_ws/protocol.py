@@ -25,11 +25,7 @@ from .constants import (
     JSON_DECODE_ERROR,
     SOFT_QUEUE,
     SOFT_QUEUE_MAX_NUMBER,
-    TASK_FAILED,
-    TASK_REVOKED,
-    TIMEOUT_ERROR,
     UNKNOWN_TASK,
-    WORKER_LOST,
 )
 
 RequestId = str | int
@@ -211,38 +207,3 @@ def outcome_reply(task_id: str, outcome: Outcome, request_id: RequestId | None =
     if isinstance(outcome, Success):
         return success(task_id, outcome.digits, request_id)
     return error(outcome.message, task_id, request_id)
-
-
-# --- result backend -------------------------------------------------------------------------
-
-_TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
-_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "STARTED", "RETRY"})
-
-
-def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
-    """Read Celery's stored task meta (JSON) into an outcome. Exception details stay inside:
-    a client learns that a task failed, never the traceback."""
-    try:
-        meta = json.loads(raw)
-        status = meta["status"]
-    except (ValueError, TypeError, KeyError):
-        return Failure(TASK_FAILED)
-    if status in _PENDING_STATES:
-        return Pending()
-    if status == "SUCCESS":
-        result = meta.get("result")
-        if isinstance(result, str) and result.isascii() and result.isdigit():
-            return Success(result)
-        return Failure(TASK_FAILED)
-    if status == "REVOKED":
-        return Failure(TASK_REVOKED)
-    return Failure(_failure_message(meta.get("result")))
-
-
-def _failure_message(result: Any) -> str:
-    exc_type = result.get("exc_type") if isinstance(result, dict) else None
-    if exc_type in _TIMEOUT_EXCEPTIONS:
-        return TIMEOUT_ERROR
-    if exc_type == "AttemptsExhausted":
-        return WORKER_LOST
-    return TASK_FAILED

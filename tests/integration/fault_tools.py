@@ -18,7 +18,7 @@ from typing import Any
 
 import gmpy2
 
-from factorial_ws.probes import cpu_seconds, stat_fields
+from factorial_ws.processes import cpu_seconds, stat_fields
 from support import REPLY_TIMEOUT_S, Client, client, wait_until
 
 # A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit

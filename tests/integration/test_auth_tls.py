@@ -22,7 +22,8 @@ from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Origin
 
-from factorial_ws.redis_server import RedisServer, find_redis_server, free_port
+from factorial_ws.processes import free_port
+from factorial_ws.supervisor.redis_server import RedisServer, find_redis_server
 from support import (
     PYTHON,
     Proc,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from websockets.sync.client import connect
 
-from factorial_ws.redis_server import RedisServer, free_port
+from factorial_ws.processes import free_port
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import Proc, System, start_gateway, start_worker
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ import pytest
 import redis
 from websockets.frames import CloseCode
 
-from factorial_ws.results import result_key
-from factorial_ws.server import SHUTDOWN_GRACE_S
+from factorial_ws.gateway.results import result_key
+from factorial_ws.gateway.server import SHUTDOWN_GRACE_S
 from support import System, client, port_open, running_system, start_gateway, wait_until
 
 from .fault_tools import SLOW_NUMBER, assert_success, busy_child, metric, result_by_id, submit

@@ -10,9 +10,9 @@ from pathlib import Path
 import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE
+from factorial_ws.gateway.results import result_key
 from factorial_ws.protocol import new_task_id
-from factorial_ws.redis_server import RedisServer
-from factorial_ws.results import result_key
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import Client, client, start_gateway, start_worker, wait_until
 
 from .fault_tools import LONG_NUMBER, assert_success, busy_child, recv_raw, submit

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 
 from factorial_ws.constants import HARD_QUEUE, QUEUES, WORKERS_KEY_PREFIX
-from factorial_ws.redis_server import free_port
+from factorial_ws.processes import free_port
 from support import PYTHON, Proc, client, port_open, process_env, spawn, wait_until
 
 from .fault_tools import (

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from factorial_ws.constants import ATTEMPTS_KEY_PREFIX, WORKER_LOST
-from factorial_ws.redis_server import RedisServer
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import System, client, running_system, start_gateway, start_worker
 
 from .fault_tools import (

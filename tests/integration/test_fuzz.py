@@ -27,8 +27,8 @@ from factorial_ws.constants import (
     UNKNOWN_TASK,
     UNKNOWN_TASK_ID,
 )
+from factorial_ws.gateway.session import BINARY_FRAME
 from factorial_ws.protocol import MAX_REQUEST_ID_CHARS
-from factorial_ws.session import BINARY_FRAME
 from support import REPLY_TIMEOUT_S, System, start_gateway
 
 MAX_NUMBER = 300  # the fuzz gateway's cap: every valid request is cheap for the worker

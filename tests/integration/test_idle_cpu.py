@@ -11,8 +11,8 @@ from pathlib import Path
 import redis
 
 from factorial_ws.constants import RESULT_KEY_PREFIX
-from factorial_ws.probes import cpu_seconds
-from factorial_ws.redis_server import RedisServer
+from factorial_ws.processes import cpu_seconds
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import Client, client, start_gateway, start_worker, wait_until
 
 WAITING_TASKS = 1000

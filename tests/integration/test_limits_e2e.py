@@ -32,9 +32,9 @@ from factorial_ws.constants import (
     TOO_MANY_IN_FLIGHT,
     WORKERS_KEY_PREFIX,
 )
-from factorial_ws.redis_server import RedisServer
-from factorial_ws.session import BINARY_FRAME
-from factorial_ws.supervisor import worker_command
+from factorial_ws.gateway.session import BINARY_FRAME
+from factorial_ws.processes import worker_command
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import (
     Client,
     Proc,
@@ -295,7 +295,14 @@ def pools_as_up_runs_them(redis_server: RedisServer, tmp_path: Path) -> Iterator
     probe = redis.Redis.from_url(redis_server.url)
     try:
         for queue in (SOFT_QUEUE, HARD_QUEUE):
-            procs.append(spawn(f"{queue}-pool", worker_command(queue, 1), env, tmp_path))
+            procs.append(
+                spawn(
+                    f"{queue}-pool",
+                    worker_command(queue, concurrency=1, hostname=f"{queue}@%h"),
+                    env,
+                    tmp_path,
+                )
+            )
         wait_until(
             lambda: all(probe.zcard(WORKERS_KEY_PREFIX + q) for q in (SOFT_QUEUE, HARD_QUEUE)),
             what="both worker pools",

@@ -28,8 +28,8 @@ from factorial_ws.constants import (
     UNKNOWN_TASK_ID,
     WORKER_LOST,
 )
-from factorial_ws.redis_server import RedisServer
-from factorial_ws.session import BINARY_FRAME, INTERNAL_ERROR
+from factorial_ws.gateway.session import BINARY_FRAME, INTERNAL_ERROR
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import Proc, System, client, start_gateway, start_worker, wait_until
 
 HTTP_TIMEOUT_S = 10.0

@@ -14,7 +14,7 @@ import gmpy2
 import pytest
 
 from factorial_ws.protocol import is_task_id
-from factorial_ws.redis_server import RedisServer
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import Client, Proc, System, client, start_gateway, start_worker, wait_until
 
 NUMBER_MAX = 1_000_000  # the default MAX_NUMBER the shared system runs with

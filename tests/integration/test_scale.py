@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from factorial_ws.redis_server import RedisServer, free_port
+from factorial_ws.processes import free_port
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import (
     PYTHON,
     Proc,

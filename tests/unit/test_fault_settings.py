@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from factorial_ws.celeryapp import celery_settings
 from factorial_ws.config import Config
-from factorial_ws.tasks import celery_settings
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from factorial_ws.constants import (
     TIMEOUT_ERROR,
     WORKER_LOST,
 )
+from factorial_ws.gateway.results import outcome_from_meta
 from factorial_ws.protocol import (
     MAX_REQUEST_ID_CHARS,
     FactorialRequest,
@@ -31,7 +32,6 @@ from factorial_ws.protocol import (
     error,
     is_task_id,
     new_task_id,
-    outcome_from_meta,
     outcome_reply,
     parse_request,
     pending,

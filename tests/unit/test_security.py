@@ -10,12 +10,12 @@ from pathlib import Path
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
+from factorial_ws.celeryapp import celery_settings
 from factorial_ws.config import Config
-from factorial_ws.http import token_matches, token_of
+from factorial_ws.gateway.routes import token_matches, token_of
+from factorial_ws.gateway.server import _origins, _safe
 from factorial_ws.protocol import is_task_id, new_task_id
-from factorial_ws.redis_server import RedisServer
-from factorial_ws.server import _origins, _safe
-from factorial_ws.tasks import celery_settings
+from factorial_ws.supervisor.redis_server import RedisServer
 
 
 def _request(path: str = "/", **headers: str) -> Request:

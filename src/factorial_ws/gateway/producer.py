@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 
-from .constants import SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
+from ..constants import SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
 

@@ -6,22 +6,18 @@ with no Redis installed still runs the whole system. Never a fake.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
 import redis
 
-from .probes import free_port
+from ..processes import ChildExited, free_port, start_child, stop_child, wait_until
 
 _START_TIMEOUT_S = 15.0
-_STOP_TIMEOUT_S = 10.0
 
 
 class RedisServerError(RuntimeError):
@@ -56,14 +52,14 @@ class RedisServer:
         *,
         port: int | None = None,
         persistent: bool = True,
-        preexec_fn: Callable[[], None] | None = None,
+        death_signal: int = signal.SIGTERM,
         password: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persistent = persistent
         self.password = password
-        self._preexec_fn = preexec_fn
+        self._death_signal = death_signal
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,8 +88,9 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, preexec_fn=self._preexec_fn
+        # It dies with us (SIGTERM by default: it flushes its append-only file first).
+        self.process = start_child(
+            self.command(), death_signal=self._death_signal, log_path=self.data_dir / "stdout.log"
         )
         self._wait_ready()
         return self
@@ -101,34 +98,27 @@ class RedisServer:
     def _wait_ready(self) -> None:
         assert self.process is not None
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + _START_TIMEOUT_S
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except (redis.BusyLoadingError, redis.ConnectionError):
+                return False  # not listening yet, or still loading its append-only file
+
         try:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RedisServerError(f"redis-server exited; see {self.data_dir}/redis.log")
-                try:
-                    if client.ping():
-                        return
-                except redis.BusyLoadingError:
-                    pass  # still loading its append-only file
-                except redis.ConnectionError:
-                    pass
-                time.sleep(0.05)
+            wait_until(answers, _START_TIMEOUT_S, "redis-server", watch=[self.process])
+        except ChildExited:
+            raise RedisServerError(f"redis-server exited; see {self.data_dir}/redis.log") from None
+        except TimeoutError:
+            self.stop()
+            raise RedisServerError(f"redis-server did not answer within {_START_TIMEOUT_S:.0f} s") from None
         finally:
             client.close()
-        self.stop()
-        raise RedisServerError(f"redis-server did not answer within {_START_TIMEOUT_S:.0f} s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """SIGTERM lets Redis flush its append-only file; SIGKILL simulates a crash."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_child(self.process, sig=sig)
 
     def __enter__(self) -> RedisServer:
         return self.start()
@@ -140,17 +130,3 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def wait_for_exit(pid: int, timeout_s: float) -> bool:
-    """True once the process ``pid`` is gone."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        time.sleep(0.05)
-    return False

@@ -18,15 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from .constants import RESULT_KEY_PREFIX, SUBMITTED_KEY_PREFIX
-from .protocol import Outcome, Pending, outcome_from_meta
+from ..constants import (
+    RESULT_KEY_PREFIX,
+    SUBMITTED_KEY_PREFIX,
+    TASK_FAILED,
+    TASK_REVOKED,
+    TIMEOUT_ERROR,
+    WORKER_LOST,
+)
+from ..protocol import Failure, Outcome, Pending, Success
 
 logger = logging.getLogger(__name__)
 
@@ -263,3 +272,38 @@ class ResultHub:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- Celery's stored task meta ---------------------------------------------------------------
+
+_TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
+_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "STARTED", "RETRY"})
+
+
+def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
+    """Read Celery's stored task meta (JSON) into an outcome. Exception details stay inside:
+    a client learns that a task failed, never the traceback."""
+    try:
+        meta = json.loads(raw)
+        status = meta["status"]
+    except (ValueError, TypeError, KeyError):
+        return Failure(TASK_FAILED)
+    if status in _PENDING_STATES:
+        return Pending()
+    if status == "SUCCESS":
+        result = meta.get("result")
+        if isinstance(result, str) and result.isascii() and result.isdigit():
+            return Success(result)
+        return Failure(TASK_FAILED)
+    if status == "REVOKED":
+        return Failure(TASK_REVOKED)
+    return Failure(_failure_message(meta.get("result")))
+
+
+def _failure_message(result: Any) -> str:
+    exc_type = result.get("exc_type") if isinstance(result, dict) else None
+    if exc_type in _TIMEOUT_EXCEPTIONS:
+        return TIMEOUT_ERROR
+    if exc_type == "AttemptsExhausted":
+        return WORKER_LOST
+    return TASK_FAILED

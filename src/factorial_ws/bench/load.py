@@ -25,10 +25,10 @@ from celery import Celery
 from celery.result import AsyncResult, ResultSet
 from websockets.asyncio.client import ClientConnection, connect
 
-from .config import Config
-from .constants import HARD_TASK_NAME, SOFT_TASK_NAME
-from .server import raise_open_files_limit
-from .tasks import create_app
+from ..celeryapp import create_app
+from ..config import Config
+from ..constants import HARD_TASK_NAME, SOFT_TASK_NAME
+from ..processes import raise_open_files_limit
 
 SETTINGS_VARIABLE = "FACTORIAL_WS_BENCH_CELERY"  # Celery overrides for the sweep's workers
 SMALL = 5

@@ -1,6 +1,6 @@
 """The Celery app for the bench's worker-settings sweep: the shipped app plus overrides.
 
-``celery -A factorial_ws.bench_app worker`` with ``FACTORIAL_WS_BENCH_CELERY`` holding a JSON
+``celery -A factorial_ws.bench.celery_app worker`` with ``FACTORIAL_WS_BENCH_CELERY`` holding a JSON
 object of Celery settings; the key ``acks_late`` sets the tasks' own option (which wins over
 ``task_acks_late``). Not for production: the sweep compares settings with it, nothing else.
 """
@@ -8,9 +8,9 @@ object of Celery settings; the key ``acks_late`` sets the tasks' own option (whi
 import json
 import os
 
-from .bench_load import SETTINGS_VARIABLE
-from .celeryapp import app
-from .constants import TASK_NAME_BY_QUEUE
+from ..constants import TASK_NAME_BY_QUEUE
+from ..worker import app
+from .load import SETTINGS_VARIABLE
 
 
 def apply_overrides(overrides: dict[str, object]) -> None:

@@ -17,9 +17,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from . import metrics
-from .config import Config
-from .constants import QUEUES, WORKER_STALE_S, WORKERS_KEY_PREFIX
+from .. import metrics
+from ..config import Config
+from ..constants import QUEUES, WORKER_STALE_S, WORKERS_KEY_PREFIX
 from .results import ResultHub
 
 _PAGE_FILE = "index.html"

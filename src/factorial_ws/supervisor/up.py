@@ -9,56 +9,34 @@ also kills whatever a previous run left in its pid list.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
-from .constants import HARD_QUEUE, SOFT_QUEUE
-from .probes import port_open
-from .redis_server import RedisServer, RedisServerError, wait_for_exit
+from ..config import Config
+from ..constants import HARD_QUEUE, SOFT_QUEUE
+from ..processes import (
+    STOP_GRACE_S,
+    ChildExited,
+    gateway_command,
+    port_open,
+    start_child,
+    stop_child,
+    wait_for_exit,
+    wait_until,
+    worker_command,
+)
+from .redis_server import RedisServer, RedisServerError
 
 logger = logging.getLogger(__name__)
 
 _PIDS_FILE = "up.pids"
-_STOP_GRACE_S = 10.0
 _READY_TIMEOUT_S = 60.0
 _MAX_RESTARTS_PER_MINUTE = 5
-
-
-def die_with_parent(sig: int) -> Callable[[], None]:
-    """A preexec_fn: the child receives ``sig`` when this process dies, however it dies."""
-
-    def set_pdeathsig() -> None:
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
-
-    return set_pdeathsig
-
-
-# Gossip, mingle and the event heartbeat are Celery's worker-to-worker chatter over Redis
-# pub/sub; nothing here uses them (workers report liveness through their own Redis heartbeat),
-# and `factorial-ws bench --sweep` measured about 5-10% more tasks/s without them.
-QUIET_WORKER_OPTIONS = ("--without-gossip", "--without-mingle", "--without-heartbeat")
-
-
-def worker_command(queue: str, concurrency: int) -> list[str]:
-    return [
-        sys.executable, "-m", "celery", "-A", "factorial_ws.celeryapp", "worker",
-        "--pool=prefork", f"--concurrency={concurrency}", "-Q", queue,
-        "-n", f"{queue}@%h", "--loglevel=INFO", *QUIET_WORKER_OPTIONS,
-    ]  # fmt: skip
-
-
-def gateway_command() -> list[str]:
-    return [sys.executable, "-m", "factorial_ws", "serve"]
 
 
 @dataclass
@@ -107,29 +85,32 @@ class Supervisor:
     def _wait_until_serving(self) -> bool:
         """True once the gateway accepts connections: the printed URL must work at once."""
         gateway = self.children[-1].process
-        host = self.config.client_host
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not self._stopping and time.monotonic() < deadline:
-            if gateway is None or gateway.poll() is not None:
-                return False  # _watch restarts it or gives up
-            if port_open(self.config.ws_port, host):
-                return True
-            time.sleep(0.1)
-        if not self._stopping:
+        assert gateway is not None
+        try:
+            wait_until(
+                lambda: self._stopping or port_open(self.config.ws_port, self.config.client_host),
+                _READY_TIMEOUT_S,
+                "the gateway",
+                watch=[gateway],
+            )
+        except ChildExited:
+            return False  # _watch restarts it or gives up
+        except TimeoutError:
             logger.warning("the gateway does not accept connections after %.0f s", _READY_TIMEOUT_S)
-        return False
+            return False
+        return not self._stopping
 
     def _start_all(self) -> None:
         if self.own_redis:
             self.redis = RedisServer(
                 self.config.data_dir / "redis",
-                preexec_fn=die_with_parent(signal.SIGTERM),  # SIGTERM: Redis flushes its AOF
+                death_signal=signal.SIGTERM,  # SIGTERM: Redis flushes its AOF
             ).start()
             self.config = self.config.replace(redis_url=self.redis.url)
             logger.info("private Redis on %s, data in %s", self.redis.url, self.redis.data_dir)
         self.children = [
-            Child("soft worker", worker_command(SOFT_QUEUE, self.config.soft_concurrency)),
-            Child("hard worker", worker_command(HARD_QUEUE, self.config.hard_concurrency)),
+            Child("soft worker", _worker(SOFT_QUEUE, self.config.soft_concurrency)),
+            Child("hard worker", _worker(HARD_QUEUE, self.config.hard_concurrency)),
             Child("gateway", gateway_command()),
         ]
         for child in self.children:
@@ -140,7 +121,7 @@ class Supervisor:
         env = {**os.environ, **self.config.to_env()}
         # SIGKILL: workers and gateways keep nothing worth saving (unacknowledged tasks are
         # redelivered), and one left finishing a task after we are gone would be an orphan.
-        child.process = subprocess.Popen(child.command, env=env, preexec_fn=die_with_parent(signal.SIGKILL))
+        child.process = start_child(child.command, env)
 
     def _watch(self) -> int:
         while not self._stopping:
@@ -169,7 +150,8 @@ class Supervisor:
     def _stop_all(self) -> None:
         """Gateway first (clients get 1001), then workers, then Redis, each within a grace."""
         for child in reversed(self.children):
-            _terminate(child.process)
+            if child.process is not None:
+                stop_child(child.process)
         if self.redis is not None:
             self.redis.stop()
         with contextlib.suppress(FileNotFoundError):
@@ -192,21 +174,14 @@ class Supervisor:
                 logger.warning("stopping process %d left by an earlier run", pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                if not wait_for_exit(pid, _STOP_GRACE_S):
+                if not wait_for_exit(pid, STOP_GRACE_S):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    wait_for_exit(pid, _STOP_GRACE_S)
+                    wait_for_exit(pid, STOP_GRACE_S)
 
 
-def _terminate(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(_STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def _worker(queue: str, concurrency: int) -> list[str]:
+    return worker_command(queue, concurrency=concurrency, hostname=f"{queue}@%h")
 
 
 def _is_ours(pid: int) -> bool:

@@ -1,20 +1,16 @@
 """The gateway: a WebSocket server wired to Redis (results) and Celery's queues (tasks).
 
-``Gateway`` owns start-up and shutdown of one process; ``run_gateways`` runs several processes on
-one port (SO_REUSEPORT) when ``WS_PROCESSES`` asks for more than one.
+``Gateway`` owns start-up, the serve loop and shutdown of one process; running several of them
+on one port is the supervisor's job (``supervisor.gateways``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import resource
 import signal
 import ssl
-import subprocess
-import sys
 from types import TracebackType
 
 import redis.asyncio as aioredis
@@ -23,12 +19,13 @@ from redis.backoff import NoBackoff
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
-from .config import Config
-from .http import Routes
+from ..celeryapp import create_app
+from ..config import Config
+from ..processes import raise_open_files_limit
 from .producer import Producer
 from .results import ResultHub
+from .routes import Routes
 from .session import Services, Session
-from .tasks import create_app
 
 logger = logging.getLogger(__name__)
 
@@ -153,43 +150,6 @@ class Gateway:
 def run_gateway(config: Config, *, reuse_port: bool = False) -> None:
     """Serve in this process until SIGINT or SIGTERM."""
     asyncio.run(Gateway(config, reuse_port=reuse_port).serve_until_signalled())
-
-
-def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
-    """Run ``config.gateway_processes`` gateway processes sharing one port; return an exit code.
-    ``reuse_port``: this is one of them (started with ``--processes 1 --reuse-port``)."""
-    if config.gateway_processes == 1:
-        run_gateway(config, reuse_port=reuse_port)
-        return 0
-    env = {**os.environ, **config.to_env()}
-    children = [
-        # Each child serves alone (--processes 1) but on a shared port (--reuse-port).
-        subprocess.Popen(
-            [sys.executable, "-m", "factorial_ws", "serve", "--processes", "1", "--reuse-port"], env=env
-        )
-        for _ in range(config.gateway_processes)
-    ]
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return 0 if stopping or not any(codes) else 1
-
-
-def raise_open_files_limit() -> None:
-    """Each connection is a file descriptor; the usual soft limit (1024) is far too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _origins(config: Config) -> list[Origin | None] | None:

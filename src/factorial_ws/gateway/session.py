@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from . import logs, metrics
-from .config import Config
-from .constants import (
+from .. import logs, metrics
+from ..config import Config
+from ..constants import (
     INVALID_REQUEST,
     RATE_LIMITED,
     SERVICE_UNAVAILABLE,
@@ -29,9 +29,8 @@ from .constants import (
     TOO_MANY_IN_FLIGHT,
     UNKNOWN_TASK_ID,
 )
-from .limits import TokenBucket
-from .producer import Producer
-from .protocol import (
+from ..limits import TokenBucket
+from ..protocol import (
     FactorialRequest,
     Failure,
     Outcome,
@@ -48,6 +47,7 @@ from .protocol import (
     pending,
     queue_for,
 )
+from .producer import Producer
 from .results import ResultHub, ServiceUnavailable, Unknown, Watch
 
 logger = logging.getLogger(__name__)
