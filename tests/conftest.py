@@ -10,19 +10,28 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.set_int_max_str_digits(0)  # tests compare exact results with millions of digits
 
 from factorial_ws.supervisor.redis_server import RedisServer  # noqa: E402
-from support import System, running_system  # noqa: E402
+from support import Launcher, System  # noqa: E402
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def launch(tmp_path: Path) -> Iterator[Launcher]:
+    """Starts real Redis servers, workers, gateways and other processes for one test, and stops
+    every one of them when the test ends."""
+    launcher = Launcher(tmp_path)
+    yield launcher
+    launcher.close()
+
+
+@pytest.fixture
+def redis_server(launch: Launcher) -> RedisServer:
     """A private, real Redis on a free port, with an append-only file."""
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
+    return launch.redis()
 
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """One shared system (Redis, a worker for both queues, the gateway) for tests that only
     talk to it as clients; tests that break things start their own."""
-    with running_system(tmp_path_factory.mktemp("system")) as running:
-        yield running
+    launcher = Launcher(tmp_path_factory.mktemp("system"))
+    yield launcher.system()
+    launcher.close()

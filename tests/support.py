@@ -1,6 +1,10 @@
 """Test support: the real processes (Redis, Celery workers, the gateway) and a WebSocket client.
 
-Nothing here is a fake: every helper starts the same programs a user runs.
+Nothing here is a fake: every helper starts the same programs a user runs. Tests get them from the
+``launch`` fixture (a ``Launcher``), which stops whatever it started when the test ends.
+
+Every timeout of the suite is a multiple of ``UNIT_S``; on a slow machine set
+``FACTORIAL_WS_TEST_TIMEOUT_FACTOR`` (e.g. 3) to stretch them all at once.
 """
 
 from __future__ import annotations
@@ -10,11 +14,9 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +24,19 @@ from typing import Any
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
+from factorial_ws import processes
 from factorial_ws.config import Config, env_name
-from factorial_ws.constants import WORKERS_KEY_PREFIX
-from factorial_ws.processes import free_port, port_open
+from factorial_ws.processes import free_port, port_open, start_child, stop_child, worker_is_live
 from factorial_ws.supervisor.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-START_TIMEOUT_S = 30.0
-REPLY_TIMEOUT_S = 15.0
+
+# One second of test time; every timeout below and in the tests is a multiple of it.
+UNIT_S = float(os.environ.get("FACTORIAL_WS_TEST_TIMEOUT_FACTOR", "1"))
+START_TIMEOUT_S = 30 * UNIT_S
+REPLY_TIMEOUT_S = 15 * UNIT_S
+STOP_TIMEOUT_S = 15 * UNIT_S
 
 # Variables of ours that must not leak from the developer's shell into the processes under test.
 _OUR_VARIABLES = {env_name(f.name) for f in dataclasses.fields(Config)}
@@ -44,6 +50,12 @@ def process_env(redis_url: str | None, **settings: Any) -> dict[str, str]:
     env.update({name: str(value) for name, value in settings.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float = START_TIMEOUT_S, what: str = "condition"
+) -> None:
+    processes.wait_until(predicate, timeout_s, what)
 
 
 @dataclass
@@ -68,83 +80,14 @@ class Proc:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(sig)
 
-    def stop(self, timeout_s: float = 15.0) -> int:
-        if self.alive():
-            self.signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        return stop_child(self.process, timeout_s)
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Proc:
-    log_dir.mkdir(parents=True, exist_ok=True)
+    """Start a process that dies with the test run; prefer ``launch.process`` in tests."""
     log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            start_new_session=True,
-        )  # fmt: skip
-    return Proc(name, process, log_path)
-
-
-def wait_until(predicate: Any, timeout_s: float = START_TIMEOUT_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def start_worker(
-    redis_url: str,
-    log_dir: Path,
-    *,
-    queues: str = "soft,hard",
-    concurrency: int = 2,
-    name: str | None = None,
-    **settings: Any,
-) -> Proc:
-    """A real Celery worker; returns once its heartbeat shows it consuming every queue."""
-    name = name or f"w{free_port()}"
-    hostname = f"{name}@test"
-    command = [
-        PYTHON, "-m", "celery", "-A", "celeryqueue", "worker", "--pool=prefork",
-        f"--concurrency={concurrency}", "-Q", queues, "-n", hostname, "--loglevel=INFO",
-        "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    proc = spawn(name, command, process_env(redis_url, **settings), log_dir)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        wait_until(
-            lambda: (
-                _fail_if_dead(proc)
-                and all(client.zscore(WORKERS_KEY_PREFIX + q, hostname) for q in queues.split(","))
-            ),
-            what=f"worker {hostname}",
-        )
-    finally:
-        client.close()
-    return proc
-
-
-def start_gateway(
-    redis_url: str, log_dir: Path, *, port: int | None = None, name: str = "gateway", **settings: Any
-) -> tuple[Proc, str]:
-    """The real gateway (``python -m factorial_ws serve``); returns it and its ws:// URL."""
-    port = port or free_port()
-    command = [PYTHON, "-m", "factorial_ws", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = spawn(name, command, process_env(redis_url, **settings), log_dir)
-    wait_until(lambda: _fail_if_dead(proc) and port_open(port), what=f"gateway on port {port}")
-    return proc, f"ws://127.0.0.1:{port}/"
-
-
-def _fail_if_dead(proc: Proc) -> bool:
-    if not proc.alive():
-        raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log()[-3000:]}")
-    return True
+    return Proc(name, start_child(command, env, log_path=log_path, cwd=REPO), log_path)
 
 
 @dataclass
@@ -161,25 +104,77 @@ class System:
     def redis_url(self) -> str:
         return self.redis.url
 
-    def stop(self) -> None:
-        procs = ([self.gateway] if self.gateway else []) + self.workers
-        for proc in procs:
-            proc.stop()
-        self.redis.stop()
 
+class Launcher:
+    """Starts the real processes of one test, and stops them all (newest first) when it ends:
+    the ``launch`` fixture. Test bodies then need no ``finally:`` of their own."""
 
-@contextlib.contextmanager
-def running_system(tmp_dir: Path, *, worker_concurrency: int = 2, **settings: Any) -> Iterator[System]:
-    server = RedisServer(tmp_dir / "redis").start()
-    system = System(server, tmp_dir / "logs")
-    try:
-        system.workers.append(
-            start_worker(server.url, system.log_dir, concurrency=worker_concurrency, **settings)
+    def __init__(self, tmp_dir: Path) -> None:
+        self.tmp_dir = tmp_dir
+        self.log_dir = tmp_dir / "logs"
+        self._stops: list[Callable[[], object]] = []
+
+    def close(self) -> None:
+        while self._stops:
+            self._stops.pop()()
+
+    def process(self, name: str, command: list[str], env: dict[str, str]) -> Proc:
+        proc = spawn(name, command, env, self.log_dir)
+        self._stops.append(proc.stop)
+        return proc
+
+    def redis(
+        self, *, name: str = "redis", port: int | None = None, password: str | None = None
+    ) -> RedisServer:
+        """A real Redis on a free port (or ``port``, to restart one on its data)."""
+        server = RedisServer(self.tmp_dir / name, port=port, password=password)
+        self._stops.append(server.stop)
+        return server.start()
+
+    def worker(
+        self,
+        redis_url: str,
+        *,
+        queues: str = "soft,hard",
+        concurrency: int = 2,
+        name: str | None = None,
+        app: str = "celeryqueue",
+        **settings: Any,
+    ) -> Proc:
+        """A real Celery worker (the seed's ``-A celeryqueue`` by default); returns once its
+        heartbeat shows it consuming every queue."""
+        name = name or f"w{free_port()}"
+        hostname = f"{name}@test"
+        command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
+        proc = self.process(name, command, process_env(redis_url, **settings))
+        with redis.Redis.from_url(redis_url) as client:
+            processes.wait_until(
+                lambda: worker_is_live(client, hostname, queues.split(",")),
+                START_TIMEOUT_S,
+                f"worker {hostname}",
+                watch=[proc.process],
+            )
+        return proc
+
+    def gateway(
+        self, redis_url: str, *, port: int | None = None, name: str = "gateway", **settings: Any
+    ) -> tuple[Proc, str]:
+        """The real gateway (``python -m factorial_ws serve``); returns it and its ws:// URL."""
+        port = port or free_port()
+        command = [PYTHON, "-m", "factorial_ws", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        proc = self.process(name, command, process_env(redis_url, **settings))
+        processes.wait_until(
+            lambda: port_open(port), START_TIMEOUT_S, f"gateway on port {port}", watch=[proc.process]
         )
-        system.gateway, system.url = start_gateway(server.url, system.log_dir, **settings)
-        yield system
-    finally:
-        system.stop()
+        return proc, f"ws://127.0.0.1:{port}/"
+
+    def system(self, *, worker_concurrency: int = 2, **settings: Any) -> System:
+        """Redis, a worker for both queues, and a gateway."""
+        server = self.redis()
+        system = System(server, self.log_dir)
+        system.workers.append(self.worker(server.url, concurrency=worker_concurrency, **settings))
+        system.gateway, system.url = self.gateway(server.url, **settings)
+        return system
 
 
 class Client:
@@ -210,7 +205,41 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def client(url: str, **kwargs: Any) -> Any:
+async def client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
     kwargs.setdefault("max_size", None)
     async with connect(url, **kwargs) as connection:
         yield Client(connection)
+
+
+# --- legacy helpers: being replaced by the `launch` fixture, then removed ---------------------
+
+
+def start_worker(
+    redis_url: str,
+    log_dir: Path,
+    *,
+    queues: str = "soft,hard",
+    concurrency: int = 2,
+    name: str | None = None,
+    **settings: Any,
+) -> Proc:
+    launcher = Launcher(log_dir.parent)
+    launcher.log_dir = log_dir
+    return launcher.worker(redis_url, queues=queues, concurrency=concurrency, name=name, **settings)
+
+
+def start_gateway(
+    redis_url: str, log_dir: Path, *, port: int | None = None, name: str = "gateway", **settings: Any
+) -> tuple[Proc, str]:
+    launcher = Launcher(log_dir.parent)
+    launcher.log_dir = log_dir
+    return launcher.gateway(redis_url, port=port, name=name, **settings)
+
+
+@contextlib.contextmanager
+def running_system(tmp_dir: Path, *, worker_concurrency: int = 2, **settings: Any) -> Iterator[System]:
+    launcher = Launcher(tmp_dir)
+    try:
+        yield launcher.system(worker_concurrency=worker_concurrency, **settings)
+    finally:
+        launcher.close()
