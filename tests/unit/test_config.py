@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from factorial_ws.config import Config, ConfigError, env_name
+from factorial_ws.config import SETTINGS, Config, ConfigError, env_name
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -58,6 +58,14 @@ def test_env_names_map_fields_to_the_documented_variables() -> None:
     assert env_name("hard_task_timeout_s") == "HARD_TASK_TIMEOUT"
     assert env_name("data_dir") == "FACTORIAL_WS_DATA_DIR"
     assert env_name("redis_url") == "REDIS_URL"
+
+
+def test_every_field_is_a_setting_with_its_own_variable_parsed_as_its_type() -> None:
+    assert list(SETTINGS) == [f.name for f in dataclasses.fields(Config)]
+    assert len({row.env for row in SETTINGS.values()}) == len(SETTINGS)
+    kinds = {name: row.kind for name, row in SETTINGS.items()}
+    assert (kinds["ws_port"], kinds["hard_task_timeout_s"], kinds["token"]) == (int, float, str)
+    assert (kinds["tls_cert"], kinds["data_dir"], kinds["allowed_origins"]) == (Path, Path, tuple[str, ...])
 
 
 @pytest.mark.parametrize(
