@@ -1,14 +1,15 @@
 """Every setting in one validated object, read from environment variables.
 
-Each field is declared once, with ``setting()``: its environment variable, default and check; its
-annotation says how the variable is parsed. ``SETTINGS``, built from those declarations in field
-order, is the table the README and docs/operations.md mirror.
-The CLI only overrides fields; it never reads the environment itself.
+Each field is declared once, with ``setting()``: its environment variable, its default (or how it
+derives from other settings) and its check; its annotation says how the variable is parsed.
+``SETTINGS``, built from those declarations in field order, is the table the README and
+docs/operations.md mirror. The CLI only overrides fields; it never reads the environment itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -28,13 +29,35 @@ class ConfigError(ValueError):
     """A setting has a value that cannot work; the message names the variable."""
 
 
+class _Derived:
+    def __repr__(self) -> str:
+        return "DERIVED"
+
+
+# The default of a setting with derive=: a placeholder that __post_init__ replaces.
+DERIVED: Any = _Derived()
+
+
 # Every Config default is a call to setting(), which returns a dataclasses.field; ruff cannot see
 # that and would flag each field of a type it does not know to be immutable (Path).
 # ruff: noqa: RUF009
-def setting(default: T, *, env: str, check: Check[T] | None = None) -> T:
+def setting(
+    default: T = DERIVED,
+    *,
+    env: str,
+    check: Check[T] | None = None,
+    clean: Callable[[T], T] | None = None,
+    derive: Callable[[Config], T] | None = None,
+) -> T:
     """A Config field carrying its environment variable and check beside its default; the field's
-    annotation is the type the variable is parsed as."""
-    return dataclasses.field(default=default, metadata={"env": env, "check": check})
+    annotation is the type the variable is parsed as.
+
+    ``clean`` puts a given value in canonical form before the check. ``derive`` replaces
+    ``default``: the default is then ``derive(config)``, computed from settings that are not
+    derived themselves.
+    """
+    metadata = {"env": env, "check": check, "clean": clean, "derive": derive}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _positive(value: float) -> str | None:
@@ -64,6 +87,41 @@ def _existing_file(value: Path | None) -> str | None:
     return None if value is None or value.is_file() else "no such file"
 
 
+def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
+    # The gateway compares the Origin header as a string, and browsers send scheme://host[:port]
+    # in lower case with no trailing slash: an entry written like a URL would refuse them all.
+    return tuple(origin.rstrip("/").lower() for origin in value)
+
+
+def _bare_origins(value: tuple[str, ...]) -> str | None:
+    for origin in value:
+        if not _is_origin(origin):
+            return f"{origin!r} is not an origin: scheme://host[:port], without a path or query"
+    return None
+
+
+def _is_origin(text: str) -> bool:
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        return False
+    return bool(parts.hostname) and "@" not in parts.netloc and text == f"{parts.scheme}://{parts.netloc}"
+
+
+def _soft_task_timeout(config: Config) -> float:
+    # The gateway waits at most HARD_TASK_TIMEOUT for any result, so a shorter one alone caps it.
+    return float(min(10.0, config.hard_task_timeout_s))
+
+
+def _visibility_timeout(config: Config) -> int:
+    # Above twice the hard limit (a task can wait one in a prefetch buffer, then run one) with a
+    # minute to spare for the 1-10 s sweep and clocks that differ between machines.
+    seconds = 2 * config.hard_task_timeout_s + 60
+    # An infinite hard limit has no finite visibility timeout: keep 300, which is then refused.
+    return max(300, math.ceil(seconds)) if math.isfinite(seconds) else 300
+
+
 @dataclass(frozen=True)
 class Config:
     # Redis: broker and result backend for every process.
@@ -76,10 +134,10 @@ class Config:
 
     # Timeouts (seconds). The task limits are enforced by the worker pool; the gateway waits
     # at most hard_task_timeout_s for any result.
-    soft_task_timeout_s: float = setting(10.0, env="SOFT_TASK_TIMEOUT", check=_positive)
+    soft_task_timeout_s: float = setting(env="SOFT_TASK_TIMEOUT", check=_positive, derive=_soft_task_timeout)
     hard_task_timeout_s: float = setting(60.0, env="HARD_TASK_TIMEOUT", check=_positive)
     result_expires_s: int = setting(3600, env="RESULT_EXPIRES", check=_positive)
-    visibility_timeout_s: int = setting(300, env="VISIBILITY_TIMEOUT")  # checked in __post_init__
+    visibility_timeout_s: int = setting(env="VISIBILITY_TIMEOUT", derive=_visibility_timeout)
     ping_interval_s: float = setting(20.0, env="WS_PING_INTERVAL", check=_positive)
     ping_timeout_s: float = setting(20.0, env="WS_PING_TIMEOUT", check=_positive)
 
@@ -94,12 +152,16 @@ class Config:
 
     # Security
     token: str | None = setting(None, env="WS_TOKEN")
-    allowed_origins: tuple[str, ...] = setting((), env="WS_ALLOWED_ORIGINS")
+    allowed_origins: tuple[str, ...] = setting(
+        (), env="WS_ALLOWED_ORIGINS", clean=_origins, check=_bare_origins
+    )
     tls_cert: Path | None = setting(None, env="WS_TLS_CERT", check=_existing_file)
     tls_key: Path | None = setting(None, env="WS_TLS_KEY", check=_existing_file)
 
     # Logging
-    log_level: str = setting("INFO", env="LOG_LEVEL", check=_one_of("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_level: str = setting(
+        "INFO", env="LOG_LEVEL", clean=str.upper, check=_one_of("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     log_format: str = setting("text", env="LOG_FORMAT", check=_one_of("text", "json"))
 
     # `factorial-ws up`: private Redis data and worker pool sizes.
@@ -110,14 +172,30 @@ class Config:
     def __post_init__(self) -> None:
         for row in SETTINGS.values():
             value = getattr(self, row.name)
+            if value is DERIVED:
+                continue
+            if row.clean:
+                value = row.clean(value)
+                object.__setattr__(self, row.name, value)
             problem = row.check(value) if row.check else None
             if problem:
                 raise ConfigError(f"{row.env}={value!r}: {problem}")
+        # Derived from checked values, so a bad HARD_TASK_TIMEOUT is reported under its own name
+        # rather than as the SOFT_TASK_TIMEOUT derived from it.
+        for row in SETTINGS.values():
+            if getattr(self, row.name) is DERIVED and row.derive:
+                object.__setattr__(self, row.name, row.derive(self))
         if self.visibility_timeout_s <= 2 * self.hard_task_timeout_s:
             raise ConfigError(
                 f"VISIBILITY_TIMEOUT={self.visibility_timeout_s!r}: must exceed twice "
                 f"HARD_TASK_TIMEOUT ({self.hard_task_timeout_s:g} s), or a task still waiting "
                 "in a worker's prefetch buffer is delivered twice"
+            )
+        if self.soft_task_timeout_s > self.hard_task_timeout_s:
+            raise ConfigError(
+                f"SOFT_TASK_TIMEOUT={self.soft_task_timeout_s!r}: must not exceed "
+                f"HARD_TASK_TIMEOUT ({self.hard_task_timeout_s:g} s), the longest the gateway "
+                "waits for any result"
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("WS_TLS_CERT and WS_TLS_KEY must be given together")
@@ -135,6 +213,11 @@ class Config:
         return cls(**values)
 
     def replace(self, **changes: Any) -> Config:
+        # A value equal to its derived default is that default, and follows what it derives from:
+        # otherwise Config().replace(hard_task_timeout_s=300) would keep VISIBILITY_TIMEOUT=300.
+        for row in SETTINGS.values():
+            if row.derive and row.name not in changes and getattr(self, row.name) == row.derive(self):
+                changes[row.name] = DERIVED
         return dataclasses.replace(self, **changes)
 
     def to_env(self) -> dict[str, str]:
@@ -183,6 +266,8 @@ class Setting:
     env: str
     kind: Any  # one of _PARSED_KINDS; for an `X | None` field, X (an unset variable is the default)
     check: Check[Any] | None
+    clean: Callable[[Any], Any] | None
+    derive: Callable[[Config], Any] | None
 
     def parse(self, raw: str) -> Any:
         if self.kind == _LIST:
@@ -201,10 +286,13 @@ def _settings_table() -> dict[str, Setting]:
         if typing.get_origin(kind) is types.UnionType:
             others = [arg for arg in typing.get_args(kind) if arg is not type(None)]
             kind = others[0] if len(others) == 1 else kind
+        meta = f.metadata
         # Fail at import, not at the first process that happens to set the variable.
         if kind not in _PARSED_KINDS:
             raise TypeError(f"Config.{f.name}: no parser for {kind}")
-        table[f.name] = Setting(f.name, f.metadata["env"], kind, f.metadata["check"])
+        if (f.default is DERIVED) != (meta["derive"] is not None):
+            raise TypeError(f"Config.{f.name}: give setting() a default or a derive=, not both")
+        table[f.name] = Setting(f.name, meta["env"], kind, meta["check"], meta["clean"], meta["derive"])
     return table
 
 
