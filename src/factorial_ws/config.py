@@ -1,79 +1,201 @@
 """Every setting in one validated object, read from environment variables.
 
-Each field maps to one environment variable (``SETTINGS`` below is the table the README mirrors).
-The CLI only overrides fields; it never reads the environment itself.
+Each field is declared once, with ``setting()``: its environment variable, its default (or how it
+derives from other settings) and its check; its annotation says how the variable is parsed.
+``SETTINGS``, built from those declarations in field order, is the table the README and
+docs/operations.md mirror. The CLI only overrides fields; it never reads the environment itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import types
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .constants import DEFAULT_PORT
+
+T = TypeVar("T")
+Check = Callable[[T], str | None]  # the problem with a value, or None if it can work
 
 
 class ConfigError(ValueError):
     """A setting has a value that cannot work; the message names the variable."""
 
 
+class _Derived:
+    def __repr__(self) -> str:
+        return "DERIVED"
+
+
+# The default of a setting with derive=: a placeholder that __post_init__ replaces.
+DERIVED: Any = _Derived()
+
+
+# Every Config default is a call to setting(), which returns a dataclasses.field; ruff cannot see
+# that and would flag each field of a type it does not know to be immutable (Path).
+# ruff: noqa: RUF009
+def setting(
+    default: T = DERIVED,
+    *,
+    env: str,
+    check: Check[T] | None = None,
+    clean: Callable[[T], T] | None = None,
+    derive: Callable[[Config], T] | None = None,
+) -> T:
+    """A Config field carrying its environment variable and check beside its default; the field's
+    annotation is the type the variable is parsed as.
+
+    ``clean`` puts a given value in canonical form before the check. ``derive`` replaces
+    ``default``: the default is then ``derive(config)``, computed from settings that are not
+    derived themselves.
+    """
+    metadata = {"env": env, "check": check, "clean": clean, "derive": derive}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
+
+
+def _redis_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "must be a redis://, rediss:// or unix:// URL"
+    return None if parts.hostname or parts.scheme == "unix" else "has no host"
+
+
+def _one_of(*allowed: str) -> Check[str]:
+    return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def _existing_file(value: Path | None) -> str | None:
+    return None if value is None or value.is_file() else "no such file"
+
+
+def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
+    # The gateway compares the Origin header as a string, and browsers send scheme://host[:port]
+    # in lower case with no trailing slash: an entry written like a URL would refuse them all.
+    return tuple(origin.rstrip("/").lower() for origin in value)
+
+
+def _bare_origins(value: tuple[str, ...]) -> str | None:
+    for origin in value:
+        if not _is_origin(origin):
+            return f"{origin!r} is not an origin: scheme://host[:port], without a path or query"
+    return None
+
+
+def _is_origin(text: str) -> bool:
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        return False
+    return bool(parts.hostname) and "@" not in parts.netloc and text == f"{parts.scheme}://{parts.netloc}"
+
+
+def _soft_task_timeout(config: Config) -> float:
+    # The gateway waits at most HARD_TASK_TIMEOUT for any result, so a shorter one alone caps it.
+    return float(min(10.0, config.hard_task_timeout_s))
+
+
+def _visibility_timeout(config: Config) -> int:
+    # Above twice the hard limit (a task can wait one in a prefetch buffer, then run one) with a
+    # minute to spare for the 1-10 s sweep and clocks that differ between machines.
+    seconds = 2 * config.hard_task_timeout_s + 60
+    # An infinite hard limit has no finite visibility timeout: keep 300, which is then refused.
+    return max(300, math.ceil(seconds)) if math.isfinite(seconds) else 300
+
+
 @dataclass(frozen=True)
 class Config:
     # Redis: broker and result backend for every process.
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = setting("redis://localhost:6379/0", env="REDIS_URL", check=_redis_url)
 
     # Gateway
-    ws_host: str = "localhost"
-    ws_port: int = DEFAULT_PORT
-    ws_processes: int = 1  # 0: one per core
+    ws_host: str = setting("localhost", env="WS_HOST")
+    ws_port: int = setting(DEFAULT_PORT, env="WS_PORT", check=_port)
+    ws_processes: int = setting(1, env="WS_PROCESSES", check=_not_negative)  # 0: one per core
 
     # Timeouts (seconds). The task limits are enforced by the worker pool; the gateway waits
     # at most hard_task_timeout_s for any result.
-    soft_task_timeout_s: float = 10.0
-    hard_task_timeout_s: float = 60.0
-    result_expires_s: int = 3600
-    visibility_timeout_s: int = 300
-    ping_interval_s: float = 20.0
-    ping_timeout_s: float = 20.0
+    soft_task_timeout_s: float = setting(env="SOFT_TASK_TIMEOUT", check=_positive, derive=_soft_task_timeout)
+    hard_task_timeout_s: float = setting(60.0, env="HARD_TASK_TIMEOUT", check=_positive)
+    result_expires_s: int = setting(3600, env="RESULT_EXPIRES", check=_positive)
+    visibility_timeout_s: int = setting(env="VISIBILITY_TIMEOUT", derive=_visibility_timeout)
+    ping_interval_s: float = setting(20.0, env="WS_PING_INTERVAL", check=_positive)
+    ping_timeout_s: float = setting(20.0, env="WS_PING_TIMEOUT", check=_positive)
 
     # Limits
-    max_number: int = 1_000_000
-    max_task_attempts: int = 3
-    max_message_bytes: int = 64 * 1024
-    max_tasks_in_flight: int = 256
-    rate_limit_per_s: float = 200.0
-    rate_limit_burst: int = 400
-    max_connections: int = 20_000
+    max_number: int = setting(1_000_000, env="MAX_NUMBER", check=_positive)
+    max_task_attempts: int = setting(3, env="MAX_TASK_ATTEMPTS", check=_positive)
+    max_message_bytes: int = setting(64 * 1024, env="WS_MAX_MESSAGE_BYTES", check=_positive)
+    max_tasks_in_flight: int = setting(256, env="WS_MAX_TASKS_IN_FLIGHT", check=_positive)
+    rate_limit_per_s: float = setting(200.0, env="WS_RATE_LIMIT", check=_positive)
+    rate_limit_burst: int = setting(400, env="WS_RATE_BURST", check=_positive)
+    max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)
 
     # Security
-    token: str | None = None
-    allowed_origins: tuple[str, ...] = ()
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    token: str | None = setting(None, env="WS_TOKEN")
+    allowed_origins: tuple[str, ...] = setting(
+        (), env="WS_ALLOWED_ORIGINS", clean=_origins, check=_bare_origins
+    )
+    tls_cert: Path | None = setting(None, env="WS_TLS_CERT", check=_existing_file)
+    tls_key: Path | None = setting(None, env="WS_TLS_KEY", check=_existing_file)
 
     # Logging
-    log_level: str = "INFO"
-    log_format: str = "text"
+    log_level: str = setting(
+        "INFO", env="LOG_LEVEL", clean=str.upper, check=_one_of("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    log_format: str = setting("text", env="LOG_FORMAT", check=_one_of("text", "json"))
 
     # `factorial-ws up`: private Redis data and worker pool sizes.
-    data_dir: Path = field(default_factory=lambda: Path(".factorial-ws"))
-    soft_concurrency: int = 2
-    hard_concurrency: int = 2
+    data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")
+    soft_concurrency: int = setting(2, env="SOFT_CONCURRENCY", check=_positive)
+    hard_concurrency: int = setting(2, env="HARD_CONCURRENCY", check=_positive)
 
     def __post_init__(self) -> None:
-        for name, check in _CHECKS.items():
-            problem = check(getattr(self, name))
+        for row in SETTINGS.values():
+            value = getattr(self, row.name)
+            if value is DERIVED:
+                continue
+            if row.clean:
+                value = row.clean(value)
+                object.__setattr__(self, row.name, value)
+            problem = row.check(value) if row.check else None
             if problem:
-                raise ConfigError(f"{env_name(name)}={getattr(self, name)!r}: {problem}")
+                raise ConfigError(f"{row.env}={value!r}: {problem}")
+        # Derived from checked values, so a bad HARD_TASK_TIMEOUT is reported under its own name
+        # rather than as the SOFT_TASK_TIMEOUT derived from it.
+        for row in SETTINGS.values():
+            if getattr(self, row.name) is DERIVED and row.derive:
+                object.__setattr__(self, row.name, row.derive(self))
         if self.visibility_timeout_s <= 2 * self.hard_task_timeout_s:
             raise ConfigError(
                 f"VISIBILITY_TIMEOUT={self.visibility_timeout_s!r}: must exceed twice "
                 f"HARD_TASK_TIMEOUT ({self.hard_task_timeout_s:g} s), or a task still waiting "
                 "in a worker's prefetch buffer is delivered twice"
+            )
+        if self.soft_task_timeout_s > self.hard_task_timeout_s:
+            raise ConfigError(
+                f"SOFT_TASK_TIMEOUT={self.soft_task_timeout_s!r}: must not exceed "
+                f"HARD_TASK_TIMEOUT ({self.hard_task_timeout_s:g} s), the longest the gateway "
+                "waits for any result"
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("WS_TLS_CERT and WS_TLS_KEY must be given together")
@@ -83,24 +205,29 @@ class Config:
         """Build from environment variables (``os.environ`` by default), then ``overrides``."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(env_name(f.name))
-            if raw is not None and raw != "":
-                values[f.name] = _parse(f.name, raw)
+        for row in SETTINGS.values():
+            raw = environ.get(row.env)
+            if raw:  # unset or empty: the default
+                values[row.name] = row.parse(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def replace(self, **changes: Any) -> Config:
+        # A value equal to its derived default is that default, and follows what it derives from:
+        # otherwise Config().replace(hard_task_timeout_s=300) would keep VISIBILITY_TIMEOUT=300.
+        for row in SETTINGS.values():
+            if row.derive and row.name not in changes and getattr(self, row.name) == row.derive(self):
+                changes[row.name] = DERIVED
         return dataclasses.replace(self, **changes)
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process build this same config."""
         env = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for row in SETTINGS.values():
+            value = getattr(self, row.name)
             if value is None:
                 continue
-            env[env_name(f.name)] = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[row.env] = ",".join(value) if isinstance(value, tuple) else str(value)
         return env
 
     @property
@@ -127,96 +254,50 @@ class Config:
         return f"{scheme}://{self.client_host}:{self.ws_port}/"
 
 
-# Field name -> environment variable, where the two differ by more than upper case.
-_ENV_NAMES = {
-    "soft_task_timeout_s": "SOFT_TASK_TIMEOUT",
-    "hard_task_timeout_s": "HARD_TASK_TIMEOUT",
-    "result_expires_s": "RESULT_EXPIRES",
-    "visibility_timeout_s": "VISIBILITY_TIMEOUT",
-    "ping_interval_s": "WS_PING_INTERVAL",
-    "ping_timeout_s": "WS_PING_TIMEOUT",
-    "max_message_bytes": "WS_MAX_MESSAGE_BYTES",
-    "max_tasks_in_flight": "WS_MAX_TASKS_IN_FLIGHT",
-    "rate_limit_per_s": "WS_RATE_LIMIT",
-    "rate_limit_burst": "WS_RATE_BURST",
-    "max_connections": "WS_MAX_CONNECTIONS",
-    "token": "WS_TOKEN",
-    "allowed_origins": "WS_ALLOWED_ORIGINS",
-    "tls_cert": "WS_TLS_CERT",
-    "tls_key": "WS_TLS_KEY",
-    "data_dir": "FACTORIAL_WS_DATA_DIR",
-    "soft_concurrency": "SOFT_CONCURRENCY",
-    "hard_concurrency": "HARD_CONCURRENCY",
-}
+_LIST = tuple[str, ...]  # a comma-separated variable
+_PARSED_KINDS: tuple[Any, ...] = (int, float, str, Path, _LIST)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A row of ``SETTINGS``: one field's ``setting()`` declaration and the type it is parsed as."""
+
+    name: str  # the Config field
+    env: str
+    kind: Any  # one of _PARSED_KINDS; for an `X | None` field, X (an unset variable is the default)
+    check: Check[Any] | None
+    clean: Callable[[Any], Any] | None
+    derive: Callable[[Config], Any] | None
+
+    def parse(self, raw: str) -> Any:
+        if self.kind == _LIST:
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        try:
+            return self.kind(raw)
+        except ValueError:
+            raise ConfigError(f"{self.env}={raw!r}: expected {self.kind.__name__}") from None
+
+
+def _settings_table() -> dict[str, Setting]:
+    hints = typing.get_type_hints(Config)
+    table = {}
+    for f in dataclasses.fields(Config):
+        kind = hints[f.name]
+        if typing.get_origin(kind) is types.UnionType:
+            others = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+            kind = others[0] if len(others) == 1 else kind
+        meta = f.metadata
+        # Fail at import, not at the first process that happens to set the variable.
+        if kind not in _PARSED_KINDS:
+            raise TypeError(f"Config.{f.name}: no parser for {kind}")
+        if (f.default is DERIVED) != (meta["derive"] is not None):
+            raise TypeError(f"Config.{f.name}: give setting() a default or a derive=, not both")
+        table[f.name] = Setting(f.name, meta["env"], kind, meta["check"], meta["clean"], meta["derive"])
+    return table
+
+
+SETTINGS: Mapping[str, Setting] = _settings_table()
 
 
 def env_name(field_name: str) -> str:
-    return _ENV_NAMES.get(field_name, field_name.upper())
-
-
-def _parse(name: str, raw: str) -> Any:
-    kind = {f.name: f.type for f in dataclasses.fields(Config)}[name]
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind in ("Path", "Path | None"):
-            return Path(raw)
-        if kind == "tuple[str, ...]":
-            return tuple(item.strip() for item in raw.split(",") if item.strip())
-    except ValueError:
-        raise ConfigError(f"{env_name(name)}={raw!r}: expected {kind}") from None
-    return raw
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be positive"
-
-
-def _not_negative(value: int) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-def _port(value: int) -> str | None:
-    return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
-
-
-def _redis_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        return "must be a redis://, rediss:// or unix:// URL"
-    return None if parts.hostname or parts.scheme == "unix" else "has no host"
-
-
-def _one_of(*allowed: str) -> Callable[[str], str | None]:
-    return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
-
-
-def _existing_file(value: Path | None) -> str | None:
-    return None if value is None or value.is_file() else "no such file"
-
-
-_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "redis_url": _redis_url,
-    "ws_port": _port,
-    "ws_processes": _not_negative,
-    "soft_task_timeout_s": _positive,
-    "hard_task_timeout_s": _positive,
-    "result_expires_s": _positive,
-    "ping_interval_s": _positive,
-    "ping_timeout_s": _positive,
-    "max_number": _positive,
-    "max_task_attempts": _positive,
-    "max_message_bytes": _positive,
-    "max_tasks_in_flight": _positive,
-    "rate_limit_per_s": _positive,
-    "rate_limit_burst": _positive,
-    "max_connections": _positive,
-    "soft_concurrency": _positive,
-    "hard_concurrency": _positive,
-    "tls_cert": _existing_file,
-    "tls_key": _existing_file,
-    "log_level": _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
-    "log_format": _one_of("text", "json"),
-}
+    return SETTINGS[field_name].env

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from factorial_ws.config import Config, ConfigError, env_name
+from factorial_ws.config import SETTINGS, Config, ConfigError, env_name
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -60,6 +60,14 @@ def test_env_names_map_fields_to_the_documented_variables() -> None:
     assert env_name("redis_url") == "REDIS_URL"
 
 
+def test_every_field_is_a_setting_with_its_own_variable_parsed_as_its_type() -> None:
+    assert list(SETTINGS) == [f.name for f in dataclasses.fields(Config)]
+    assert len({row.env for row in SETTINGS.values()}) == len(SETTINGS)
+    kinds = {name: row.kind for name, row in SETTINGS.items()}
+    assert (kinds["ws_port"], kinds["hard_task_timeout_s"], kinds["token"]) == (int, float, str)
+    assert (kinds["tls_cert"], kinds["data_dir"], kinds["allowed_origins"]) == (Path, Path, tuple[str, ...])
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -105,11 +113,85 @@ def test_invalid_value_is_refused_with_the_variable_named(variable: str, value: 
 
 def test_visibility_timeout_must_exceed_twice_the_hard_time_limit() -> None:
     with pytest.raises(ConfigError, match=r"^VISIBILITY_TIMEOUT=300: must exceed twice HARD_TASK_TIMEOUT"):
-        Config.from_env({"HARD_TASK_TIMEOUT": "150"})
+        Config.from_env({"HARD_TASK_TIMEOUT": "150", "VISIBILITY_TIMEOUT": "300"})
+    with pytest.raises(ConfigError, match=r"^VISIBILITY_TIMEOUT=600: must exceed twice HARD_TASK_TIMEOUT"):
+        Config.from_env({"HARD_TASK_TIMEOUT": "300", "VISIBILITY_TIMEOUT": "600"})
     assert Config.from_env({"HARD_TASK_TIMEOUT": "149"}).hard_task_timeout_s == 149
     assert (
         Config.from_env({"HARD_TASK_TIMEOUT": "200", "VISIBILITY_TIMEOUT": "401"}).visibility_timeout_s == 401
     )
+
+
+def test_a_longer_hard_timeout_alone_raises_the_default_visibility_timeout_with_it() -> None:
+    # Setting only HARD_TASK_TIMEOUT must not stop every process: the default follows it.
+    assert Config.from_env({"HARD_TASK_TIMEOUT": "300"}).visibility_timeout_s == 660
+    assert Config.from_env({"HARD_TASK_TIMEOUT": "150"}).visibility_timeout_s == 360
+    assert Config.from_env({"HARD_TASK_TIMEOUT": "120.2"}).visibility_timeout_s == 301
+    assert Config.from_env({"HARD_TASK_TIMEOUT": "120"}).visibility_timeout_s == 300
+    assert Config().visibility_timeout_s == 300
+
+
+def test_a_derived_visibility_timeout_reaches_child_processes_and_follows_replace() -> None:
+    parent = Config.from_env({"HARD_TASK_TIMEOUT": "300"})
+    assert Config.from_env(parent.to_env()) == parent
+    assert Config().replace(hard_task_timeout_s=300).visibility_timeout_s == 660
+    assert parent.replace(hard_task_timeout_s=60) == Config()
+    explicit = Config(hard_task_timeout_s=1, visibility_timeout_s=7)
+    assert explicit.replace(hard_task_timeout_s=3).visibility_timeout_s == 7
+
+
+def test_soft_timeout_above_the_hard_timeout_is_refused_naming_both() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^SOFT_TASK_TIMEOUT=90.0: must not exceed HARD_TASK_TIMEOUT \(60 s\)"
+    ):
+        Config.from_env({"SOFT_TASK_TIMEOUT": "90"})
+    with pytest.raises(
+        ConfigError, match=r"^SOFT_TASK_TIMEOUT=5.0: must not exceed HARD_TASK_TIMEOUT \(3 s\)"
+    ):
+        Config(soft_task_timeout_s=5.0, hard_task_timeout_s=3.0)
+    assert Config.from_env({"SOFT_TASK_TIMEOUT": "60"}).soft_task_timeout_s == 60
+
+
+def test_a_short_hard_timeout_alone_caps_the_default_soft_timeout() -> None:
+    # HARD_TASK_TIMEOUT=3 alone must start, so the soft default (10 s) gives way to it.
+    config = Config.from_env({"HARD_TASK_TIMEOUT": "3"})
+    assert (config.soft_task_timeout_s, config.hard_task_timeout_s) == (3.0, 3.0)
+    assert Config.from_env(config.to_env()) == config
+    assert config.replace(hard_task_timeout_s=60) == Config()
+
+
+@pytest.mark.parametrize(("value", "level"), [("info", "INFO"), ("Warning", "WARNING"), ("DEBUG", "DEBUG")])
+def test_log_level_is_accepted_in_any_case_like_the_log_level_flag(value: str, level: str) -> None:
+    assert Config.from_env({"LOG_LEVEL": value}).log_level == level
+    assert Config(log_level=value).log_level == level
+
+
+def test_allowed_origins_are_compared_as_browsers_send_them() -> None:
+    # A browser's Origin header has no trailing slash and a lower-case scheme and host.
+    config = Config.from_env({"WS_ALLOWED_ORIGINS": "http://a.example/, HTTPS://B.Example:8443"})
+    assert config.allowed_origins == ("http://a.example", "https://b.example:8443")
+    assert Config(allowed_origins=("http://[::1]:25000/",)).allowed_origins == ("http://[::1]:25000",)
+    assert Config.from_env(config.to_env()) == config
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://a.example/app",
+        "http://a.example/?x=1",
+        "http://a.example#top",
+        "a.example",
+        "a.example:8080",
+        "*",
+        "null",
+        "http://",
+        "http://user@a.example",
+        "http://a.example:99999",
+    ],
+)
+def test_an_allowed_origin_that_is_not_scheme_host_port_is_refused(origin: str) -> None:
+    with pytest.raises(ConfigError, match=r"^WS_ALLOWED_ORIGINS=.*is not an origin: scheme://host\[:port\]"):
+        Config.from_env({"WS_ALLOWED_ORIGINS": f"https://ok.example,{origin}"})
 
 
 def test_tls_cert_and_key_go_together(tmp_path: Path) -> None:
