@@ -29,6 +29,7 @@ from redis.asyncio.client import PubSub
 
 from ..constants import (
     RESULT_KEY_PREFIX,
+    RESULTS_IDLE_CHANNEL,
     SUBMITTED_KEY_PREFIX,
     TASK_FAILED,
     TASK_REVOKED,
@@ -39,8 +40,6 @@ from ..protocol import Failure, Outcome, Pending, Success
 
 logger = logging.getLogger(__name__)
 
-# A private channel keeps the pub/sub connection in subscribed mode while no task waits.
-_IDLE_CHANNEL = "factorial-ws:hub"
 _CONFIRM_TIMEOUT_S = 5.0
 _RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
@@ -204,7 +203,7 @@ class ResultHub:
         for channel in self._channels.values():
             if channel.subscribed.done():
                 channel.subscribed = asyncio.get_running_loop().create_future()
-        names = [_IDLE_CHANNEL, *self._channels]
+        names = [RESULTS_IDLE_CHANNEL, *self._channels]
         self._unconfirmed.update(names)
         await pubsub.subscribe(*names)
         self._pubsub = pubsub
