@@ -34,6 +34,14 @@ _CLOSE_TIMEOUT_S = 2.0
 _REDIS_CONNECT_TIMEOUT_S = 2.0
 _REDIS_COMMAND_TIMEOUT_S = 5.0
 _REDIS_POOL_SIZE = 64
+# After Redis restarts, every pooled connection is one the server closed, and redis-py 8 does not
+# notice at checkout (it skips its check when RESP3 maintenance notifications are on, the
+# default): the first command on each fails with "Connection closed by server". One immediate
+# retry, on a new connection, makes it succeed. Only connection errors are retried, so a Redis
+# that is down still gets "Service unavailable" at once, and one that hangs is not waited for
+# twice. Every command of the pool may run twice: reads, and the task push, which is written to
+# be idempotent (producer.py).
+_STALE_CONNECTION_RETRY = Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,))
 
 
 class Gateway:
@@ -71,7 +79,7 @@ class Gateway:
             timeout=_REDIS_COMMAND_TIMEOUT_S,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=_REDIS_COMMAND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),  # fail fast: the client gets "Service unavailable"
+            retry=_STALE_CONNECTION_RETRY,
         )
         self._client = aioredis.Redis.from_pool(pool)
         self._pubsub_client = aioredis.Redis.from_url(
