@@ -77,7 +77,10 @@ class Watch:
 @dataclass(eq=False)
 class _Channel:
     watches: set[Watch] = field(default_factory=set)
-    subscribed: asyncio.Future[None] = field(
+    # True once Redis confirmed the subscription, False when the connection went first. Not an
+    # exception: a reconnection attempt during an outage fails every channel's future, and an
+    # exception nobody awaits would be logged ("Future exception was never retrieved").
+    subscribed: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -92,6 +95,7 @@ class ResultHub:
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._read_since_pause = 0
+        self._lost = False  # the subscription was lost and is not back yet
 
     # --- lifecycle ---
 
@@ -134,13 +138,15 @@ class ResultHub:
             await self._subscribe(channel_name)
         channel.watches.add(watch)
         try:
-            await asyncio.wait_for(asyncio.shield(channel.subscribed), _CONFIRM_TIMEOUT_S)
-        except (TimeoutError, ServiceUnavailable):
-            await self.release(watch)
-            raise ServiceUnavailable from None
+            confirmed = await asyncio.wait_for(asyncio.shield(channel.subscribed), _CONFIRM_TIMEOUT_S)
+        except TimeoutError:
+            confirmed = False
         except BaseException:
             await self.release(watch)
             raise
+        if not confirmed:
+            await self.release(watch)
+            raise ServiceUnavailable
         return watch
 
     async def release(self, watch: Watch) -> None:
@@ -178,11 +184,11 @@ class ResultHub:
             self._fail_confirmations()
 
     def _fail_confirmations(self) -> None:
-        """Answer every subscription still awaiting its confirmation with ServiceUnavailable:
-        the connection that would confirm it is gone, and the client must hear so at once."""
+        """Answer every subscription still awaiting its confirmation with False: the connection
+        that would confirm it is gone, and the client must hear so at once."""
         for channel in self._channels.values():
             if not channel.subscribed.done():
-                channel.subscribed.set_exception(ServiceUnavailable())
+                channel.subscribed.set_result(False)
 
     # --- the reader ---
 
@@ -194,12 +200,13 @@ class ResultHub:
                 attempt = 0
                 await self._read_forever()
             except (aioredis.RedisError, OSError) as exc:
-                was_connected = self.connected
+                # One warning when the subscription is lost, however long Redis stays away.
+                if self.connected:
+                    logger.warning("lost the result subscription: %s; reconnecting", exc)
+                    self._lost = True
                 self._connected.clear()
                 self._fail_confirmations()
                 await self._drop_pubsub()
-                if was_connected:
-                    logger.warning("lost the result subscription: %s; reconnecting", exc)
                 await asyncio.sleep(_RECONNECT_DELAYS_S[min(attempt, len(_RECONNECT_DELAYS_S) - 1)])
                 attempt += 1
 
@@ -221,9 +228,10 @@ class ResultHub:
             await pubsub.subscribe(*batch)
             await self._read_confirmations(pubsub, len(batch))
         self._connected.set()
-        if len(names) > 1:
+        if self._lost:
+            self._lost = False
             logger.info("result subscription restored; checking %d waiting tasks", len(names) - 1)
-            await self._catch_up(names[1:])
+        await self._catch_up(names[1:])
 
     async def _read_confirmations(self, pubsub: PubSub, count: int) -> None:
         """Dispatch messages until ``count`` subscriptions are confirmed. Only this SUBSCRIBE's
@@ -277,7 +285,7 @@ class ResultHub:
         del self._unconfirmed[channel_name]
         channel = self._channels.get(channel_name)
         if channel is not None and not channel.subscribed.done():
-            channel.subscribed.set_result(None)
+            channel.subscribed.set_result(True)
 
     def _deliver(self, channel_name: str, meta: bytes | str) -> None:
         channel = self._channels.get(channel_name)
