@@ -55,9 +55,9 @@ async def run_client(run: ClientRun, out: TextIO = sys.stdout) -> int:
             text = frame if isinstance(frame, str) else frame.decode()
             print(text, file=out, flush=True)
             reply = parse_reply(text)
-            if reply.get("type") in _FINAL_TYPES:
-                outstanding.discard(str(reply.get("id")))
-                if "id" not in reply:
-                    outstanding.clear()  # an error about the connection itself
+            # An error without an id cannot be matched to a request: it counts as a failure,
+            # and the other requests are still waited for.
+            if reply.get("type") in _FINAL_TYPES and "id" in reply:
+                outstanding.discard(str(reply["id"]))
             failed = failed or reply.get("type") == "error"
     return 1 if failed else 0

@@ -46,6 +46,7 @@ from ..protocol import (
     parse_request,
     pending,
     queue_for,
+    request_id_of,
 )
 from .producer import Producer
 from .results import ResultHub, ServiceUnavailable, Unknown, Watch
@@ -79,7 +80,7 @@ class Session:
         metrics.connections_open.inc()
         try:
             async for frame in self._connection:
-                await self._guarded(self._on_frame(frame))
+                await self._guarded(self._on_frame(frame), frame=frame)
         except ConnectionClosed:
             pass
         finally:
@@ -95,11 +96,11 @@ class Session:
         # is held like any other.
         if not self._bucket.take():
             # Counted in the metrics, not logged: a flooding client must not flood the log.
-            await self._error(RATE_LIMITED)
+            await self._error(RATE_LIMITED, request_id=request_id_of(frame))
             return
         if isinstance(frame, bytes):
             logs.event(logger, "error", peer=self._peer, detail=BINARY_FRAME)
-            await self._error(BINARY_FRAME)
+            await self._error(BINARY_FRAME, request_id=request_id_of(frame))
             return
         try:
             request = parse_request(frame, max_number=self._config.max_number)
@@ -119,7 +120,7 @@ class Session:
         if isinstance(request, FactorialRequest):
             await self._submit(request)
         else:
-            self._spawn(self._look_up(request))
+            self._spawn(self._look_up(request), request.request_id)
 
     async def _submit(self, request: FactorialRequest) -> None:
         task_id = new_task_id()
@@ -141,7 +142,7 @@ class Session:
         metrics.tasks_submitted_total.labels(queue).inc()
         logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
         await self._send(ack(task_id, request.request_id))
-        self._spawn(self._deliver(watch, request, queue, started))
+        self._spawn(self._deliver(watch, request, queue, started), request.request_id)
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
         try:
@@ -238,20 +239,29 @@ class Session:
 
     # --- isolation ---
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(work))
+    def _spawn(self, work: Coroutine[Any, Any, None], request_id: RequestId | None) -> None:
+        task = asyncio.create_task(self._guarded(work, request_id=request_id))
         self._waits.add(task)
         task.add_done_callback(self._waits.discard)
 
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
-        """A bug in one request is logged and answered; it never ends the connection."""
+    async def _guarded(
+        self,
+        work: Coroutine[Any, Any, None],
+        *,
+        request_id: RequestId | None = None,
+        frame: str | bytes | None = None,
+    ) -> None:
+        """A bug in one request is logged and answered, with the request's id (read from the
+        frame if need be); it never ends the connection."""
         try:
             await work
         except (ConnectionClosed, asyncio.CancelledError):
             raise
         except Exception:
             logger.exception("request failed")
-            await self._error(INTERNAL_ERROR)
+            if frame is not None:
+                request_id = request_id_of(frame)
+            await self._error(INTERNAL_ERROR, request_id=request_id)
 
 
 def _peer(connection: ServerConnection) -> str:
