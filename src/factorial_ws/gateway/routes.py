@@ -23,6 +23,7 @@ from ..constants import QUEUES, WORKER_STALE_S, WORKERS_KEY_PREFIX
 from .results import ResultHub
 
 _PAGE_FILE = "index.html"
+WEBSOCKET_PATH = "/"  # the only path that takes a WebSocket handshake (with any query)
 
 
 def response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -91,6 +92,8 @@ class Routes:
         return text_response(HTTPStatus.NOT_FOUND, "Not found")
 
     def _check_handshake(self, request: Request) -> Response | None:
+        if urlsplit(request.path).path != WEBSOCKET_PATH:
+            return text_response(HTTPStatus.NOT_FOUND, "Not found")
         if self._open_connections() >= self._config.max_connections:
             return text_response(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections")
         if not token_matches(self._config.token, token_of(request)):

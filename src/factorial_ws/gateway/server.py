@@ -119,7 +119,17 @@ class Gateway:
             ssl=_tls_context(config),
             reuse_port=self.reuse_port,
         )
-        logger.info("gateway listening on %s (pid %d)", config.public_url, os.getpid())
+        logger.info("gateway listening on %s (pid %d)", ", ".join(self._bound_urls()), os.getpid())
+
+    def _bound_urls(self) -> list[str]:
+        """What the server's sockets are really bound to (0.0.0.0 is not localhost)."""
+        assert self._server is not None
+        urls = []
+        for sock in self._server.sockets:
+            host, port = sock.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            urls.append(f"{self.config.ws_scheme}://{host}:{port}/")
+        return urls
 
     def _open_connections(self) -> int:
         # A counter, not len(server.connections): that property builds a set of every

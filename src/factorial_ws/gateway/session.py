@@ -56,6 +56,12 @@ logger = logging.getLogger(__name__)
 INTERNAL_ERROR = "Internal error"
 BINARY_FRAME = INVALID_REQUEST + "binary frames are not supported; send JSON text"
 
+# Every refused request is logged, but a connection that keeps sending bad or refused frames must
+# not flood the log: this many lines in a row, then one a second; the next line written counts
+# the ones left out. ("Rate limit exceeded" is not logged at all.)
+REFUSALS_LOGGED_IN_A_ROW = 10
+_REFUSALS_LOGGED_PER_S = 1.0
+
 
 @dataclass(frozen=True)
 class Services:
@@ -74,6 +80,8 @@ class Session:
         self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
         self._waits: set[asyncio.Task[None]] = set()
         self._peer = _peer(connection)
+        self._refusal_log = TokenBucket(_REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_IN_A_ROW)
+        self._refusals_unlogged = 0
 
     async def run(self) -> None:
         logs.event(logger, "connect", peer=self._peer)
@@ -99,14 +107,14 @@ class Session:
             await self._error(RATE_LIMITED, request_id=request_id_of(frame))
             return
         if isinstance(frame, bytes):
-            logs.event(logger, "error", peer=self._peer, detail=BINARY_FRAME)
+            self._log_refusal(BINARY_FRAME)
             await self._error(BINARY_FRAME, request_id=request_id_of(frame))
             return
         try:
             request = parse_request(frame, max_number=self._config.max_number)
         except ProtocolError as exc:
             metrics.requests_total.labels("invalid").inc()
-            logs.event(logger, "error", peer=self._peer, detail=exc.message)
+            self._log_refusal(exc.message)
             await self._error(exc.message, request_id=exc.request_id)
             return
         if isinstance(request, FactorialRequest):
@@ -115,6 +123,7 @@ class Session:
             metrics.requests_total.labels("result").inc()
         if len(self._waits) >= self._config.max_tasks_in_flight:
             task_id = request.task_id if isinstance(request, ResultRequest) else None
+            self._log_refusal(TOO_MANY_IN_FLIGHT, task_id)
             await self._error(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
         if isinstance(request, FactorialRequest):
@@ -131,12 +140,14 @@ class Session:
             # Subscribed before the task is sent, so its result cannot be published unseen.
             watch = await hub.subscribe(task_id)
         except ServiceUnavailable:
+            self._log_refusal(SERVICE_UNAVAILABLE)
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
             return
         try:
             await self._services.producer.send(task_id, queue, request.number)
         except (aioredis.RedisError, OSError):
             await hub.release(watch)
+            self._log_refusal(SERVICE_UNAVAILABLE)
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
             return
         metrics.tasks_submitted_total.labels(queue).inc()
@@ -169,7 +180,9 @@ class Session:
             else:
                 outcome = snapshot
         except ServiceUnavailable:
-            outcome = Failure(SERVICE_UNAVAILABLE)
+            self._log_refusal(SERVICE_UNAVAILABLE, task_id)
+            await self._error(SERVICE_UNAVAILABLE, task_id, request_id)
+            return
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
@@ -216,6 +229,16 @@ class Session:
     async def _send(self, text: str) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self._connection.send(text)
+
+    def _log_refusal(self, detail: str, task_id: str | None = None) -> None:
+        """One `error` line for a refused request, held to a rate per connection."""
+        if not self._refusal_log.take():
+            self._refusals_unlogged += 1
+            return
+        suppressed, self._refusals_unlogged = self._refusals_unlogged, 0
+        logs.event(
+            logger, "error", peer=self._peer, task_id=task_id, suppressed=suppressed or None, detail=detail
+        )
 
     def _log_outcome(
         self,
