@@ -37,7 +37,9 @@ def documented_events() -> dict[str, set[str]]:
     section = OPERATIONS_DOC.read_text().split("## Logs", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(\w+)` \| (.*) \|$", section, flags=re.MULTILINE)
     assert rows, "docs/operations.md has no table of log events"
-    return {name: {field.split("=")[0] for field in re.findall(r"`([\w=]+)`", fields)} for name, fields in rows}
+    return {
+        name: {field.split("=")[0] for field in re.findall(r"`([\w=]+)`", fields)} for name, fields in rows
+    }
 
 
 async def test_too_many_tasks_in_flight_is_logged_and_a_flood_of_refusals_is_held(launch: Launcher) -> None:
