@@ -22,6 +22,7 @@ from websockets.typing import Origin
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
+from .admission import Admission
 from .producer import Producer
 from .results import ResultHub
 from .routes import Routes
@@ -34,6 +35,8 @@ _CLOSE_TIMEOUT_S = 2.0
 _REDIS_CONNECT_TIMEOUT_S = 2.0
 _REDIS_COMMAND_TIMEOUT_S = 5.0
 _REDIS_POOL_SIZE = 64
+# The longest a request waits for its turn (admission.py) before it is refused as "Server busy".
+ADMISSION_WAIT_S = 60.0
 # After Redis restarts, every pooled connection is one the server closed, and redis-py 8 does not
 # notice at checkout (it skips its check when RESP3 maintenance notifications are on, the
 # default): the first command on each fails with "Connection closed by server". One immediate
@@ -92,7 +95,10 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
-        services = Services(config, Producer(create_app(config), self._client, config.result_expires_s), hub)
+        producer = Producer(create_app(config), self._client, config.result_expires_s)
+        # As many requests at a time as the pool has connections: none waits for one there.
+        admission = Admission(_REDIS_POOL_SIZE, ADMISSION_WAIT_S)
+        services = Services(config, producer, hub, admission)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1

@@ -24,6 +24,7 @@ from ..config import Config
 from ..constants import (
     INVALID_REQUEST,
     RATE_LIMITED,
+    SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
@@ -48,6 +49,7 @@ from ..protocol import (
     queue_for,
     request_id_of,
 )
+from .admission import Admission, ServerBusy
 from .producer import Producer
 from .results import ResultHub, ServiceUnavailable, Unknown, Watch
 
@@ -70,6 +72,7 @@ class Services:
     config: Config
     producer: Producer
     hub: ResultHub
+    admission: Admission
 
 
 class Session:
@@ -135,25 +138,27 @@ class Session:
         task_id = new_task_id()
         queue = queue_for(request.number)
         started = time.monotonic()
-        hub = self._services.hub
         try:
-            # Subscribed before the task is sent, so its result cannot be published unseen.
-            watch = await hub.subscribe(task_id)
-        except ServiceUnavailable:
-            self._log_refusal(SERVICE_UNAVAILABLE)
-            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
-            return
-        try:
-            await self._services.producer.send(task_id, queue, request.number)
-        except (aioredis.RedisError, OSError):
-            await hub.release(watch)
-            self._log_refusal(SERVICE_UNAVAILABLE)
-            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
+            async with self._services.admission.turn():
+                watch = await self._enqueue(task_id, queue, request.number)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), None, request.request_id)
             return
         metrics.tasks_submitted_total.labels(queue).inc()
         logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
         await self._send(ack(task_id, request.request_id))
         self._spawn(self._deliver(watch, request, queue, started), request.request_id)
+
+    async def _enqueue(self, task_id: str, queue: str, number: int) -> Watch:
+        """Send the task, subscribed first so that its result cannot be published unseen."""
+        hub = self._services.hub
+        watch = await hub.subscribe(task_id)
+        try:
+            await self._services.producer.send(task_id, queue, number)
+        except (aioredis.RedisError, OSError):
+            await hub.release(watch)
+            raise ServiceUnavailable from None
+        return watch
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
         try:
@@ -170,35 +175,42 @@ class Session:
         task_id, request_id = request.task_id, request.request_id
         started = time.monotonic()
         logs.event(logger, "request", task_id=task_id, detail="lookup")
-        outcome: Outcome | None
         try:
-            snapshot = await self._services.hub.snapshot(task_id)
-            if isinstance(snapshot, Pending):
-                outcome = await self._wait_pending(task_id, request_id)
-            elif isinstance(snapshot, Unknown):
-                outcome = Failure(UNKNOWN_TASK_ID)
-            else:
-                outcome = snapshot
-        except ServiceUnavailable:
-            self._log_refusal(SERVICE_UNAVAILABLE, task_id)
-            await self._error(SERVICE_UNAVAILABLE, task_id, request_id)
+            async with self._services.admission.turn():
+                found = await self._outcome_or_watch(task_id)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), task_id, request_id)
             return
+        outcome: Outcome | None
+        if isinstance(found, Watch):
+            try:
+                await self._send(pending(task_id, request_id))
+                outcome = await self._outcome(found)
+            finally:
+                await self._services.hub.release(found)
+        else:
+            outcome = Failure(UNKNOWN_TASK_ID) if isinstance(found, Unknown) else found
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Outcome | None:
+    async def _outcome_or_watch(self, task_id: str) -> Outcome | Unknown | Watch:
+        """The task's outcome if it has one (Unknown if no such task), else a watch on it."""
         hub = self._services.hub
+        snapshot = await hub.snapshot(task_id)
+        if not isinstance(snapshot, Pending):
+            return snapshot
         watch = await hub.subscribe(task_id)
         try:
             # Read again now that the subscription is in force: the task may have ended
             # between the first read and the SUBSCRIBE.
             snapshot = await hub.snapshot(task_id)
-            if isinstance(snapshot, Success | Failure):
-                return snapshot
-            await self._send(pending(task_id, request_id))
-            return await self._outcome(watch)
-        finally:
+        except BaseException:
             await hub.release(watch)
+            raise
+        if isinstance(snapshot, Success | Failure):
+            await hub.release(watch)
+            return snapshot
+        return watch
 
     async def _outcome(self, watch: Watch) -> Outcome | None:
         """The task's outcome, or None when it did not come within the wait limit."""
@@ -219,6 +231,10 @@ class Session:
             await self._send(outcome_reply(task_id, outcome, request_id))
         else:
             await self._error(outcome.message, task_id, request_id)
+
+    async def _refuse(self, message: str, task_id: str | None, request_id: RequestId | None) -> None:
+        self._log_refusal(message, task_id)
+        await self._error(message, task_id, request_id)
 
     async def _error(
         self, message: str, task_id: str | None = None, request_id: RequestId | None = None
@@ -285,6 +301,10 @@ class Session:
             if frame is not None:
                 request_id = request_id_of(frame)
             await self._error(INTERNAL_ERROR, request_id=request_id)
+
+
+def _refusal(exc: ServiceUnavailable | ServerBusy) -> str:
+    return SERVER_BUSY if isinstance(exc, ServerBusy) else SERVICE_UNAVAILABLE
 
 
 def _peer(connection: ServerConnection) -> str:
