@@ -4,7 +4,6 @@ other paths than `/` get 404, and the log names the address really bound."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -18,18 +17,14 @@ from factorial_ws.gateway.session import REFUSALS_LOGGED_IN_A_ROW
 from factorial_ws.processes import free_port, port_open
 from support import PYTHON, UNIT_S, Launcher, Proc, client, process_env, wait_until
 
+from .probes import json_log
+
 OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 FLOOD = 100
 
 
-def events(gateway: Proc, name: str | None = None) -> list[dict[str, Any]]:
-    """The gateway's JSON log lines (of one event, if named)."""
-    lines = [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
-    return [line for line in lines if name is None or line.get("event") == name]
-
-
 def refusals(gateway: Proc, detail: str) -> list[dict[str, Any]]:
-    return [line for line in events(gateway, "error") if line.get("detail") == detail and "peer" in line]
+    return [line for line in json_log(gateway, "error") if line.get("detail") == detail and "peer" in line]
 
 
 def documented_events() -> dict[str, set[str]]:
@@ -64,7 +59,7 @@ async def test_too_many_tasks_in_flight_is_logged_and_a_flood_of_refusals_is_hel
     # A burst, and then about one a second: not one line per refused frame.
     assert REFUSALS_LOGGED_IN_A_ROW <= held <= REFUSALS_LOGGED_IN_A_ROW + 3, logged
     assert logged[-1]["suppressed"] == FLOOD - held  # the lines left out are counted
-    assert {line["peer"] for line in logged} == {events(gateway, "connect")[0]["peer"]}
+    assert {line["peer"] for line in logged} == {json_log(gateway, "connect")[0]["peer"]}
 
 
 async def test_service_unavailable_is_logged_with_peer_and_detail(launch: Launcher) -> None:
@@ -98,10 +93,10 @@ async def test_every_log_event_and_field_the_operations_doc_lists_is_written(lau
     assert done["result"] == 120 and timed_out["result"] == "Timeout error"
     assert system.gateway is not None
     gateway = system.gateway
-    wait_until(lambda: events(gateway, "disconnect"), 10 * UNIT_S, what="the disconnect line")
+    wait_until(lambda: json_log(gateway, "disconnect"), 10 * UNIT_S, what="the disconnect line")
 
     for name, fields in documented_events().items():
-        written = events(gateway, name)
+        written = json_log(gateway, name)
         assert written, f"no {name!r} line, though docs/operations.md lists it"
         missing = {field for field in fields if not any(field in line for line in written)}
         assert not missing, f"{name!r} lines never carry {missing}, though docs/operations.md says so"

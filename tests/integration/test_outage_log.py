@@ -3,31 +3,14 @@ is over, and nothing else however many tasks wait meanwhile."""
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
-import redis
-
-from factorial_ws.constants import RESULTS_IDLE_CHANNEL
 from support import UNIT_S, Launcher, client, wait_until
+
+from .probes import hub_subscribed, json_log
 
 WAITING_LOOKUPS = 50
 OUTAGE_S = 6.0
-
-
-def _hub_subscribed(redis_url: str) -> bool:
-    try:
-        with redis.Redis.from_url(redis_url) as r:
-            return any(count for _, count in r.pubsub_numsub(RESULTS_IDLE_CHANNEL))
-    except redis.ConnectionError:
-        return False
-
-
-def _lines(log: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
-    assert all(isinstance(line, dict) for line in lines)
-    return lines
 
 
 async def test_a_redis_outage_logs_one_warning_and_one_line_when_over_with_50_lookups_waiting(
@@ -44,15 +27,15 @@ async def test_a_redis_outage_logs_one_warning_and_one_line_when_over_with_50_lo
         for task_id in task_ids:
             reply = await looker.request({"type": "result", "task_id": task_id})
             assert reply == {"type": "pending", "task_id": task_id}, reply
-        before = len(_lines(gateway.log()))
+        before = len(json_log(gateway))
 
         server.stop()
         time.sleep(OUTAGE_S)
         server = launch.redis(port=server.port)
-        wait_until(lambda: _hub_subscribed(server.url), 10 * UNIT_S, what="the result subscription")
+        wait_until(lambda: hub_subscribed(server.url), 10 * UNIT_S, what="the result subscription")
         time.sleep(2 * UNIT_S)  # time for anything else the reconnection would log
 
-    during = [line for line in _lines(gateway.log())[before:] if line.get("event") is None]
+    during = [line for line in json_log(gateway)[before:] if line.get("event") is None]
     assert [line["level"] for line in during] == ["WARNING", "INFO"], during
     assert "lost the result subscription" in during[0]["message"]
     assert during[1]["message"] == f"result subscription restored; checking {WAITING_LOOKUPS} waiting tasks"

@@ -7,28 +7,13 @@ import asyncio
 import signal
 from typing import Any
 
-import redis
-
-from factorial_ws.constants import RESULTS_IDLE_CHANNEL
 from support import UNIT_S, Client, Launcher, client, wait_until
+
+from .probes import hub_subscribed, redis_answers
 
 # As many requests at once as the gateway has pooled Redis connections, so that every one of them
 # was opened before the restart and is used again after it.
 PARALLEL = 64
-
-
-def _answers(redis_url: str) -> bool:
-    try:
-        with redis.Redis.from_url(redis_url, socket_connect_timeout=UNIT_S) as r:
-            return bool(r.ping())
-    except redis.ConnectionError:
-        return False
-
-
-def _hub_subscribed(redis_url: str) -> bool:
-    """The gateway's result subscription is back: its idle channel has a subscriber again."""
-    with redis.Redis.from_url(redis_url) as r:
-        return any(count for _, count in r.pubsub_numsub(RESULTS_IDLE_CHANNEL))
 
 
 async def _lookups(ws: Client, task_ids: list[str]) -> list[dict[str, Any]]:
@@ -67,8 +52,8 @@ async def test_every_request_after_a_redis_restart_succeeds_at_the_first_try(lau
         assert waiting["type"] == "result", waiting
         server.stop()
         server = launch.redis(port=server.port)  # same data directory: the append-only file
-        wait_until(lambda: _answers(server.url), what="Redis to answer")
-        wait_until(lambda: _hub_subscribed(server.url), 10 * UNIT_S, what="the result subscription")
+        wait_until(lambda: redis_answers(server.url), what="Redis to answer")
+        wait_until(lambda: hub_subscribed(server.url), 10 * UNIT_S, what="the result subscription")
         worker.signal(signal.SIGCONT)
 
         after = await _lookups(ws, task_ids)
