@@ -1,15 +1,25 @@
-"""A command-line client: send requests, print every reply as one JSON line."""
+"""The ``factorial-ws client`` command: send requests through ``Client``, print every reply as
+one JSON line, exactly as the gateway sent it; a connection that cannot be opened is one line
+on stderr naming the cause."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import ssl
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
-from websockets.asyncio.client import connect
+from .connection import Client
+from .errors import ConnectionFailed, FactorialWSError, HandshakeRefused
 
-_FINAL_TYPES = frozenset({"success", "error"})
+# What to do about each refused handshake, after the gateway's own reason.
+_HINTS = {
+    401: "give the token with --token or WS_TOKEN",
+    403: "this Origin is not in the gateway's WS_ALLOWED_ORIGINS",
+    503: "the gateway holds WS_MAX_CONNECTIONS connections; try again later",
+}
 
 
 @dataclass(frozen=True)
@@ -18,46 +28,44 @@ class ClientRun:
     numbers: tuple[int, ...] = ()
     task_ids: tuple[str, ...] = ()
     token: str | None = None
+    ca_file: str | None = None
 
 
-def requests_of(run: ClientRun) -> list[dict[str, Any]]:
-    """Every request carries an id, so replies can be matched whatever order they come in."""
-    requests: list[dict[str, Any]] = [
-        {"type": "factorial", "number": number, "id": index} for index, number in enumerate(run.numbers)
-    ]
-    offset = len(requests)
-    requests += [
-        {"type": "result", "task_id": task_id, "id": offset + index}
-        for index, task_id in enumerate(run.task_ids)
-    ]
-    return requests
+def tls_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """A context trusting ``ca_file`` (a private certificate authority), else the default."""
+    return None if ca_file is None else ssl.create_default_context(cafile=ca_file)
 
 
-def parse_reply(frame: str) -> dict[str, Any]:
-    """Results can have millions of digits: keep integers as text instead of parsing them."""
-    reply = json.loads(frame, parse_int=str)
-    if not isinstance(reply, dict):
-        raise ValueError("reply is not a JSON object")
-    return reply
+def connection_problem(exc: ConnectionFailed) -> str:
+    """The one line the command prints when it cannot connect."""
+    if isinstance(exc, HandshakeRefused) and exc.status_code in _HINTS:
+        return f"{exc.message} ({_HINTS[exc.status_code]})"
+    if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+        return f"{exc.message}; give its CA certificate with --ca-file"
+    return exc.message
 
 
-async def run_client(run: ClientRun, out: TextIO = sys.stdout) -> int:
-    """Send every request, print every reply; exit code 1 if any reply was an error."""
-    headers = {"Authorization": f"Bearer {run.token}"} if run.token else None
-    requests = requests_of(run)
-    outstanding = {str(request["id"]) for request in requests}
-    failed = False
-    async with connect(run.url, max_size=None, additional_headers=headers, compression=None) as ws:
-        for request in requests:
-            await ws.send(json.dumps(request))
-        while outstanding:
-            frame = await ws.recv()
-            text = frame if isinstance(frame, str) else frame.decode()
-            print(text, file=out, flush=True)
-            reply = parse_reply(text)
-            if reply.get("type") in _FINAL_TYPES:
-                outstanding.discard(str(reply.get("id")))
-                if "id" not in reply:
-                    outstanding.clear()  # an error about the connection itself
-            failed = failed or reply.get("type") == "error"
-    return 1 if failed else 0
+async def run_client(run: ClientRun, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Send every request at once, print every reply as it comes; exit code 1 if a request
+    ended in an error or the connection could not be opened."""
+
+    def show(frame: str) -> None:
+        print(frame, file=out, flush=True)
+
+    try:
+        context = tls_context(run.ca_file)
+    except OSError as exc:  # no such file, or no certificate in it
+        print(f"factorial-ws client: --ca-file {run.ca_file}: {exc.strerror or exc}", file=err)
+        return 1
+    try:
+        async with Client(run.url, token=run.token, ssl=context, on_frame=show) as client:
+            requests: list[Awaitable[object]] = [client.factorial(n, digits=True) for n in run.numbers]
+            requests += [client.lookup(task_id, digits=True) for task_id in run.task_ids]
+            outcomes = await asyncio.gather(*requests, return_exceptions=True)
+    except ConnectionFailed as exc:
+        print(f"factorial-ws client: {connection_problem(exc)}", file=err)
+        return 1
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, FactorialWSError):
+            raise outcome
+    return 1 if any(isinstance(outcome, FactorialWSError) for outcome in outcomes) else 0
