@@ -103,8 +103,9 @@ class Client:
     without a connection (``None``: never); everything awaited then raises ``ConnectionLost``,
     and so does every later call. ``reconnect=False``: give up at the first drop.
 
-    Limits: frames are paced to ``rate_limit_per_s`` with bursts of ``rate_limit_burst`` (the
-    gateway's defaults; ``None``: no pacing), so a busy client is not refused for its rate.
+    Limits: frames are paced to ``rate_limit_per_s`` with bursts of ``rate_limit_burst`` (9/10
+    of the gateway's defaults, 200/s and 400, leaving room for frames that the network delays
+    and then delivers together; ``None``: no pacing), so a busy client is not refused.
 
     ``on_frame`` is called with the text of every frame received, before it is handled (the
     ``factorial-ws client`` command prints them).
@@ -126,8 +127,8 @@ class Client:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         # Limits
-        rate_limit_per_s: float | None = 200.0,
-        rate_limit_burst: int = 400,
+        rate_limit_per_s: float | None = 180.0,
+        rate_limit_burst: int = 360,
         on_frame: Callable[[str], object] | None = None,
     ) -> None:
         self.url = url

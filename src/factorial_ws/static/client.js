@@ -23,6 +23,10 @@
 // so results are read from the frame text: exact, as a BigInt or as the decimal digits.
 
 const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
+// Frames are paced just under the gateway's default rate limit (200/s, bursts of 400), so a
+// page that sends many requests at once is not refused.
+const RATE_LIMIT_PER_S = 180;
+const RATE_LIMIT_BURST = 360;
 const TIMEOUT_ERROR = "Timeout error";
 // "Not now" errors: a task the client asks for again by itself is asked again later.
 const TRANSIENT_ERRORS = new Set(["Service unavailable", "Rate limit exceeded", "Too many tasks in flight"]);
@@ -137,15 +141,24 @@ export class Task extends EventTarget {
 }
 
 /** A client of the factorial-ws gateway. `url` defaults to the gateway this module was loaded
- *  from; `token` is sent as ?token= (a browser cannot set headers on a WebSocket). Events:
+ *  from; `token` is sent as ?token= (a browser cannot set headers on a WebSocket);
+ *  `reconnectDelaysMs`, `rateLimitPerS` and `rateLimitBurst` tune reconnection and pacing. Events:
  *  "status" (`status` is "connecting", "open" or "closed"; `retryInMs` while closed) and
  *  "servererror" (an error reply that names no request; `detail.message`). */
 export class FactorialClient extends EventTarget {
-  constructor(url = null, { token = null, reconnectDelaysMs = RECONNECT_DELAYS_MS } = {}) {
+  constructor(url = null, {
+    token = null,
+    reconnectDelaysMs = RECONNECT_DELAYS_MS,
+    rateLimitPerS = RATE_LIMIT_PER_S,
+    rateLimitBurst = RATE_LIMIT_BURST,
+  } = {}) {
     super();
     this.url = url || gatewayUrl(new URL(import.meta.url), token);
     if (url && token) this.url += (this.url.includes("?") ? "&" : "?") + `token=${encodeURIComponent(token)}`;
     this.reconnectDelaysMs = reconnectDelaysMs;
+    this._pace = { ratePerS: rateLimitPerS, burst: rateLimitBurst, tokens: rateLimitBurst,
+                   updated: performance.now(), timer: null };
+    this._outbox = [];         // [socket, frame] waiting for their turn
     this.status = "connecting";
     this.retryInMs = null;
     this._tasks = new Map();   // request id -> task still awaited
@@ -201,7 +214,25 @@ export class FactorialClient extends EventTarget {
     if (task.requestId !== null) this._tasks.delete(task.requestId);
     const requestId = this._nextRequestId++;
     this._tasks.set(requestId, task);
-    socket.send(task._frame(requestId));
+    this._outbox.push([socket, task._frame(requestId)]);
+    this._flush();
+  }
+
+  /** Send what the rate allows now (a token bucket), and come back for the rest. */
+  _flush() {
+    const pace = this._pace;
+    const now = performance.now();
+    pace.tokens = Math.min(pace.burst, pace.tokens + ((now - pace.updated) / 1000) * pace.ratePerS);
+    pace.updated = now;
+    while (this._outbox.length && pace.tokens >= 1) {
+      const [socket, frame] = this._outbox.shift();
+      if (socket.readyState !== WebSocket.OPEN) continue;   // closed: asked again on the next
+      socket.send(frame);
+      pace.tokens -= 1;
+    }
+    if (this._outbox.length && pace.timer === null) {
+      pace.timer = setTimeout(() => { pace.timer = null; this._flush(); }, 1000 / pace.ratePerS);
+    }
   }
 
   _setStatus(status, retryInMs = null) {
@@ -228,6 +259,7 @@ export class FactorialClient extends EventTarget {
   _onClose(socket) {
     if (socket !== this._socket) return;
     this._socket = null;
+    this._outbox = [];     // every task still awaited is asked again on the next socket
     this._tasks.clear();   // replies to the old socket's requests cannot come any more
     if (this._closed) {
       this._setStatus("closed");
