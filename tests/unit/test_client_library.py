@@ -588,3 +588,19 @@ async def test_on_frame_sees_every_frame_as_sent(gateway: ScriptedGateway) -> No
         json.dumps({"type": "result", "task_id": TASK_ID, "id": 0}),
         f'{{"type": "success", "task_id": "{TASK_ID}", "result": 2432902008176640000, "id": 0}}',
     ]
+
+
+async def test_a_request_made_while_reconnecting_goes_out_once_connected(gateway: ScriptedGateway) -> None:
+    async with quick_client(gateway.url) as client:
+        await gateway.stop()
+        await asyncio.sleep(0.1 * UNIT_S)
+        assert not client.connected
+        waiting = asyncio.create_task(client.factorial(20))
+        await asyncio.sleep(0.1 * UNIT_S)
+        await gateway.start(gateway.port)
+
+        connection, request = await gateway.next_request()
+        assert request == {"type": "factorial", "number": 20, "id": request["id"]}
+        await send(connection, type="result", task_id=TASK_ID, id=request["id"])
+        await send_success(connection, TASK_ID, "2432902008176640000", request["id"])
+        assert await asyncio.wait_for(waiting, STEP_TIMEOUT_S) == 2432902008176640000

@@ -153,7 +153,8 @@ class Client:
         self._ws: ClientConnection | None = None
         self._generation = 0
         self._ids = itertools.count()
-        self._by_id: dict[str, _Pending] = {}
+        self._waiting: dict[_Pending, None] = {}  # every request awaited, in call order
+        self._by_id: dict[str, _Pending] = {}  # by the id of its current ask
         self._reader: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[tuple[ClientConnection, str]] = asyncio.Queue()
         self._background: set[asyncio.Task[None]] = set()
@@ -239,6 +240,7 @@ class Client:
         if self._reader is None:
             raise ClientClosed("not connected: use `async with Client(...)` or `await client.connect()`")
         pending = _Pending(request)
+        self._waiting[pending] = None
         self._ask(pending)
         return pending
 
@@ -259,7 +261,7 @@ class Client:
         return text if digits else digits_to_int(text)
 
     def _forget(self, pending: _Pending) -> None:
-        self._by_id.pop(str(pending.request_id), None)
+        self._drop(pending)
         pending.accepted.cancel()
         pending.outcome.cancel()
 
@@ -306,7 +308,7 @@ class Client:
                 await self._read(ws)
                 self._ws = None
                 ws = await self._reopen()
-                for pending in list(self._by_id.values()):
+                for pending in list(self._waiting):
                     self._ask(pending)
         except FactorialWSError as exc:
             self._finish(exc)
@@ -343,7 +345,7 @@ class Client:
             _resolve(pending.accepted, request.task_id)
         elif step is Step.DONE:
             assert request.digits is not None
-            self._by_id.pop(str(pending.request_id), None)
+            self._drop(pending)
             _resolve(pending.outcome, request.digits)
         elif step is Step.FAILED:
             assert request.error is not None
@@ -378,8 +380,13 @@ class Client:
         if self._ws is not None:
             self._spawn(self._ws.close())
 
-    def _fail(self, pending: _Pending, error: FactorialWSError) -> None:
+    def _drop(self, pending: _Pending) -> None:
+        """No longer awaited: no more asks, and late replies to it are ignored."""
+        self._waiting.pop(pending, None)
         self._by_id.pop(str(pending.request_id), None)
+
+    def _fail(self, pending: _Pending, error: FactorialWSError) -> None:
+        self._drop(pending)
         for future in (pending.accepted, pending.outcome):
             if not future.done():
                 future.set_exception(error)
@@ -389,9 +396,8 @@ class Client:
         """No more requests: everything awaited, and every later call, raises ``error``."""
         if self._finished is None:
             self._finished = error
-        for pending in list(self._by_id.values()):
+        for pending in list(self._waiting):
             self._fail(pending, error)
-        self._by_id.clear()
 
     # --- connecting --------------------------------------------------------------------------
 
@@ -411,6 +417,7 @@ class Client:
         if not self._reconnect:
             raise ConnectionLost(f"{self.url}: the connection was lost")
         started = time.monotonic()
+        last = "no attempt made"
         for attempt in itertools.count():
             delay_s = backoff_delay_s(attempt, *self._backoff)
             if self._reconnect_timeout_s is not None:
