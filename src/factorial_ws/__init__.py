@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if not name.startswith("_"):
+    # Only class names (the client's exports): `from . import logs` and the like ask this module
+    # for its submodules first, and must not load the client for that.
+    if name[:1].isupper():
         client = importlib.import_module(".client", __name__)
         if name in client.__all__:
             return getattr(client, name)

@@ -9,6 +9,7 @@ import contextlib
 import json
 import random
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -268,6 +269,16 @@ def test_an_untrusted_certificate_points_the_command_at_ca_file() -> None:
     failure.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
 
     assert connection_problem(failure).endswith("give its CA certificate with --ca-file")
+
+
+def test_the_packages_own_modules_do_not_load_the_client() -> None:
+    probe = (
+        "import sys, factorial_ws.cli, factorial_ws.gateway.server, factorial_ws.worker; "
+        "print('factorial_ws.client' in sys.modules, 'websockets.asyncio.client' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+
+    assert done.stdout.split() == ["False", "False"]
 
 
 def test_import_factorial_ws_gives_the_client_lazily() -> None:
