@@ -55,6 +55,11 @@ class TaskHandle(Generic[ResultT]):
         n = await handle          # or: await handle.result()
 
     Awaiting may be cancelled (``asyncio.timeout``) and started again: the request goes on.
+
+    Room to grow (issue 13, parts 2 and 3): replies of types this version does not know
+    (``queued``, ``started``) are already waited past in ``wire.Request.on_reply``; a handle
+    from ``submit(number, progress=True)`` would record them as its ``state``, and ``cancel()``
+    would send ``{"type": "cancel", "task_id": …}`` and finish the handle on ``cancelled``.
     """
 
     def __init__(self, pending: _Pending, convert: Callable[[str], ResultT]) -> None:

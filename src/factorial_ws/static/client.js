@@ -87,7 +87,8 @@ export function gatewayUrl(location, token = null) {
 }
 
 /** One request: a factorial or a lookup. Events: "statechange" (`state` is "sent", "pending",
- *  "done" or "error"). `accepted` resolves to the task id once known; `result` to the result. */
+ *  "done" or "error"; a gateway with progress reports would add "queued" and "started").
+ *  `accepted` resolves to the task id once known; `result` to the result. */
 export class Task extends EventTarget {
   constructor(client, { number = null, taskId = null, digits = false }) {
     super();
