@@ -93,7 +93,7 @@ async def test_every_log_event_and_field_the_operations_doc_lists_is_written(lau
     assert done["result"] == 120 and timed_out["result"] == "Timeout error"
     assert system.gateway is not None
     gateway = system.gateway
-    wait_until(lambda: json_log(gateway, "disconnect"), 10 * UNIT_S, what="the disconnect line")
+    wait_until(lambda: len(json_log(gateway, "disconnect")) == 2, 10 * UNIT_S, what="both disconnect lines")
 
     for name, fields in documented_events().items():
         written = json_log(gateway, name)
