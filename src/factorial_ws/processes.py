@@ -43,11 +43,16 @@ class ChildExited(RuntimeError):
 # --- starting and stopping ----------------------------------------------------------------------
 
 
-def set_parent_death_signal(sig: int) -> None:
+def set_parent_death_signal(sig: int, parent_pid: int | None = None) -> None:
     """Have the kernel send ``sig`` to this process when its parent dies, however it dies
-    (even ``kill -9``), so no child outlives the process that started it."""
+    (even ``kill -9``), so no child outlives the process that started it.
+
+    With ``parent_pid``: a parent that died before the call (between fork and here) would never
+    signal us, so then send ``sig`` to ourselves now."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
 
 
 def start_child(
@@ -60,7 +65,7 @@ def start_child(
 ) -> subprocess.Popen[bytes]:
     """Start ``command``; it receives ``death_signal`` when this process dies. With
     ``log_path`` its output is appended there, else it shares our terminal."""
-    preexec_fn = functools.partial(set_parent_death_signal, death_signal)
+    preexec_fn = functools.partial(set_parent_death_signal, death_signal, os.getpid())
     if log_path is None:
         return subprocess.Popen(list(command), env=env, cwd=cwd, preexec_fn=preexec_fn)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,15 +80,26 @@ def stop_child(
 ) -> int:
     """Ask the process to stop (``sig``), wait ``grace_s``, then kill it; returns its exit code.
     A stopped (SIGSTOP) process is continued first, or it could not act on the signal."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)
-            process.send_signal(sig)
+    return stop_children([process], grace_s, sig)[0]
+
+
+def stop_children(
+    processes: Sequence[subprocess.Popen[bytes]], grace_s: float = STOP_GRACE_S, sig: int = signal.SIGTERM
+) -> list[int]:
+    """``stop_child`` for several processes at once: all are signalled first and share one
+    grace period, so stopping N takes as long as stopping one."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(sig)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
         try:
-            return process.wait(grace_s)
+            process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-    return process.wait()
+    return [process.wait() for process in processes]
 
 
 def wait_until(

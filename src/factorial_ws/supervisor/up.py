@@ -12,9 +12,7 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
@@ -22,29 +20,20 @@ from ..constants import HARD_QUEUE, SOFT_QUEUE
 from ..processes import (
     STOP_GRACE_S,
     ChildExited,
-    gateway_command,
     port_open,
-    start_child,
-    stop_child,
+    stop_children,
     wait_for_exit,
     wait_until,
     worker_command,
 )
+from .child import SupervisedChild
+from .gateways import WATCH_INTERVAL_S, gateway_children
 from .redis_server import RedisServer, RedisServerError
 
 logger = logging.getLogger(__name__)
 
 _PIDS_FILE = "up.pids"
 _READY_TIMEOUT_S = 60.0
-_MAX_RESTARTS_PER_MINUTE = 5
-
-
-@dataclass
-class Child:
-    name: str
-    command: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
 
 
 class Supervisor:
@@ -52,7 +41,8 @@ class Supervisor:
         self.config = config
         self.own_redis = own_redis
         self.redis: RedisServer | None = None
-        self.children: list[Child] = []
+        self.workers: list[SupervisedChild] = []
+        self.gateways: list[SupervisedChild] = []
         self._stopping = False
 
     @property
@@ -84,14 +74,12 @@ class Supervisor:
 
     def _wait_until_serving(self) -> bool:
         """True once the gateway accepts connections: the printed URL must work at once."""
-        gateway = self.children[-1].process
-        assert gateway is not None
         try:
             wait_until(
                 lambda: self._stopping or port_open(self.config.ws_port, self.config.client_host),
                 _READY_TIMEOUT_S,
                 "the gateway",
-                watch=[gateway],
+                watch=[p for p in (child.running() for child in self.gateways) if p is not None],
             )
         except ChildExited:
             return False  # _watch restarts it or gives up
@@ -108,60 +96,51 @@ class Supervisor:
             ).start()
             self.config = self.config.replace(redis_url=self.redis.url)
             logger.info("private Redis on %s, data in %s", self.redis.url, self.redis.data_dir)
-        self.children = [
-            Child("soft worker", _worker(SOFT_QUEUE, self.config.soft_concurrency)),
-            Child("hard worker", _worker(HARD_QUEUE, self.config.hard_concurrency)),
-            Child("gateway", gateway_command()),
+        env = {**os.environ, **self.config.to_env()}
+        self.workers = [
+            SupervisedChild("soft worker", _worker(SOFT_QUEUE, self.config.soft_concurrency), env),
+            SupervisedChild("hard worker", _worker(HARD_QUEUE, self.config.hard_concurrency), env),
         ]
+        # Each gateway process is our own child, so each is in the pid list and restarted here.
+        self.gateways = gateway_children(self.config, env)
         for child in self.children:
-            self._spawn(child)
+            child.start()
         self._write_pids()
 
-    def _spawn(self, child: Child) -> None:
-        env = {**os.environ, **self.config.to_env()}
-        # SIGKILL: workers and gateways keep nothing worth saving (unacknowledged tasks are
-        # redelivered), and one left finishing a task after we are gone would be an orphan.
-        child.process = start_child(child.command, env)
+    @property
+    def children(self) -> list[SupervisedChild]:
+        return self.workers + self.gateways
 
     def _watch(self) -> int:
         while not self._stopping:
             if self.redis is not None and self.redis.process and self.redis.process.poll() is not None:
                 logger.error("the private Redis exited (code %s)", self.redis.process.returncode)
                 return 1
-            for child in self.children:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is not None and not self._stopping and not self._restart(child, code):
-                    return 1
-            time.sleep(0.2)
+            pids = self._pids()
+            if not all([child.keep_running() for child in self.children]):
+                return 1
+            if self._pids() != pids:
+                self._write_pids()
+            time.sleep(WATCH_INTERVAL_S)
         return 0
 
-    def _restart(self, child: Child, code: int) -> bool:
-        now = time.monotonic()
-        child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-        if len(child.restarts) > _MAX_RESTARTS_PER_MINUTE:
-            logger.error("%s keeps exiting (code %s); giving up", child.name, code)
-            return False
-        logger.warning("%s exited (code %s); restarting it", child.name, code)
-        self._spawn(child)
-        self._write_pids()
-        return True
-
     def _stop_all(self) -> None:
-        """Gateway first (clients get 1001), then workers, then Redis, each within a grace."""
-        for child in reversed(self.children):
-            if child.process is not None:
-                stop_child(child.process)
+        """Gateways first (clients get 1001), then workers, then Redis, each within a grace."""
+        for group in (self.gateways, self.workers):
+            stop_children([p for p in (child.running() for child in group) if p is not None])
         if self.redis is not None:
             self.redis.stop()
         with contextlib.suppress(FileNotFoundError):
             self.pids_file.unlink()
 
-    def _write_pids(self) -> None:
-        pids = [c.process.pid for c in self.children if c.process is not None]
+    def _pids(self) -> list[int]:
+        pids = [child.pid for child in self.children if child.pid is not None]
         if self.redis is not None and self.redis.process is not None:
             pids.append(self.redis.process.pid)
-        self.pids_file.write_text("\n".join(map(str, pids)) + "\n")
+        return pids
+
+    def _write_pids(self) -> None:
+        self.pids_file.write_text("\n".join(map(str, self._pids())) + "\n")
 
     def _kill_leftovers(self) -> None:
         """Whatever a killed earlier run left behind must not share our data or ports."""
