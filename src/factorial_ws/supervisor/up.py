@@ -3,7 +3,8 @@
 A private Redis (unless REDIS_URL is set) with an append-only file in the data folder, one worker
 pool per queue (so a flood of large numbers cannot delay small ones), and the gateway. Children
 get PR_SET_PDEATHSIG, so even `kill -9` of this process leaves none of them running; a restart
-also kills whatever a previous run left in its pid list.
+also stops whatever a previous run left in its pid list. It starts nothing when its port is
+taken, and says it is up only once its own gateway processes are the ones listening.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from pathlib import Path
 from ..config import Config
 from ..constants import HARD_QUEUE, SOFT_QUEUE
 from ..processes import (
-    STOP_GRACE_S,
     ChildExited,
-    port_open,
+    command_line,
+    listening_pids,
+    listening_sockets,
+    port_taken,
+    socket_inodes,
     stop_children,
-    wait_for_exit,
     wait_until,
     worker_command,
 )
+from . import pid_list
 from .child import SupervisedChild
 from .gateways import WATCH_INTERVAL_S, gateway_children
 from .redis_server import RedisServer, RedisServerError
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 _PIDS_FILE = "up.pids"
 _READY_TIMEOUT_S = 60.0
+_COMMAND_SHOWN_CHARS = 80
 
 
 class Supervisor:
@@ -51,17 +56,23 @@ class Supervisor:
 
     def run(self) -> int:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._kill_leftovers()
+        pid_list.stop_leftovers(self.pids_file)
+        if port_taken(self.config.ws_host, self.config.ws_port):
+            logger.error("%s", _port_taken_by(self.config.ws_port, listening_pids(self.config.ws_port)))
+            return 1
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._start_all()
-            if self._wait_until_serving():
-                print(
-                    f"factorial-ws is up: {self.config.public_url}  "
-                    f"(page: {self.config.page_url}; Ctrl-C stops it)",
-                    flush=True,
-                )
+            if not self._wait_until_serving():
+                return 1
+            if self._stopping:
+                return 0
+            print(
+                f"factorial-ws is up: {self.config.public_url}  "
+                f"(page: {self.config.page_url}; Ctrl-C stops it)",
+                flush=True,
+            )
             return self._watch()
         except RedisServerError as exc:
             logger.error("%s", exc)
@@ -73,20 +84,30 @@ class Supervisor:
         self._stopping = True
 
     def _wait_until_serving(self) -> bool:
-        """True once the gateway accepts connections: the printed URL must work at once."""
+        """Wait until each gateway process of ours listens on the port (the printed URL must
+        work at once) and no other process listens beside them (it would get some of the
+        connections); False, said in one line, if that does not happen."""
+        port = self.config.ws_port
+        gateways = [p for p in (child.running() for child in self.gateways) if p is not None]
+
+        def listening() -> bool:
+            sockets = listening_sockets(port).keys()
+            return all(socket_inodes(gateway.pid) & sockets for gateway in gateways)
+
         try:
-            wait_until(
-                lambda: self._stopping or port_open(self.config.ws_port, self.config.client_host),
-                _READY_TIMEOUT_S,
-                "the gateway",
-                watch=[p for p in (child.running() for child in self.gateways) if p is not None],
-            )
+            wait_until(lambda: self._stopping or listening(), _READY_TIMEOUT_S, "the gateway", watch=gateways)
         except ChildExited:
-            return False  # _watch restarts it or gives up
-        except TimeoutError:
-            logger.warning("the gateway does not accept connections after %.0f s", _READY_TIMEOUT_S)
+            logger.error("a gateway process exited before it listened on port %d (see above)", port)
             return False
-        return not self._stopping
+        except TimeoutError:
+            logger.error("the gateway does not listen on port %d after %.0f s", port, _READY_TIMEOUT_S)
+            return False
+        shared = _sockets_beside(port, {gateway.pid for gateway in gateways})
+        if shared and not self._stopping:
+            strangers = {pid for pid in listening_pids(port) if socket_inodes(pid) & shared}
+            logger.error("%s", _port_taken_by(port, strangers))
+            return False
+        return True
 
     def _start_all(self) -> None:
         if self.own_redis:
@@ -105,7 +126,7 @@ class Supervisor:
         self.gateways = gateway_children(self.config, env)
         for child in self.children:
             child.start()
-        self._write_pids()
+        pid_list.write(self.pids_file, self._pids())
 
     @property
     def children(self) -> list[SupervisedChild]:
@@ -120,7 +141,7 @@ class Supervisor:
             if not all([child.keep_running() for child in self.children]):
                 return 1
             if self._pids() != pids:
-                self._write_pids()
+                pid_list.write(self.pids_file, self._pids())
             time.sleep(WATCH_INTERVAL_S)
         return 0
 
@@ -139,36 +160,25 @@ class Supervisor:
             pids.append(self.redis.process.pid)
         return pids
 
-    def _write_pids(self) -> None:
-        self.pids_file.write_text("\n".join(map(str, self._pids())) + "\n")
-
-    def _kill_leftovers(self) -> None:
-        """Whatever a killed earlier run left behind must not share our data or ports."""
-        try:
-            pids = [int(line) for line in self.pids_file.read_text().split()]
-        except (FileNotFoundError, ValueError):
-            return
-        for pid in pids:
-            if _is_ours(pid):
-                logger.warning("stopping process %d left by an earlier run", pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                if not wait_for_exit(pid, STOP_GRACE_S):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                    wait_for_exit(pid, STOP_GRACE_S)
-
 
 def _worker(queue: str, concurrency: int) -> list[str]:
     return worker_command(queue, concurrency=concurrency, hostname=f"{queue}@%h")
 
 
-def _is_ours(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"factorial_ws" in cmdline or b"redis-server" in cmdline
+def _sockets_beside(port: int, pids: set[int]) -> set[int]:
+    """Sockets of other processes listening on the same address and port as those of ``pids``
+    (through SO_REUSEPORT): the kernel would hand them some of our connections."""
+    sockets = listening_sockets(port)
+    ours = set().union(*(socket_inodes(pid) for pid in pids)) & sockets.keys()
+    addresses = {sockets[inode] for inode in ours}
+    return {inode for inode, address in sockets.items() if address in addresses and inode not in ours}
+
+
+def _port_taken_by(port: int, pids: set[int]) -> str:
+    # One line: a command line may hold newlines (python -c "...").
+    shown = {pid: " ".join(command_line(pid).split())[:_COMMAND_SHOWN_CHARS] for pid in pids}
+    holders = "; ".join(f"pid {pid}: {command}" for pid, command in sorted(shown.items()))
+    return f"port {port} is taken by another process ({holders or 'not ours to see'}); stop it or set WS_PORT"
 
 
 def run_up(config: Config, *, redis_url_given: bool) -> int:
