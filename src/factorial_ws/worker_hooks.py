@@ -29,7 +29,8 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     """Tell the gateways' health check which queues have a live worker."""
     app = sender.app
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis.Redis.from_url(app.conf.broker_url)
+    # The URL as redis-py writes it: broker_url is kombu's spelling (see celery_redis_url).
+    client = redis.Redis.from_url(app.conf.factorial_ws_redis_url)
     hostname = sender.hostname
     thread = threading.Thread(target=_beat, args=(client, hostname, queues), name="heartbeat", daemon=True)
     thread.start()
