@@ -50,8 +50,6 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_max_retries": 20,
         "redis_backend_health_check_interval": 10,
         "worker_hijack_root_logger": False,
-        # Ours, for the workers' own Redis clients (redis-py reads unix://, not kombu's spelling).
-        "factorial_ws_redis_url": config.redis_url,
         **redis_tls_settings(config.redis_url),
     }
 

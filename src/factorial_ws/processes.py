@@ -35,6 +35,10 @@ WORKER_APP = "factorial_ws.worker"
 # pub/sub; nothing here uses them (workers report liveness through their own Redis heartbeat),
 # and `factorial-ws bench --sweep` measured about 5-10% more tasks/s without them.
 QUIET_WORKER_OPTIONS = ("--without-gossip", "--without-mingle", "--without-heartbeat")
+# How a Celery worker is stopped: SIGTERM, a warm shutdown (it takes no new task and lets the
+# running ones finish), then SIGQUIT, a cold one (it cancels the tasks still running and hands
+# them back to their queues at once; after SIGKILL they would wait out the visibility timeout).
+WORKER_STOP_SIGNALS = (signal.SIGTERM, signal.SIGQUIT)
 
 
 class ChildExited(RuntimeError):
@@ -81,24 +85,29 @@ def stop_child(
 ) -> int:
     """Ask the process to stop (``sig``), wait ``grace_s``, then kill it; returns its exit code.
     A stopped (SIGSTOP) process is continued first, or it could not act on the signal."""
-    return stop_children([process], grace_s, sig)[0]
+    return stop_children([process], grace_s, (sig,))[0]
 
 
 def stop_children(
-    processes: Sequence[subprocess.Popen[bytes]], grace_s: float = STOP_GRACE_S, sig: int = signal.SIGTERM
+    processes: Sequence[subprocess.Popen[bytes]],
+    grace_s: float = STOP_GRACE_S,
+    signals: Sequence[int] = (signal.SIGTERM,),
 ) -> list[int]:
-    """``stop_child`` for several processes at once: all are signalled first and share one
-    grace period, so stopping N takes as long as stopping one."""
-    for process in processes:
-        if process.poll() is None:
+    """``stop_child`` for several processes at once: each of ``signals`` in turn goes to those
+    still running, with ``grace_s`` to act on it (shared by all, so stopping N takes as long as
+    stopping one); then whatever is left is killed. Returns the exit codes."""
+    for sig in signals:
+        running = [process for process in processes if process.poll() is None]
+        for process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGCONT)
                 process.send_signal(sig)
-    deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, deadline - time.monotonic()))
     for process in processes:
-        try:
-            process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
             process.kill()
     return [process.wait() for process in processes]
 

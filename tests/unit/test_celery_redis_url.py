@@ -31,4 +31,3 @@ def test_broker_and_result_backend_read_the_socket_path_password_and_db() -> Non
     backend = app.backend.connparams
     assert backend["connection_class"] is UnixDomainSocketConnection
     assert (backend["path"], backend["password"], backend["db"]) == ("/run/redis.sock", "s3cret", 3)
-    assert app.conf.factorial_ws_redis_url == "unix://:s3cret@/run/redis.sock?db=3"

@@ -70,6 +70,7 @@ class SupervisedChild:
         self.restart_at = now + delay_s
         return True
 
-    def running(self) -> subprocess.Popen[bytes] | None:
-        """The process to stop, if one is running."""
-        return self.process if self.pid is not None else None
+
+def running_processes(children: list[SupervisedChild]) -> list[subprocess.Popen[bytes]]:
+    """The processes of ``children`` that are running (not waiting to be started again)."""
+    return [child.process for child in children if child.process is not None and child.pid is not None]

@@ -12,7 +12,7 @@ import time
 from ..config import Config
 from ..gateway.server import run_gateway
 from ..processes import gateway_command, stop_children
-from .child import SupervisedChild
+from .child import SupervisedChild, running_processes
 
 logger = logging.getLogger(__name__)
 
@@ -52,4 +52,4 @@ def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
             time.sleep(WATCH_INTERVAL_S)
         return 0
     finally:
-        stop_children([p for p in (child.running() for child in children) if p is not None])
+        stop_children(running_processes(children))

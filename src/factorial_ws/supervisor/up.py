@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import Config
 from ..constants import HARD_QUEUE, SOFT_QUEUE
 from ..processes import (
+    WORKER_STOP_SIGNALS,
     ChildExited,
     command_line,
     listening_pids,
@@ -30,7 +31,7 @@ from ..processes import (
     worker_command,
 )
 from . import pid_list
-from .child import SupervisedChild
+from .child import SupervisedChild, running_processes
 from .gateways import WATCH_INTERVAL_S, gateway_children
 from .redis_server import RedisServer, RedisServerError
 
@@ -88,7 +89,7 @@ class Supervisor:
         work at once) and no other process listens beside them (it would get some of the
         connections); False, said in one line, if that does not happen."""
         port = self.config.ws_port
-        gateways = [p for p in (child.running() for child in self.gateways) if p is not None]
+        gateways = running_processes(self.gateways)
 
         def listening() -> bool:
             sockets = listening_sockets(port).keys()
@@ -146,9 +147,10 @@ class Supervisor:
         return 0
 
     def _stop_all(self) -> None:
-        """Gateways first (clients get 1001), then workers, then Redis, each within a grace."""
-        for group in (self.gateways, self.workers):
-            stop_children([p for p in (child.running() for child in group) if p is not None])
+        """Gateways first (clients get 1001), then workers (a warm shutdown, then a cold one
+        that hands back the tasks still running), then Redis, each within a grace."""
+        stop_children(running_processes(self.gateways))
+        stop_children(running_processes(self.workers), signals=WORKER_STOP_SIGNALS)
         if self.redis is not None:
             self.redis.stop()
         with contextlib.suppress(FileNotFoundError):
