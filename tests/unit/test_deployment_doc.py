@@ -3,6 +3,7 @@ command line `up` actually starts Redis with."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def redis_settings_rows() -> list[tuple[str, str]]:
 
 def test_the_deployment_doc_says_which_settings_up_gives_its_private_redis(tmp_path: Path) -> None:
     command = RedisServer(tmp_path).command()  # as `up` creates it: no password
-    options = {command[i][2:]: command[i + 1] for i in range(1, len(command) - 1) if command[i].startswith("--")}
+    options = {arg[2:]: value for arg, value in itertools.pairwise(command[1:]) if arg.startswith("--")}
     rows = redis_settings_rows()
     assert {name for name, _ in rows} >= {"maxmemory-policy", "maxmemory", "appendonly", "requirepass"}
     for name, up_column in rows:
