@@ -4,7 +4,6 @@ and takes them with it when it dies (their parent-death signal is SIGKILL)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -13,8 +12,6 @@ from ..config import Config
 from ..gateway.server import run_gateway
 from ..processes import gateway_command, stop_children
 from .child import SupervisedChild, running_processes
-
-logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.2
 
