@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import Any
 
 import redis
 
@@ -18,7 +19,11 @@ from .fault_tools import assert_success, busy_child, busy_pool_process, kill, re
 LONG_NUMBER = 2_000_000
 RESTARTS = 3
 MAX_TASK_ATTEMPTS = 3
-SETTINGS = {"MAX_NUMBER": LONG_NUMBER, "MAX_TASK_ATTEMPTS": MAX_TASK_ATTEMPTS, "HARD_TASK_TIMEOUT": 120}
+SETTINGS: dict[str, Any] = {
+    "MAX_NUMBER": LONG_NUMBER,
+    "MAX_TASK_ATTEMPTS": MAX_TASK_ATTEMPTS,
+    "HARD_TASK_TIMEOUT": 120,
+}
 
 
 def hard_worker(launch: Launcher, redis_url: str, name: str) -> Proc:
@@ -60,7 +65,7 @@ async def test_a_task_whose_worker_is_killed_after_its_warm_shutdown_grace_does_
     # The workers' short visibility timeout needs a hard limit under half of it; the task itself
     # runs under the gateway's 120 s, which its message carries.
     number = 1_500_000
-    worker_settings = {**SETTINGS, "HARD_TASK_TIMEOUT": 12, "VISIBILITY_TIMEOUT": 25}
+    worker_settings: dict[str, Any] = {**SETTINGS, "HARD_TASK_TIMEOUT": 12, "VISIBILITY_TIMEOUT": 25}
     server = launch.redis()
     worker = launch.worker(server.url, queues="hard", concurrency=1, name="w0", **worker_settings)
     _, url = launch.gateway(server.url, **SETTINGS)

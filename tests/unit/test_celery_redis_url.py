@@ -3,6 +3,8 @@ backend, which spell a Unix socket differently."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from kombu.utils.url import url_to_parts
 from redis.connection import UnixDomainSocketConnection
@@ -25,9 +27,12 @@ def test_a_unix_url_becomes_kombus_redis_socket_url_with_the_db_as_virtual_host(
 
 def test_broker_and_result_backend_read_the_socket_path_password_and_db() -> None:
     app = create_app(Config(redis_url="unix://:s3cret@/run/redis.sock?db=3"))
-    broker = url_to_parts(app.connection().hostname)  # kombu hands "socket://…" to its transport
+    hostname = app.connection().hostname  # kombu hands "socket://…" to its transport
+    assert hostname is not None
+    broker = url_to_parts(hostname)
     assert (broker.scheme, broker.path, broker.password) == ("socket", "run/redis.sock", "s3cret")
     assert broker.query == {"virtual_host": "3"}
-    backend = app.backend.connparams
+    redis_backend: Any = app.backend  # a RedisBackend, which celery-types does not describe
+    backend = redis_backend.connparams
     assert backend["connection_class"] is UnixDomainSocketConnection
     assert (backend["path"], backend["password"], backend["db"]) == ("/run/redis.sock", "s3cret", 3)
