@@ -11,6 +11,7 @@ from celery import Celery, Task
 
 from .config import Config
 from .constants import ATTEMPTS_KEY_PREFIX, HARD_TASK_NAME, SOFT_TASK_NAME
+from .redis_clients import sync_client
 
 RESULT_REPR_MAX_CHARS = 24  # of a result in the worker's log line
 
@@ -57,14 +58,14 @@ def register_tasks(app: Celery, config: Config) -> None:
         )(run)
 
 
-_redis_clients: dict[str, redis.Redis] = {}
+_redis_clients: dict[Config, redis.Redis] = {}
 
 
-def _redis(url: str) -> redis.Redis:
+def _redis(config: Config) -> redis.Redis:
     """One client per process (pool children are forked, so created lazily after the fork)."""
-    if url not in _redis_clients:
-        _redis_clients[url] = redis.Redis.from_url(url)
-    return _redis_clients[url]
+    if config not in _redis_clients:
+        _redis_clients[config] = sync_client(config)
+    return _redis_clients[config]
 
 
 def _count_attempt(task: Task[Any, Any], config: Config) -> None:
@@ -73,7 +74,7 @@ def _count_attempt(task: Task[Any, Any], config: Config) -> None:
     if not (task.request.delivery_info or {}).get("redelivered"):
         return
     key = ATTEMPTS_KEY_PREFIX + str(task.request.id)
-    client = _redis(config.redis_url)
+    client = _redis(config)
     pipe = client.pipeline()
     pipe.incr(key)
     pipe.expire(key, config.result_expires_s)

@@ -14,6 +14,7 @@ from celery import signals
 
 from .constants import WORKER_HEARTBEAT_S, WORKER_STALE_S, WORKERS_KEY_PREFIX
 from .processes import set_parent_death_signal
+from .redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     """Tell the gateways' health check which queues have a live worker."""
     app = sender.app
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis.Redis.from_url(app.conf.broker_url)
+    from .worker import config  # the worker's own settings (its module imports this one)
+
+    client = sync_client(config)
     hostname = sender.hostname
     thread = threading.Thread(target=_beat, args=(client, hostname, queues), name="heartbeat", daemon=True)
     thread.start()

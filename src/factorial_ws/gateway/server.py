@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
+from .. import redis_clients
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
@@ -65,17 +66,16 @@ class Gateway:
         raise_open_files_limit()
         # A burst of requests waits for a pooled connection rather than failing: redis-py's
         # default pool refuses its 101st concurrent command ("Too many connections").
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url,
+        self._client = redis_clients.blocking_async_client(
+            config,
             max_connections=_REDIS_POOL_SIZE,
-            timeout=_REDIS_COMMAND_TIMEOUT_S,
+            timeout_s=_REDIS_COMMAND_TIMEOUT_S,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=_REDIS_COMMAND_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),  # fail fast: the client gets "Service unavailable"
         )
-        self._client = aioredis.Redis.from_pool(pool)
-        self._pubsub_client = aioredis.Redis.from_url(
-            config.redis_url,
+        self._pubsub_client = redis_clients.async_client(
+            config,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
@@ -167,9 +167,4 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _safe(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+_safe = redis_clients.safe_url  # a Redis URL without its passwords, for logs
