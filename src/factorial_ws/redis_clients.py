@@ -23,6 +23,8 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as kombu_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -150,6 +152,36 @@ def sync_client(config: Config, **options: Any) -> redis.Redis:
 
 
 # --- Celery: the workers' broker and result backend --------------------------------------------
+
+
+class _SentinelChannel(kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel, with one failure turned into the connection error it is.
+
+    When a worker's broker connection drops while it holds an unacknowledged task, Celery
+    closes the connection twice (``collect()``, then ``close()``). If the first close fails
+    on the dead socket before it reaches the restore of unacknowledged tasks, the second one
+    attempts that restore after kombu has cleared the connection's parameters, and the
+    AttributeError it then raises is not a connection error: Celery calls it unrecoverable and
+    the worker exits (seen in about one failover in two, kombu 5.7). Raised as a connection
+    error, it is ignored like the failed restore of a plain Redis URL: the task stays in
+    Redis' ``unacked`` hash and is redelivered after ``VISIBILITY_TIMEOUT``.
+    """
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is closed")
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[misc]
+        return params
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = _SentinelChannel
+
+
+# The transport behind sentinel:// URLs in every process that builds our Celery app. The URL's
+# scheme picks the transport, and also when kombu switches to the next Sentinel of the URL,
+# so the alias is what must change (a `broker_transport` setting is lost at the first switch).
+TRANSPORT_ALIASES[SENTINEL_SCHEME] = f"{__name__}:SentinelTransport"
 
 
 def celery_redis_settings(config: Config) -> dict[str, Any]:
