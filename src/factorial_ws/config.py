@@ -136,6 +136,8 @@ class Config:
     # (the master's own password goes in the URL, as for redis://).
     redis_sentinel_master: str | None = setting(None, env="REDIS_SENTINEL_MASTER")
     redis_sentinel_password: str | None = setting(None, env="REDIS_SENTINEL_PASSWORD")
+    # Replicas that must hold a task (Redis WAIT) before its client gets the ack; 0: no wait.
+    redis_min_replicas_ack: int = setting(0, env="REDIS_MIN_REPLICAS_ACK", check=_not_negative)
 
     # Gateway
     ws_host: str = setting("localhost", env="WS_HOST")

@@ -21,6 +21,8 @@ from celery import Celery
 from ..constants import SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
+# How long a task waits for its replicas before the client is told "Service unavailable".
+REPLICA_ACK_TIMEOUT_MS = 1000
 
 
 def task_envelope(app: Celery, task_id: str, queue: str, number: int) -> bytes:
@@ -58,25 +60,50 @@ def submitted_record(queue: str, number: int) -> bytes:
     return json.dumps({"queue": queue, "number": number}).encode()
 
 
+class NotReplicated(aioredis.RedisError):
+    """Fewer replicas than required confirmed the task in time: a failover could lose it."""
+
+
 class Producer:
     """Publishes tasks and records that their ids exist (so a lookup can tell "queued" from
-    "never heard of": Celery reports both as PENDING)."""
+    "never heard of": Celery reports both as PENDING).
 
-    def __init__(self, app: Celery, client: aioredis.Redis, result_expires_s: int) -> None:
+    With ``min_replicas_ack``, ``send`` returns only once that many replicas hold the task
+    (Redis ``WAIT``), so a task whose client got its ack survives the loss of the master.
+    """
+
+    def __init__(
+        self, app: Celery, client: aioredis.Redis, result_expires_s: int, *, min_replicas_ack: int = 0
+    ) -> None:
         self._app = app
         self._client = client
         self._expires_s = result_expires_s
+        self._min_replicas_ack = min_replicas_ack
 
     async def send(self, task_id: str, queue: str, number: int) -> None:
-        """Raises redis.RedisError when Redis cannot take the task; nothing is sent then."""
+        """Raises redis.RedisError when Redis cannot take the task (nothing is sent then), or
+        NotReplicated when too few replicas confirmed it (it may still run)."""
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(
-            SUBMITTED_KEY_PREFIX + task_id,
-            submitted_record(queue, number),
-            ex=self._expires_s,
-            nx=True,
-        )
-        pipe.lpush(queue, task_envelope(self._app, task_id, queue, number))
-        await pipe.execute()
+        marker = (SUBMITTED_KEY_PREFIX + task_id, submitted_record(queue, number))
+        message = task_envelope(self._app, task_id, queue, number)
+        if not self._min_replicas_ack:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(*marker, ex=self._expires_s, nx=True)
+            pipe.lpush(queue, message)
+            await pipe.execute()
+            return
+        # WAIT must follow the transaction on the same connection (inside MULTI it would not
+        # wait), so the transaction is spelled out in a plain pipeline: still one round trip.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.execute_command("MULTI")
+        pipe.set(*marker, ex=self._expires_s, nx=True)
+        pipe.lpush(queue, message)
+        pipe.execute_command("EXEC")
+        pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
+        *_, executed, replicas = await pipe.execute()
+        for reply in executed:  # a command that failed inside the transaction
+            if isinstance(reply, Exception):
+                raise reply
+        if int(replicas) < self._min_replicas_ack:
+            raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")

@@ -84,7 +84,13 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
-        services = Services(config, Producer(create_app(config), self._client, config.result_expires_s), hub)
+        producer = Producer(
+            create_app(config),
+            self._client,
+            config.result_expires_s,
+            min_replicas_ack=config.redis_min_replicas_ack,
+        )
+        services = Services(config, producer, hub)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1
