@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", help="overrides LOG_LEVEL")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("up", help="run Redis (unless REDIS_URL is set), workers and gateway")
+    up = commands.add_parser("up", help="run Redis (unless REDIS_URL is set), workers and gateway")
+    up.add_argument(
+        "--replicas", type=int, help="overrides REDIS_REPLICAS: a master, N replicas and three Sentinels"
+    )
 
     serve = commands.add_parser("serve", help="run the gateway only")
     serve.add_argument("--host", help="overrides WS_HOST")
@@ -60,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ws_host=getattr(args, "host", None),
             ws_port=getattr(args, "port", None),
             ws_processes=getattr(args, "processes", None),
+            redis_replicas=getattr(args, "replicas", None),
         )
     except ConfigError as exc:
         print(f"factorial-ws: {exc}", file=sys.stderr)

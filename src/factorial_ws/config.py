@@ -180,6 +180,8 @@ class Config:
     data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")
     soft_concurrency: int = setting(2, env="SOFT_CONCURRENCY", check=_positive)
     hard_concurrency: int = setting(2, env="HARD_CONCURRENCY", check=_positive)
+    # Above 0, `up` runs a master, this many replicas and three Sentinels instead of one Redis.
+    redis_replicas: int = setting(0, env="REDIS_REPLICAS", check=_not_negative)
 
     def __post_init__(self) -> None:
         for row in SETTINGS.values():

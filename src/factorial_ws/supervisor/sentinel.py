@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -127,6 +128,7 @@ class RedisGroup:
         self._sentinel_count = sentinels
         self.servers: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
+        self._dead_since: dict[int, float] = {}  # port of an exited server -> when first seen
 
     # --- where it is ---
 
@@ -193,18 +195,36 @@ class RedisGroup:
             server.stop(sig)
 
     def restart_exited(self) -> list[str]:
-        """Start again each member that has exited; returns their names. A master that comes
-        back after a failover is turned into a replica of the new one by the Sentinels."""
+        """Start again each member that has exited; returns their names.
+
+        A master is started again only once the Sentinels have promoted a replica (they then
+        make it a replica of the new master, which it copies in full): started at once, it
+        would come back as the master with only what its append-only file kept, and its
+        replicas would copy that. Should no failover happen in time, it is started anyway.
+        """
         restarted = []
         members: list[RedisServer | SentinelServer] = [*self.servers, *self.sentinels]
         for member in members:
-            if member.process is not None and member.process.poll() is not None:
-                logger.warning(
-                    "%s exited (code %s); restarting it", member.data_dir.name, member.process.returncode
-                )
-                member.start()
-                restarted.append(member.data_dir.name)
+            if member.process is None or member.process.poll() is None:
+                continue
+            if isinstance(member, RedisServer) and not self._may_restart(member):
+                continue
+            code = member.process.returncode
+            logger.warning("%s exited (code %s); restarting it", member.data_dir.name, code)
+            self._dead_since.pop(member.port, None)
+            member.start()
+            restarted.append(member.data_dir.name)
         return restarted
+
+    def _may_restart(self, server: RedisServer) -> bool:
+        dead_since = self._dead_since.setdefault(server.port, time.monotonic())
+        failover_s = (self.timing.down_after_ms + self.timing.failover_timeout_ms) / 1000
+        if time.monotonic() - dead_since > failover_s:
+            return True
+        try:
+            return self.master() is not server
+        except RedisServerError:
+            return False
 
     def _layout(self) -> dict[str, list[int]]:
         """The ports of an existing group, or a new group: its files written once."""

@@ -31,12 +31,16 @@ from ..processes import (
     worker_command,
 )
 from .redis_server import RedisServer, RedisServerError
+from .sentinel import RedisGroup, Timing
 
 logger = logging.getLogger(__name__)
 
 _PIDS_FILE = "up.pids"
 _READY_TIMEOUT_S = 60.0
 _MAX_RESTARTS_PER_MINUTE = 5
+# A master silent for 3 s is failed over: quick to try on one machine, and still far above
+# the longest command Redis runs here (storing a 5.5 MB result takes milliseconds).
+_LOCAL_TIMING = Timing(down_after_ms=3000, failover_timeout_ms=10000)
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Supervisor:
         self.config = config
         self.own_redis = own_redis
         self.redis: RedisServer | None = None
+        self.group: RedisGroup | None = None  # with REDIS_REPLICAS: master, replicas, Sentinels
         self.children: list[Child] = []
         self._stopping = False
 
@@ -101,7 +106,9 @@ class Supervisor:
         return not self._stopping
 
     def _start_all(self) -> None:
-        if self.own_redis:
+        if self.own_redis and self.config.redis_replicas:
+            self._start_group()
+        elif self.own_redis:
             self.redis = RedisServer(
                 self.config.data_dir / "redis",
                 death_signal=signal.SIGTERM,  # SIGTERM: Redis flushes its AOF
@@ -117,6 +124,19 @@ class Supervisor:
             self._spawn(child)
         self._write_pids()
 
+    def _start_group(self) -> None:
+        self.group = RedisGroup(
+            self.config.data_dir / "redis-group", replicas=self.config.redis_replicas, timing=_LOCAL_TIMING
+        ).start()
+        self.config = self.group.config_for(self.config)
+        logger.info(
+            "private Redis: a master, %d replicas and %d Sentinels (REDIS_URL=%s REDIS_SENTINEL_MASTER=%s)",
+            self.config.redis_replicas,
+            len(self.group.sentinels),
+            self.config.redis_url,
+            self.config.redis_sentinel_master,
+        )
+
     def _spawn(self, child: Child) -> None:
         env = {**os.environ, **self.config.to_env()}
         # SIGKILL: workers and gateways keep nothing worth saving (unacknowledged tasks are
@@ -125,6 +145,10 @@ class Supervisor:
 
     def _watch(self) -> int:
         while not self._stopping:
+            # A server or Sentinel of the group that died is started again: the Sentinels fail
+            # over meanwhile, and make a returning master a replica of the new one.
+            if self.group is not None and self.group.restart_exited():
+                self._write_pids()
             if self.redis is not None and self.redis.process and self.redis.process.poll() is not None:
                 logger.error("the private Redis exited (code %s)", self.redis.process.returncode)
                 return 1
@@ -154,6 +178,8 @@ class Supervisor:
                 stop_child(child.process)
         if self.redis is not None:
             self.redis.stop()
+        if self.group is not None:
+            self.group.stop()
         with contextlib.suppress(FileNotFoundError):
             self.pids_file.unlink()
 
@@ -161,6 +187,8 @@ class Supervisor:
         pids = [c.process.pid for c in self.children if c.process is not None]
         if self.redis is not None and self.redis.process is not None:
             pids.append(self.redis.process.pid)
+        if self.group is not None:
+            pids += [process.pid for process in self.group.processes()]
         self.pids_file.write_text("\n".join(map(str, pids)) + "\n")
 
     def _kill_leftovers(self) -> None:
