@@ -25,7 +25,7 @@ from ..config import Config
 from ..processes import raise_open_files_limit
 from .producer import Producer
 from .results import ResultHub
-from .routes import Routes
+from .routes import Routes, share_state_forever
 from .session import Services, Session
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Gateway:
         self._client: aioredis.Redis | None = None
         self._pubsub_client: aioredis.Redis | None = None
         self._hub: ResultHub | None = None
+        self._sharing: asyncio.Task[None] | None = None  # this process's share of health, metrics
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
 
@@ -100,6 +101,7 @@ class Gateway:
                 self._sessions -= 1
 
         routes = Routes(config, self._client, hub, self._open_connections)
+        self._sharing = asyncio.create_task(share_state_forever(hub), name="share-state")
         self._server = await serve(
             handler,
             config.ws_host,
@@ -137,6 +139,8 @@ class Gateway:
                 await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
             except TimeoutError:
                 logger.warning("connections still open after %.0f s; dropping them", SHUTDOWN_GRACE_S)
+        if self._sharing is not None:
+            self._sharing.cancel()
         if self._hub is not None:
             await self._hub.close()
         for client in (self._client, self._pubsub_client):

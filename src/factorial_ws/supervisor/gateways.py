@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 
+from .. import metrics
 from ..config import Config
 from ..gateway.server import run_gateway
 from ..processes import gateway_command, start_child
@@ -19,6 +21,9 @@ def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
         run_gateway(config, reuse_port=reuse_port)
         return 0
     env = {**os.environ, **config.to_env()}
+    # Where the children keep their metrics, so any one of them reports the whole gateway.
+    shared_metrics = tempfile.TemporaryDirectory(prefix="factorial-ws-metrics-")
+    env.setdefault(metrics.MULTIPROCESS_DIR_VARIABLE, shared_metrics.name)
     children = [
         # Each child serves alone (--processes 1) but on a shared port (--reuse-port).
         start_child(gateway_command("--processes", "1", "--reuse-port"), env)
@@ -36,4 +41,5 @@ def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
+    shared_metrics.cleanup()
     return 0 if stopping or not any(codes) else 1
