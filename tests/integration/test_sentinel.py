@@ -39,8 +39,15 @@ class SentinelSystem:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def sentinel_system(launch: Launcher, *, replicas: int = 1, **settings: Any) -> SentinelSystem:
-    group = launch.sentinel_group(replicas=replicas)
+def sentinel_system(
+    launch: Launcher,
+    *,
+    replicas: int = 1,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+    **settings: Any,
+) -> SentinelSystem:
+    group = launch.sentinel_group(replicas=replicas, password=password, sentinel_password=sentinel_password)
     settings = {**group_settings(group), **settings}
     worker = launch.worker(group.url, concurrency=2, **settings)
     gateway, url = launch.gateway(group.url, **settings)
@@ -141,7 +148,9 @@ def _kind(reply: dict[str, Any]) -> str:
 async def test_a_task_running_while_the_master_fails_over_is_delivered_to_its_client(
     launch: Launcher,
 ) -> None:
-    system = sentinel_system(launch)
+    # Passwords on every server and on the Sentinels: each client must give both, after the
+    # failover too.
+    system = sentinel_system(launch, password="p@ss:w/rd", sentinel_password="watch-3rs")
     async with client(system.url) as ws:
         task_id = await submit(ws, LONG_NUMBER)
         busy_child(system.worker.pid)  # it runs; its result is stored while Sentinel fails over
