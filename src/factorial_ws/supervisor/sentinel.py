@@ -135,8 +135,8 @@ class RedisGroup:
     @property
     def url(self) -> str:
         credentials = f":{quote(self.password, safe='')}@" if self.password else ""
-        nodes = ";".join(f"sentinel://{credentials}{_HOST}:{s.port}" for s in self.sentinels)
-        return nodes + "/0"
+        # Credentials and database on every node: kombu reads them from the node it uses.
+        return ";".join(f"sentinel://{credentials}{_HOST}:{s.port}/0" for s in self.sentinels)
 
     def config_for(self, config: Config) -> Config:
         return config.replace(
