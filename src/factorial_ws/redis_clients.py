@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -188,12 +188,27 @@ def celery_redis_settings(config: Config) -> dict[str, Any]:
     """Celery settings that point the broker and the result backend at Redis, or at the master
     the Sentinels name. kombu and Celery's result backend take the master's name and the
     Sentinels' connection options from their transport options."""
-    settings: dict[str, Any] = {"broker_url": config.redis_url, "result_backend": config.redis_url}
+    url = celery_redis_url(config.redis_url)
+    settings: dict[str, Any] = {"broker_url": url, "result_backend": url}
     if is_sentinel(config.redis_url):
         sentinel = {"master_name": _master_name(config), "sentinel_kwargs": _sentinel_options(config)}
         settings["broker_transport_options"] = sentinel
         settings["result_backend_transport_options"] = dict(sentinel)
     return settings | redis_tls_settings(config.redis_url)
+
+
+def celery_redis_url(redis_url: str) -> str:
+    """The Redis URL as kombu and Celery's result backend spell it. They read ``redis://``,
+    ``rediss://`` and ``sentinel://`` as redis-py does, but a Unix socket is
+    ``redis+socket:///path?virtual_host=N`` to them and ``unix:///path?db=N`` to redis-py (the
+    gateway, the workers' own clients): the one REDIS_URL is written redis-py's way and
+    translated here."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    query = [("virtual_host" if key == "db" else key, value) for key, value in parse_qsl(parts.query)]
+    # Written out: urlunsplit would drop the "//" of an empty netloc (redis+socket:/path).
+    return f"redis+socket://{parts.netloc}{parts.path}" + (f"?{urlencode(query)}" if query else "")
 
 
 def redis_tls_settings(redis_url: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,17 @@ from websockets.sync.client import connect
 
 from factorial_ws.processes import free_port
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import Proc, System, start_gateway, start_worker
+from support import (
+    PYTHON,
+    Launcher,
+    Proc,
+    System,
+    port_open,
+    process_env,
+    start_gateway,
+    start_worker,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -200,3 +211,51 @@ def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task
         assert f"request task_id={task_id} detail=lookup" in restartable["gateway"].log()
     finally:
         page.context.close()
+
+
+def test_client_js_loads_as_a_module_in_a_page_of_another_origin_with_exact_results(
+    browser: Browser, system: System, launch: Launcher, tmp_path: Path
+) -> None:
+    module_url = system.url.replace("ws://", "http://") + "client.js"
+    with urllib.request.urlopen(module_url, timeout=15) as served:
+        assert served.headers["Content-Type"].startswith("text/javascript")
+        assert served.headers["Access-Control-Allow-Origin"] == "*"
+    # A user's own page, on another origin (another port), that imports the module.
+    (tmp_path / "index.html").write_text(
+        f'<!doctype html><script type="module">import * as m from "{module_url}"; window.m = m;</script>'
+    )
+    port = free_port()
+    command = [PYTHON, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    launch.process("user-page", command, process_env(None))
+    wait_until(lambda: port_open(port), what="the user's page server")
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("window.m !== undefined", timeout=UI_TIMEOUT_MS)
+        outcome = page.evaluate(
+            """async () => {
+                const client = new window.m.FactorialClient();  // the gateway it came from
+                const exact = await client.factorial(30);
+                const digits = await client.factorial(3000, { digits: true });
+                const task = client.submit(25);
+                const taskId = await task.accepted;
+                const submitted = await task.result;
+                const looked = await client.lookup(taskId);
+                const refused = await client.factorial(-1).catch((error) => error);
+                client.close();
+                return [typeof exact, exact.toString(), digits, submitted === looked,
+                        taskId.length, refused.name, refused.message];
+            }"""
+        )
+    finally:
+        context.close()
+    assert outcome == [
+        "bigint",
+        str(math.factorial(30)),
+        str(math.factorial(3000)),
+        True,
+        36,
+        "InvalidRequest",
+        "Invalid request: 'number' must not be negative",
+    ]

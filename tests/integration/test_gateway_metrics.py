@@ -36,6 +36,16 @@ def sample(text: str, line_start: str) -> float:
     raise AssertionError(f"{line_start} not in /metrics")
 
 
+async def connect_and_look_up(stack: contextlib.AsyncExitStack, url: str) -> None:
+    """CONNECTIONS connections, left open in ``stack``, each with one lookup (answered without
+    a worker)."""
+    connections = [await stack.enter_async_context(client(url)) for _ in range(CONNECTIONS)]
+    for ws in connections:
+        task_id = new_task_id()
+        reply = await ws.request({"type": "result", "task_id": task_id})
+        assert reply == {"type": "error", "result": UNKNOWN_TASK_ID, "task_id": task_id}
+
+
 async def test_metrics_and_health_of_any_process_count_the_requests_and_connections_of_all(
     launch: Launcher,
 ) -> None:
@@ -47,12 +57,7 @@ async def test_metrics_and_health_of_any_process_count_the_requests_and_connecti
     url = f"ws://127.0.0.1:{port}/"
 
     async with contextlib.AsyncExitStack() as stack:
-        connections = [await stack.enter_async_context(client(url)) for _ in range(CONNECTIONS)]
-        for ws in connections:  # one lookup each, answered without a worker
-            task_id = new_task_id()
-            reply = await ws.request({"type": "result", "task_id": task_id})
-            assert reply == {"type": "error", "result": UNKNOWN_TASK_ID, "task_id": task_id}
-
+        await connect_and_look_up(stack, url)
         for _ in range(SCRAPES):
             text = http_get(url, "/metrics")
             assert sample(text, 'factorial_ws_requests_total{type="result"}') == CONNECTIONS

@@ -78,7 +78,8 @@ class Gateway:
         self._pubsub_client = redis_clients.async_client(
             config,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
-            socket_keepalive=True,
+            # TCP keepalive; a unix:// connection refuses the option.
+            **({} if config.redis_url.startswith("unix:") else {"socket_keepalive": True}),
             retry=Retry(NoBackoff(), 0),
         )
         hub = self._hub = ResultHub(self._client, self._pubsub_client)
