@@ -27,7 +27,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from factorial_ws import processes
 from factorial_ws.config import Config, env_name
 from factorial_ws.processes import free_port, port_open, start_child, stop_child, worker_is_live
+from factorial_ws.redis_clients import sync_client
 from factorial_ws.supervisor.redis_server import RedisServer
+from factorial_ws.supervisor.sentinel import RedisGroup, Timing
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -131,6 +133,29 @@ class Launcher:
         self._stops.append(server.stop)
         return server.start()
 
+    def sentinel_group(
+        self,
+        *,
+        name: str = "group",
+        replicas: int = 1,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> RedisGroup:
+        """A master, ``replicas`` replicas and three Sentinels that fail over quickly; pass
+        ``group.url`` as the Redis URL and ``**group_settings(group)`` as settings."""
+        group = RedisGroup(
+            self.tmp_dir / name,
+            replicas=replicas,
+            password=password,
+            sentinel_password=sentinel_password,
+            timing=Timing(down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms),
+            persistent=False,
+        )
+        self._stops.append(group.stop)
+        return group.start()
+
     def worker(
         self,
         redis_url: str,
@@ -147,7 +172,7 @@ class Launcher:
         hostname = f"{name}@test"
         command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
         proc = self.process(name, command, process_env(redis_url, **settings))
-        with redis.Redis.from_url(redis_url) as client:
+        with redis_client(redis_url, **settings) as client:
             processes.wait_until(
                 lambda: worker_is_live(client, hostname, queues.split(",")),
                 START_TIMEOUT_S,
@@ -175,6 +200,21 @@ class Launcher:
         system.workers.append(self.worker(server.url, concurrency=worker_concurrency, **settings))
         system.gateway, system.url = self.gateway(server.url, **settings)
         return system
+
+
+def redis_client(redis_url: str, **settings: Any) -> redis.Redis:
+    """A client of the Redis (or of the Sentinel group's master) that processes started with
+    these settings use."""
+    env = {"REDIS_URL": redis_url, **{name: str(value) for name, value in settings.items()}}
+    return sync_client(Config.from_env(env))
+
+
+def group_settings(group: RedisGroup) -> dict[str, str]:
+    """The settings (besides REDIS_URL) of a process that uses a Sentinel group."""
+    settings = {"REDIS_SENTINEL_MASTER": group.master_name}
+    if group.sentinel_password:
+        settings["REDIS_SENTINEL_PASSWORD"] = group.sentinel_password
+    return settings
 
 
 class Client:

@@ -21,6 +21,7 @@ from celery.worker import state
 from .config import Config
 from .constants import WORKER_HEARTBEAT_S, WORKER_STALE_S, WORKERS_KEY_PREFIX
 from .processes import set_parent_death_signal
+from .redis_clients import sync_client
 from .tasks import mark_handed_back
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _start_heartbeat(config: Config, sender: Any, **_: Any) -> None:
     """Tell the gateways' health check which queues have a live worker."""
     app = sender.app
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis.Redis.from_url(config.redis_url)
+    client = sync_client(config)
     hostname = sender.hostname
     thread = threading.Thread(target=_beat, args=(client, hostname, queues), name="heartbeat", daemon=True)
     thread.start()

@@ -9,8 +9,9 @@ import pytest
 from kombu.utils.url import url_to_parts
 from redis.connection import UnixDomainSocketConnection
 
-from factorial_ws.celeryapp import celery_redis_url, create_app
+from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
+from factorial_ws.redis_clients import celery_redis_url
 
 
 @pytest.mark.parametrize(

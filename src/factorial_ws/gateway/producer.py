@@ -21,6 +21,8 @@ from celery import Celery
 from ..constants import SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
+# How long a task waits for its replicas before the client is told "Service unavailable".
+REPLICA_ACK_TIMEOUT_MS = 1000
 
 
 def task_envelope(app: Celery, task_id: str, queue: str, number: int) -> bytes:
@@ -73,25 +75,46 @@ return 1
 """
 
 
+class NotReplicated(aioredis.RedisError):
+    """Fewer replicas than required confirmed the task in time: a failover could lose it."""
+
+
 class Producer:
     """Publishes tasks and records that their ids exist (so a lookup can tell "queued" from
-    "never heard of": Celery reports both as PENDING)."""
+    "never heard of": Celery reports both as PENDING).
 
-    def __init__(self, app: Celery, client: aioredis.Redis, result_expires_s: int) -> None:
+    With ``min_replicas_ack``, ``send`` returns only once that many replicas hold the task
+    (Redis ``WAIT``), so a task whose client got its ack survives the loss of the master.
+    """
+
+    def __init__(
+        self, app: Celery, client: aioredis.Redis, result_expires_s: int, *, min_replicas_ack: int = 0
+    ) -> None:
         self._app = app
+        self._client = client
         self._expires_s = result_expires_s
         self._submit = client.register_script(_SUBMIT_SCRIPT)
+        self._min_replicas_ack = min_replicas_ack
 
     async def send(self, task_id: str, queue: str, number: int) -> None:
-        """Raises redis.RedisError when Redis cannot take the task. Sending the same id again
-        sends nothing: the task is pushed at most once, however often this is retried."""
+        """Raises redis.RedisError when Redis cannot take the task, or NotReplicated when too
+        few replicas confirmed it (it may still run). Sending the same id again sends nothing:
+        the task is pushed at most once, however often this is retried."""
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
-        await self._submit(
-            keys=[SUBMITTED_KEY_PREFIX + task_id, queue],
-            args=[
-                submitted_record(queue, number),
-                self._expires_s,
-                task_envelope(self._app, task_id, queue, number),
-            ],
-        )
+        keys = [SUBMITTED_KEY_PREFIX + task_id, queue]
+        args: list[bytes | int] = [
+            submitted_record(queue, number),
+            self._expires_s,
+            task_envelope(self._app, task_id, queue, number),
+        ]
+        if not self._min_replicas_ack:
+            await self._submit(keys=keys, args=args)
+            return
+        # WAIT must follow the script on the same connection: one pipeline, still one round trip.
+        pipe = self._client.pipeline(transaction=False)
+        await self._submit(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
+        _, replicas = await pipe.execute()
+        if int(replicas) < self._min_replicas_ack:
+            raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")

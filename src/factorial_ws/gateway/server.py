@@ -19,13 +19,14 @@ from redis.backoff import NoBackoff
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
+from .. import redis_clients
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
 from .admission import Admission
 from .producer import Producer
 from .results import ResultHub
-from .routes import Routes
+from .routes import Routes, share_state_forever
 from .session import Services, Session
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Gateway:
         self._client: aioredis.Redis | None = None
         self._pubsub_client: aioredis.Redis | None = None
         self._hub: ResultHub | None = None
+        self._sharing: asyncio.Task[None] | None = None  # this process's share of health, metrics
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
 
@@ -76,17 +78,16 @@ class Gateway:
         raise_open_files_limit()
         # A burst of requests waits for a pooled connection rather than failing: redis-py's
         # default pool refuses its 101st concurrent command ("Too many connections").
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url,
+        self._client = redis_clients.blocking_async_client(
+            config,
             max_connections=_REDIS_POOL_SIZE,
-            timeout=_REDIS_COMMAND_TIMEOUT_S,
+            timeout_s=_REDIS_COMMAND_TIMEOUT_S,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=_REDIS_COMMAND_TIMEOUT_S,
             retry=_STALE_CONNECTION_RETRY,
         )
-        self._client = aioredis.Redis.from_pool(pool)
-        self._pubsub_client = aioredis.Redis.from_url(
-            config.redis_url,
+        self._pubsub_client = redis_clients.async_client(
+            config,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             # TCP keepalive; a unix:// connection refuses the option.
             **({} if config.redis_url.startswith("unix:") else {"socket_keepalive": True}),
@@ -96,7 +97,12 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
-        producer = Producer(create_app(config), self._client, config.result_expires_s)
+        producer = Producer(
+            create_app(config),
+            self._client,
+            config.result_expires_s,
+            min_replicas_ack=config.redis_min_replicas_ack,
+        )
         # As many requests at a time as the pool has connections: none waits for one there.
         admission = Admission(_REDIS_POOL_SIZE, ADMISSION_WAIT_S)
         services = Services(config, producer, hub, admission)
@@ -109,6 +115,7 @@ class Gateway:
                 self._sessions -= 1
 
         routes = Routes(config, self._client, hub, self._open_connections)
+        self._sharing = asyncio.create_task(share_state_forever(hub), name="share-state")
         self._server = await serve(
             handler,
             config.ws_host,
@@ -156,6 +163,8 @@ class Gateway:
                 await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
             except TimeoutError:
                 logger.warning("connections still open after %.0f s; dropping them", SHUTDOWN_GRACE_S)
+        if self._sharing is not None:
+            self._sharing.cancel()
         if self._hub is not None:
             await self._hub.close()
         for client in (self._client, self._pubsub_client):
@@ -192,9 +201,4 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _safe(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+_safe = redis_clients.safe_url  # a Redis URL without its passwords, for logs
