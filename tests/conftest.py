@@ -5,12 +5,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_timeout import get_env_settings
 
-sys.path.insert(0, str(Path(__file__).parent))
+from factorial_ws.supervisor.redis_server import RedisServer
+from support import UNIT_S, Launcher, System
+
 sys.set_int_max_str_digits(0)  # tests compare exact results with millions of digits
 
-from factorial_ws.supervisor.redis_server import RedisServer  # noqa: E402
-from support import Launcher, System  # noqa: E402
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder (unit, integration, browser), and stretch pytest-timeout's
+    limit by the same factor as every other timeout of the suite."""
+    default_timeout_s = get_env_settings(config).timeout
+    for item in items:
+        item.add_marker(item.path.relative_to(TESTS).parts[0])
+        marker = item.get_closest_marker("timeout")
+        timeout_s = marker.args[0] if marker and marker.args else default_timeout_s
+        if timeout_s:
+            item.add_marker(pytest.mark.timeout(timeout_s * UNIT_S))
 
 
 @pytest.fixture
