@@ -31,9 +31,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def launch(tmp_path: Path) -> Iterator[Launcher]:
     """Starts real Redis servers, workers, gateways and other processes for one test, and stops
     every one of them when the test ends."""
-    launcher = Launcher(tmp_path)
-    yield launcher
-    launcher.close()
+    with Launcher(tmp_path) as launcher:
+        yield launcher
+
+
+@pytest.fixture(scope="module")
+def module_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """The same for the module-scoped fixtures of one test file: stops them after its last test."""
+    with Launcher(tmp_path_factory.mktemp("module")) as launcher:
+        yield launcher
 
 
 @pytest.fixture
@@ -46,6 +52,5 @@ def redis_server(launch: Launcher) -> RedisServer:
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """One shared system (Redis, a worker for both queues, the gateway) for tests that only
     talk to it as clients; tests that break things start their own."""
-    launcher = Launcher(tmp_path_factory.mktemp("system"))
-    yield launcher.system()
-    launcher.close()
+    with Launcher(tmp_path_factory.mktemp("system")) as launcher:
+        yield launcher.system()

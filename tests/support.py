@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,7 +27,14 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from factorial_ws import processes
 from factorial_ws.config import Config, env_name
-from factorial_ws.processes import free_port, port_open, start_child, stop_child, worker_is_live
+from factorial_ws.processes import (
+    free_port,
+    gateway_command,
+    port_open,
+    start_child,
+    stop_child,
+    worker_is_live,
+)
 from factorial_ws.supervisor.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,12 +84,29 @@ class Proc:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def signal(self, sig: int) -> None:
+    def signal(self, sig: int, *, group: bool = False) -> None:
+        """Send ``sig`` to the process (with ``group``, to its whole process group)."""
         with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(sig)
+            if group:
+                os.killpg(self.pid, sig)
+            else:
+                self.process.send_signal(sig)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         return stop_child(self.process, timeout_s)
+
+
+@contextlib.contextmanager
+def paused(*procs: Proc, group: bool = False) -> Iterator[None]:
+    """The processes (with ``group``, their process groups) frozen with SIGSTOP for the block,
+    then continued, however the block ends."""
+    for proc in procs:
+        proc.signal(signal.SIGSTOP, group=group)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.signal(signal.SIGCONT, group=group)
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Proc:
@@ -112,23 +137,46 @@ class Launcher:
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
         self.log_dir = tmp_dir / "logs"
-        self._stops: list[Callable[[], object]] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
-        while self._stops:
-            self._stops.pop()()
+        """Stop everything started so far, newest first (each stop runs even if one fails)."""
+        self._stack.close()
 
-    def process(self, name: str, command: list[str], env: dict[str, str]) -> Proc:
+    def callback(self, function: Callable[..., object], *args: Any) -> None:
+        """Call ``function(*args)`` at the end too, among the stops (newest first)."""
+        self._stack.callback(function, *args)
+
+    def process(
+        self, name: str, command: list[str], env: dict[str, str], *, stop_signal: int = signal.SIGTERM
+    ) -> Proc:
+        """Any command, its output in ``log_dir/<name>.log``; stopped with ``stop_signal``."""
         proc = spawn(name, command, env, self.log_dir)
-        self._stops.append(proc.stop)
+        self.callback(stop_child, proc.process, STOP_TIMEOUT_S, stop_signal)
         return proc
 
     def redis(
-        self, *, name: str = "redis", port: int | None = None, password: str | None = None
+        self,
+        *,
+        name: str = "redis",
+        port: int | None = None,
+        password: str | None = None,
+        persistent: bool = True,
     ) -> RedisServer:
         """A real Redis on a free port (or ``port``, to restart one on its data)."""
-        server = RedisServer(self.tmp_dir / name, port=port, password=password)
-        self._stops.append(server.stop)
+        return self.start_redis(
+            RedisServer(self.tmp_dir / name, port=port, password=password, persistent=persistent)
+        )
+
+    def start_redis(self, server: RedisServer) -> RedisServer:
+        """Start ``server`` (a RedisServer of any kind) and stop it at the end."""
+        self.callback(server.stop)
         return server.start()
 
     def worker(
@@ -139,14 +187,16 @@ class Launcher:
         concurrency: int = 2,
         name: str | None = None,
         app: str = "celeryqueue",
+        stop_signal: int = signal.SIGTERM,
         **settings: Any,
     ) -> Proc:
         """A real Celery worker (the seed's ``-A celeryqueue`` by default); returns once its
-        heartbeat shows it consuming every queue."""
+        heartbeat shows it consuming every queue. SIGTERM stops it warm (it finishes its tasks
+        first), SIGQUIT cold."""
         name = name or f"w{free_port()}"
         hostname = f"{name}@test"
         command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
-        proc = self.process(name, command, process_env(redis_url, **settings))
+        proc = self.process(name, command, process_env(redis_url, **settings), stop_signal=stop_signal)
         with redis.Redis.from_url(redis_url) as client:
             processes.wait_until(
                 lambda: worker_is_live(client, hostname, queues.split(",")),
@@ -161,7 +211,7 @@ class Launcher:
     ) -> tuple[Proc, str]:
         """The real gateway (``python -m factorial_ws serve``); returns it and its ws:// URL."""
         port = port or free_port()
-        command = [PYTHON, "-m", "factorial_ws", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        command = gateway_command("--host", "127.0.0.1", "--port", str(port))
         proc = self.process(name, command, process_env(redis_url, **settings))
         processes.wait_until(
             lambda: port_open(port), START_TIMEOUT_S, f"gateway on port {port}", watch=[proc.process]
@@ -186,13 +236,19 @@ class Client:
     async def send(self, message: dict[str, Any] | str | bytes) -> None:
         await self.connection.send(message if isinstance(message, str | bytes) else json.dumps(message))
 
-    async def recv(self, timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+    async def recv(
+        self, timeout_s: float = REPLY_TIMEOUT_S, *, keep_ints_as_text: bool = False
+    ) -> dict[str, Any]:
+        """The next reply. With ``keep_ints_as_text`` its integers stay digit strings: int() of
+        a factorial's millions of digits takes quadratic time."""
         frame = await asyncio.wait_for(self.connection.recv(), timeout_s)
-        reply = json.loads(frame)
+        reply = json.loads(frame, parse_int=str if keep_ints_as_text else None)
         assert isinstance(reply, dict), reply
         return reply
 
-    async def request(self, message: dict[str, Any], timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any] | str | bytes, timeout_s: float = REPLY_TIMEOUT_S
+    ) -> dict[str, Any]:
         await self.send(message)
         return await self.recv(timeout_s)
 

@@ -6,9 +6,7 @@ process is known to be running a task when it burns CPU: an idle one uses none.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import json
 import os
 import signal
 import time
@@ -19,7 +17,7 @@ from typing import Any
 import gmpy2
 
 from factorial_ws.processes import cpu_seconds, stat_fields
-from support import REPLY_TIMEOUT_S, Client, client, wait_until
+from support import Client, client, wait_until
 
 # A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit
 # result): long enough to be caught in the middle, short enough to keep the tests quick.
@@ -104,15 +102,6 @@ def wait_gone(pids: list[int], timeout_s: float = 15.0) -> None:
 # --- the client's view ------------------------------------------------------------------------
 
 
-async def recv_raw(ws: Client, timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
-    """A reply with the factorial kept as its digit string: json.loads would turn millions of
-    digits into an int in quadratic time."""
-    frame = await asyncio.wait_for(ws.connection.recv(), timeout_s)
-    reply = json.loads(frame, parse_int=str)
-    assert isinstance(reply, dict), reply
-    return reply
-
-
 async def submit(ws: Client, number: int) -> str:
     ack = await ws.request({"type": "factorial", "number": number})
     assert ack["type"] == "result", ack
@@ -127,9 +116,9 @@ async def result_by_id(url: str, task_id: str, timeout_s: float = 60.0) -> dict[
     async with client(url) as ws:
         while True:
             await ws.send({"type": "result", "task_id": task_id})
-            reply = await recv_raw(ws, timeout_s)
+            reply = await ws.recv(timeout_s, keep_ints_as_text=True)
             if reply["type"] == "pending":
-                reply = await recv_raw(ws, timeout_s)
+                reply = await ws.recv(timeout_s, keep_ints_as_text=True)
             if reply["type"] == "success" or time.monotonic() > deadline:
                 return reply
             assert reply == {"type": "error", "result": "Timeout error", "task_id": task_id}, reply

@@ -15,7 +15,7 @@ from factorial_ws.protocol import new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import Client, client, start_gateway, start_worker, wait_until
 
-from .fault_tools import LONG_NUMBER, assert_success, busy_child, recv_raw, submit
+from .fault_tools import LONG_NUMBER, assert_success, busy_child, submit
 
 # Requests during the outage must be answered within this (generous: 2 busy cores).
 PROMPT_S = 3.0
@@ -50,7 +50,7 @@ async def test_redis_outage_gets_prompt_errors_then_waiting_and_new_tasks_comple
                 wait_until(lambda: _stored(server.url, waiting_id), 60, what="the result stored")
             finally:
                 gateway.signal(signal.SIGCONT)
-            assert_success(await recv_raw(ws, timeout_s=30), waiting_id, LONG_NUMBER)
+            assert_success(await ws.recv(timeout_s=30, keep_ints_as_text=True), waiting_id, LONG_NUMBER)
             # New work goes through the same gateway and worker once they have reconnected.
             assert await _factorial_of_5_succeeds_again(ws)
         assert gateway.alive() and worker.alive()

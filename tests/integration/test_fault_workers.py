@@ -20,7 +20,6 @@ from .fault_tools import (
     busy_child,
     busy_pool_process,
     kill,
-    recv_raw,
     submit,
     wait_gone,
 )
@@ -51,7 +50,7 @@ async def test_task_whose_pool_process_is_killed_runs_again_and_the_client_gets_
     async with client(one_worker.url) as ws:
         task_id = await submit(ws, SLOW_NUMBER)
         kill(busy_child(worker_pid))
-        reply = await recv_raw(ws, timeout_s=60)
+        reply = await ws.recv(timeout_s=60, keep_ints_as_text=True)
     assert_success(reply, task_id, SLOW_NUMBER)
     # The second start saw the redelivered flag (delivery_info reaches the task).
     assert attempts_recorded(one_worker.redis_url, task_id) == 1
@@ -69,7 +68,7 @@ async def test_task_that_kills_its_worker_every_time_fails_with_a_clear_error_af
             pool_process = busy_child(worker_pid, exclude=killed)
             kill(pool_process)
             killed.add(pool_process)
-        reply = await recv_raw(ws, timeout_s=60)
+        reply = await ws.recv(timeout_s=60, keep_ints_as_text=True)
     assert reply == {"type": "error", "result": WORKER_LOST, "task_id": task_id}
     assert attempts_recorded(one_worker.redis_url, task_id) == MAX_TASK_ATTEMPTS
     assert one_worker.workers[0].alive()
@@ -94,7 +93,7 @@ async def test_task_of_a_worker_killed_outright_is_redelivered_to_a_live_worker(
                 victim_pid, pool_pid = busy_pool_process([w.pid for w in workers])
                 kill(victim_pid)
                 wait_gone([victim_pid, pool_pid])  # its pool process dies with it (PDEATHSIG)
-                reply = await recv_raw(ws, timeout_s=40)
+                reply = await ws.recv(timeout_s=40, keep_ints_as_text=True)
             assert_success(reply, task_id, SLOW_NUMBER)
             assert attempts_recorded(server.url, task_id) == 1
         finally:

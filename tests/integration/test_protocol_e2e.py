@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -18,14 +16,6 @@ from factorial_ws.supervisor.redis_server import RedisServer
 from support import Client, Proc, System, client, start_gateway, start_worker, wait_until
 
 NUMBER_MAX = 1_000_000  # the default MAX_NUMBER the shared system runs with
-
-
-async def recv_text_ints(ws: Client, timeout_s: float) -> dict[str, Any]:
-    """A reply with its integers kept as text: int() of millions of digits is quadratic."""
-    frame = await asyncio.wait_for(ws.connection.recv(), timeout_s)
-    reply = json.loads(frame, parse_int=str)
-    assert isinstance(reply, dict), reply
-    return reply
 
 
 async def assert_still_serving(ws: Client, number: int = 6) -> None:
@@ -203,7 +193,7 @@ async def test_200_pipelined_requests_on_one_connection_all_come_back_right(syst
 async def test_result_is_exact(system: System, number: int) -> None:
     async with client(system.url) as ws:
         ack = await ws.request({"type": "factorial", "number": number})
-        reply = await recv_text_ints(ws, timeout_s=30)
+        reply = await ws.recv(timeout_s=30, keep_ints_as_text=True)
     assert reply == {"type": "success", "task_id": ack["task_id"], "result": str(gmpy2.fac(number).digits())}
 
 
@@ -211,7 +201,7 @@ async def test_factorial_of_max_number_is_exact_end_to_end(system: System) -> No
     started = time.monotonic()
     async with client(system.url) as ws:
         ack = await ws.request({"type": "factorial", "number": NUMBER_MAX})
-        reply = await recv_text_ints(ws, timeout_s=60)
+        reply = await ws.recv(timeout_s=60, keep_ints_as_text=True)
     elapsed_s = time.monotonic() - started
     assert is_task_id(ack["task_id"]) and reply["task_id"] == ack["task_id"]
     digits = reply["result"]
