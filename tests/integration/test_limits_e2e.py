@@ -16,8 +16,7 @@ import signal
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,45 +24,19 @@ import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from factorial_ws.constants import (
-    HARD_QUEUE,
-    RATE_LIMITED,
-    SOFT_QUEUE,
-    TOO_MANY_IN_FLIGHT,
-    WORKERS_KEY_PREFIX,
-)
+from factorial_ws.constants import HARD_QUEUE, RATE_LIMITED, SOFT_QUEUE, TOO_MANY_IN_FLIGHT
 from factorial_ws.gateway.session import BINARY_FRAME
-from factorial_ws.processes import worker_command
+from factorial_ws.processes import WORKER_APP
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import (
-    Client,
-    Proc,
-    System,
-    client,
-    process_env,
-    spawn,
-    start_gateway,
-    start_worker,
-    wait_until,
-)
+from support import UNIT_S, Client, Launcher, System, client, wait_until
 
-CLOSE_TIMEOUT_S = 15.0
+CLOSE_TIMEOUT_S = 15 * UNIT_S
 
 
 @pytest.fixture(scope="module")
-def quiet_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def quiet_redis(module_launch: Launcher) -> RedisServer:
     """A Redis with no worker: tasks sent to it stay in flight until a test starts one."""
-    with RedisServer(tmp_path_factory.mktemp("limits-redis"), persistent=False) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def gateway(redis_server: RedisServer, log_dir: Path, **settings: Any) -> Iterator[str]:
-    proc, url = start_gateway(redis_server.url, log_dir, **settings)
-    try:
-        yield url
-    finally:
-        proc.stop()
+    return module_launch.redis(persistent=False)
 
 
 async def closed_with(ws: Client) -> int | None:
@@ -106,17 +79,17 @@ async def test_frame_over_64_kib_closes_that_connection_with_1009_and_only_that_
         assert result == {"type": "success", "task_id": ack["task_id"], "result": 120}
 
 
-async def test_frame_size_limit_is_configurable(quiet_redis: RedisServer, tmp_path: Path) -> None:
-    with gateway(quiet_redis, tmp_path, WS_MAX_MESSAGE_BYTES=1024) as url:
-        async with client(url) as ws:
-            reply = await ws.request("x" * 1024)
-            assert reply["result"] == "JSON decode error"
-            await ws.send("x" * 1025)
-            assert await closed_with(ws) == 1009
-        async with client(url) as ws:
-            await ws.send(b"\x00" * 1025)
-            assert await closed_with(ws) == 1009
-        await assert_untouched(url)
+async def test_frame_size_limit_is_configurable(launch: Launcher, quiet_redis: RedisServer) -> None:
+    _, url = launch.gateway(quiet_redis.url, WS_MAX_MESSAGE_BYTES=1024)
+    async with client(url) as ws:
+        reply = await ws.request("x" * 1024)
+        assert reply["result"] == "JSON decode error"
+        await ws.send("x" * 1025)
+        assert await closed_with(ws) == 1009
+    async with client(url) as ws:
+        await ws.send(b"\x00" * 1025)
+        assert await closed_with(ws) == 1009
+    await assert_untouched(url)
 
 
 async def test_invalid_utf8_in_a_text_frame_closes_that_connection_with_1007(system: System) -> None:
@@ -133,108 +106,102 @@ async def test_invalid_utf8_in_a_text_frame_closes_that_connection_with_1007(sys
 
 
 async def test_requests_past_the_burst_are_refused_until_tokens_refill(
-    quiet_redis: RedisServer, tmp_path: Path
+    launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    with gateway(quiet_redis, tmp_path, WS_RATE_LIMIT=0.5, WS_RATE_BURST=5) as url:
-        async with client(url) as flooder, client(url) as neighbour:
-            for request_id in range(10):
-                await flooder.send(cheap_request(request_id))
-            replies = [await flooder.recv() for _ in range(10)]
-            assert replies[:5] == [{"type": "error", "result": "Unknown task", "id": i} for i in range(5)]
-            refused = [r for r in replies[5:] if r["result"] == RATE_LIMITED]
-            assert len(refused) >= 3, replies  # at most a token or two refilled meanwhile
-            assert all(r["type"] == "error" for r in refused)
+    _, url = launch.gateway(quiet_redis.url, WS_RATE_LIMIT=0.5, WS_RATE_BURST=5)
+    async with client(url) as flooder, client(url) as neighbour:
+        for request_id in range(10):
+            await flooder.send(cheap_request(request_id))
+        replies = [await flooder.recv() for _ in range(10)]
+        assert replies[:5] == [{"type": "error", "result": "Unknown task", "id": i} for i in range(5)]
+        refused = [r for r in replies[5:] if r["result"] == RATE_LIMITED]
+        assert len(refused) >= 3, replies  # at most a token or two refilled meanwhile
+        assert all(r["type"] == "error" for r in refused)
 
-            # The limit is per connection: another client is not held back.
-            for request_id in range(5):
-                reply = await neighbour.request(cheap_request(request_id))
-                assert reply["result"] == "Unknown task"
+        # The limit is per connection: another client is not held back.
+        for request_id in range(5):
+            reply = await neighbour.request(cheap_request(request_id))
+            assert reply["result"] == "Unknown task"
 
-            # Refused requests spend nothing: one comes through as soon as a token is back.
-            deadline = time.monotonic() + 10
-            while (await flooder.request(cheap_request(99)))["result"] == RATE_LIMITED:
-                assert time.monotonic() < deadline, "the bucket never refilled"
-                await asyncio.sleep(0.2)
+        # Refused requests spend nothing: one comes through as soon as a token is back.
+        deadline = time.monotonic() + 10 * UNIT_S
+        while (await flooder.request(cheap_request(99)))["result"] == RATE_LIMITED:
+            assert time.monotonic() < deadline, "the bucket never refilled"
+            await asyncio.sleep(0.2)
 
 
-async def test_binary_and_malformed_frames_spend_tokens_too(quiet_redis: RedisServer, tmp_path: Path) -> None:
-    with gateway(quiet_redis, tmp_path, WS_RATE_LIMIT=0.2, WS_RATE_BURST=3) as url:
-        async with client(url) as flooder:
-            for _ in range(4):
-                await flooder.send(b"\x01\x02")
-            for _ in range(4):
-                await flooder.send("{not json")
-            replies = [(await flooder.recv())["result"] for _ in range(8)]
-        assert replies[:3] == [BINARY_FRAME] * 3
-        assert replies.count(RATE_LIMITED) >= 4, replies
+async def test_binary_and_malformed_frames_spend_tokens_too(
+    launch: Launcher, quiet_redis: RedisServer
+) -> None:
+    _, url = launch.gateway(quiet_redis.url, WS_RATE_LIMIT=0.2, WS_RATE_BURST=3)
+    async with client(url) as flooder:
+        for _ in range(4):
+            await flooder.send(b"\x01\x02")
+        for _ in range(4):
+            await flooder.send("{not json")
+        replies = [(await flooder.recv())["result"] for _ in range(8)]
+    assert replies[:3] == [BINARY_FRAME] * 3
+    assert replies.count(RATE_LIMITED) >= 4, replies
 
 
 async def test_tasks_in_flight_past_the_limit_are_refused_until_results_arrive(
-    quiet_redis: RedisServer, tmp_path: Path
+    launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    with gateway(quiet_redis, tmp_path, WS_MAX_TASKS_IN_FLIGHT=2) as url:
-        async with client(url) as ws, client(url) as neighbour:
-            first = await ws.request({"type": "factorial", "number": 5, "id": 1})
-            second = await ws.request({"type": "factorial", "number": 6, "id": 2})
-            assert first["type"] == second["type"] == "result"
-            refused = await ws.request({"type": "factorial", "number": 7, "id": 3})
-            assert refused == {"type": "error", "result": TOO_MANY_IN_FLIGHT, "id": 3}
-            # A lookup waits like a task does, so it counts too; its reply names the task.
-            refused = await ws.request({"type": "result", "task_id": first["task_id"], "id": 4})
-            assert refused == {
-                "type": "error",
-                "result": TOO_MANY_IN_FLIGHT,
-                "task_id": first["task_id"],
-                "id": 4,
-            }
-            # The limit is per connection.
-            assert (await neighbour.request({"type": "factorial", "number": 3}))["type"] == "result"
+    _, url = launch.gateway(quiet_redis.url, WS_MAX_TASKS_IN_FLIGHT=2)
+    async with client(url) as ws, client(url) as neighbour:
+        first = await ws.request({"type": "factorial", "number": 5, "id": 1})
+        second = await ws.request({"type": "factorial", "number": 6, "id": 2})
+        assert first["type"] == second["type"] == "result"
+        refused = await ws.request({"type": "factorial", "number": 7, "id": 3})
+        assert refused == {"type": "error", "result": TOO_MANY_IN_FLIGHT, "id": 3}
+        # A lookup waits like a task does, so it counts too; its reply names the task.
+        refused = await ws.request({"type": "result", "task_id": first["task_id"], "id": 4})
+        assert refused == {
+            "type": "error",
+            "result": TOO_MANY_IN_FLIGHT,
+            "task_id": first["task_id"],
+            "id": 4,
+        }
+        # The limit is per connection.
+        assert (await neighbour.request({"type": "factorial", "number": 3}))["type"] == "result"
 
-            worker = start_worker(quiet_redis.url, tmp_path, concurrency=1)
-            try:
-                results = [await ws.recv() for _ in range(2)]
-                assert {(r["id"], r["result"]) for r in results} == {(1, 120), (2, 720)}
-                # Both answered: the connection may have two in flight again.
-                ack = await ws.request({"type": "factorial", "number": 5, "id": 5})
-                assert ack["type"] == "result"
-                assert await ws.recv() == {
-                    "type": "success",
-                    "task_id": ack["task_id"],
-                    "result": 120,
-                    "id": 5,
-                }
-                assert (await neighbour.recv())["result"] == 6
-            finally:
-                worker.stop()
+        launch.worker(quiet_redis.url, concurrency=1)
+        results = [await ws.recv() for _ in range(2)]
+        assert {(r["id"], r["result"]) for r in results} == {(1, 120), (2, 720)}
+        # Both answered: the connection may have two in flight again.
+        ack = await ws.request({"type": "factorial", "number": 5, "id": 5})
+        assert ack["type"] == "result"
+        assert await ws.recv() == {"type": "success", "task_id": ack["task_id"], "result": 120, "id": 5}
+        assert (await neighbour.recv())["result"] == 6
 
 
 async def test_connections_past_the_cap_are_refused_with_503(
-    quiet_redis: RedisServer, tmp_path: Path
+    launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    with gateway(quiet_redis, tmp_path, WS_MAX_CONNECTIONS=3) as url:
-        async with contextlib.AsyncExitStack() as stack:
-            held = [await stack.enter_async_context(client(url)) for _ in range(3)]
-            with pytest.raises(InvalidStatus) as refused:
-                await connect(url)
-            assert refused.value.response.status_code == 503
+    _, url = launch.gateway(quiet_redis.url, WS_MAX_CONNECTIONS=3)
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(client(url)) for _ in range(3)]
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url)
+        assert refused.value.response.status_code == 503
 
-            await held[0].connection.close()
-            for ws in held[1:]:  # the ones within the cap still work
-                reply = await ws.request({"type": "result", "task_id": str(uuid.uuid4())})
-                assert reply["result"] == "Unknown task id"
+        await held[0].connection.close()
+        for ws in held[1:]:  # the ones within the cap still work
+            reply = await ws.request({"type": "result", "task_id": str(uuid.uuid4())})
+            assert reply["result"] == "Unknown task id"
 
-            # The slot freed by the close is taken by the next client.
-            async def admitted() -> bool:
-                try:
-                    await stack.enter_async_context(client(url))
-                except InvalidStatus:
-                    return False
-                return True
+        # The slot freed by the close is taken by the next client.
+        async def admitted() -> bool:
+            try:
+                await stack.enter_async_context(client(url))
+            except InvalidStatus:
+                return False
+            return True
 
-            deadline = time.monotonic() + 10
-            while not await admitted():
-                assert time.monotonic() < deadline, "a closed connection's slot was never freed"
-                await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 10 * UNIT_S
+        while not await admitted():
+            assert time.monotonic() < deadline, "a closed connection's slot was never freed"
+            await asyncio.sleep(0.1)
 
 
 # --- keepalive ------------------------------------------------------------------------------
@@ -261,70 +228,55 @@ async def raw_websocket(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, b
 
 
 async def test_keepalive_pings_drop_a_peer_that_never_answers(
-    quiet_redis: RedisServer, tmp_path: Path
+    launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    with gateway(quiet_redis, tmp_path, WS_PING_INTERVAL=0.5, WS_PING_TIMEOUT=0.5) as url:
-        async with client(url) as live, raw_websocket(url) as (dead, head):
-            assert head.startswith(b"HTTP/1.1 101")
-            started = time.monotonic()
-            received = b""
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10):
-                    while chunk := await dead.read(4096):
-                        received += chunk
-            dropped_after_s = time.monotonic() - started
-            assert dead.at_eof(), f"still connected after {dropped_after_s:.1f} s"
-            assert received[:1] == b"\x89"  # it was pinged (opcode 9) before being dropped
-            assert dropped_after_s < 5
+    _, url = launch.gateway(quiet_redis.url, WS_PING_INTERVAL=0.5, WS_PING_TIMEOUT=0.5)
+    async with client(url) as live, raw_websocket(url) as (dead, head):
+        assert head.startswith(b"HTTP/1.1 101")
+        started = time.monotonic()
+        received = b""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10 * UNIT_S):
+                while chunk := await dead.read(4096):
+                    received += chunk
+        dropped_after_s = time.monotonic() - started
+        assert dead.at_eof(), f"still connected after {dropped_after_s:.1f} s"
+        assert received[:1] == b"\x89"  # it was pinged (opcode 9) before being dropped
+        assert dropped_after_s < 5 * UNIT_S
 
-            # A client that answers pings (websockets does it by itself) stays connected.
-            reply = await live.request({"type": "result", "task_id": str(uuid.uuid4())})
-            assert reply["result"] == "Unknown task id"
+        # A client that answers pings (websockets does it by itself) stays connected.
+        reply = await live.request({"type": "result", "task_id": str(uuid.uuid4())})
+        assert reply["result"] == "Unknown task id"
 
 
 # --- isolation of the soft and hard pools ---------------------------------------------------
 
 
 @pytest.fixture
-def pools_as_up_runs_them(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[str, RedisServer]]:
-    """The worker pools `factorial-ws up` starts (one per queue, same command), a gateway, and
-    hard tasks that a 3 s time limit cuts short so no huge result is ever stored."""
+def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
+    """The worker pools `factorial-ws up` starts (one per queue, same app), a gateway, and hard
+    tasks that a 3 s time limit cuts short so no huge result is ever stored."""
     settings = {"MAX_NUMBER": 10**7, "HARD_TASK_TIMEOUT": 3, "SOFT_TASK_TIMEOUT": 3}
-    env = process_env(redis_server.url, **settings)
-    procs: list[Proc] = []
-    probe = redis.Redis.from_url(redis_server.url)
-    try:
-        for queue in (SOFT_QUEUE, HARD_QUEUE):
-            procs.append(
-                spawn(
-                    f"{queue}-pool",
-                    worker_command(queue, concurrency=1, hostname=f"{queue}@%h"),
-                    env,
-                    tmp_path,
-                )
-            )
-        wait_until(
-            lambda: all(probe.zcard(WORKERS_KEY_PREFIX + q) for q in (SOFT_QUEUE, HARD_QUEUE)),
-            what="both worker pools",
+    for queue in (SOFT_QUEUE, HARD_QUEUE):
+        # Stopped cold: a warm shutdown would first finish (or time out) its hard task.
+        launch.worker(
+            redis_server.url,
+            queues=queue,
+            concurrency=1,
+            name=f"{queue}-pool",
+            app=WORKER_APP,
+            stop_signal=signal.SIGQUIT,
+            **settings,
         )
-        gateway_proc, url = start_gateway(redis_server.url, tmp_path, **settings)
-        procs.append(gateway_proc)
-        yield url, redis_server
-    finally:
-        probe.close()
-        for proc in procs:
-            # Workers shut down cold: a warm one would first finish (or time out) its hard task.
-            proc.signal(signal.SIGQUIT if proc.name.endswith("-pool") else signal.SIGTERM)
-        for proc in procs:
-            proc.stop()
+    _, url = launch.gateway(redis_server.url, **settings)
+    return url
 
 
 async def test_factorial_of_5_stays_fast_while_the_hard_pool_is_saturated(
-    pools_as_up_runs_them: tuple[str, RedisServer],
+    pools_as_up_runs_them: str, redis_server: RedisServer
 ) -> None:
-    url, redis_server = pools_as_up_runs_them
-    probe = redis.Redis.from_url(redis_server.url)
-    try:
+    url = pools_as_up_runs_them
+    with redis.Redis.from_url(redis_server.url) as probe:
         async with client(url) as grinder, client(url) as small:
             await small.factorial(5)  # warm up the soft pool's first task
             for _ in range(4):
@@ -338,6 +290,4 @@ async def test_factorial_of_5_stays_fast_while_the_hard_pool_is_saturated(
                 latencies.append(time.monotonic() - started)
                 assert result == {"type": "success", "task_id": ack["task_id"], "result": 120}
             assert probe.llen(HARD_QUEUE) >= 1, "the hard pool ran dry while we measured"
-    finally:
-        probe.close()
-    assert statistics.median(latencies) < 1.0, latencies
+    assert statistics.median(latencies) < 1.0 * UNIT_S, latencies
