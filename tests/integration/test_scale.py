@@ -11,51 +11,29 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
-from factorial_ws.processes import free_port
+from factorial_ws.processes import free_port, gateway_command
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import (
-    PYTHON,
-    Proc,
-    System,
-    client,
-    process_env,
-    spawn,
-    start_gateway,
-    start_worker,
-    wait_until,
-)
+from support import UNIT_S, Launcher, Proc, System, client, paused, process_env, wait_until
+
+from .fault_tools import children_of, is_running
 
 # Some milliseconds of GMP work on the hard queue, and a result small enough to parse quickly.
 SLOW_NUMBER = 30_000
 
 
 @pytest.fixture
-def two_workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Proc]]:
-    workers = [
-        start_worker(redis_server.url, tmp_path / "logs", concurrency=1, name=name)
-        for name in ("worker-a", "worker-b")
-    ]
-    try:
-        yield workers
-    finally:
-        for worker in workers:
-            worker.stop()
+def two_workers(launch: Launcher, redis_server: RedisServer) -> list[Proc]:
+    return [launch.worker(redis_server.url, concurrency=1, name=f"worker-{n}") for n in "ab"]
 
 
 @pytest.fixture
-def two_gateways(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[tuple[Proc, str]]]:
-    gateways = [start_gateway(redis_server.url, tmp_path / "logs", name=f"gateway-{n}") for n in "ab"]
-    try:
-        yield gateways
-    finally:
-        for proc, _ in gateways:
-            proc.stop()
+def two_gateways(launch: Launcher, redis_server: RedisServer) -> list[tuple[Proc, str]]:
+    return [launch.gateway(redis_server.url, name=f"gateway-{n}") for n in "ab"]
 
 
 async def test_a_task_submitted_on_one_gateway_is_looked_up_on_another(
@@ -65,10 +43,10 @@ async def test_a_task_submitted_on_one_gateway_is_looked_up_on_another(
     async with client(url_a) as a, client(url_b) as b:
         # Looked up on B while it may still be running: B waits for it, then answers.
         ack = await a.request({"type": "factorial", "number": SLOW_NUMBER, "id": 1})
-        looked_up = await b.request({"type": "result", "task_id": ack["task_id"], "id": 2}, timeout_s=60)
+        looked_up = await b.request({"type": "result", "task_id": ack["task_id"], "id": 2}, 60 * UNIT_S)
         if looked_up["type"] == "pending":
-            looked_up = await b.recv(timeout_s=60)
-        on_a = await a.recv(timeout_s=60)
+            looked_up = await b.recv(timeout_s=60 * UNIT_S)
+        on_a = await a.recv(timeout_s=60 * UNIT_S)
         assert looked_up["type"] == on_a["type"] == "success"
         assert looked_up["result"] == on_a["result"]
         assert looked_up["task_id"] == on_a["task_id"] == ack["task_id"]
@@ -84,10 +62,8 @@ async def test_killing_one_gateway_loses_none_of_the_other_gateways_tasks(
 ) -> None:
     (proc_a, url_a), (_, url_b) = two_gateways
     count = 12
-    for worker in two_workers:  # paused: every task is still queued when A dies
-        worker.signal(signal.SIGSTOP)
-    try:
-        async with client(url_a) as a, client(url_b) as b:
+    async with client(url_a) as a, client(url_b) as b:
+        with paused(*two_workers):  # every task is still queued when A dies
             for index in range(count):
                 await a.send({"type": "factorial", "number": 100 + index, "id": f"a{index}"})
                 await b.send({"type": "factorial", "number": 100 + index, "id": f"b{index}"})
@@ -96,47 +72,22 @@ async def test_killing_one_gateway_loses_none_of_the_other_gateways_tasks(
             assert {ack["type"] for ack in acks_a + acks_b} == {"result"}
 
             proc_a.signal(signal.SIGKILL)
-            proc_a.process.wait(15)
-            for worker in two_workers:
-                worker.signal(signal.SIGCONT)
+            proc_a.process.wait(15 * UNIT_S)
 
-            replies = [await b.recv(timeout_s=60) for _ in range(count)]
-            assert {reply["type"] for reply in replies} == {"success"}, replies
-            assert {reply["id"] for reply in replies} == {f"b{index}" for index in range(count)}
+        replies = [await b.recv(timeout_s=60 * UNIT_S) for _ in range(count)]
+        assert {reply["type"] for reply in replies} == {"success"}, replies
+        assert {reply["id"] for reply in replies} == {f"b{index}" for index in range(count)}
 
-            # The dead gateway's tasks were on the queue, not in the gateway: they ran, and
-            # the surviving gateway serves their results.
-            for ack in acks_a:
-                reply = await b.request({"type": "result", "task_id": ack["task_id"]}, timeout_s=60)
-                if reply["type"] == "pending":
-                    reply = await b.recv(timeout_s=60)
-                assert reply["type"] == "success", reply
-    finally:
-        for worker in two_workers:
-            worker.signal(signal.SIGCONT)
+        # The dead gateway's tasks were on the queue, not in the gateway: they ran, and the
+        # surviving gateway serves their results.
+        for ack in acks_a:
+            reply = await b.request({"type": "result", "task_id": ack["task_id"]}, timeout_s=60 * UNIT_S)
+            if reply["type"] == "pending":
+                reply = await b.recv(timeout_s=60 * UNIT_S)
+            assert reply["type"] == "success", reply
     # Both workers took part: the queue is shared, not split by gateway.
     for worker in two_workers:
         assert "succeeded in" in worker.log(), worker.name
-
-
-def _children(pid: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def _dead(pid: int) -> bool:
-    """Gone, or a zombie (whose sockets the kernel has closed)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _sockets(pid: int) -> int:
@@ -149,55 +100,53 @@ def _sockets(pid: int) -> int:
     return count
 
 
+def kill_if_running(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 async def test_ws_processes_gateways_share_one_port_and_survive_the_loss_of_one(
-    system: System, tmp_path: Path
+    launch: Launcher, system: System
 ) -> None:
     port = free_port()
-    command = [PYTHON, "-m", "factorial_ws", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    parent = spawn("gateways", command, process_env(system.redis_url, WS_PROCESSES=2), tmp_path / "logs")
-    children: list[int] = []
-    try:
-        wait_until(lambda: parent.log().count("gateway listening") == 2, what="both gateways listening")
-        children = _children(parent.pid)
-        assert len(children) == 2
-        before = {pid: _sockets(pid) for pid in children}
-        url = f"ws://127.0.0.1:{port}/"
-        connections = [await connect(url) for _ in range(24)]
-        try:
-            # SO_REUSEPORT spreads connections over both processes (by a hash of the address
-            # pair: all 24 on one process has a chance of 2**-23).
-            grown = {pid: _sockets(pid) - before[pid] for pid in children}
-            assert all(extra > 0 for extra in grown.values()), grown
-            await connections[0].send(json.dumps({"type": "factorial", "number": 6}))
-            assert json.loads(await connections[0].recv())["type"] == "result"
-        finally:
-            await asyncio.gather(*(ws.close() for ws in connections))
+    command = gateway_command("--host", "127.0.0.1", "--port", str(port))
+    parent = launch.process("gateways", command, process_env(system.redis_url, WS_PROCESSES=2))
+    wait_until(lambda: parent.log().count("gateway listening") == 2, what="both gateways listening")
+    children = children_of(parent.pid)
+    launch.callback(kill_if_running, children)  # should the parent leave one behind
+    assert len(children) == 2
+    before = {pid: _sockets(pid) for pid in children}
+    url = f"ws://127.0.0.1:{port}/"
+    async with contextlib.AsyncExitStack() as stack:
+        connections = [await stack.enter_async_context(connect(url)) for _ in range(24)]
+        # SO_REUSEPORT spreads connections over both processes (by a hash of the address pair:
+        # all 24 on one process has a chance of 2**-23).
+        grown = {pid: _sockets(pid) - before[pid] for pid in children}
+        assert all(extra > 0 for extra in grown.values()), grown
+        await connections[0].send(json.dumps({"type": "factorial", "number": 6}))
+        assert json.loads(await connections[0].recv())["type"] == "result"
 
-        # One process killed: the port still serves, through the other.
-        os.kill(children[0], signal.SIGKILL)
-        wait_until(lambda: _dead(children[0]), what="the killed gateway process to be gone")
-        for _ in range(5):
-            async with client(url) as survivor:
-                _, done = await survivor.factorial(7)
-                assert done["result"] == 5040
-    finally:
-        parent.stop()
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    # One process killed: the port still serves, through the other.
+    os.kill(children[0], signal.SIGKILL)
+    wait_until(lambda: not is_running(children[0]), what="the killed gateway process to be gone")
+    for _ in range(5):
+        async with client(url) as survivor:
+            _, done = await survivor.factorial(7)
+            assert done["result"] == 5040
 
 
 async def test_a_burst_of_submissions_beyond_the_redis_pool_is_queued_not_refused(system: System) -> None:
     """300 requests at once: more concurrent Redis commands than the client pool holds."""
     count = 300
     sockets = await asyncio.gather(*(connect(system.url) for _ in range(count)))
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        for ws in sockets:
+            await stack.enter_async_context(ws)
         request = json.dumps({"type": "factorial", "number": 9})
         await asyncio.gather(*(ws.send(request) for ws in sockets))
-        acks = await asyncio.gather(*(asyncio.wait_for(ws.recv(), 30) for ws in sockets))
+        acks = await asyncio.gather(*(asyncio.wait_for(ws.recv(), 30 * UNIT_S) for ws in sockets))
         refused = [reply for reply in map(json.loads, acks) if reply["type"] != "result"]
         assert not refused, f"{len(refused)} refused, e.g. {refused[0]}"
-        results = await asyncio.gather(*(asyncio.wait_for(ws.recv(), 60) for ws in sockets))
-    finally:
-        await asyncio.gather(*(ws.close() for ws in sockets))
+        results = await asyncio.gather(*(asyncio.wait_for(ws.recv(), 60 * UNIT_S) for ws in sockets))
     assert [json.loads(result).get("result") for result in results] == [362880] * count
