@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from factorial_ws.supervisor.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+FACTORIAL_WS = str(Path(sys.executable).parent / "factorial-ws")  # the command a user runs
 
 # One second of test time; every timeout below and in the tests is a multiple of it.
 UNIT_S = float(os.environ.get("FACTORIAL_WS_TEST_TIMEOUT_FACTOR", "1"))
@@ -61,9 +63,15 @@ def process_env(redis_url: str | None, **settings: Any) -> dict[str, str]:
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout_s: float = START_TIMEOUT_S, what: str = "condition"
+    predicate: Callable[[], object],
+    timeout_s: float = START_TIMEOUT_S,
+    what: str = "condition",
+    *,
+    watch: Iterable[Proc] = (),
 ) -> None:
-    processes.wait_until(predicate, timeout_s, what)
+    """Return once ``predicate()`` is true; fail after ``timeout_s``, or at once when one of the
+    ``watch`` processes exits."""
+    processes.wait_until(predicate, timeout_s, what, watch=[proc.process for proc in watch])
 
 
 @dataclass
@@ -84,29 +92,25 @@ class Proc:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def signal(self, sig: int, *, group: bool = False) -> None:
-        """Send ``sig`` to the process (with ``group``, to its whole process group)."""
+    def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(self.pid, sig)
-            else:
-                self.process.send_signal(sig)
+            self.process.send_signal(sig)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         return stop_child(self.process, timeout_s)
 
 
 @contextlib.contextmanager
-def paused(*procs: Proc, group: bool = False) -> Iterator[None]:
-    """The processes (with ``group``, their process groups) frozen with SIGSTOP for the block,
-    then continued, however the block ends."""
-    for proc in procs:
-        proc.signal(signal.SIGSTOP, group=group)
+def paused(*pids: int) -> Iterator[None]:
+    """The processes frozen (SIGSTOP) for the block, then continued, however the block ends."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        for proc in procs:
-            proc.signal(signal.SIGCONT, group=group)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Proc:
@@ -198,12 +202,8 @@ class Launcher:
         command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
         proc = self.process(name, command, process_env(redis_url, **settings), stop_signal=stop_signal)
         with redis.Redis.from_url(redis_url) as client:
-            processes.wait_until(
-                lambda: worker_is_live(client, hostname, queues.split(",")),
-                START_TIMEOUT_S,
-                f"worker {hostname}",
-                watch=[proc.process],
-            )
+            alive = functools.partial(worker_is_live, client, hostname, queues.split(","))
+            wait_until(alive, what=f"worker {hostname}", watch=[proc])
         return proc
 
     def gateway(
@@ -213,10 +213,15 @@ class Launcher:
         port = port or free_port()
         command = gateway_command("--host", "127.0.0.1", "--port", str(port))
         proc = self.process(name, command, process_env(redis_url, **settings))
-        processes.wait_until(
-            lambda: port_open(port), START_TIMEOUT_S, f"gateway on port {port}", watch=[proc.process]
-        )
+        wait_until(lambda: port_open(port), what=f"gateway on port {port}", watch=[proc])
         return proc, f"ws://127.0.0.1:{port}/"
+
+    def up(self, env: dict[str, str], *, name: str = "up") -> Proc:
+        """`factorial-ws up` (the whole system under one process) run with ``env``; returns once
+        it prints its URL, from when that URL works."""
+        proc = self.process(name, [FACTORIAL_WS, "up"], env)
+        wait_until(lambda: "factorial-ws is up: " in proc.log(), what=name, watch=[proc])
+        return proc
 
     def system(self, *, worker_concurrency: int = 2, **settings: Any) -> System:
         """Redis, a worker for both queues, and a gateway."""

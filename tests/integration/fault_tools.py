@@ -6,6 +6,7 @@ process is known to be running a task when it burns CPU: an idle one uses none.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 import gmpy2
 
 from factorial_ws.processes import cpu_seconds, stat_fields
-from support import Client, client, wait_until
+from support import START_TIMEOUT_S, STOP_TIMEOUT_S, UNIT_S, Client, client, wait_until
 
 # A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit
 # result): long enough to be caught in the middle, short enough to keep the tests quick.
@@ -60,13 +61,15 @@ def is_running(pid: int) -> bool:
         return False
 
 
-def busy_child(worker_pid: int, *, exclude: set[int] | None = None, timeout_s: float = 30.0) -> int:
+def busy_child(
+    worker_pid: int, *, exclude: set[int] | None = None, timeout_s: float = START_TIMEOUT_S
+) -> int:
     """The pool process of the worker that has started computing, not one of ``exclude``."""
     return busy_pool_process([worker_pid], exclude=exclude, timeout_s=timeout_s)[1]
 
 
 def busy_pool_process(
-    worker_pids: list[int], *, exclude: set[int] | None = None, timeout_s: float = 30.0
+    worker_pids: list[int], *, exclude: set[int] | None = None, timeout_s: float = START_TIMEOUT_S
 ) -> tuple[int, int]:
     """(worker pid, pool process pid) of the first pool process, among those of the workers,
     that has started computing: 0.15 s of CPU beyond what it had when first seen."""
@@ -95,7 +98,15 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
     os.kill(pid, sig)
 
 
-def wait_gone(pids: list[int], timeout_s: float = 15.0) -> None:
+def kill_if_running(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` still there: a cleanup for processes no launcher started."""
+    for pid in pids:
+        if is_running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                kill(pid)
+
+
+def wait_gone(pids: list[int], timeout_s: float = STOP_TIMEOUT_S) -> None:
     wait_until(lambda: not any(is_running(pid) for pid in pids), timeout_s, what=f"{pids} to exit")
 
 
@@ -108,7 +119,7 @@ async def submit(ws: Client, number: int) -> str:
     return str(ack["task_id"])
 
 
-async def result_by_id(url: str, task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+async def result_by_id(url: str, task_id: str, timeout_s: float = 60 * UNIT_S) -> dict[str, Any]:
     """Look the task up on a fresh connection until it has an outcome. A lookup of a task still
     queued answers "pending", then the outcome or, after the gateway's wait limit, a timeout;
     then it is asked again."""
@@ -131,7 +142,7 @@ def assert_success(reply: dict[str, Any], task_id: str, number: int) -> None:
 
 def http_get(url: str, path: str) -> str:
     http_url = url.replace("ws://", "http://").rstrip("/") + path
-    with urllib.request.urlopen(http_url, timeout=5) as response:
+    with urllib.request.urlopen(http_url, timeout=5 * UNIT_S) as response:
         return str(response.read().decode())
 
 

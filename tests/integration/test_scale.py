@@ -20,7 +20,7 @@ from factorial_ws.processes import free_port, gateway_command
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Launcher, Proc, System, client, paused, process_env, wait_until
 
-from .fault_tools import children_of, is_running
+from .fault_tools import children_of, is_running, kill_if_running
 
 # Some milliseconds of GMP work on the hard queue, and a result small enough to parse quickly.
 SLOW_NUMBER = 30_000
@@ -63,7 +63,7 @@ async def test_killing_one_gateway_loses_none_of_the_other_gateways_tasks(
     (proc_a, url_a), (_, url_b) = two_gateways
     count = 12
     async with client(url_a) as a, client(url_b) as b:
-        with paused(*two_workers):  # every task is still queued when A dies
+        with paused(*(worker.pid for worker in two_workers)):  # every task is still queued when A dies
             for index in range(count):
                 await a.send({"type": "factorial", "number": 100 + index, "id": f"a{index}"})
                 await b.send({"type": "factorial", "number": 100 + index, "id": f"b{index}"})
@@ -98,12 +98,6 @@ def _sockets(pid: int) -> int:
         except OSError:
             continue
     return count
-
-
-def kill_if_running(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 async def test_ws_processes_gateways_share_one_port_and_survive_the_loss_of_one(
