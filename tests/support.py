@@ -270,37 +270,3 @@ async def client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
     kwargs.setdefault("max_size", None)
     async with connect(url, **kwargs) as connection:
         yield Client(connection)
-
-
-# --- legacy helpers: being replaced by the `launch` fixture, then removed ---------------------
-
-
-def start_worker(
-    redis_url: str,
-    log_dir: Path,
-    *,
-    queues: str = "soft,hard",
-    concurrency: int = 2,
-    name: str | None = None,
-    **settings: Any,
-) -> Proc:
-    launcher = Launcher(log_dir.parent)
-    launcher.log_dir = log_dir
-    return launcher.worker(redis_url, queues=queues, concurrency=concurrency, name=name, **settings)
-
-
-def start_gateway(
-    redis_url: str, log_dir: Path, *, port: int | None = None, name: str = "gateway", **settings: Any
-) -> tuple[Proc, str]:
-    launcher = Launcher(log_dir.parent)
-    launcher.log_dir = log_dir
-    return launcher.gateway(redis_url, port=port, name=name, **settings)
-
-
-@contextlib.contextmanager
-def running_system(tmp_dir: Path, *, worker_concurrency: int = 2, **settings: Any) -> Iterator[System]:
-    launcher = Launcher(tmp_dir)
-    try:
-        yield launcher.system(worker_concurrency=worker_concurrency, **settings)
-    finally:
-        launcher.close()

@@ -53,12 +53,11 @@ def browser() -> Iterator[Browser]:
         pytest.skip(problem)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with (
+        sync_playwright() as playwright,
+        playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS) as chromium,
+    ):
+        yield chromium
 
 
 OpenPage = Callable[[str], "Page"]

@@ -78,12 +78,14 @@ def test_kombus_virtual_transport_decodes_the_envelope(app: Celery) -> None:
         assert message.content_type == "application/json"
 
 
+async def send(app: Celery, redis_url: str, queue: str, number: int) -> None:
+    """One send of the producer, on a connection of its own."""
+    async with aioredis.Redis.from_url(redis_url) as client:
+        await Producer(app, client, result_expires_s=600).send(TASK_ID, queue, number)
+
+
 async def test_send_pushes_the_task_and_marks_its_id_known(app: Celery, redis_server: RedisServer) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await Producer(app, client, result_expires_s=600).send(TASK_ID, "hard", 5000)
-    finally:
-        await client.aclose()
+    await send(app, redis_server.url, "hard", 5000)
     with redis.Redis.from_url(redis_server.url) as sync:
         queued = sync.lrange("hard", 0, -1)
         assert len(queued) == 1 and json.loads(queued[0])["headers"]["id"] == TASK_ID
@@ -97,11 +99,7 @@ async def test_send_never_overwrites_a_later_state_of_the_id(app: Celery, redis_
     key = SUBMITTED_KEY_PREFIX + TASK_ID
     with redis.Redis.from_url(redis_server.url) as sync:
         sync.set(key, b"later")
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await Producer(app, client, result_expires_s=600).send(TASK_ID, "soft", 5)
-    finally:
-        await client.aclose()
+    await send(app, redis_server.url, "soft", 5)
     with redis.Redis.from_url(redis_server.url) as sync:
         assert sync.get(key) == b"later"
         assert sync.llen("soft") == 1
