@@ -11,7 +11,7 @@ import redis
 
 from factorial_ws.constants import HARD_QUEUE, QUEUES, WORKERS_KEY_PREFIX
 from factorial_ws.processes import free_port
-from support import Launcher, Proc, client, process_env, wait_until
+from support import UNIT_S, Launcher, Proc, client, process_env, wait_until
 
 from .fault_tools import (
     LONG_NUMBER,
@@ -39,7 +39,7 @@ def start_up(launch: Launcher, name: str, settings: dict[str, object]) -> tuple[
 
 def _workers_beating_since(redis_url: str, since: float) -> bool:
     try:
-        with redis.Redis.from_url(redis_url, socket_connect_timeout=0.5) as r:
+        with redis.Redis.from_url(redis_url, socket_connect_timeout=0.5 * UNIT_S) as r:
             return all(r.zrangebyscore(WORKERS_KEY_PREFIX + queue, since, "+inf") for queue in QUEUES)
     except redis.ConnectionError:
         return False
