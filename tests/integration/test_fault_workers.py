@@ -4,6 +4,8 @@ an error the client can read."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -74,8 +76,8 @@ async def test_task_of_a_worker_killed_outright_is_redelivered_to_a_live_worker(
     # Workers: a short visibility timeout, so the task left unacknowledged by the dead worker is
     # restored within seconds. The gateway waits longer than that for the result (its wait limit
     # is its own HARD_TASK_TIMEOUT).
-    worker_settings = {"HARD_TASK_TIMEOUT": 3, "VISIBILITY_TIMEOUT": 7}
-    gateway_settings = {"HARD_TASK_TIMEOUT": 30, "VISIBILITY_TIMEOUT": 61}
+    worker_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 3, "VISIBILITY_TIMEOUT": 7}
+    gateway_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 30, "VISIBILITY_TIMEOUT": 61}
     workers = [
         launch.worker(redis_server.url, queues="hard", concurrency=1, name=f"w{i}", **worker_settings)
         for i in range(2)

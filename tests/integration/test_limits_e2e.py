@@ -256,7 +256,7 @@ async def test_keepalive_pings_drop_a_peer_that_never_answers(
 def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
     """The worker pools `factorial-ws up` starts (one per queue, same app), a gateway, and hard
     tasks that a 3 s time limit cuts short so no huge result is ever stored."""
-    settings = {"MAX_NUMBER": 10**7, "HARD_TASK_TIMEOUT": 3, "SOFT_TASK_TIMEOUT": 3}
+    settings: dict[str, Any] = {"MAX_NUMBER": 10**7, "HARD_TASK_TIMEOUT": 3, "SOFT_TASK_TIMEOUT": 3}
     for queue in (SOFT_QUEUE, HARD_QUEUE):
         # Stopped cold: a warm shutdown would first finish (or time out) its hard task.
         launch.worker(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
 from kombu import Connection
-from kombu.transport.virtual import Message
+from kombu.transport.virtual import Channel, Message
 
 from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
@@ -71,7 +71,7 @@ def test_each_message_has_its_own_delivery_tag(app: Celery) -> None:
 def test_kombus_virtual_transport_decodes_the_envelope(app: Celery) -> None:
     # The Redis transport's channel is a kombu virtual channel: it builds this same Message.
     with Connection("memory://") as connection:
-        message = Message(envelope(app, "hard", 1234), channel=connection.channel())
+        message = Message(envelope(app, "hard", 1234), channel=cast(Channel, connection.channel()))
         assert message.decode()[0] == [1234]
         assert message.headers["task"] == HARD_TASK_NAME
         assert message.delivery_info["routing_key"] == "hard"
