@@ -20,7 +20,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     limit by the same factor as every other timeout of the suite."""
     default_timeout_s = get_env_settings(config).timeout
     for item in items:
-        item.add_marker(item.path.relative_to(TESTS).parts[0])
+        if TESTS in item.path.parents:
+            item.add_marker(item.path.relative_to(TESTS).parts[0])
         marker = item.get_closest_marker("timeout")
         timeout_s = marker.args[0] if marker and marker.args else default_timeout_s
         if timeout_s:
