@@ -39,7 +39,6 @@ from factorial_ws.processes import (
 from factorial_ws.supervisor.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 FACTORIAL_WS = str(Path(sys.executable).parent / "factorial-ws")  # the command a user runs
 
 # One second of test time; every timeout below and in the tests is a multiple of it.
@@ -113,12 +112,6 @@ def paused(*pids: int) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
 
 
-def spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Proc:
-    """Start a process that dies with the test run; prefer ``launch.process`` in tests."""
-    log_path = log_dir / f"{name}.log"
-    return Proc(name, start_child(command, env, log_path=log_path, cwd=REPO), log_path)
-
-
 @dataclass
 class System:
     """Redis, workers and one gateway, all real processes."""
@@ -160,8 +153,10 @@ class Launcher:
     def process(
         self, name: str, command: list[str], env: dict[str, str], *, stop_signal: int = signal.SIGTERM
     ) -> Proc:
-        """Any command, its output in ``log_dir/<name>.log``; stopped with ``stop_signal``."""
-        proc = spawn(name, command, env, self.log_dir)
+        """Any command, run from the repository root; its output goes to ``log_dir/<name>.log``.
+        It dies with the test run however that ends, and gets ``stop_signal`` at the end."""
+        log_path = self.log_dir / f"{name}.log"
+        proc = Proc(name, start_child(command, env, log_path=log_path, cwd=REPO), log_path)
         self.callback(stop_child, proc.process, STOP_TIMEOUT_S, stop_signal)
         return proc
 
