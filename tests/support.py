@@ -39,6 +39,7 @@ from factorial_ws.processes import (
 from factorial_ws.supervisor.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
 FACTORIAL_WS = str(Path(sys.executable).parent / "factorial-ws")  # the command a user runs
 
 # One second of test time; every timeout below and in the tests is a multiple of it.

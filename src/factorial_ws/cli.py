@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--url", default=None, help="default: ws://WS_HOST:WS_PORT/")
     client.add_argument("--task-id", action="append", default=[], help="look up a task id")
     client.add_argument("--token", default=None, help="default: WS_TOKEN")
+    client.add_argument("--ca-file", default=None, help="CA certificate (PEM) to trust for wss://")
 
     bench = commands.add_parser("bench", help="benchmark against raw Celery")
     bench.add_argument("--quick", action="store_true", help="a run of about a minute")
@@ -92,18 +93,16 @@ def _worker(config: Config, args: argparse.Namespace) -> int:
 
 
 def _client(config: Config, args: argparse.Namespace) -> int:
-    from .client import ClientRun, run_client
+    from .client.command import ClientRun, run_client
 
     if not args.numbers and not args.task_id:
         print("factorial-ws client: give at least one NUMBER or --task-id", file=sys.stderr)
         return 2
-    url = args.url or config.public_url
-    run = ClientRun(url, tuple(args.numbers), tuple(args.task_id), args.token or config.token)
-    try:
-        return asyncio.run(run_client(run))
-    except OSError as exc:
-        print(f"factorial-ws client: cannot connect to {url}: {exc}", file=sys.stderr)
-        return 1
+    token = args.token or config.token
+    run = ClientRun(
+        args.url or config.public_url, tuple(args.numbers), tuple(args.task_id), token, args.ca_file
+    )
+    return asyncio.run(run_client(run))
 
 
 def _bench(config: Config, args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,9 +18,9 @@ from typing import TYPE_CHECKING
 import pytest
 from websockets.sync.client import connect
 
-from factorial_ws.processes import free_port
+from factorial_ws.processes import free_port, port_open
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, System
+from support import PYTHON, REPLY_TIMEOUT_S, UNIT_S, Launcher, System, process_env, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Locator, Page
@@ -60,29 +61,39 @@ def browser() -> Iterator[Browser]:
         yield chromium
 
 
+NewPage = Callable[[], "Page"]
 OpenPage = Callable[[str], "Page"]
 
 
 @pytest.fixture
-def open_page(browser: Browser) -> Iterator[OpenPage]:
-    """Opens the page at a gateway's URL (with its query), once its WebSocket is connected,
-    each in a browser context of its own; closes them all when the test ends."""
+def new_page(browser: Browser) -> Iterator[NewPage]:
+    """Makes blank pages, each in a browser context of its own; closes them all when the test
+    ends."""
     contexts: list[BrowserContext] = []
 
-    def open_at(url: str) -> Page:
-        context = browser.new_context(
-            accept_downloads=True, permissions=["clipboard-read", "clipboard-write"]
-        )
+    def new() -> Page:
+        context = browser.new_context(accept_downloads=True, permissions=CLIPBOARD)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(UI_TIMEOUT_MS)
+        return page
+
+    yield new
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def open_page(new_page: NewPage) -> OpenPage:
+    """Opens the page at a gateway's URL (with its query), once its WebSocket is connected."""
+
+    def open_at(url: str) -> Page:
+        page = new_page()
         page.goto(url.replace("ws://", "http://"))
         expect_status(page, "open")
         return page
 
-    yield open_at
-    for context in contexts:
-        context.close()
+    return open_at
 
 
 @pytest.fixture
@@ -185,3 +196,47 @@ def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task
     assert row.locator(".digits").inner_text() == f"{len(str(math.factorial(2000))):,} digits"
     # The new gateway never saw the factorial request: the page looked the task up by its id.
     assert f"request task_id={task_id} detail=lookup" in new.log()
+
+
+def test_client_js_loads_as_a_module_in_a_page_of_another_origin_with_exact_results(
+    launch: Launcher, system: System, new_page: NewPage, tmp_path: Path
+) -> None:
+    module_url = system.url.replace("ws://", "http://") + "client.js"
+    with urllib.request.urlopen(module_url, timeout=REPLY_TIMEOUT_S) as served:
+        assert served.headers["Content-Type"].startswith("text/javascript")
+        assert served.headers["Access-Control-Allow-Origin"] == "*"
+    # A user's own page, on another origin (another port), that imports the module.
+    (tmp_path / "index.html").write_text(
+        f'<!doctype html><script type="module">import * as m from "{module_url}"; window.m = m;</script>'
+    )
+    port = free_port()
+    command = [PYTHON, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    server = launch.process("user-page", command, process_env(None))
+    wait_until(lambda: port_open(port), what="the user's page server", watch=[server])
+    page = new_page()
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_function("window.m !== undefined")
+    outcome = page.evaluate(
+        """async () => {
+            const client = new window.m.FactorialClient();  // the gateway it came from
+            const exact = await client.factorial(30);
+            const digits = await client.factorial(3000, { digits: true });
+            const task = client.submit(25);
+            const taskId = await task.accepted;
+            const submitted = await task.result;
+            const looked = await client.lookup(taskId);
+            const refused = await client.factorial(-1).catch((error) => error);
+            client.close();
+            return [typeof exact, exact.toString(), digits, submitted === looked,
+                    taskId.length, refused.name, refused.message];
+        }"""
+    )
+    assert outcome == [
+        "bigint",
+        str(math.factorial(30)),
+        str(math.factorial(3000)),
+        True,
+        36,
+        "InvalidRequest",
+        "Invalid request: 'number' must not be negative",
+    ]

@@ -207,12 +207,15 @@ async def test_a_huge_result_is_never_written_to_the_gateway_or_worker_log(syste
 # --- the page -------------------------------------------------------------------------------
 
 
-def test_root_serves_one_self_contained_page(system: System) -> None:
+def test_root_serves_a_page_that_needs_nothing_from_another_host(system: System) -> None:
     reply = http_get(system.url, "/")
+    module = http_get(system.url, "/client.js")
 
     assert reply.status == 200
     assert reply.content_type.startswith("text/html")
-    assert "<script>" in reply.body and "new WebSocket(" in reply.body
+    # Its script is the client module of the same gateway, which opens the WebSocket.
+    assert '<script type="module">' in reply.body and 'from "./client.js"' in reply.body
+    assert module.status == 200 and "new WebSocket(" in module.body
     # Nothing is fetched from another host: no external scripts, styles, fonts or images.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", reply.body)
     assert not re.search(r"url\(\s*[\"']?(https?:)?//", reply.body)

@@ -23,6 +23,7 @@ from ..constants import QUEUES, WORKER_STALE_S, WORKERS_KEY_PREFIX
 from .results import ResultHub
 
 _PAGE_FILE = "index.html"
+_SCRIPT_FILE = "client.js"  # the browser client module, for the page and for users' own pages
 
 
 def response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -76,6 +77,7 @@ class Routes:
         self._hub = hub
         self._open_connections = open_connections
         self._page = _load_page()
+        self._script = _load_page(_SCRIPT_FILE)
 
     async def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         if is_websocket_upgrade(request):
@@ -88,6 +90,10 @@ class Routes:
             return response(HTTPStatus.OK, metrics.render(), metrics.CONTENT_TYPE)
         if path in ("/", "/index.html") and self._page is not None:
             return response(HTTPStatus.OK, self._page, "text/html; charset=utf-8")
+        if path == "/client.js" and self._script is not None:
+            script = response(HTTPStatus.OK, self._script, "text/javascript; charset=utf-8")
+            script.headers["Access-Control-Allow-Origin"] = "*"  # a module other origins import
+            return script
         return text_response(HTTPStatus.NOT_FOUND, "Not found")
 
     def _check_handshake(self, request: Request) -> Response | None:
@@ -134,8 +140,8 @@ async def health_report(client: aioredis.Redis, hub: ResultHub) -> dict[str, Any
     return report
 
 
-def _load_page() -> bytes | None:
+def _load_page(name: str = _PAGE_FILE) -> bytes | None:
     try:
-        return resources.files("factorial_ws").joinpath("static", _PAGE_FILE).read_bytes()
+        return resources.files("factorial_ws").joinpath("static", name).read_bytes()
     except FileNotFoundError:
         return None
