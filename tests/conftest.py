@@ -55,3 +55,13 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     talk to it as clients; tests that break things start their own."""
     with Launcher(tmp_path_factory.mktemp("system")) as launcher:
         yield launcher.system()
+
+
+@pytest.fixture
+def default_int_digit_limit() -> Iterator[None]:
+    """CPython's default limit on int() of a decimal string, as in the gateway or a client (the
+    test session lifts it to compare big results)."""
+    saved = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(4300)
+    yield
+    sys.set_int_max_str_digits(saved)

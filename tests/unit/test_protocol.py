@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import gmpy2
@@ -175,16 +173,6 @@ def test_number_above_max_number_is_refused(literal: str) -> None:
 def test_huge_negative_literal_is_refused_as_negative() -> None:
     message = refusal('{"type": "factorial", "number": -' + "9" * 5000 + "}").message
     assert message == "Invalid request: 'number' must not be negative"
-
-
-@pytest.fixture
-def default_int_digit_limit() -> Iterator[None]:
-    """CPython's default limit on int() of a decimal literal, as in the gateway process (the
-    test session lifts it to compare big results)."""
-    saved = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(4300)
-    yield
-    sys.set_int_max_str_digits(saved)
 
 
 @pytest.mark.usefixtures("default_int_digit_limit")
