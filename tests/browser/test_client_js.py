@@ -4,8 +4,12 @@ refused anyway."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from support import Launcher, System
 
@@ -37,13 +41,18 @@ BURST = """async () => {
 }"""
 
 
-def test_client_js_paces_a_burst_to_the_rate_it_is_given_and_is_never_refused(
-    new_page: NewPage, system: System, launch: Launcher
-) -> None:
+@pytest.fixture
+def burst(new_page: NewPage, system: System, launch: Launcher) -> Callable[[dict[str, Any]], Any]:
+    """Runs BURST in a page of a gateway that allows 5 requests/s (bursts of 10), with a client
+    made with the options given."""
     _, url = launch.gateway(system.redis_url, WS_RATE_LIMIT=5, WS_RATE_BURST=10)
+    return functools.partial(run_in_page, new_page, url.replace("ws://", "http://"), script=BURST)
 
-    paced = {"rateLimitPerS": 4.5, "rateLimitBurst": 9}
-    results, seconds, server_errors = run_in_page(new_page, url.replace("ws://", "http://"), paced, BURST)
+
+def test_client_js_paces_a_burst_to_the_rate_it_is_given_and_is_never_refused(
+    burst: Callable[[dict[str, Any]], Any],
+) -> None:
+    results, seconds, server_errors = burst({"rateLimitPerS": 4.5, "rateLimitBurst": 9})
 
     assert results == [str(math.factorial(k + 20)) for k in range(30)]
     assert server_errors == []  # never refused for its rate
@@ -51,12 +60,9 @@ def test_client_js_paces_a_burst_to_the_rate_it_is_given_and_is_never_refused(
 
 
 def test_client_js_refused_for_its_rate_reconnects_asks_again_and_gets_every_result(
-    new_page: NewPage, system: System, launch: Launcher
+    burst: Callable[[dict[str, Any]], Any],
 ) -> None:
-    _, url = launch.gateway(system.redis_url, WS_RATE_LIMIT=5, WS_RATE_BURST=10)
-
-    unpaced = {"rateLimitPerS": 4000, "rateLimitBurst": 9000}
-    results, _, server_errors = run_in_page(new_page, url.replace("ws://", "http://"), unpaced, BURST)
+    results, _, server_errors = burst({"rateLimitPerS": 4000, "rateLimitBurst": 9000})
 
     assert "Rate limit exceeded" in server_errors  # refusals without a request id happened
     assert results == [str(math.factorial(k + 20)) for k in range(30)]

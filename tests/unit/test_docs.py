@@ -5,19 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from factorial_ws import constants
 from factorial_ws.config import Config, env_name
-from factorial_ws.constants import (
-    JSON_DECODE_ERROR,
-    RATE_LIMITED,
-    SERVICE_UNAVAILABLE,
-    TASK_FAILED,
-    TASK_REVOKED,
-    TIMEOUT_ERROR,
-    TOO_MANY_IN_FLIGHT,
-    UNKNOWN_TASK,
-    UNKNOWN_TASK_ID,
-    WORKER_LOST,
-)
 from factorial_ws.gateway.session import BINARY_FRAME, INTERNAL_ERROR
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -41,10 +30,11 @@ def test_operations_doc_lists_every_setting_with_its_default() -> None:
 
 def test_protocol_doc_names_every_error_message() -> None:
     text = (DOCS / "protocol.md").read_text()
+    c = constants
     messages = [
-        JSON_DECODE_ERROR, UNKNOWN_TASK, TIMEOUT_ERROR, UNKNOWN_TASK_ID, SERVICE_UNAVAILABLE,
-        TOO_MANY_IN_FLIGHT, RATE_LIMITED, TASK_FAILED, WORKER_LOST, TASK_REVOKED, INTERNAL_ERROR,
-        BINARY_FRAME,
+        c.JSON_DECODE_ERROR, c.UNKNOWN_TASK, c.TIMEOUT_ERROR, c.UNKNOWN_TASK_ID, c.SERVICE_UNAVAILABLE,
+        c.TOO_MANY_IN_FLIGHT, c.RATE_LIMITED, c.TASK_FAILED, c.WORKER_LOST, c.TASK_REVOKED,
+        INTERNAL_ERROR, BINARY_FRAME,
     ]  # fmt: skip
     missing = [message for message in messages if f"`{message}`" not in text]
     assert not missing, f"docs/protocol.md does not document {missing}"
