@@ -17,8 +17,18 @@ from typing import Any
 
 import gmpy2
 
-from factorial_ws.processes import cpu_seconds, stat_fields
-from support import START_TIMEOUT_S, STOP_TIMEOUT_S, UNIT_S, Client, client, wait_until
+from factorial_ws.processes import cpu_seconds, free_port, gateway_command, stat_fields
+from support import (
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    UNIT_S,
+    Client,
+    Launcher,
+    Proc,
+    client,
+    process_env,
+    wait_until,
+)
 
 # A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit
 # result): long enough to be caught in the middle, short enough to keep the tests quick.
@@ -92,6 +102,23 @@ def busy_pool_process(
 
     wait_until(check, timeout_s, what=f"a busy pool process of workers {worker_pids}")
     return found[0]
+
+
+def start_gateways(launch: Launcher, redis_url: str, processes: int = 2) -> tuple[Proc, int, list[int]]:
+    """`factorial-ws serve` with WS_PROCESSES: returns it, its port and its children's pids once
+    each child listens (a child left behind by a failed test is killed at the end)."""
+    port = free_port()
+    command = gateway_command("--host", "127.0.0.1", "--port", str(port))
+    parent = launch.process("gateways", command, process_env(redis_url, WS_PROCESSES=processes))
+    wait_until(
+        lambda: parent.log().count("gateway listening") == processes,
+        what="every gateway child",
+        watch=[parent],
+    )
+    children = children_of(parent.pid)
+    launch.callback(kill_if_running, children)
+    assert len(children) == processes, children
+    return parent, port, children
 
 
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:

