@@ -74,10 +74,10 @@ async def test_task_of_a_worker_killed_outright_is_redelivered_to_a_live_worker(
     launch: Launcher, redis_server: RedisServer
 ) -> None:
     # Workers: a short visibility timeout, so the task left unacknowledged by the dead worker is
-    # restored within seconds (it must exceed twice their time limit, which leaves a 0.5 s task
-    # ten times its time on a loaded machine). The gateway waits longer than that for the result
-    # (its wait limit is its own HARD_TASK_TIMEOUT).
-    worker_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 5, "VISIBILITY_TIMEOUT": 11}
+    # restored within seconds; it must exceed twice their own time limit, but the task runs
+    # under the gateway's 30 s, which its message carries. The gateway waits that long for the
+    # result (its wait limit is its own HARD_TASK_TIMEOUT).
+    worker_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 3, "VISIBILITY_TIMEOUT": 7}
     gateway_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 30, "VISIBILITY_TIMEOUT": 61}
     workers = [
         launch.worker(redis_server.url, queues="hard", concurrency=1, name=f"w{i}", **worker_settings)

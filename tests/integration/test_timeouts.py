@@ -12,6 +12,8 @@ from factorial_ws.constants import RESULT_KEY_PREFIX
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Launcher, client, wait_until
 
+from .fault_tools import assert_success, result_by_id, submit
+
 GATEWAY_WAIT_S = 2
 
 
@@ -70,9 +72,11 @@ async def test_task_over_its_time_limit_is_killed_reported_as_timeout_and_not_re
             assert store.llen("hard") == 0
         assert worker.log().count(f"[{ack['task_id']}] received") == 1
 
-        # The worker replaced its killed pool process and serves the next request.
+        # The worker replaced its killed pool process and serves the next requests. Their results
+        # are looked up by id: the gateway waits only its 3 s, and on a busy machine the new pool
+        # process can take longer than that to start.
         assert worker.alive()
-        ack, result = await ws.factorial(1001, timeout_s=30 * UNIT_S)
-        assert result == {"type": "success", "task_id": ack["task_id"], "result": math.factorial(1001)}
-        ack, result = await ws.factorial(7, timeout_s=30 * UNIT_S)
-        assert result["result"] == 5040
+    for number in (1001, 7):
+        async with client(url) as ws:
+            task_id = await submit(ws, number)
+        assert_success(await result_by_id(url, task_id), task_id, number)
