@@ -103,3 +103,15 @@ async def test_send_never_overwrites_a_later_state_of_the_id(app: Celery, redis_
     with redis.Redis.from_url(redis_server.url) as sync:
         assert sync.get(key) == b"later"
         assert sync.llen("soft") == 1
+
+
+# --- time limits in the message ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("queue", "number", "time_limit_s"), [("soft", 5, 3.5), ("hard", 5000, 7.0)])
+def test_the_envelope_carries_its_tasks_time_limit(queue: str, number: int, time_limit_s: float) -> None:
+    app = create_app(Config(soft_task_timeout_s=3.5, hard_task_timeout_s=7.0))
+    headers = json.loads(task_envelope(app, TASK_ID, queue, number))["headers"]
+    # [hard, soft], as apply_async sends them: the task's own time_limit, and no soft limit (GMP
+    # runs in C, where a soft limit's exception would never be raised).
+    assert headers["timelimit"] == [time_limit_s, None]
