@@ -19,6 +19,8 @@ SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once 
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 HANDED_BACK_KEY_PREFIX: Final = KEY_PREFIX + "handed-back:"  # held at a worker's shutdown, not lost
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+# A channel nobody publishes on: it keeps a gateway's result subscription open while no task waits.
+RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
@@ -31,6 +33,7 @@ TIMEOUT_ERROR: Final = "Timeout error"
 INVALID_REQUEST: Final = "Invalid request: "
 UNKNOWN_TASK_ID: Final = "Unknown task id"
 SERVICE_UNAVAILABLE: Final = "Service unavailable"
+SERVER_BUSY: Final = "Server busy"
 TOO_MANY_IN_FLIGHT: Final = "Too many tasks in flight"
 RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"

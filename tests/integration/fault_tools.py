@@ -174,8 +174,8 @@ def http_get(url: str, path: str) -> str:
 
 
 def metric(url: str, name: str) -> float:
-    """One unlabelled sample from the gateway's /metrics."""
+    """One sample from the gateway's /metrics, by its name and labels as written there."""
     for line in http_get(url, "/metrics").splitlines():
         if line.startswith(name + " "):
-            return float(line.split()[1])
+            return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")

@@ -28,7 +28,7 @@ from factorial_ws.constants import (
     UNKNOWN_TASK_ID,
 )
 from factorial_ws.gateway.session import BINARY_FRAME
-from factorial_ws.protocol import MAX_REQUEST_ID_CHARS
+from factorial_ws.protocol import MAX_REQUEST_ID_CHARS, error, request_id_of
 from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, System
 
 MAX_NUMBER = 300  # the fuzz gateway's cap: every valid request is cheap for the worker
@@ -179,7 +179,7 @@ def exchange(ws: ClientConnection, frame: str | bytes) -> None:
     ws.send(frame)
     if isinstance(frame, bytes):
         reply = receive(ws)
-        assert reply == {"type": "error", "result": BINARY_FRAME}
+        assert reply == json.loads(error(BINARY_FRAME, request_id=request_id_of(frame)))
     else:
         check_text_replies(ws, frame)
     ws.send(json.dumps(SENTINEL))

@@ -20,6 +20,7 @@ from factorial_ws.protocol import (
     FactorialRequest,
     Failure,
     ProtocolError,
+    RequestId,
     ResultRequest,
     Success,
     ack,
@@ -30,6 +31,7 @@ from factorial_ws.protocol import (
     parse_request,
     pending,
     queue_for,
+    request_id_of,
     success,
 )
 
@@ -294,6 +296,30 @@ def test_outcome_reply_shapes_success_and_failure() -> None:
         "task_id": TASK_ID,
         "id": "r",
     }
+
+
+# --- the id of a frame refused unread --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "request_id"),
+    [
+        ('{"type": "factorial", "number": 5, "id": 7}', 7),
+        ('{"id": "row-1"}', "row-1"),
+        (b'{"type": "result", "id": "bytes"}', "bytes"),
+        ('{"type": "factorial", "number": 5}', None),
+        ('{"id": 1.5}', None),
+        ('{"id": ' + "9" * 40 + "}", None),
+        ('{"id": "' + "x" * 129 + '"}', None),
+        ("[1, 2]", None),
+        ("{not json", None),
+        ('{"id": NaN}', None),
+        (b'{"id": "\xff"}', None),
+        ("[" * 100_000, None),
+    ],
+)
+def test_request_id_of(frame: str | bytes, request_id: RequestId | None) -> None:
+    assert request_id_of(frame) == request_id
 
 
 # --- routing --------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ gateway has acked it (a factorial that was never acked is sent again as a factor
   factorial, or ``pending`` for a lookup): the gateway only stopped waiting after
   ``HARD_TASK_TIMEOUT``, the task goes on. A ``Timeout error`` without that confirmation is the
   task's own outcome (it ran past its time limit), so it is final;
-- after ``Service unavailable``, ``Rate limit exceeded`` or ``Too many tasks in flight`` on an
-  ask the library made by itself, later (the caller's own first ask raises them).
+- after ``Service unavailable``, ``Server busy`` or ``Too many tasks in flight`` on an ask the
+  library made by itself, later (the caller's own first ask raises them);
+- after ``Rate limit exceeded``, later, whoever asked: the gateway did not serve the frame.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import random
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..constants import RATE_LIMITED, SERVICE_UNAVAILABLE, TIMEOUT_ERROR, TOO_MANY_IN_FLIGHT
+from ..constants import RATE_LIMITED, SERVER_BUSY, SERVICE_UNAVAILABLE, TIMEOUT_ERROR, TOO_MANY_IN_FLIGHT
 from .errors import FactorialWSError, error_for
 
 # Errors that say "not now" rather than "never": a task the library re-asks for by itself is
 # asked again after a delay instead of failing.
-TRANSIENT_ERRORS: Final = frozenset({SERVICE_UNAVAILABLE, RATE_LIMITED, TOO_MANY_IN_FLIGHT})
+TRANSIENT_ERRORS: Final = frozenset({SERVICE_UNAVAILABLE, SERVER_BUSY, RATE_LIMITED, TOO_MANY_IN_FLIGHT})
 
 # int() of a decimal string is quadratic in CPython 3.11 and refuses more than 4300 digits by
 # default (sys.set_int_max_str_digits); GMP converts 5.5 million digits in well under a second.
@@ -154,6 +155,10 @@ class Request:
         if message == TIMEOUT_ERROR and self.confirmed:
             return Step.ASK_AGAIN  # the gateway stopped waiting; the task goes on
         self.error = error_for(message, task_id or self.task_id)
+        if message == RATE_LIMITED:
+            # The gateway did not serve the frame (a factorial it refused was not submitted), so
+            # asking again later is always safe: the library's pacing fell short, not the caller.
+            return Step.ASK_LATER
         if message in TRANSIENT_ERRORS and self.retry and self.task_id is not None:
             return Step.ASK_LATER
         return Step.FAILED

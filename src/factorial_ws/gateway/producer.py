@@ -2,7 +2,7 @@
 
 Celery's own ``apply_async`` is synchronous I/O. Instead, Celery builds the task message (its
 protocol 2 headers and body) and this module wraps it in the envelope kombu's Redis transport
-uses, then pushes it with ``redis.asyncio`` in the same round trip that marks the id as known.
+uses, then pushes it with ``redis.asyncio`` in the same atomic step that marks the id as known.
 The envelope names the anonymous exchange, which kombu routes to the queue named by the routing
 key; that is also where a redelivered (restored) message goes.
 """
@@ -62,25 +62,36 @@ def submitted_record(queue: str, number: int) -> bytes:
     return json.dumps({"queue": queue, "number": number}).encode()
 
 
+# Marks the id as known and pushes its task, in one atomic step, and only if the id was not
+# known yet. A call repeated because its reply was lost (the connection dropped after Redis ran
+# it) finds the mark and pushes nothing, so the pool may retry it like a read.
+_SUBMIT_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+    redis.call('LPUSH', KEYS[2], ARGV[3])
+end
+return 1
+"""
+
+
 class Producer:
     """Publishes tasks and records that their ids exist (so a lookup can tell "queued" from
     "never heard of": Celery reports both as PENDING)."""
 
     def __init__(self, app: Celery, client: aioredis.Redis, result_expires_s: int) -> None:
         self._app = app
-        self._client = client
         self._expires_s = result_expires_s
+        self._submit = client.register_script(_SUBMIT_SCRIPT)
 
     async def send(self, task_id: str, queue: str, number: int) -> None:
-        """Raises redis.RedisError when Redis cannot take the task; nothing is sent then."""
+        """Raises redis.RedisError when Redis cannot take the task. Sending the same id again
+        sends nothing: the task is pushed at most once, however often this is retried."""
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(
-            SUBMITTED_KEY_PREFIX + task_id,
-            submitted_record(queue, number),
-            ex=self._expires_s,
-            nx=True,
+        await self._submit(
+            keys=[SUBMITTED_KEY_PREFIX + task_id, queue],
+            args=[
+                submitted_record(queue, number),
+                self._expires_s,
+                task_envelope(self._app, task_id, queue, number),
+            ],
         )
-        pipe.lpush(queue, task_envelope(self._app, task_id, queue, number))
-        await pipe.execute()

@@ -24,6 +24,7 @@ from .results import ResultHub
 
 _PAGE_FILE = "index.html"
 _SCRIPT_FILE = "client.js"  # the browser client module, for the page and for users' own pages
+WEBSOCKET_PATH = "/"  # the only path that takes a WebSocket handshake (with any query)
 
 
 def response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -97,6 +98,8 @@ class Routes:
         return text_response(HTTPStatus.NOT_FOUND, "Not found")
 
     def _check_handshake(self, request: Request) -> Response | None:
+        if urlsplit(request.path).path != WEBSOCKET_PATH:
+            return text_response(HTTPStatus.NOT_FOUND, "Not found")
         if self._open_connections() >= self._config.max_connections:
             return text_response(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections")
         if not token_matches(self._config.token, token_of(request)):

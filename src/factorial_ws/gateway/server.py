@@ -22,6 +22,7 @@ from websockets.typing import Origin
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
+from .admission import Admission
 from .producer import Producer
 from .results import ResultHub
 from .routes import Routes
@@ -34,6 +35,16 @@ _CLOSE_TIMEOUT_S = 2.0
 _REDIS_CONNECT_TIMEOUT_S = 2.0
 _REDIS_COMMAND_TIMEOUT_S = 5.0
 _REDIS_POOL_SIZE = 64
+# The longest a request waits for its turn (admission.py) before it is refused as "Server busy".
+ADMISSION_WAIT_S = 60.0
+# After Redis restarts, every pooled connection is one the server closed, and redis-py 8 does not
+# notice at checkout (it skips its check when RESP3 maintenance notifications are on, the
+# default): the first command on each fails with "Connection closed by server". One immediate
+# retry, on a new connection, makes it succeed. Only connection errors are retried, so a Redis
+# that is down still gets "Service unavailable" at once, and one that hangs is not waited for
+# twice. Every command of the pool may run twice: reads, and the task push, which is written to
+# be idempotent (producer.py).
+_STALE_CONNECTION_RETRY = Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,))
 
 
 class Gateway:
@@ -71,7 +82,7 @@ class Gateway:
             timeout=_REDIS_COMMAND_TIMEOUT_S,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=_REDIS_COMMAND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),  # fail fast: the client gets "Service unavailable"
+            retry=_STALE_CONNECTION_RETRY,
         )
         self._client = aioredis.Redis.from_pool(pool)
         self._pubsub_client = aioredis.Redis.from_url(
@@ -85,7 +96,10 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
-        services = Services(config, Producer(create_app(config), self._client, config.result_expires_s), hub)
+        producer = Producer(create_app(config), self._client, config.result_expires_s)
+        # As many requests at a time as the pool has connections: none waits for one there.
+        admission = Admission(_REDIS_POOL_SIZE, ADMISSION_WAIT_S)
+        services = Services(config, producer, hub, admission)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1
@@ -112,7 +126,17 @@ class Gateway:
             ssl=_tls_context(config),
             reuse_port=self.reuse_port,
         )
-        logger.info("gateway listening on %s (pid %d)", config.public_url, os.getpid())
+        logger.info("gateway listening on %s (pid %d)", ", ".join(self._bound_urls()), os.getpid())
+
+    def _bound_urls(self) -> list[str]:
+        """What the server's sockets are really bound to (0.0.0.0 is not localhost)."""
+        assert self._server is not None
+        urls = []
+        for sock in self._server.sockets:
+            host, port = sock.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            urls.append(f"{self.config.ws_scheme}://{host}:{port}/")
+        return urls
 
     def _open_connections(self) -> int:
         # A counter, not len(server.connections): that property builds a set of every

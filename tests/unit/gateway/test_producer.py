@@ -95,14 +95,16 @@ async def test_send_pushes_the_task_and_marks_its_id_known(app: Celery, redis_se
         assert 590 < sync.ttl(key) <= 600
 
 
-async def test_send_never_overwrites_a_later_state_of_the_id(app: Celery, redis_server: RedisServer) -> None:
-    key = SUBMITTED_KEY_PREFIX + TASK_ID
+async def test_sending_an_id_again_pushes_nothing_so_a_retried_send_is_safe(
+    app: Celery, redis_server: RedisServer
+) -> None:
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        producer = Producer(app, client, result_expires_s=600)
+        await producer.send(TASK_ID, "soft", 5)
+        await producer.send(TASK_ID, "soft", 5)  # as when the first reply was lost and retried
     with redis.Redis.from_url(redis_server.url) as sync:
-        sync.set(key, b"later")
-    await send(app, redis_server.url, "soft", 5)
-    with redis.Redis.from_url(redis_server.url) as sync:
-        assert sync.get(key) == b"later"
         assert sync.llen("soft") == 1
+        assert json.loads(sync.get(SUBMITTED_KEY_PREFIX + TASK_ID) or b"") == {"queue": "soft", "number": 5}
 
 
 # --- time limits in the message ------------------------------------------------------------
