@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("timeout")
         timeout_s = marker.args[0] if marker and marker.args else default_timeout_s
         if timeout_s:
-            item.add_marker(pytest.mark.timeout(timeout_s * UNIT_S))
+            item.add_marker(pytest.mark.timeout(timeout_s * UNIT_S), append=False)  # the closest
 
 
 @pytest.fixture
