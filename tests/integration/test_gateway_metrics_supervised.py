@@ -12,10 +12,9 @@ from factorial_ws.metrics import MULTIPROCESS_DIR_VARIABLE
 from factorial_ws.processes import free_port
 from support import UNIT_S, Launcher, wait_until
 
-from .fault_tools import http_get, kill, metric
+from .fault_tools import descendants_of, http_get, kill, metric, start_gateways
 from .test_gateway_metrics import CONNECTIONS, PROCESSES, SCRAPES, connect_and_look_up, health_report, sample
-from .test_gateway_processes import start_gateways
-from .test_up import command_line, descendants, start_up, stop_and_assert_nothing_left, up_env
+from .test_up import command_line, start_up, stop_and_assert_nothing_left, up_env
 
 
 def requests_counted(url: str) -> float:
@@ -56,21 +55,20 @@ def metrics_folder(pid: int) -> Path | None:
     return None
 
 
-def test_up_gives_its_gateway_processes_one_metrics_folder_and_removes_it(tmp_path: Path) -> None:
+def test_up_gives_its_gateway_processes_one_metrics_folder_and_removes_it(
+    launch: Launcher, tmp_path: Path
+) -> None:
     port = free_port()
-    env = {**up_env(tmp_path, port), "WS_PROCESSES": str(PROCESSES)}
-    up = start_up(env, tmp_path / "logs")
-    try:
-        gateways = [pid for pid in descendants(up.pid) if " serve" in command_line(pid)]
-        folders = {metrics_folder(pid) for pid in gateways}
-        assert len(gateways) == PROCESSES and len(folders) == 1, folders
-        folder = folders.pop()
-        assert folder is not None and folder.is_dir()
-        url = f"ws://localhost:{port}/"
-        for _ in range(SCRAPES):  # whichever process answers reports both
-            assert health_report(url)["gateway_processes"] == PROCESSES
-            assert metric(url, "factorial_ws_gateway_processes") == PROCESSES
-        stop_and_assert_nothing_left(up, signal.SIGTERM)
-        assert not folder.exists()
-    finally:
-        up.stop()
+    env = {**up_env(tmp_path / "data", port=port), "WS_PROCESSES": str(PROCESSES)}
+    up = start_up(launch, env)
+    gateways = [pid for pid in descendants_of(up.pid) if " serve" in command_line(pid)]
+    folders = {metrics_folder(pid) for pid in gateways}
+    assert len(gateways) == PROCESSES and len(folders) == 1, folders
+    folder = folders.pop()
+    assert folder is not None and folder.is_dir()
+    url = f"ws://localhost:{port}/"
+    for _ in range(SCRAPES):  # whichever process answers reports both
+        assert health_report(url)["gateway_processes"] == PROCESSES
+        assert metric(url, "factorial_ws_gateway_processes") == PROCESSES
+    stop_and_assert_nothing_left(launch, up, signal.SIGTERM)
+    assert not folder.exists()

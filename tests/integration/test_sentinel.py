@@ -21,7 +21,7 @@ from factorial_ws.constants import SERVICE_UNAVAILABLE, TIMEOUT_ERROR, UNKNOWN_T
 from factorial_ws.supervisor.sentinel import RedisGroup
 from support import UNIT_S, Launcher, Proc, client, group_settings
 
-from .fault_tools import LONG_NUMBER, assert_success, busy_child, http_get, recv_raw, result_by_id, submit
+from .fault_tools import LONG_NUMBER, assert_success, busy_child, http_get, result_by_id, submit
 
 CONNECTIONS = 20
 REQUEST_INTERVAL_S = 0.25  # per connection: about 80 small requests a second in all
@@ -155,7 +155,7 @@ async def test_a_task_running_while_the_master_fails_over_is_delivered_to_its_cl
         task_id = await submit(ws, LONG_NUMBER)
         busy_child(system.worker.pid)  # it runs; its result is stored while Sentinel fails over
         system.group.master().stop(signal.SIGKILL)
-        assert_success(await recv_raw(ws, timeout_s=30 * UNIT_S), task_id, LONG_NUMBER)
+        assert_success(await ws.recv(30 * UNIT_S, keep_ints_as_text=True), task_id, LONG_NUMBER)
     assert_success(await result_by_id(system.url, task_id), task_id, LONG_NUMBER)
     assert system.worker.alive() and system.gateway.alive()
 
