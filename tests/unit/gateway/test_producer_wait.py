@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +23,12 @@ def app() -> Celery:
     return create_app(Config())
 
 
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        yield client
+
+
 def test_min_replicas_ack_defaults_to_no_wait_and_must_not_be_negative() -> None:
     assert Config().redis_min_replicas_ack == 0
     with pytest.raises(ConfigError, match="REDIS_MIN_REPLICAS_ACK"):
@@ -29,28 +36,20 @@ def test_min_replicas_ack_defaults_to_no_wait_and_must_not_be_negative() -> None
 
 
 async def test_without_the_replicas_it_must_wait_for_send_fails_after_the_wait(
-    app: Celery, redis_server: RedisServer
+    app: Celery, client: aioredis.Redis
 ) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
     started = time.monotonic()
-    try:
-        with pytest.raises(NotReplicated, match="0 of 1 replicas"):
-            await Producer(app, client, result_expires_s=600, min_replicas_ack=1).send(TASK_ID, "soft", 5)
-        # The master took the task in one transaction all the same; it may still run.
-        assert await client.llen("soft") == 1
-        assert await client.exists(SUBMITTED_KEY_PREFIX + TASK_ID)
-    finally:
-        await client.aclose()
+    with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+        await Producer(app, client, result_expires_s=600, min_replicas_ack=1).send(TASK_ID, "soft", 5)
     assert time.monotonic() - started >= REPLICA_ACK_TIMEOUT_MS / 1000
+    # The master took the task in one step all the same; it may still run.
+    assert await client.llen("soft") == 1
+    assert await client.exists(SUBMITTED_KEY_PREFIX + TASK_ID)
 
 
-async def test_a_command_failing_inside_the_transaction_is_an_error_with_the_wait_too(
-    app: Celery, redis_server: RedisServer
+async def test_a_command_failing_inside_the_submission_is_an_error_with_the_wait_too(
+    app: Celery, client: aioredis.Redis
 ) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await client.set("soft", "not a list")  # the LPUSH inside the transaction fails
-        with pytest.raises(aioredis.ResponseError, match="WRONGTYPE"):
-            await Producer(app, client, result_expires_s=600, min_replicas_ack=1).send(TASK_ID, "soft", 5)
-    finally:
-        await client.aclose()
+    await client.set("soft", "not a list")  # the LPUSH inside the submission script fails
+    with pytest.raises(aioredis.ResponseError, match="WRONGTYPE"):
+        await Producer(app, client, result_expires_s=600, min_replicas_ack=1).send(TASK_ID, "soft", 5)
