@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/factorial-ws up
 
+# Three test processes, one test file each at a time: most integration tests wait on real
+# processes rather than compute, so the suite takes about half the time on two cores.
 test: install browser-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 # The unit tests alone: no process is started but a private Redis for the producer's tests.
 test-fast: install

@@ -36,7 +36,8 @@ def restart_gracefully(worker: Proc) -> None:
     worker.signal(signal.SIGTERM)
     time.sleep(1 * UNIT_S)
     worker.signal(signal.SIGQUIT)
-    assert worker.process.wait(15 * UNIT_S) is not None
+    # A pool process deep in GMP acts on the signal only when GMP returns: seconds on a busy machine.
+    assert worker.process.wait(60 * UNIT_S) is not None
 
 
 async def test_a_long_task_survives_three_graceful_worker_restarts_without_using_up_attempts(
