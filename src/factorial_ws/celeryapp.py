@@ -12,11 +12,14 @@ from celery import Celery
 
 from .config import Config
 from .constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
+from .result_backend import BACKEND_CLASS
 from .tasks import register_tasks
 
 
 def create_app(config: Config) -> Celery:
     app = Celery("factorial_ws", set_as_current=True)
+    # Celery's Redis backend, announcing results on the gateways' channel (result_backend.py).
+    app.backend_cls = BACKEND_CLASS
     app.conf.update(celery_settings(config))
     register_tasks(app, config)
     return app

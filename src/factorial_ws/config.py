@@ -140,12 +140,14 @@ class Config:
     visibility_timeout_s: int = setting(env="VISIBILITY_TIMEOUT", derive=_visibility_timeout)
     ping_interval_s: float = setting(20.0, env="WS_PING_INTERVAL", check=_positive)
     ping_timeout_s: float = setting(20.0, env="WS_PING_TIMEOUT", check=_positive)
+    slow_consumer_timeout_s: float = setting(30.0, env="WS_SLOW_CONSUMER_TIMEOUT", check=_positive)
 
     # Limits
     max_number: int = setting(1_000_000, env="MAX_NUMBER", check=_positive)
     max_task_attempts: int = setting(3, env="MAX_TASK_ATTEMPTS", check=_positive)
     max_message_bytes: int = setting(64 * 1024, env="WS_MAX_MESSAGE_BYTES", check=_positive)
     max_tasks_in_flight: int = setting(256, env="WS_MAX_TASKS_IN_FLIGHT", check=_positive)
+    max_output_bytes: int = setting(16 * 1024 * 1024, env="WS_MAX_OUTPUT_BYTES", check=_positive)
     rate_limit_per_s: float = setting(200.0, env="WS_RATE_LIMIT", check=_positive)
     rate_limit_burst: int = setting(400, env="WS_RATE_BURST", check=_positive)
     max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)

@@ -18,6 +18,8 @@ KEY_PREFIX: Final = "factorial-ws:"
 SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once it is sent
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+# A channel per task: the workers' result backend announces each stored result there.
+NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0

@@ -32,6 +32,11 @@ tasks_submitted_total = Counter(
     ["queue"],
     registry=registry,
 )
+slow_consumers_total = Counter(
+    "factorial_ws_slow_consumers_total",
+    "Connections closed because the client did not read its results.",
+    registry=registry,
+)
 tasks_waiting = Gauge(
     "factorial_ws_tasks_waiting", "Tasks whose result a client is waiting for.", registry=registry
 )

@@ -8,15 +8,13 @@ set small through the same environment variables an operator uses.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
 import signal
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from support import (
     System,
     client,
     process_env,
+    raw_websocket,
     spawn,
     start_gateway,
     start_worker,
@@ -240,31 +239,12 @@ async def test_connections_past_the_cap_are_refused_with_503(
 # --- keepalive ------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def raw_websocket(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, bytes]]:
-    """A TCP client that completes the opening handshake, then never reads or answers."""
-    host, port = url.removeprefix("ws://").strip("/").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSE_TIMEOUT_S)
-    try:
-        yield reader, head
-    finally:
-        writer.close()
-
-
 async def test_keepalive_pings_drop_a_peer_that_never_answers(
     quiet_redis: RedisServer, tmp_path: Path
 ) -> None:
     with gateway(quiet_redis, tmp_path, WS_PING_INTERVAL=0.5, WS_PING_TIMEOUT=0.5) as url:
-        async with client(url) as live, raw_websocket(url) as (dead, head):
+        async with client(url) as live, raw_websocket(url) as peer:
+            dead, head = peer.reader, peer.head
             assert head.startswith(b"HTTP/1.1 101")
             started = time.monotonic()
             received = b""

@@ -8,7 +8,6 @@ workers finish them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -33,7 +32,6 @@ from ..limits import TokenBucket
 from ..protocol import (
     FactorialRequest,
     Failure,
-    Outcome,
     Pending,
     ProtocolError,
     RequestId,
@@ -47,8 +45,10 @@ from ..protocol import (
     pending,
     queue_for,
 )
+from .big_results import BigResult, ResultCache
+from .outbox import Message, Outbox
 from .producer import Producer
-from .results import ResultHub, ServiceUnavailable, Unknown, Watch
+from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class Services:
     config: Config
     producer: Producer
     hub: ResultHub
+    results: ResultCache
 
 
 class Session:
@@ -73,6 +74,12 @@ class Session:
         self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
         self._waits: set[asyncio.Task[None]] = set()
         self._peer = _peer(connection)
+        self._outbox = Outbox(
+            connection,
+            budget_bytes=self._config.max_output_bytes,
+            slow_consumer_timeout_s=self._config.slow_consumer_timeout_s,
+            peer=self._peer,
+        )
 
     async def run(self) -> None:
         logs.event(logger, "connect", peer=self._peer)
@@ -149,7 +156,7 @@ class Session:
         finally:
             await self._services.hub.release(watch)
         duration_s = time.monotonic() - started
-        if isinstance(outcome, Success):
+        if isinstance(outcome, Success | Stored):
             metrics.result_seconds.labels(queue).observe(duration_s)
         self._log_outcome(watch.task_id, outcome, request.number, queue, duration_s)
         await self._send_outcome(watch.task_id, outcome, request.request_id)
@@ -158,7 +165,7 @@ class Session:
         task_id, request_id = request.task_id, request.request_id
         started = time.monotonic()
         logs.event(logger, "request", task_id=task_id, detail="lookup")
-        outcome: Outcome | None
+        outcome: Ending | None
         try:
             snapshot = await self._services.hub.snapshot(task_id)
             if isinstance(snapshot, Pending):
@@ -172,21 +179,21 @@ class Session:
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Outcome | None:
+    async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Ending | None:
         hub = self._services.hub
         watch = await hub.subscribe(task_id)
         try:
             # Read again now that the subscription is in force: the task may have ended
             # between the first read and the SUBSCRIBE.
             snapshot = await hub.snapshot(task_id)
-            if isinstance(snapshot, Success | Failure):
+            if isinstance(snapshot, Success | Failure | Stored):
                 return snapshot
             await self._send(pending(task_id, request_id))
             return await self._outcome(watch)
         finally:
             await hub.release(watch)
 
-    async def _outcome(self, watch: Watch) -> Outcome | None:
+    async def _outcome(self, watch: Watch) -> Ending | None:
         """The task's outcome, or None when it did not come within the wait limit."""
         try:
             async with asyncio.timeout(self._config.hard_task_timeout_s):
@@ -196,36 +203,51 @@ class Session:
 
     # --- replies ---
 
-    async def _send_outcome(
-        self, task_id: str, outcome: Outcome | None, request_id: RequestId | None
-    ) -> None:
+    async def _send_outcome(self, task_id: str, outcome: Ending | None, request_id: RequestId | None) -> None:
         if outcome is None:
             await self._error(TIMEOUT_ERROR, task_id, request_id)
+        elif isinstance(outcome, Stored):
+            await self._outbox.send_result(outcome.size, lambda: self._stored_reply(task_id, request_id))
         elif isinstance(outcome, Success):
-            await self._send(outcome_reply(task_id, outcome, request_id))
+            reply = outcome_reply(task_id, outcome, request_id)
+            await self._outbox.send_result(len(reply), lambda: _ready(reply))
         else:
             await self._error(outcome.message, task_id, request_id)
+
+    async def _stored_reply(self, task_id: str, request_id: RequestId | None) -> Message:
+        """The reply for a large stored result, read once per process (big_results)."""
+        try:
+            result = await self._services.results.get(task_id)
+        except ServiceUnavailable:
+            return _counted_error(SERVICE_UNAVAILABLE, task_id, request_id)
+        if isinstance(result, BigResult):
+            return result.reply(task_id, request_id)
+        if result is None:  # expired in the meantime
+            return _counted_error(UNKNOWN_TASK_ID, task_id, request_id)
+        if isinstance(result, Success):
+            return outcome_reply(task_id, result, request_id)
+        return _counted_error(result.message, task_id, request_id)
 
     async def _error(
         self, message: str, task_id: str | None = None, request_id: RequestId | None = None
     ) -> None:
-        metrics.errors_total.labels(metrics.error_label(message)).inc()
-        await self._send(error(message, task_id, request_id))
+        await self._send(_counted_error(message, task_id, request_id))
 
     async def _send(self, text: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self._connection.send(text)
+        await self._outbox.send(text)
 
     def _log_outcome(
         self,
         task_id: str,
-        outcome: Outcome | None,
+        outcome: Ending | None,
         number: int | None,
         queue: str | None,
         duration_s: float,
     ) -> None:
-        name = "result" if isinstance(outcome, Success) else "error"
-        detail = None if isinstance(outcome, Success) else (outcome.message if outcome else TIMEOUT_ERROR)
+        name = "result" if isinstance(outcome, Success | Stored) else "error"
+        detail = (
+            None if isinstance(outcome, Success | Stored) else (outcome.message if outcome else TIMEOUT_ERROR)
+        )
         logs.event(
             logger,
             name,
@@ -252,6 +274,15 @@ class Session:
         except Exception:
             logger.exception("request failed")
             await self._error(INTERNAL_ERROR)
+
+
+def _counted_error(message: str, task_id: str | None, request_id: RequestId | None) -> str:
+    metrics.errors_total.labels(metrics.error_label(message)).inc()
+    return error(message, task_id, request_id)
+
+
+async def _ready(message: Message) -> Message:
+    return message
 
 
 def _peer(connection: ServerConnection) -> str:
