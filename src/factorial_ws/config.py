@@ -151,6 +151,8 @@ class Config:
     rate_limit_per_s: float = setting(200.0, env="WS_RATE_LIMIT", check=_positive)
     rate_limit_burst: int = setting(400, env="WS_RATE_BURST", check=_positive)
     max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)
+    # One computation per number: a request reuses a queued, running or stored task of its number.
+    result_reuse: bool = setting(True, env="RESULT_REUSE")
 
     # Security
     token: str | None = setting(None, env="WS_TOKEN")
@@ -229,7 +231,7 @@ class Config:
             value = getattr(self, row.name)
             if value is None:
                 continue
-            env[row.env] = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[row.env] = _env_text(value)
         return env
 
     @property
@@ -257,7 +259,14 @@ class Config:
 
 
 _LIST = tuple[str, ...]  # a comma-separated variable
-_PARSED_KINDS: tuple[Any, ...] = (int, float, str, Path, _LIST)
+_PARSED_KINDS: tuple[Any, ...] = (int, float, str, Path, bool, _LIST)
+_BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("0", "false", "no", "off"), False)
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
 @dataclass(frozen=True)
@@ -274,6 +283,10 @@ class Setting:
     def parse(self, raw: str) -> Any:
         if self.kind == _LIST:
             return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if self.kind is bool:
+            if raw.strip().lower() not in _BOOLS:
+                raise ConfigError(f"{self.env}={raw!r}: expected 1 or 0")
+            return _BOOLS[raw.strip().lower()]
         try:
             return self.kind(raw)
         except ValueError:

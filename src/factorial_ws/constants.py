@@ -18,6 +18,7 @@ KEY_PREFIX: Final = "factorial-ws:"
 SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once it is sent
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
 

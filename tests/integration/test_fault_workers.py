@@ -31,9 +31,12 @@ MAX_TASK_ATTEMPTS = 3
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """Redis, one worker with a single pool process (so its busy process is easy to find), and
-    the gateway."""
+    the gateway; each test computes SLOW_NUMBER afresh (RESULT_REUSE=0)."""
     with running_system(
-        tmp_path_factory.mktemp("workers"), worker_concurrency=1, MAX_TASK_ATTEMPTS=MAX_TASK_ATTEMPTS
+        tmp_path_factory.mktemp("workers"),
+        worker_concurrency=1,
+        MAX_TASK_ATTEMPTS=MAX_TASK_ATTEMPTS,
+        RESULT_REUSE=0,
     ) as system:
         yield system
 

@@ -307,8 +307,8 @@ async def test_factorial_of_5_stays_fast_while_the_hard_pool_is_saturated(
     try:
         async with client(url) as grinder, client(url) as small:
             await small.factorial(5)  # warm up the soft pool's first task
-            for _ in range(4):
-                await grinder.request({"type": "factorial", "number": 10**7})
+            for i in range(4):  # four numbers: the same one would be computed once
+                await grinder.request({"type": "factorial", "number": 10**7 - i})
             # Once the hard pool has taken one, it is saturated: the rest wait behind it.
             await asyncio.to_thread(wait_until, lambda: probe.llen(HARD_QUEUE) < 4, what="a busy hard pool")
             latencies = []

@@ -22,8 +22,8 @@ from websockets.typing import Origin
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
+from .admission import Admission
 from .big_results import ResultCache
-from .producer import Producer
 from .results import ResultHub
 from .routes import Routes
 from .session import Services, Session
@@ -85,8 +85,8 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
-        producer = Producer(create_app(config), self._client, config.result_expires_s)
-        services = Services(config, producer, hub, ResultCache(self._client))
+        admission = Admission(create_app(config), self._client, config)
+        services = Services(config, admission, hub, ResultCache(self._client))
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1

@@ -45,9 +45,9 @@ from ..protocol import (
     pending,
     queue_for,
 )
+from .admission import Admission
 from .big_results import BigResult, ResultCache
 from .outbox import Message, Outbox
-from .producer import Producer
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Services:
     """What every session of a gateway process shares."""
 
     config: Config
-    producer: Producer
+    admission: Admission
     hub: ResultHub
     results: ResultCache
 
@@ -140,15 +140,43 @@ class Session:
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
             return
         try:
-            await self._services.producer.send(task_id, queue, request.number)
-        except (aioredis.RedisError, OSError):
+            admitted = await self._services.admission.submit(task_id, queue, request.number)
+            if admitted.reused:
+                watch = await self._join(watch, admitted.task_id)
+        except (aioredis.RedisError, OSError, ServiceUnavailable):
             await hub.release(watch)
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
             return
-        metrics.tasks_submitted_total.labels(queue).inc()
-        logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
-        await self._send(ack(task_id, request.request_id))
+        counter = metrics.tasks_reused_total if admitted.reused else metrics.tasks_submitted_total
+        counter.labels(queue).inc()
+        logs.event(
+            logger,
+            "request",
+            task_id=admitted.task_id,
+            number=request.number,
+            queue=queue,
+            detail="reused" if admitted.reused else None,
+        )
+        await self._send(ack(admitted.task_id, request.request_id))
         self._spawn(self._deliver(watch, request, queue, started))
+
+    async def _join(self, own: Watch, task_id: str) -> Watch:
+        """Wait for the computation of the same number (``task_id``) instead of our own task,
+        which was never sent."""
+        hub = self._services.hub
+        try:
+            watch = await hub.subscribe(task_id)
+        finally:
+            await hub.release(own)
+        try:
+            # It may have ended before that subscription took effect: read it once now.
+            snapshot = await hub.snapshot(task_id)
+        except ServiceUnavailable:
+            await hub.release(watch)
+            raise
+        if isinstance(snapshot, Success | Failure | Stored) and not watch.outcome.done():
+            watch.outcome.set_result(snapshot)
+        return watch
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
         try:
