@@ -122,6 +122,17 @@ def _visibility_timeout(config: Config) -> int:
     return max(300, math.ceil(seconds)) if math.isfinite(seconds) else 300
 
 
+def _task_expires(config: Config) -> float:
+    # A task that started in time, then lost its worker outright, is handed out again after
+    # VISIBILITY_TIMEOUT: it must not have expired by then.
+    return float(2 * _visibility_timeout(config))
+
+
+def _hard_queue_limit(config: Config) -> int:
+    # About 25 s of a hard pool's work at 1 s per 1000000!.
+    return 25 * config.hard_concurrency
+
+
 @dataclass(frozen=True)
 class Config:
     # Redis: broker and result backend for every process.
@@ -138,6 +149,8 @@ class Config:
     hard_task_timeout_s: float = setting(60.0, env="HARD_TASK_TIMEOUT", check=_positive)
     result_expires_s: int = setting(3600, env="RESULT_EXPIRES", check=_positive)
     visibility_timeout_s: int = setting(env="VISIBILITY_TIMEOUT", derive=_visibility_timeout)
+    # A task not started this long after its request is discarded by the worker (Celery's expires).
+    task_expires_s: float = setting(env="TASK_EXPIRES", check=_positive, derive=_task_expires)
     ping_interval_s: float = setting(20.0, env="WS_PING_INTERVAL", check=_positive)
     ping_timeout_s: float = setting(20.0, env="WS_PING_TIMEOUT", check=_positive)
     slow_consumer_timeout_s: float = setting(30.0, env="WS_SLOW_CONSUMER_TIMEOUT", check=_positive)
@@ -153,6 +166,9 @@ class Config:
     max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)
     # One computation per number: a request reuses a queued, running or stored task of its number.
     result_reuse: bool = setting(True, env="RESULT_REUSE")
+    # Admission to the hard queue (0: no limit): its length, and unfinished tasks per client address.
+    hard_queue_limit: int = setting(env="HARD_QUEUE_LIMIT", check=_not_negative, derive=_hard_queue_limit)
+    hard_tasks_per_client: int = setting(8, env="HARD_TASKS_PER_CLIENT", check=_not_negative)
 
     # Security
     token: str | None = setting(None, env="WS_TOKEN")

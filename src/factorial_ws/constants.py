@@ -19,6 +19,7 @@ SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once 
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
 NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
+CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
 
@@ -38,5 +39,7 @@ RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
+SERVER_BUSY: Final = "Server busy: too many large tasks queued"
+CLIENT_BUSY: Final = "Too many large tasks queued from this address"
 
 DEFAULT_PORT: Final = 25000

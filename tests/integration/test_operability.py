@@ -17,8 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from factorial_ws.config import Config, env_name
 from factorial_ws.constants import (
+    CLIENT_BUSY,
     JSON_DECODE_ERROR,
     RATE_LIMITED,
+    SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TASK_FAILED,
     TASK_REVOKED,
@@ -280,7 +282,7 @@ def test_protocol_doc_names_every_error_message() -> None:
     messages = [
         JSON_DECODE_ERROR, UNKNOWN_TASK, TIMEOUT_ERROR, UNKNOWN_TASK_ID, SERVICE_UNAVAILABLE,
         TOO_MANY_IN_FLIGHT, RATE_LIMITED, TASK_FAILED, WORKER_LOST, TASK_REVOKED, INTERNAL_ERROR,
-        BINARY_FRAME,
+        BINARY_FRAME, SERVER_BUSY, CLIENT_BUSY,
     ]  # fmt: skip
     missing = [message for message in messages if f"`{message}`" not in text]
     assert not missing, f"docs/protocol.md does not document {missing}"

@@ -1,11 +1,21 @@
 """Admitting a factorial request: one atomic step in Redis that reuses the computation of the same
-number when there is one, and otherwise queues a new task.
+number when there is one, refuses when the hard queue or the client's share of it is full, and
+otherwise queues a new task that expires unrun after ``TASK_EXPIRES``.
 
 n! is a pure function, so a number queued, running or computed within ``RESULT_EXPIRES`` is not
 computed again: ``factorial-ws:number:<n>`` names the task that computes it, and a request gets
 that task's id. A computation that failed, timed out or expired is forgotten, and so is one that
-should have ended long ago (its task was lost): the next request computes again. All of it is one
-Lua script, so two gateways asking at the same moment cannot both queue the number.
+should have ended long ago (its task was lost): the next request computes again.
+
+Admission to the ``hard`` queue: at most ``HARD_QUEUE_LIMIT`` tasks waiting in it ("Server busy:
+too many large tasks queued"), and at most ``HARD_TASKS_PER_CLIENT`` unfinished (queued or
+running) per client address ("Too many large tasks queued from this address"). An address's tasks
+are a sorted set in Redis, ``factorial-ws:client:<address>``, so the count is the same for all its
+connections, closed ones included, on every gateway process and machine of that Redis; a task
+leaves it when its result is stored, or once it is too old to end at all.
+
+All of it is one Lua script, so two gateways asking at the same moment cannot both queue a
+number, nor both take the last place in a limit.
 
 The script reads keys it is not given (the task's meta and record): fine on one Redis, which is
 all Celery's Redis transport supports anyway.
@@ -20,14 +30,27 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from ..config import Config
-from ..constants import NUMBER_KEY_PREFIX, RESULT_KEY_PREFIX, SUBMITTED_KEY_PREFIX
+from ..constants import (
+    CLIENT_BUSY,
+    CLIENT_KEY_PREFIX,
+    HARD_QUEUE,
+    NUMBER_KEY_PREFIX,
+    RESULT_KEY_PREFIX,
+    SERVER_BUSY,
+    SUBMITTED_KEY_PREFIX,
+)
 from .producer import submitted_record, task_envelope
 
 _SUBMIT: Final = """
-local record_key, queue, number_key = KEYS[1], KEYS[2], KEYS[3]
+local record_key, queue, number_key, client_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local task_id, record, envelope = ARGV[1], ARGV[2], ARGV[3]
 local expires_s, reuse, pending_at_most_s = tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
-local meta_prefix, record_prefix = ARGV[7], ARGV[8]
+local queue_limit, client_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
+local meta_prefix, record_prefix = ARGV[9], ARGV[10]
+
+local function finished(id)
+  return redis.call('EXISTS', meta_prefix .. id) == 1
+end
 
 -- 'done', 'pending', or nil when the task cannot give a result any more.
 local function state_of(id)
@@ -52,9 +75,23 @@ if reuse then
     if state then return {state, existing} end
   end
 end
+local now = tonumber(redis.call('TIME')[1])
+if client_limit > 0 then
+  -- The address's unfinished tasks: drop those that ended, or are too old to end at all.
+  redis.call('ZREMRANGEBYSCORE', client_key, '-inf', now - pending_at_most_s)
+  for _, id in ipairs(redis.call('ZRANGE', client_key, 0, -1)) do
+    if finished(id) then redis.call('ZREM', client_key, id) end
+  end
+  if redis.call('ZCARD', client_key) >= client_limit then return {'client_busy', ''} end
+end
+if queue_limit > 0 and redis.call('LLEN', queue) >= queue_limit then return {'queue_busy', ''} end
 redis.call('SET', record_key, record, 'EX', expires_s)
 if reuse then redis.call('SET', number_key, task_id, 'EX', expires_s) end
 redis.call('LPUSH', queue, envelope)
+if client_limit > 0 then
+  redis.call('ZADD', client_key, now, task_id)
+  redis.call('EXPIRE', client_key, math.ceil(pending_at_most_s))
+end
 return {'created', task_id}
 """
 
@@ -72,35 +109,54 @@ class Admitted:
         return self.state != "created"
 
 
+@dataclass(frozen=True)
+class Refused:
+    message: str
+
+
+_REFUSALS: Final = {"queue_busy": Refused(SERVER_BUSY), "client_busy": Refused(CLIENT_BUSY)}
+
+
 class Admission:
     def __init__(self, app: Celery, client: aioredis.Redis, config: Config) -> None:
         self._app = app
         self._config = config
         self._submit = client.register_script(_SUBMIT)
 
-    async def submit(self, task_id: str, queue: str, number: int) -> Admitted:
-        """Queue ``number!`` as ``task_id``, or name the task that already computes it.
+    async def submit(self, task_id: str, queue: str, number: int, client_host: str) -> Admitted | Refused:
+        """Queue ``number!`` as ``task_id``, name the task that already computes it, or refuse.
         Raises redis.RedisError when Redis cannot take it; nothing is sent then."""
         config = self._config
-        keys = [SUBMITTED_KEY_PREFIX + task_id, queue, NUMBER_KEY_PREFIX + str(number)]
+        hard = queue == HARD_QUEUE
+        keys = [
+            SUBMITTED_KEY_PREFIX + task_id,
+            queue,
+            NUMBER_KEY_PREFIX + str(number),
+            CLIENT_KEY_PREFIX + client_host,
+        ]
         args: list[bytes | str | int | float] = [
             task_id,
             submitted_record(queue, number),
-            task_envelope(self._app, task_id, queue, number),
+            task_envelope(self._app, task_id, queue, number, expires_s=config.task_expires_s),
             config.result_expires_s,
             int(config.result_reuse),
             pending_at_most_s(config),
+            config.hard_queue_limit if hard else 0,
+            config.hard_tasks_per_client if hard else 0,
             RESULT_KEY_PREFIX,
             SUBMITTED_KEY_PREFIX,
         ]
-        state, admitted_id = await self._submit(keys=keys, args=args)
-        return Admitted(_text(admitted_id), _text(state))  # type: ignore[arg-type]
+        state, admitted_id = map(_text, await self._submit(keys=keys, args=args))
+        if state in _REFUSALS:
+            return _REFUSALS[state]
+        return Admitted(admitted_id, state)  # type: ignore[arg-type]
 
 
 def pending_at_most_s(config: Config) -> float:
-    """How long after its request a task can still be waiting for a result; a task of the same
-    number older than that, with no result, was lost (Redis lost its queue, say)."""
-    return config.result_expires_s
+    """How long after its request a task can still end: it starts before it expires, then runs
+    at most MAX_TASK_ATTEMPTS times. A task older than that without a result never will (it was
+    lost), so its number is computed again and it no longer counts against its client."""
+    return config.task_expires_s + config.max_task_attempts * config.hard_task_timeout_s
 
 
 def _text(value: bytes | str) -> str:

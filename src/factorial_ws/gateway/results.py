@@ -343,8 +343,13 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
             return Success(result)
         return Failure(TASK_FAILED)
     if status == "REVOKED":
-        return Failure(TASK_REVOKED)
+        # Discarded unstarted past its expiry (TASK_EXPIRES): nobody got it computed in time.
+        return Failure(TIMEOUT_ERROR if _expired(meta.get("result")) else TASK_REVOKED)
     return Failure(_failure_message(meta.get("result")))
+
+
+def _expired(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("exc_message") in (["expired"], "expired")
 
 
 def _failure_message(result: Any) -> str:

@@ -45,7 +45,7 @@ from ..protocol import (
     pending,
     queue_for,
 )
-from .admission import Admission
+from .admission import Admission, Refused
 from .big_results import BigResult, ResultCache
 from .outbox import Message, Outbox
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
@@ -74,6 +74,7 @@ class Session:
         self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
         self._waits: set[asyncio.Task[None]] = set()
         self._peer = _peer(connection)
+        self._host = _host(connection)  # the client address, which HARD_TASKS_PER_CLIENT counts by
         self._outbox = Outbox(
             connection,
             budget_bytes=self._config.max_output_bytes,
@@ -140,7 +141,11 @@ class Session:
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
             return
         try:
-            admitted = await self._services.admission.submit(task_id, queue, request.number)
+            admitted = await self._services.admission.submit(task_id, queue, request.number, self._host)
+            if isinstance(admitted, Refused):
+                await hub.release(watch)
+                await self._error(admitted.message, request_id=request.request_id)
+                return
             if admitted.reused:
                 watch = await self._join(watch, admitted.task_id)
         except (aioredis.RedisError, OSError, ServiceUnavailable):
@@ -311,6 +316,13 @@ def _counted_error(message: str, task_id: str | None, request_id: RequestId | No
 
 async def _ready(message: Message) -> Message:
     return message
+
+
+def _host(connection: ServerConnection) -> str:
+    try:
+        return str(connection.remote_address[0])
+    except (TypeError, IndexError):
+        return "?"
 
 
 def _peer(connection: ServerConnection) -> str:
