@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -81,6 +82,11 @@ def _redis_url(value: str) -> str | None:
 
 def _one_of(*allowed: str) -> Check[str]:
     return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def _redis_memory(value: str) -> str | None:
+    # What Redis' maxmemory takes: bytes, or a number with a unit.
+    return None if re.fullmatch(r"\d+(b|k|kb|m|mb|g|gb)?", value.lower()) else "must be like 512mb or 2gb"
 
 
 def _existing_file(value: Path | None) -> str | None:
@@ -188,6 +194,7 @@ class Config:
     data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")
     soft_concurrency: int = setting(2, env="SOFT_CONCURRENCY", check=_positive)
     hard_concurrency: int = setting(2, env="HARD_CONCURRENCY", check=_positive)
+    redis_maxmemory: str = setting("1gb", env="REDIS_MAXMEMORY", clean=str.lower, check=_redis_memory)
 
     def __post_init__(self) -> None:
         for row in SETTINGS.values():

@@ -76,22 +76,37 @@ if reuse then
   end
 end
 local now = tonumber(redis.call('TIME')[1])
+-- The address's unfinished tasks; those that ended, or are too old to end at all, are dropped.
+local unfinished, gone = 0, {}
 if client_limit > 0 then
-  -- The address's unfinished tasks: drop those that ended, or are too old to end at all.
-  redis.call('ZREMRANGEBYSCORE', client_key, '-inf', now - pending_at_most_s)
-  for _, id in ipairs(redis.call('ZRANGE', client_key, 0, -1)) do
-    if finished(id) then redis.call('ZREM', client_key, id) end
+  local members = redis.call('ZRANGE', client_key, 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local id, since = members[i], tonumber(members[i + 1])
+    if since < now - pending_at_most_s or finished(id) then
+      gone[#gone + 1] = id
+    else
+      unfinished = unfinished + 1
+    end
   end
-  if redis.call('ZCARD', client_key) >= client_limit then return {'client_busy', ''} end
 end
-if queue_limit > 0 and redis.call('LLEN', queue) >= queue_limit then return {'queue_busy', ''} end
-redis.call('SET', record_key, record, 'EX', expires_s)
-if reuse then redis.call('SET', number_key, task_id, 'EX', expires_s) end
-redis.call('LPUSH', queue, envelope)
-if client_limit > 0 then
-  redis.call('ZADD', client_key, now, task_id)
-  redis.call('EXPIRE', client_key, math.ceil(pending_at_most_s))
+local refused
+if client_limit > 0 and unfinished >= client_limit then
+  refused = 'client_busy'
+elseif queue_limit > 0 and redis.call('LLEN', queue) >= queue_limit then
+  refused = 'queue_busy'
+else
+  -- The first write is a SET, which Redis refuses outright when it is out of memory (after any
+  -- other write, a script is let through so it cannot stop half-way).
+  redis.call('SET', record_key, record, 'EX', expires_s)
+  if reuse then redis.call('SET', number_key, task_id, 'EX', expires_s) end
+  redis.call('LPUSH', queue, envelope)
+  if client_limit > 0 then
+    redis.call('ZADD', client_key, now, task_id)
+    redis.call('EXPIRE', client_key, math.ceil(pending_at_most_s))
+  end
 end
+if #gone > 0 then redis.call('ZREM', client_key, unpack(gone)) end
+if refused then return {refused, ''} end
 return {'created', task_id}
 """
 

@@ -30,7 +30,7 @@ from ..processes import (
     wait_until,
     worker_command,
 )
-from .redis_server import RedisServer, RedisServerError
+from .redis_server import RedisServer, RedisServerError, private_redis
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,7 @@ class Supervisor:
 
     def _start_all(self) -> None:
         if self.own_redis:
-            self.redis = RedisServer(
-                self.config.data_dir / "redis",
-                death_signal=signal.SIGTERM,  # SIGTERM: Redis flushes its AOF
-            ).start()
+            self.redis = private_redis(self.config).start()
             self.config = self.config.replace(redis_url=self.redis.url)
             logger.info("private Redis on %s, data in %s", self.redis.url, self.redis.data_dir)
         self.children = [
