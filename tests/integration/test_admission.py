@@ -87,9 +87,11 @@ async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_p
 
     wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
     counts = metrics(url)
-    print(f"after the flood: at most {deepest} queued; {counts}")
+    ended = worker.log().count("succeeded in")
+    print(f"after the flood: at most {deepest} queued; {ended} tasks ended meanwhile; {counts}")
     assert deepest <= 4
-    assert counts["submitted"] <= 6  # 4, and one or two more if a task ended during the flood
+    # At most 4 unfinished at any time: more tasks only as earlier ones ended.
+    assert counts["submitted"] <= 4 + ended
 
     # The backlog is done well within 30 s; then a new client's 1001! is answered at once.
     wait_until(lambda: worker.log().count("succeeded in") >= counts["submitted"], 30 * UNIT_S, "the backlog")

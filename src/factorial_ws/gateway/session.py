@@ -45,7 +45,7 @@ from ..protocol import (
     pending,
     queue_for,
 )
-from .admission import Admission, Refused
+from .admission import Admission, Admitted, Refused
 from .big_results import BigResult, ResultCache
 from .outbox import Message, Outbox
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
@@ -130,28 +130,17 @@ class Session:
             self._spawn(self._look_up(request))
 
     async def _submit(self, request: FactorialRequest) -> None:
-        task_id = new_task_id()
         queue = queue_for(request.number)
         started = time.monotonic()
-        hub = self._services.hub
         try:
-            # Subscribed before the task is sent, so its result cannot be published unseen.
-            watch = await hub.subscribe(task_id)
-        except ServiceUnavailable:
-            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
-            return
-        try:
-            admitted = await self._services.admission.submit(task_id, queue, request.number, self._host)
-            if isinstance(admitted, Refused):
-                await hub.release(watch)
-                await self._error(admitted.message, request_id=request.request_id)
-                return
-            if admitted.reused:
-                watch = await self._join(watch, admitted.task_id)
+            answer = await self._admit(new_task_id(), queue, request.number)
         except (aioredis.RedisError, OSError, ServiceUnavailable):
-            await hub.release(watch)
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
             return
+        if isinstance(answer, Refused):
+            await self._error(answer.message, request_id=request.request_id)
+            return
+        admitted, watch = answer
         counter = metrics.tasks_reused_total if admitted.reused else metrics.tasks_submitted_total
         counter.labels(queue).inc()
         logs.event(
@@ -165,18 +154,37 @@ class Session:
         await self._send(ack(admitted.task_id, request.request_id))
         self._spawn(self._deliver(watch, request, queue, started))
 
-    async def _join(self, own: Watch, task_id: str) -> Watch:
-        """Wait for the computation of the same number (``task_id``) instead of our own task,
-        which was never sent."""
+    async def _admit(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
+        """Send ``number!`` as ``task_id``, or find the task that already computes it; with a
+        watch on the task that answers."""
+        hub, admission = self._services.hub, self._services.admission
+        if self._config.result_reuse:
+            # The answer may be a task that exists, even one that ended: watched afterwards, and
+            # read once (_watch), which also covers a new task that ends before the SUBSCRIBE.
+            admitted = await admission.submit(task_id, queue, number, self._host)
+            if isinstance(admitted, Refused):
+                return admitted
+            return admitted, await self._watch(admitted.task_id)
+        # Every task is new: subscribed before it is sent, its result cannot be published unseen.
+        watch = await hub.subscribe(task_id)
+        try:
+            admitted = await admission.submit(task_id, queue, number, self._host)
+        except BaseException:
+            await hub.release(watch)
+            raise
+        if isinstance(admitted, Refused):
+            await hub.release(watch)
+            return admitted
+        return admitted, watch
+
+    async def _watch(self, task_id: str) -> Watch:
+        """Wait for a task that may have ended already: subscribe, then read it once, now that
+        the subscription is in force. Pair with ``hub.release``."""
         hub = self._services.hub
+        watch = await hub.subscribe(task_id)
         try:
-            watch = await hub.subscribe(task_id)
-        finally:
-            await hub.release(own)
-        try:
-            # It may have ended before that subscription took effect: read it once now.
             snapshot = await hub.snapshot(task_id)
-        except ServiceUnavailable:
+        except BaseException:
             await hub.release(watch)
             raise
         if isinstance(snapshot, Success | Failure | Stored) and not watch.outcome.done():
@@ -213,18 +221,14 @@ class Session:
         await self._send_outcome(task_id, outcome, request_id)
 
     async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Ending | None:
-        hub = self._services.hub
-        watch = await hub.subscribe(task_id)
+        # It may end between the first read and the SUBSCRIBE: _watch reads it again.
+        watch = await self._watch(task_id)
         try:
-            # Read again now that the subscription is in force: the task may have ended
-            # between the first read and the SUBSCRIBE.
-            snapshot = await hub.snapshot(task_id)
-            if isinstance(snapshot, Success | Failure | Stored):
-                return snapshot
-            await self._send(pending(task_id, request_id))
+            if not watch.outcome.done():
+                await self._send(pending(task_id, request_id))
             return await self._outcome(watch)
         finally:
-            await hub.release(watch)
+            await self._services.hub.release(watch)
 
     async def _outcome(self, watch: Watch) -> Ending | None:
         """The task's outcome, or None when it did not come within the wait limit."""
@@ -252,14 +256,14 @@ class Session:
         try:
             result = await self._services.results.get(task_id)
         except ServiceUnavailable:
-            return _counted_error(SERVICE_UNAVAILABLE, task_id, request_id)
+            result = Failure(SERVICE_UNAVAILABLE)
         if isinstance(result, BigResult):
             return result.reply(task_id, request_id)
-        if result is None:  # expired in the meantime
-            return _counted_error(UNKNOWN_TASK_ID, task_id, request_id)
         if isinstance(result, Success):
             return outcome_reply(task_id, result, request_id)
-        return _counted_error(result.message, task_id, request_id)
+        message = UNKNOWN_TASK_ID if result is None else result.message  # None: expired meanwhile
+        logs.event(logger, "error", task_id=task_id, peer=self._peer, detail=message)
+        return _counted_error(message, task_id, request_id)
 
     async def _error(
         self, message: str, task_id: str | None = None, request_id: RequestId | None = None
