@@ -8,7 +8,7 @@ connections is spread over a few processes, since one asyncio process is the bot
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import json
 import multiprocessing
 import queue
@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
 import gmpy2
 from celery import Celery
@@ -242,20 +242,32 @@ class Acked:
 class Delivered:
     delivered: int
     errors: int
+    seconds: float = 0.0  # from the slowest process's start to its last result
 
 
 class ConcurrencyLoad:
     """``with ConcurrencyLoad(url, n, processes) as crowd:`` opens n connections over a few
-    processes, each sending one factorial(5); ``wait_acked`` returns once every request has its
-    ack, ``wait_done`` once every result came back (or failed)."""
+    processes, each sending one factorial(5) (or ``number``!, whose digits must have the SHA-256
+    ``digits_sha256``); ``wait_acked`` returns once every request has its ack, ``wait_done`` once
+    every result came back (or failed)."""
 
-    def __init__(self, url: str, connections: int, processes: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        connections: int,
+        processes: int,
+        *,
+        number: int = SMALL,
+        digits_sha256: str | None = None,
+    ) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._messages: multiprocessing.Queue[tuple[str, int, int, float]] = self._context.Queue()
         self._reports: dict[str, list[tuple[str, int, int, float]]] = {"acked": [], "done": []}
         shares = split(connections, processes)
         self._processes: list[SpawnProcess] = [
-            self._context.Process(target=crowd_part, args=(url, share, self._messages), daemon=True)
+            self._context.Process(
+                target=crowd_part, args=(url, share, self._messages, number, digits_sha256), daemon=True
+            )
             for share in shares
             if share
         ]
@@ -297,16 +309,21 @@ class ConcurrencyLoad:
 
     def wait_done(self) -> Delivered:
         parts = self._collect("done")
-        return Delivered(sum(p[1] for p in parts), sum(p[2] for p in parts))
+        return Delivered(sum(p[1] for p in parts), sum(p[2] for p in parts), max(p[3] for p in parts))
 
 
-def crowd_part(url: str, count: int, messages: multiprocessing.Queue[tuple[str, int, int, float]]) -> None:
+Reports: TypeAlias = "multiprocessing.Queue[tuple[str, int, int, float]]"
+
+
+def crowd_part(
+    url: str, count: int, messages: Reports, number: int = SMALL, digits_sha256: str | None = None
+) -> None:
     """One crowd process: its share of connections, one request each."""
     raise_open_files_limit()
-    asyncio.run(_crowd(url, count, messages))
+    asyncio.run(_crowd(url, count, messages, number, digits_sha256))
 
 
-async def _crowd(url: str, count: int, messages: multiprocessing.Queue[tuple[str, int, int, float]]) -> None:
+async def _crowd(url: str, count: int, messages: Reports, number: int, digits_sha256: str | None) -> None:
     gate = asyncio.Semaphore(_CONNECT_CONCURRENCY)
     reasons: Counter[str] = Counter()
     started = time.perf_counter()
@@ -315,7 +332,7 @@ async def _crowd(url: str, count: int, messages: multiprocessing.Queue[tuple[str
         async with gate:
             try:
                 ws: ClientConnection = await _connect(url)
-                await ws.send(_request(SMALL, index))
+                await ws.send(_request(number, index))
                 reply = _parse(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
             except Exception as exc:
                 reasons[f"{type(exc).__name__}: {exc}"[:120]] += 1
@@ -331,12 +348,54 @@ async def _crowd(url: str, count: int, messages: multiprocessing.Queue[tuple[str
     if reasons:
         print(f"crowd: {count - len(sockets)} failed: {dict(reasons.most_common(5))}", file=sys.stderr)
 
+    failures: Counter[str] = Counter()
+
     async def result_of(ws: ClientConnection) -> bool:
-        with contextlib.suppress(Exception):
-            return (await _final(ws)).get("result") == SMALL_RESULT
-        return False
+        try:
+            if digits_sha256 is None:
+                reply = await _final(ws)
+                matched = reply.get("result") == SMALL_RESULT
+            else:
+                reply = {"result": await _streamed_digits_sha256(ws)}
+                matched = reply["result"] == digits_sha256
+        except Exception as exc:
+            failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            return False
+        if not matched:
+            failures[f"reply {reply}"[:120]] += 1
+        return matched
 
     outcomes = await asyncio.gather(*(result_of(ws) for ws in sockets))
     delivered = sum(outcomes)
     messages.put(("done", delivered, len(sockets) - delivered, time.perf_counter() - started))
+    if failures:
+        print(
+            f"crowd: {sum(failures.values())} results failed: {dict(failures.most_common(5))}",
+            file=sys.stderr,
+        )
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+
+async def _streamed_digits_sha256(ws: ClientConnection) -> str:
+    """The SHA-256 of the result's digits in the next reply, read fragment by fragment, so that a
+    thousand replies of millions of digits are never held whole; raises unless it is a success."""
+    digest = hashlib.sha256()
+    head = b""
+    state = "head"
+    async for fragment in ws.recv_streaming(decode=False):
+        data = fragment if isinstance(fragment, bytes) else fragment.encode()
+        if state == "head":
+            head += data
+            marker = head.find(b'"result": ')
+            if marker < 0:
+                continue
+            state = "digits" if head.startswith(b'{"type": "success"') else "other"
+            data = head[marker + len(b'"result": ') :]
+        if state == "digits":
+            end = len(data) - len(data.lstrip(b"0123456789"))
+            digest.update(data[:end])
+            if end < len(data):
+                state = "tail"
+    if state != "tail":
+        raise RuntimeError(f"not a success: {head[:200]!r}")
+    return digest.hexdigest()
