@@ -4,32 +4,30 @@ same limits."""
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 
 from .config import Config
 from .constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
-from .result_backend import BACKEND_CLASS
+from .redis_clients import celery_redis_settings
+from .result_backend import backend_class
 from .tasks import register_tasks
 
 
 def create_app(config: Config) -> Celery:
     app = Celery("factorial_ws", set_as_current=True)
-    # Celery's Redis backend, announcing results on the gateways' channel (result_backend.py).
-    app.backend_cls = BACKEND_CLASS
     app.conf.update(celery_settings(config))
+    # Celery's Redis backend, announcing results on the gateways' channel (result_backend.py).
+    app.backend_cls = backend_class(app.conf.result_backend)
     register_tasks(app, config)
     return app
 
 
 def celery_settings(config: Config) -> dict[str, Any]:
     """Celery settings derived from our config; every process uses the same ones."""
-    return {
-        "broker_url": config.redis_url,
-        "result_backend": config.redis_url,
+    redis_settings = celery_redis_settings(config)
+    return redis_settings | {
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -44,7 +42,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # Unacknowledged tasks are redelivered after this; it must exceed the longest time a
         # task can sit reserved plus run, or a slow task would run twice.
-        "broker_transport_options": _transport_options(config),
+        "broker_transport_options": redis_settings.get("broker_transport_options", {})
+        | _transport_options(config),
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
         # Keep retrying to store a result while Redis is briefly away, instead of losing it.
@@ -52,20 +51,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_max_retries": 20,
         "redis_backend_health_check_interval": 10,
         "worker_hijack_root_logger": False,
-        **redis_tls_settings(config.redis_url),
     }
-
-
-def redis_tls_settings(redis_url: str) -> dict[str, Any]:
-    """A ``rediss://`` URL without TLS options of its own verifies the server's certificate
-    against the system's CAs, in kombu and Celery's result backend as in redis-py (left alone,
-    kombu would not verify at all and the result backend would refuse to start). Options in
-    the URL (``?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem``) are read by all three."""
-    parts = urlsplit(redis_url)
-    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
-        return {}
-    verify = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-    return {"broker_use_ssl": verify, "redis_backend_use_ssl": verify}
 
 
 def _transport_options(config: Config) -> dict[str, Any]:

@@ -17,11 +17,14 @@ RESULT_KEY_PREFIX: Final = "celery-task-meta-"
 KEY_PREFIX: Final = "factorial-ws:"
 SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once it is sent
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
+HANDED_BACK_KEY_PREFIX: Final = KEY_PREFIX + "handed-back:"  # held at a worker's shutdown, not lost
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
 NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
 CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
+# A channel nobody publishes on: it keeps a gateway's result subscription open while no task waits.
+RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
@@ -34,12 +37,13 @@ TIMEOUT_ERROR: Final = "Timeout error"
 INVALID_REQUEST: Final = "Invalid request: "
 UNKNOWN_TASK_ID: Final = "Unknown task id"
 SERVICE_UNAVAILABLE: Final = "Service unavailable"
+SERVER_BUSY: Final = "Server busy"
 TOO_MANY_IN_FLIGHT: Final = "Too many tasks in flight"
 RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
-SERVER_BUSY: Final = "Server busy: too many large tasks queued"
+HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
 
 DEFAULT_PORT: Final = 25000

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from celery.backends.redis import RedisBackend
+from celery.app.backends import by_url
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 from .constants import NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX
 
@@ -25,8 +26,6 @@ from .constants import NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX
 # of notes are in flight at once.
 NOTE_INLINE_MAX_BYTES: Final = 64 * 1024
 _STORED_NOTE_PREFIX: Final = b'{"stored_bytes": '
-
-BACKEND_CLASS: Final = "factorial_ws.result_backend:NotingRedisBackend"
 
 
 def note_channel(task_id: str) -> str:
@@ -60,6 +59,12 @@ class NotingBackendMixin:
     client: Any
     expires: int | None
 
+    def __init__(self, *args: Any, url: str | None = None, **kwargs: Any) -> None:
+        # Celery passes no URL when the backend is given as a class: the configured one, as
+        # Celery would pass it (redis+socket://... becomes socket://...).
+        kwargs["url"] = url or by_url(kwargs["app"].conf.result_backend)[1]
+        super().__init__(*args, **kwargs)
+
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
         if expires is None:
             expires = self.expires
@@ -76,7 +81,14 @@ class NotingBackendMixin:
 
 
 class NotingRedisBackend(NotingBackendMixin, RedisBackend):
-    def __init__(self, *args: Any, url: str | None = None, **kwargs: Any) -> None:
-        # Celery passes no URL when the backend is given as a class: use the configured one.
-        kwargs["url"] = url or kwargs["app"].conf.result_backend
-        super().__init__(*args, **kwargs)
+    pass
+
+
+class NotingSentinelBackend(NotingBackendMixin, SentinelBackend):
+    pass
+
+
+def backend_class(result_backend: str) -> str:
+    """The noting backend for Celery's ``result_backend`` URL (``app.backend_cls``)."""
+    noting = NotingSentinelBackend if result_backend.startswith("sentinel") else NotingRedisBackend
+    return f"{__name__}:{noting.__name__}"

@@ -14,7 +14,7 @@ import time
 
 import redis
 
-from factorial_ws.constants import CLIENT_BUSY, HARD_QUEUE, HARD_TASK_NAME, SERVER_BUSY
+from factorial_ws.constants import CLIENT_BUSY, HARD_QUEUE, HARD_QUEUE_FULL, HARD_TASK_NAME
 from support import UNIT_S, Launcher, client, wait_until
 
 from .fault_tools import LONG_NUMBER, http_get
@@ -47,7 +47,7 @@ async def test_hard_tasks_are_capped_per_client_address_and_per_queue(launch: La
         assert (await ws.factorial(5))[1]["result"] == 120
     replies = await ask(url, [3001, 3002, 3003], source=3)
     assert [reply["type"] for reply in replies] == ["result", "result", "error"]
-    assert replies[2] == {"type": "error", "result": SERVER_BUSY, "id": 3003}
+    assert replies[2] == {"type": "error", "result": HARD_QUEUE_FULL, "id": 3003}
     assert store.llen(HARD_QUEUE) == 10
 
     # Once a hard worker has done the address's tasks, it may queue again.
@@ -83,7 +83,7 @@ async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_p
         nonlocal deepest
         deepest = max(deepest, store.llen(HARD_QUEUE))
         counts = metrics(url)
-        return counts["submitted"] + counts[SERVER_BUSY] + counts[CLIENT_BUSY] == 4 * 256
+        return counts["submitted"] + counts[HARD_QUEUE_FULL] + counts[CLIENT_BUSY] == 4 * 256
 
     wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
     counts = metrics(url)
@@ -107,11 +107,11 @@ async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_p
 
 def metrics(url: str) -> dict[str, float]:
     """Hard tasks this gateway sent, and its refusals by message, from GET /metrics."""
-    found = {"submitted": 0.0, SERVER_BUSY: 0.0, CLIENT_BUSY: 0.0}
+    found = {"submitted": 0.0, HARD_QUEUE_FULL: 0.0, CLIENT_BUSY: 0.0}
     for line in http_get(url, "/metrics").splitlines():
         if line.startswith('factorial_ws_tasks_submitted_total{queue="hard"}'):
             found["submitted"] = float(line.split()[-1])
-        for message in (SERVER_BUSY, CLIENT_BUSY):
+        for message in (HARD_QUEUE_FULL, CLIENT_BUSY):
             if line.startswith(f'factorial_ws_errors_total{{message="{message}"}}'):
                 found[message] = float(line.split()[-1])
     return found

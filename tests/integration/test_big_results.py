@@ -18,7 +18,7 @@ from factorial_ws.constants import RESULT_KEY_PREFIX, SERVICE_UNAVAILABLE
 from factorial_ws.processes import memory_kib
 from support import UNIT_S, Launcher, client, raw_websocket, wait_until, ws_text_frame
 
-from .fault_tools import LONG_NUMBER, assert_success, metric, recv_raw, submit
+from .fault_tools import LONG_NUMBER, assert_success, metric, submit
 
 MIB = 1024 * 1024
 
@@ -55,7 +55,7 @@ async def test_eight_waiters_of_different_big_results_keep_the_result_subscripti
         assert (await probe.recv())["result"] == 120
         replies = {}
         for _ in numbers:
-            reply = await recv_raw(waiter, timeout_s=30 * UNIT_S)
+            reply = await waiter.recv(30 * UNIT_S, keep_ints_as_text=True)
             replies[reply["task_id"]] = reply
     for task_id, number in zip(task_ids, numbers, strict=True):
         assert_exact(replies[task_id], task_id, number)
@@ -75,7 +75,7 @@ async def test_lookups_from_clients_that_never_read_hold_bounded_memory_and_are_
     gateway, url = launch.gateway(server.url, WS_SLOW_CONSUMER_TIMEOUT=slow_consumer_timeout_s)
     async with client(submitter_url) as ws:
         task_id = await submit(ws, LONG_NUMBER)
-        stored = await recv_raw(ws, timeout_s=60 * UNIT_S)
+        stored = await ws.recv(60 * UNIT_S, keep_ints_as_text=True)
     assert stored["type"] == "success", str(stored)[:200]
     lookup = ws_text_frame(json.dumps({"type": "result", "task_id": task_id}))
     rss_before_kib = memory_kib(gateway.pid, "VmRSS")
@@ -113,4 +113,4 @@ async def test_lookups_from_clients_that_never_read_hold_bounded_memory_and_are_
     # Their task still resolves, for anyone who asks.
     async with client(url) as ws:
         await ws.send({"type": "result", "task_id": task_id})
-        assert_success(await recv_raw(ws, timeout_s=30 * UNIT_S), task_id, LONG_NUMBER)
+        assert_success(await ws.recv(30 * UNIT_S, keep_ints_as_text=True), task_id, LONG_NUMBER)

@@ -12,8 +12,6 @@ import gmpy2
 from factorial_ws.constants import HARD_TASK_NAME
 from support import UNIT_S, Client, Launcher, client
 
-from .fault_tools import recv_raw
-
 NUMBER = 300_000  # about 0.2 s of GMP work, 1.5 MB of digits
 CLIENTS = 50
 
@@ -23,8 +21,8 @@ async def ask(url: str, number: int, start: asyncio.Event) -> tuple[dict[str, An
     async with client(url) as ws:
         await start.wait()
         await ws.send({"type": "factorial", "number": number})
-        ack = await recv_raw(ws)
-        return ack, await recv_raw(ws, timeout_s=60 * UNIT_S)
+        ack = await ws.recv(keep_ints_as_text=True)
+        return ack, await ws.recv(60 * UNIT_S, keep_ints_as_text=True)
 
 
 async def crowd(url: str, number: int, count: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -58,7 +56,7 @@ async def test_fifty_clients_asking_for_the_same_number_share_one_computation(la
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": NUMBER, "id": 1})
         assert ack == {"type": "result", "task_id": task_id, "id": 1}
-        done = await recv_raw(ws)
+        done = await ws.recv(keep_ints_as_text=True)
         assert done["type"] == "success" and done["task_id"] == task_id
     assert worker.log().count(f"{HARD_TASK_NAME}[") == 2
 
@@ -84,8 +82,7 @@ async def test_a_failed_computation_is_forgotten_and_the_next_request_computes_a
 ) -> None:
     server = launch.redis()
     # The worker kills any hard task after 1 s: 10**7! (about 15 s of GMP work) always fails.
-    limits = {"MAX_NUMBER": 10**7, "HARD_TASK_TIMEOUT": 1}
-    launch.worker(server.url, concurrency=1, **limits)
+    launch.worker(server.url, concurrency=1, MAX_NUMBER=10**7, HARD_TASK_TIMEOUT=1)
     _, url = launch.gateway(server.url, MAX_NUMBER=10**7)
 
     async with client(url) as ws:

@@ -1,4 +1,5 @@
-"""The benchmark's client side: WebSocket load, the raw Celery reference, and bare gmpy2.
+"""The benchmark's client side: WebSocket load (through the client library), the raw Celery
+reference, and bare gmpy2.
 
 Functions here are synchronous to the caller (each WebSocket scenario runs its own event loop),
 so the orchestration in ``bench`` reads as a plain sequence of steps. The crowd of thousands of
@@ -8,6 +9,7 @@ connections is spread over a few processes, since one asyncio process is the bot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -26,6 +28,7 @@ from celery.result import AsyncResult, ResultSet
 from websockets.asyncio.client import ClientConnection, connect
 
 from ..celeryapp import create_app
+from ..client import Client, FactorialWSError, TaskHandle
 from ..config import Config
 from ..constants import HARD_TASK_NAME, SOFT_TASK_NAME
 from ..processes import raise_open_files_limit
@@ -44,27 +47,21 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def _parse(frame: str | bytes) -> dict[str, Any]:
-    reply = json.loads(frame, parse_int=str)  # results stay digits, as the client reads them
-    if not isinstance(reply, dict):
-        raise ValueError(f"not a JSON object: {frame[:80]!r}")
-    return reply
+def _client(url: str) -> Client:
+    """A library client that measures rather than hides: no reconnection (a drop is a failure),
+    no pacing of its own (the gateway's rate limit is what is measured), no keepalive pings."""
+    return Client(
+        url,
+        open_timeout_s=REPLY_TIMEOUT_S,
+        ping_interval_s=None,
+        reconnect=False,
+        rate_limit_per_s=None,
+    )
 
 
-def _connect(url: str) -> Any:
-    return connect(url, compression=None, max_size=None, ping_interval=None, open_timeout=REPLY_TIMEOUT_S)
-
-
-async def _final(ws: ClientConnection) -> dict[str, Any]:
-    """The next reply that ends a request (skipping acks and pending notices)."""
-    while True:
-        reply = _parse(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
-        if reply.get("type") in ("success", "error"):
-            return reply
-
-
-def _request(number: int, request_id: int) -> str:
-    return json.dumps({"type": "factorial", "number": number, "id": request_id})
+async def _small(client: Client) -> str:
+    """factorial(5) from send to result, as digits (compared with SMALL_RESULT)."""
+    return await asyncio.wait_for(client.factorial(SMALL, digits=True), REPLY_TIMEOUT_S)
 
 
 # --- raw Celery, the reference ------------------------------------------------------------------
@@ -122,19 +119,18 @@ def ws_latency(url: str, count: int) -> list[float]:
 
 
 async def _ws_latency(url: str, count: int) -> list[float]:
-    async with _connect(url) as ws:
-        return await _probe(ws, count)
+    async with _client(url) as client:
+        return await _probe(client, count)
 
 
-async def _probe(ws: ClientConnection, count: int) -> list[float]:
+async def _probe(client: Client, count: int) -> list[float]:
     samples = []
-    for index in range(count):
+    for _ in range(count):
         started = time.perf_counter()
-        await ws.send(_request(SMALL, index))
-        reply = await _final(ws)
+        result = await _small(client)
         samples.append((time.perf_counter() - started) * 1000)
-        if reply.get("result") != SMALL_RESULT:
-            raise RuntimeError(f"gateway replied {reply}")
+        if result != SMALL_RESULT:
+            raise RuntimeError(f"gateway replied {result[:80]!r}")
     return samples
 
 
@@ -146,34 +142,34 @@ def ws_throughput(url: str, count: int, connections: int, window: int) -> tuple[
 
 async def _ws_throughput(url: str, count: int, connections: int, window: int) -> tuple[float, int]:
     shares = split(count, connections)
-    sockets = [await _connect(url) for _ in range(connections)]
+    clients = [_client(url) for _ in range(connections)]
     try:
+        for client in clients:
+            await client.connect()
         started = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(_pipeline(ws, share, window) for ws, share in zip(sockets, shares, strict=True))
+            *(_pipeline(client, share, window) for client, share in zip(clients, shares, strict=True))
         )
         seconds = time.perf_counter() - started
     finally:
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
     successes = sum(ok for ok, _ in outcomes)
     return successes / seconds, sum(failed for _, failed in outcomes)
 
 
-async def _pipeline(ws: ClientConnection, count: int, window: int) -> tuple[int, int]:
-    sent = ok = failed = 0
-    while sent < min(window, count):
-        await ws.send(_request(SMALL, sent))
-        sent += 1
-    while ok + failed < count:
-        reply = await _final(ws)
-        if reply.get("result") == SMALL_RESULT:
-            ok += 1
-        else:
-            failed += 1
-        if sent < count:
-            await ws.send(_request(SMALL, sent))
-            sent += 1
-    return ok, failed
+async def _pipeline(client: Client, count: int, window: int) -> tuple[int, int]:
+    """``count`` requests, ``window`` in flight: each one that ends lets the next one go."""
+    gate = asyncio.Semaphore(window)
+
+    async def one() -> bool:
+        async with gate:
+            try:
+                return await _small(client) == SMALL_RESULT
+            except FactorialWSError:
+                return False
+
+    outcomes = await asyncio.gather(*(one() for _ in range(count)))
+    return sum(outcomes), count - sum(outcomes)
 
 
 def ws_big(url: str, number: int, expected: str) -> float:
@@ -182,13 +178,12 @@ def ws_big(url: str, number: int, expected: str) -> float:
 
 
 async def _ws_big(url: str, number: int, expected: str) -> float:
-    async with _connect(url) as ws:
+    async with _client(url) as client:
         started = time.perf_counter()
-        await ws.send(_request(number, 0))
-        reply = await _final(ws)
+        digits = await asyncio.wait_for(client.factorial(number, digits=True), REPLY_TIMEOUT_S)
         seconds = time.perf_counter() - started
-    if reply.get("result") != expected:
-        raise RuntimeError(f"factorial({number}) came back wrong: {str(reply)[:200]}")
+    if digits != expected:
+        raise RuntimeError(f"factorial({number}) came back wrong: {digits[:200]}")
     return seconds
 
 
@@ -198,7 +193,7 @@ def ws_latency_under_hard_load(url: str, count: int) -> tuple[list[float], int]:
 
 
 async def _under_hard_load(url: str, count: int) -> tuple[list[float], int]:
-    async with _connect(url) as probe, _connect(url) as heavy:
+    async with _client(url) as probe, _client(url) as heavy:
         stop = asyncio.Event()
         busy = asyncio.Event()
         load = asyncio.create_task(_keep_hard_busy(heavy, stop, busy))
@@ -211,21 +206,19 @@ async def _under_hard_load(url: str, count: int) -> tuple[list[float], int]:
     return samples, done
 
 
-async def _keep_hard_busy(ws: ClientConnection, stop: asyncio.Event, busy: asyncio.Event) -> int:
-    sent = done = 0
-    while sent < HARD_LOAD_WINDOW:
-        await ws.send(_request(HARD_LOAD_NUMBER, sent))
-        sent += 1
-    while done < sent:
-        reply = await _final(ws)
-        if reply.get("type") != "success":
-            raise RuntimeError(f"hard load failed: {str(reply)[:200]}")
-        done += 1
-        busy.set()  # the pool has been working for a while: from now on it is saturated
-        if not stop.is_set():
-            await ws.send(_request(HARD_LOAD_NUMBER, sent))
-            sent += 1
-    return done
+async def _keep_hard_busy(client: Client, stop: asyncio.Event, busy: asyncio.Event) -> int:
+    """HARD_LOAD_WINDOW large factorials in flight, each replaced as it ends, until ``stop``."""
+
+    async def lane() -> int:
+        done = 0
+        while True:
+            await asyncio.wait_for(client.factorial(HARD_LOAD_NUMBER, digits=True), REPLY_TIMEOUT_S)
+            done += 1
+            busy.set()  # the pool has been working for a while: from now on it is saturated
+            if stop.is_set():
+                return done
+
+    return sum(await asyncio.gather(*(lane() for _ in range(HARD_LOAD_WINDOW))))
 
 
 # --- the crowd: thousands of connections over a few processes ---------------------------------
@@ -320,59 +313,88 @@ def crowd_part(
 ) -> None:
     """One crowd process: its share of connections, one request each."""
     raise_open_files_limit()
-    asyncio.run(_crowd(url, count, messages, number, digits_sha256))
+    if digits_sha256 is None:
+        asyncio.run(_crowd(url, count, messages))
+    else:
+        asyncio.run(_big_crowd(url, count, messages, number, digits_sha256))
 
 
-async def _crowd(url: str, count: int, messages: Reports, number: int, digits_sha256: str | None) -> None:
+def _report(messages: Reports, kind: str, ok: int, count: int, started: float, reasons: Counter[str]) -> None:
+    messages.put((kind, ok, count - ok, time.perf_counter() - started))
+    if reasons:
+        print(f"crowd: {count - ok} failed: {dict(reasons.most_common(5))}", file=sys.stderr)
+        reasons.clear()
+
+
+async def _crowd(url: str, count: int, messages: Reports) -> None:
     gate = asyncio.Semaphore(_CONNECT_CONCURRENCY)
     reasons: Counter[str] = Counter()
+    clients: list[Client] = []
+    started = time.perf_counter()
+
+    async def open_one() -> TaskHandle[str] | None:
+        client = _client(url)
+        async with gate:
+            try:
+                await client.connect()
+                clients.append(client)
+                return await asyncio.wait_for(client.submit(SMALL, digits=True), REPLY_TIMEOUT_S)
+            except Exception as exc:
+                reasons[f"{type(exc).__name__}: {exc}"[:120]] += 1
+                return None
+
+    opened = await asyncio.gather(*(open_one() for _ in range(count)))
+    handles = [handle for handle in opened if handle is not None]
+    _report(messages, "acked", len(handles), count, started, reasons)
+
+    async def result_of(handle: TaskHandle[str]) -> bool:
+        with contextlib.suppress(Exception):
+            return await asyncio.wait_for(handle.result(), REPLY_TIMEOUT_S) == SMALL_RESULT
+        return False
+
+    outcomes = await asyncio.gather(*(result_of(handle) for handle in handles))
+    _report(messages, "done", sum(outcomes), len(handles), started, reasons)
+    await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+
+
+async def _big_crowd(url: str, count: int, messages: Reports, number: int, digits_sha256: str) -> None:
+    """The crowd of scenario 6: each connection asks for ``number``! and reads its reply fragment
+    by fragment, hashing the digits as they come; through the library, each 5.6 MB reply would
+    be held whole, a thousand times over, in these few processes."""
+    gate = asyncio.Semaphore(_CONNECT_CONCURRENCY)
+    reasons: Counter[str] = Counter()
+    sockets: list[ClientConnection] = []
     started = time.perf_counter()
 
     async def open_one(index: int) -> ClientConnection | None:
         async with gate:
             try:
-                ws: ClientConnection = await _connect(url)
-                await ws.send(_request(number, index))
-                reply = _parse(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
+                ws = await connect(
+                    url, compression=None, max_size=None, ping_interval=None, open_timeout=REPLY_TIMEOUT_S
+                )
+                sockets.append(ws)
+                await ws.send(json.dumps({"type": "factorial", "number": number, "id": index}))
+                ack = json.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S))
             except Exception as exc:
                 reasons[f"{type(exc).__name__}: {exc}"[:120]] += 1
                 return None
-        if reply.get("type") != "result":
-            reasons[f"reply {reply}"[:120]] += 1
+        if ack.get("type") != "result":
+            reasons[f"reply {ack}"[:120]] += 1
             return None
         return ws
 
-    opened = await asyncio.gather(*(open_one(i) for i in range(count)))
-    sockets = [ws for ws in opened if ws is not None]
-    messages.put(("acked", len(sockets), count - len(sockets), time.perf_counter() - started))
-    if reasons:
-        print(f"crowd: {count - len(sockets)} failed: {dict(reasons.most_common(5))}", file=sys.stderr)
-
-    failures: Counter[str] = Counter()
-
     async def result_of(ws: ClientConnection) -> bool:
         try:
-            if digits_sha256 is None:
-                reply = await _final(ws)
-                matched = reply.get("result") == SMALL_RESULT
-            else:
-                reply = {"result": await _streamed_digits_sha256(ws)}
-                matched = reply["result"] == digits_sha256
+            return await asyncio.wait_for(_streamed_digits_sha256(ws), REPLY_TIMEOUT_S) == digits_sha256
         except Exception as exc:
-            failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            reasons[f"{type(exc).__name__}: {exc}"[:120]] += 1
             return False
-        if not matched:
-            failures[f"reply {reply}"[:120]] += 1
-        return matched
 
-    outcomes = await asyncio.gather(*(result_of(ws) for ws in sockets))
-    delivered = sum(outcomes)
-    messages.put(("done", delivered, len(sockets) - delivered, time.perf_counter() - started))
-    if failures:
-        print(
-            f"crowd: {sum(failures.values())} results failed: {dict(failures.most_common(5))}",
-            file=sys.stderr,
-        )
+    opened = await asyncio.gather(*(open_one(index) for index in range(count)))
+    asked = [ws for ws in opened if ws is not None]
+    _report(messages, "acked", len(asked), count, started, reasons)
+    outcomes = await asyncio.gather(*(result_of(ws) for ws in asked))
+    _report(messages, "done", sum(outcomes), len(asked), started, reasons)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 

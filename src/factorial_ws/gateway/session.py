@@ -23,6 +23,7 @@ from ..config import Config
 from ..constants import (
     INVALID_REQUEST,
     RATE_LIMITED,
+    SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
@@ -44,10 +45,12 @@ from ..protocol import (
     parse_request,
     pending,
     queue_for,
+    request_id_of,
 )
-from .admission import Admission, Admitted, Refused
+from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
 from .outbox import Message, Outbox
+from .producer import Admitted, Producer, Refused
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
 
 logger = logging.getLogger(__name__)
@@ -55,14 +58,21 @@ logger = logging.getLogger(__name__)
 INTERNAL_ERROR = "Internal error"
 BINARY_FRAME = INVALID_REQUEST + "binary frames are not supported; send JSON text"
 
+# Every refused request is logged, but a connection that keeps sending bad or refused frames must
+# not flood the log: this many lines in a row, then one a second; the next line written counts
+# the ones left out. ("Rate limit exceeded" is not logged at all.)
+REFUSALS_LOGGED_IN_A_ROW = 10
+_REFUSALS_LOGGED_PER_S = 1.0
+
 
 @dataclass(frozen=True)
 class Services:
     """What every session of a gateway process shares."""
 
     config: Config
-    admission: Admission
+    producer: Producer
     hub: ResultHub
+    admission: Admission
     results: ResultCache
 
 
@@ -81,13 +91,15 @@ class Session:
             slow_consumer_timeout_s=self._config.slow_consumer_timeout_s,
             peer=self._peer,
         )
+        self._refusal_log = TokenBucket(_REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_IN_A_ROW)
+        self._refusals_unlogged = 0
 
     async def run(self) -> None:
         logs.event(logger, "connect", peer=self._peer)
         metrics.connections_open.inc()
         try:
             async for frame in self._connection:
-                await self._guarded(self._on_frame(frame))
+                await self._guarded(self._on_frame(frame), frame=frame)
         except ConnectionClosed:
             pass
         finally:
@@ -103,17 +115,17 @@ class Session:
         # is held like any other.
         if not self._bucket.take():
             # Counted in the metrics, not logged: a flooding client must not flood the log.
-            await self._error(RATE_LIMITED)
+            await self._error(RATE_LIMITED, request_id=request_id_of(frame))
             return
         if isinstance(frame, bytes):
-            logs.event(logger, "error", peer=self._peer, detail=BINARY_FRAME)
-            await self._error(BINARY_FRAME)
+            self._log_refusal(BINARY_FRAME)
+            await self._error(BINARY_FRAME, request_id=request_id_of(frame))
             return
         try:
             request = parse_request(frame, max_number=self._config.max_number)
         except ProtocolError as exc:
             metrics.requests_total.labels("invalid").inc()
-            logs.event(logger, "error", peer=self._peer, detail=exc.message)
+            self._log_refusal(exc.message)
             await self._error(exc.message, request_id=exc.request_id)
             return
         if isinstance(request, FactorialRequest):
@@ -122,23 +134,25 @@ class Session:
             metrics.requests_total.labels("result").inc()
         if len(self._waits) >= self._config.max_tasks_in_flight:
             task_id = request.task_id if isinstance(request, ResultRequest) else None
+            self._log_refusal(TOO_MANY_IN_FLIGHT, task_id)
             await self._error(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
         if isinstance(request, FactorialRequest):
             await self._submit(request)
         else:
-            self._spawn(self._look_up(request))
+            self._spawn(self._look_up(request), request.request_id)
 
     async def _submit(self, request: FactorialRequest) -> None:
         queue = queue_for(request.number)
         started = time.monotonic()
         try:
-            answer = await self._admit(new_task_id(), queue, request.number)
-        except (aioredis.RedisError, OSError, ServiceUnavailable):
-            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
+            async with self._services.admission.turn():
+                answer = await self._enqueue(new_task_id(), queue, request.number)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), None, request.request_id)
             return
         if isinstance(answer, Refused):
-            await self._error(answer.message, request_id=request.request_id)
+            await self._refuse(answer.message, None, request.request_id)
             return
         admitted, watch = answer
         counter = metrics.tasks_reused_total if admitted.reused else metrics.tasks_submitted_total
@@ -152,23 +166,30 @@ class Session:
             detail="reused" if admitted.reused else None,
         )
         await self._send(ack(admitted.task_id, request.request_id))
-        self._spawn(self._deliver(watch, request, queue, started))
+        self._spawn(self._deliver(watch, request, queue, started), request.request_id)
 
-    async def _admit(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
-        """Send ``number!`` as ``task_id``, or find the task that already computes it; with a
-        watch on the task that answers."""
-        hub, admission = self._services.hub, self._services.admission
-        if self._config.result_reuse:
-            # The answer may be a task that exists, even one that ended: watched afterwards, and
-            # read once (_watch), which also covers a new task that ends before the SUBSCRIBE.
-            admitted = await admission.submit(task_id, queue, number, self._host)
-            if isinstance(admitted, Refused):
-                return admitted
-            return admitted, await self._watch(admitted.task_id)
-        # Every task is new: subscribed before it is sent, its result cannot be published unseen.
+    async def _enqueue(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
+        """Send ``number!`` as ``task_id``, or find the task that already computes it (the
+        producer's rules may also refuse); with a watch on the task that answers."""
+        try:
+            if self._config.result_reuse:
+                # The answer may be a task that exists, even one that ended: watched afterwards,
+                # and read once (_watch), which also covers a new task that ends before the
+                # SUBSCRIBE. A process already subscribed to that task needs no round trip.
+                admitted = await self._services.producer.submit(task_id, queue, number, self._host)
+                if isinstance(admitted, Refused):
+                    return admitted
+                return admitted, await self._watch(admitted.task_id)
+            return await self._send_new(task_id, queue, number)
+        except (aioredis.RedisError, OSError):
+            raise ServiceUnavailable from None
+
+    async def _send_new(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
+        """Every task is new: subscribed before it is sent, its result cannot be published unseen."""
+        hub = self._services.hub
         watch = await hub.subscribe(task_id)
         try:
-            admitted = await admission.submit(task_id, queue, number, self._host)
+            admitted = await self._services.producer.submit(task_id, queue, number, self._host)
         except BaseException:
             await hub.release(watch)
             raise
@@ -206,29 +227,36 @@ class Session:
         task_id, request_id = request.task_id, request.request_id
         started = time.monotonic()
         logs.event(logger, "request", task_id=task_id, detail="lookup")
-        outcome: Ending | None
         try:
-            snapshot = await self._services.hub.snapshot(task_id)
-            if isinstance(snapshot, Pending):
-                outcome = await self._wait_pending(task_id, request_id)
-            elif isinstance(snapshot, Unknown):
-                outcome = Failure(UNKNOWN_TASK_ID)
-            else:
-                outcome = snapshot
-        except ServiceUnavailable:
-            outcome = Failure(SERVICE_UNAVAILABLE)
+            async with self._services.admission.turn():
+                found = await self._outcome_or_watch(task_id)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), task_id, request_id)
+            return
+        outcome: Ending | None
+        if isinstance(found, Watch):
+            try:
+                await self._send(pending(task_id, request_id))
+                outcome = await self._outcome(found)
+            finally:
+                await self._services.hub.release(found)
+        else:
+            outcome = Failure(UNKNOWN_TASK_ID) if isinstance(found, Unknown) else found
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Ending | None:
-        # It may end between the first read and the SUBSCRIBE: _watch reads it again.
+    async def _outcome_or_watch(self, task_id: str) -> Ending | Unknown | Watch:
+        """The task's outcome if it has one (Unknown if no such task), else a watch on it."""
+        hub = self._services.hub
+        snapshot = await hub.snapshot(task_id)
+        if not isinstance(snapshot, Pending):
+            return snapshot
+        # It may end between that read and the SUBSCRIBE: _watch reads it again.
         watch = await self._watch(task_id)
-        try:
-            if not watch.outcome.done():
-                await self._send(pending(task_id, request_id))
-            return await self._outcome(watch)
-        finally:
-            await self._services.hub.release(watch)
+        if watch.outcome.done():
+            await hub.release(watch)
+            return watch.outcome.result()
+        return watch
 
     async def _outcome(self, watch: Watch) -> Ending | None:
         """The task's outcome, or None when it did not come within the wait limit."""
@@ -265,6 +293,10 @@ class Session:
         logs.event(logger, "error", task_id=task_id, peer=self._peer, detail=message)
         return _counted_error(message, task_id, request_id)
 
+    async def _refuse(self, message: str, task_id: str | None, request_id: RequestId | None) -> None:
+        self._log_refusal(message, task_id)
+        await self._error(message, task_id, request_id)
+
     async def _error(
         self, message: str, task_id: str | None = None, request_id: RequestId | None = None
     ) -> None:
@@ -272,6 +304,16 @@ class Session:
 
     async def _send(self, text: str) -> None:
         await self._outbox.send(text)
+
+    def _log_refusal(self, detail: str, task_id: str | None = None) -> None:
+        """One `error` line for a refused request, held to a rate per connection."""
+        if not self._refusal_log.take():
+            self._refusals_unlogged += 1
+            return
+        suppressed, self._refusals_unlogged = self._refusals_unlogged, 0
+        logs.event(
+            logger, "error", peer=self._peer, task_id=task_id, suppressed=suppressed or None, detail=detail
+        )
 
     def _log_outcome(
         self,
@@ -281,10 +323,10 @@ class Session:
         queue: str | None,
         duration_s: float,
     ) -> None:
-        name = "result" if isinstance(outcome, Success | Stored) else "error"
-        detail = (
-            None if isinstance(outcome, Success | Stored) else (outcome.message if outcome else TIMEOUT_ERROR)
-        )
+        if isinstance(outcome, Success | Stored):
+            name, detail = "result", None
+        else:
+            name, detail = "error", outcome.message if outcome else TIMEOUT_ERROR
         logs.event(
             logger,
             name,
@@ -297,20 +339,33 @@ class Session:
 
     # --- isolation ---
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(work))
+    def _spawn(self, work: Coroutine[Any, Any, None], request_id: RequestId | None) -> None:
+        task = asyncio.create_task(self._guarded(work, request_id=request_id))
         self._waits.add(task)
         task.add_done_callback(self._waits.discard)
 
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
-        """A bug in one request is logged and answered; it never ends the connection."""
+    async def _guarded(
+        self,
+        work: Coroutine[Any, Any, None],
+        *,
+        request_id: RequestId | None = None,
+        frame: str | bytes | None = None,
+    ) -> None:
+        """A bug in one request is logged and answered, with the request's id (read from the
+        frame if need be); it never ends the connection."""
         try:
             await work
         except (ConnectionClosed, asyncio.CancelledError):
             raise
         except Exception:
             logger.exception("request failed")
-            await self._error(INTERNAL_ERROR)
+            if frame is not None:
+                request_id = request_id_of(frame)
+            await self._error(INTERNAL_ERROR, request_id=request_id)
+
+
+def _refusal(exc: ServiceUnavailable | ServerBusy) -> str:
+    return SERVER_BUSY if isinstance(exc, ServerBusy) else SERVICE_UNAVAILABLE
 
 
 def _counted_error(message: str, task_id: str | None, request_id: RequestId | None) -> str:

@@ -1,0 +1,155 @@
+"""Exceptions of the client library: one root class, one subclass per error message of the
+protocol (docs/protocol.md), and a few for the connection itself.
+
+    try:
+        n = await client.factorial(5)
+    except factorial_ws.InvalidRequest as exc:
+        print(exc.message)        # "Invalid request: 'number' must not be negative"
+    except factorial_ws.FactorialWSError as exc:
+        print("failed:", exc)
+
+An error reply whose message the library does not know raises the root class itself, so a newer
+gateway's messages are still caught by ``except FactorialWSError``.
+"""
+
+from __future__ import annotations
+
+from ..constants import (
+    CLIENT_BUSY,
+    HARD_QUEUE_FULL,
+    INVALID_REQUEST,
+    JSON_DECODE_ERROR,
+    RATE_LIMITED,
+    SERVER_BUSY,
+    SERVICE_UNAVAILABLE,
+    TASK_FAILED,
+    TASK_REVOKED,
+    TIMEOUT_ERROR,
+    TOO_MANY_IN_FLIGHT,
+    UNKNOWN_TASK,
+    UNKNOWN_TASK_ID,
+    WORKER_LOST,
+)
+
+
+class FactorialWSError(Exception):
+    """Root of every error the client raises. ``message`` is the gateway's error text as sent
+    (or a description of a connection problem); ``task_id`` is set when it concerns a task."""
+
+    def __init__(self, message: str, task_id: str | None = None) -> None:
+        super().__init__(message if task_id is None else f"{message} (task {task_id})")
+        self.message = message
+        self.task_id = task_id
+
+
+# --- error replies, named after the protocol's messages ----------------------------------------
+
+
+class JSONDecodeFailed(FactorialWSError):
+    """``JSON decode error``: the gateway could not parse a frame (never sent by this library)."""
+
+
+class UnknownTask(FactorialWSError):
+    """``Unknown task``: a request ``type`` the gateway does not know."""
+
+
+class InvalidRequest(FactorialWSError):
+    """``Invalid request: …``: e.g. a number out of range, a malformed task id."""
+
+
+class TaskTimeout(FactorialWSError):
+    """``Timeout error``: the task ran past its time limit and was killed. (A gateway that only
+    stopped waiting also says ``Timeout error``; the client then asks again by task id and raises
+    this only once the task itself is known to have timed out.)"""
+
+
+class UnknownTaskId(FactorialWSError):
+    """``Unknown task id``: never submitted, or its result has expired."""
+
+
+class ServiceUnavailable(FactorialWSError):
+    """``Service unavailable``: the gateway cannot reach Redis right now; try again later."""
+
+
+class ServerBusy(FactorialWSError):
+    """``Server busy``: the gateway itself is overloaded (Redis is fine); try again later."""
+
+
+class HardQueueFull(ServerBusy):
+    """``Server busy: too many large tasks queued``: the ``hard`` queue is at its limit."""
+
+
+class TooManyInFlight(FactorialWSError):
+    """``Too many tasks in flight``: this connection already waits for the gateway's maximum."""
+
+
+class TooManyQueued(FactorialWSError):
+    """``Too many large tasks queued from this address``: this client address already has the
+    gateway's maximum of unfinished large tasks; wait for one of their results."""
+
+
+class RateLimited(FactorialWSError):
+    """``Rate limit exceeded``: more requests per second than the gateway allows a connection."""
+
+
+class TaskFailed(FactorialWSError):
+    """``Task failed``: the task raised an error (details stay in the worker's log)."""
+
+
+class WorkerLost(TaskFailed):
+    """``Task failed: its worker died on every attempt``."""
+
+
+class TaskRevoked(FactorialWSError):
+    """``Task revoked``: the task was revoked through Celery."""
+
+
+# --- the connection ----------------------------------------------------------------------------
+
+
+class ConnectionFailed(FactorialWSError):
+    """The connection could not be opened: nothing listens, TLS failed, the peer is no WebSocket
+    server, or it did not answer in time. ``message`` names the cause in one line."""
+
+
+class HandshakeRefused(ConnectionFailed):
+    """The gateway answered the handshake with an HTTP error: 401 (token), 403 (origin), 503
+    (too many connections)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ConnectionLost(FactorialWSError):
+    """The connection dropped and could not be opened again within ``reconnect_timeout_s`` (or
+    the client does not reconnect). The task may still finish: look it up by ``task_id``."""
+
+
+class ClientClosed(FactorialWSError):
+    """The client was closed while this request was waiting, or before it was made."""
+
+
+# Exact messages first; the "Invalid request: …" family by its prefix.
+_BY_MESSAGE: dict[str, type[FactorialWSError]] = {
+    JSON_DECODE_ERROR: JSONDecodeFailed,
+    UNKNOWN_TASK: UnknownTask,
+    TIMEOUT_ERROR: TaskTimeout,
+    UNKNOWN_TASK_ID: UnknownTaskId,
+    SERVICE_UNAVAILABLE: ServiceUnavailable,
+    SERVER_BUSY: ServerBusy,
+    HARD_QUEUE_FULL: HardQueueFull,
+    CLIENT_BUSY: TooManyQueued,
+    TOO_MANY_IN_FLIGHT: TooManyInFlight,
+    RATE_LIMITED: RateLimited,
+    TASK_FAILED: TaskFailed,
+    WORKER_LOST: WorkerLost,
+    TASK_REVOKED: TaskRevoked,
+}
+
+
+def error_for(message: str, task_id: str | None = None) -> FactorialWSError:
+    """The exception for an error reply's message; the root class for a message not known."""
+    if message.startswith(INVALID_REQUEST):
+        return InvalidRequest(message, task_id)
+    return _BY_MESSAGE.get(message, FactorialWSError)(message, task_id)

@@ -1,0 +1,173 @@
+"""The client's side of the protocol, without I/O: request frames, reply parsing, and what one
+request does with each reply (wait, finish, fail, or ask again by task id).
+
+A request is asked once per connection. Asking again is always a lookup by task id once the
+gateway has acked it (a factorial that was never acked is sent again as a factorial):
+
+- after the connection dropped (the new connection knows nothing of the old one's requests);
+- after ``Timeout error`` on an ask the gateway had confirmed it waits for (the ack of a
+  factorial, or ``pending`` for a lookup): the gateway only stopped waiting after
+  ``HARD_TASK_TIMEOUT``, the task goes on. A ``Timeout error`` without that confirmation is the
+  task's own outcome (it ran past its time limit), so it is final;
+- after ``Service unavailable``, ``Server busy`` or ``Too many tasks in flight`` on an ask the
+  library made by itself, later (the caller's own first ask raises them);
+- after ``Rate limit exceeded``, later, whoever asked: the gateway did not serve the frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..constants import (
+    HARD_QUEUE_FULL,
+    RATE_LIMITED,
+    SERVER_BUSY,
+    SERVICE_UNAVAILABLE,
+    TIMEOUT_ERROR,
+    TOO_MANY_IN_FLIGHT,
+)
+from .errors import FactorialWSError, error_for
+
+# Errors that say "not now" rather than "never": a task the library re-asks for by itself is
+# asked again after a delay instead of failing.
+TRANSIENT_ERRORS: Final = frozenset(
+    {SERVICE_UNAVAILABLE, SERVER_BUSY, HARD_QUEUE_FULL, RATE_LIMITED, TOO_MANY_IN_FLIGHT}
+)
+
+# int() of a decimal string is quadratic in CPython 3.11 and refuses more than 4300 digits by
+# default (sys.set_int_max_str_digits); GMP converts 5.5 million digits in well under a second.
+_INT_DIGITS_LIMIT: Final = 4000
+
+
+def factorial_frame(number: int, request_id: int) -> str:
+    return json.dumps({"type": "factorial", "number": number, "id": request_id})
+
+
+def lookup_frame(task_id: str, request_id: int) -> str:
+    return json.dumps({"type": "result", "task_id": task_id, "id": request_id})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One message from the gateway. ``result`` holds a success's digits (as text: they are
+    never parsed as an int here) or an error's message; ``request_id`` is the echoed ``id`` as
+    text, whatever its JSON type."""
+
+    type: str
+    task_id: str | None = None
+    request_id: str | None = None
+    result: str | None = None
+
+
+def parse_reply(frame: str) -> Reply:
+    """Read a reply frame; ValueError if it is not a JSON object. Integers stay text
+    (``parse_int=str``): parsing millions of digits into an int here would be quadratic."""
+    data = json.loads(frame, parse_int=str)
+    if not isinstance(data, dict):
+        raise ValueError("a reply is a JSON object")
+    return Reply(
+        type=_text(data.get("type")) or "",
+        task_id=_text(data.get("task_id")),
+        request_id=_text(data.get("id")),
+        result=_text(data.get("result")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def digits_to_int(digits: str) -> int:
+    """The exact integer of a decimal string of any length, in quasi-linear time, without
+    touching the process-wide ``sys.set_int_max_str_digits``."""
+    if len(digits) <= _INT_DIGITS_LIMIT:
+        return int(digits)
+    import gmpy2  # imported when first needed: it costs about 0.1 s
+
+    return int(gmpy2.mpz(digits))
+
+
+def backoff_delay_s(attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Delay before reconnection attempt ``attempt`` (0, 1, …): doubling from ``initial_s`` up
+    to ``max_s``, then a random half of it taken off, so that thousands of clients dropped by
+    one gateway restart do not all come back in the same instant."""
+    ceiling = min(max_s, initial_s * 2.0 ** min(attempt, 32))
+    return ceiling * (rng or random).uniform(0.5, 1.0)
+
+
+# --- one request -----------------------------------------------------------------------------
+
+
+class Step(enum.Enum):
+    """What the I/O layer does after a reply."""
+
+    ACKED = "acked"  # the task id is known now; keep waiting for the result
+    WAIT = "wait"  # nothing to do
+    DONE = "done"  # the result is in ``Request.digits``
+    FAILED = "failed"  # the exception is in ``Request.error``
+    ASK_AGAIN = "ask again"  # look the task up again now
+    ASK_LATER = "ask later"  # look the task up again after a delay (``error`` if not)
+
+
+class Request:
+    """The state of one request of a caller: a factorial (``number``) or a lookup (``task_id``)."""
+
+    def __init__(self, *, number: int | None = None, task_id: str | None = None) -> None:
+        if (number is None) == (task_id is None):
+            raise ValueError("a request is a factorial (number) or a lookup (task_id)")
+        self.number = number
+        self.task_id = task_id
+        self.digits: str | None = None
+        self.error: FactorialWSError | None = None
+        # The gateway has confirmed it waits for the task on the current ask (ack or pending).
+        self.confirmed = False
+        # The current ask is the library's own (after a drop or a wait that timed out).
+        self.retry = False
+        self.asks = 0
+
+    def frame(self, request_id: int) -> str:
+        """The frame of the next ask: a factorial until the gateway acked one, then lookups."""
+        self.confirmed = False
+        self.retry = self.asks > 0
+        self.asks += 1
+        if self.task_id is None:
+            assert self.number is not None
+            return factorial_frame(self.number, request_id)
+        return lookup_frame(self.task_id, request_id)
+
+    def on_reply(self, reply: Reply) -> Step:
+        if reply.type == "result" and reply.task_id is not None and self.task_id is None:
+            self.task_id = reply.task_id
+            self.confirmed = True
+            return Step.ACKED
+        if reply.type == "pending":
+            self.confirmed = True
+            return Step.WAIT
+        if reply.type == "success":
+            return self._success(reply.result)
+        if reply.type == "error":
+            return self._error(reply.result or "", reply.task_id)
+        return Step.WAIT  # a reply type this version does not know: keep waiting
+
+    def _success(self, digits: str | None) -> Step:
+        if digits is None or not (digits.isascii() and digits.isdigit()):
+            self.error = FactorialWSError("malformed success reply: 'result' is not an integer", self.task_id)
+            return Step.FAILED
+        self.digits = digits
+        return Step.DONE
+
+    def _error(self, message: str, task_id: str | None) -> Step:
+        if message == TIMEOUT_ERROR and self.confirmed:
+            return Step.ASK_AGAIN  # the gateway stopped waiting; the task goes on
+        self.error = error_for(message, task_id or self.task_id)
+        if message == RATE_LIMITED:
+            # The gateway did not serve the frame (a factorial it refused was not submitted), so
+            # asking again later is always safe: the library's pacing fell short, not the caller.
+            return Step.ASK_LATER
+        if message in TRANSIENT_ERRORS and self.retry and self.task_id is not None:
+            return Step.ASK_LATER
+        return Step.FAILED
