@@ -62,7 +62,8 @@ class NotingBackendMixin:
     def __init__(self, *args: Any, url: str | None = None, **kwargs: Any) -> None:
         # Celery passes no URL when the backend is given as a class: the configured one, as
         # Celery would pass it (redis+socket://... becomes socket://...).
-        kwargs["url"] = url or by_url(kwargs["app"].conf.result_backend)[1]
+        celery_url: str = by_url(kwargs["app"].conf.result_backend)[1]  # type: ignore[index]
+        kwargs["url"] = url or celery_url
         super().__init__(*args, **kwargs)
 
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
