@@ -19,6 +19,10 @@ SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once 
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 HANDED_BACK_KEY_PREFIX: Final = KEY_PREFIX + "handed-back:"  # held at a worker's shutdown, not lost
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
+CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
+# A channel per task: the workers' result backend announces each stored result there.
+NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
 # A channel nobody publishes on: it keeps a gateway's result subscription open while no task waits.
 RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
 
@@ -39,5 +43,7 @@ RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
+HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
+CLIENT_BUSY: Final = "Too many large tasks queued from this address"
 
 DEFAULT_PORT: Final = 25000

@@ -22,12 +22,21 @@ import random
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..constants import RATE_LIMITED, SERVER_BUSY, SERVICE_UNAVAILABLE, TIMEOUT_ERROR, TOO_MANY_IN_FLIGHT
+from ..constants import (
+    HARD_QUEUE_FULL,
+    RATE_LIMITED,
+    SERVER_BUSY,
+    SERVICE_UNAVAILABLE,
+    TIMEOUT_ERROR,
+    TOO_MANY_IN_FLIGHT,
+)
 from .errors import FactorialWSError, error_for
 
 # Errors that say "not now" rather than "never": a task the library re-asks for by itself is
 # asked again after a delay instead of failing.
-TRANSIENT_ERRORS: Final = frozenset({SERVICE_UNAVAILABLE, SERVER_BUSY, RATE_LIMITED, TOO_MANY_IN_FLIGHT})
+TRANSIENT_ERRORS: Final = frozenset(
+    {SERVICE_UNAVAILABLE, SERVER_BUSY, HARD_QUEUE_FULL, RATE_LIMITED, TOO_MANY_IN_FLIGHT}
+)
 
 # int() of a decimal string is quadratic in CPython 3.11 and refuses more than 4300 digits by
 # default (sys.set_int_max_str_digits); GMP converts 5.5 million digits in well under a second.

@@ -1,8 +1,10 @@
 """Waiting for task results: one Redis pub/sub connection per gateway process serves every task.
 
-Celery's Redis result backend stores each result under ``celery-task-meta-<id>`` and PUBLISHes it
-on a channel of the same name. A waiting task costs a dict entry and a future: the hub SUBSCRIBEs
-to its channel, and the reader task resolves the future when the result is published.
+Celery's Redis result backend stores each result under ``celery-task-meta-<id>``; the workers'
+backend (``result_backend``) also publishes a note on ``factorial-ws:done:<id>``: the meta itself
+when it is small, its size when it is large (a large result is then read once per process, see
+``big_results``). A waiting task costs a dict entry and a future: the hub SUBSCRIBEs to its note
+channel, and the reader task resolves the future when the note arrives.
 
 Races closed here:
 - A result published before the SUBSCRIBE took effect is missed by pub/sub, so ``watch`` returns
@@ -29,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from ..constants import (
+    NOTE_CHANNEL_PREFIX,
     RESULT_KEY_PREFIX,
     RESULTS_IDLE_CHANNEL,
     SUBMITTED_KEY_PREFIX,
@@ -38,6 +41,7 @@ from ..constants import (
     WORKER_LOST,
 )
 from ..protocol import Failure, Outcome, Pending, Success
+from ..result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +61,16 @@ class Unknown:
     """A task id the system has never sent, or whose result has expired."""
 
 
-Snapshot = Outcome | Pending | Unknown
+@dataclass(frozen=True)
+class Stored:
+    """A result too large to carry around: ``size`` bytes of meta stored in Redis, read when it
+    is sent (``big_results``)."""
+
+    size: int
+
+
+Ending = Outcome | Stored  # how a task ended, as far as the hub reads it
+Snapshot = Ending | Pending | Unknown
 
 
 def result_key(task_id: str) -> str:
@@ -69,7 +82,7 @@ class Watch:
     """One waiter's view of one task: ``outcome`` resolves when the task ends."""
 
     task_id: str
-    outcome: asyncio.Future[Outcome] = field(
+    outcome: asyncio.Future[Ending] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -131,7 +144,7 @@ class ResultHub:
         if not self.connected:
             raise ServiceUnavailable
         watch = Watch(task_id)
-        channel_name = result_key(task_id)
+        channel_name = note_channel(task_id)
         channel = self._channels.get(channel_name)
         if channel is None:
             channel = self._channels[channel_name] = _Channel()
@@ -151,7 +164,7 @@ class ResultHub:
 
     async def release(self, watch: Watch) -> None:
         """Stop waiting; the last waiter of a channel unsubscribes from it."""
-        channel_name = result_key(watch.task_id)
+        channel_name = note_channel(watch.task_id)
         channel = self._channels.get(channel_name)
         if channel is None:
             return
@@ -165,13 +178,17 @@ class ResultHub:
 
     async def snapshot(self, task_id: str) -> Snapshot:
         """The task's state now, from one round trip: finished, pending, or unknown."""
+        pipe = self._client.pipeline(transaction=False)
+        _read_note(pipe, task_id)
+        pipe.exists(SUBMITTED_KEY_PREFIX + task_id)
         try:
-            meta, submitted = await self._client.mget(result_key(task_id), SUBMITTED_KEY_PREFIX + task_id)
+            size, head, submitted = await pipe.execute()
         except aioredis.RedisError:
             raise ServiceUnavailable from None
-        if meta is not None:
-            return outcome_from_meta(meta)
-        return Pending() if submitted is not None else Unknown()
+        note = _note(size, head)
+        if note is not None:
+            return read_note(note)
+        return Pending() if submitted else Unknown()
 
     async def _subscribe(self, *channel_names: str) -> None:
         if self._pubsub is None:
@@ -246,10 +263,10 @@ class ResultHub:
     async def _catch_up(self, channel_names: list[str]) -> None:
         """Deliver results stored while the subscription was down."""
         for batch in _batches(channel_names):
-            metas = await self._client.mget(batch)
-            for name, meta in zip(batch, metas, strict=True):
-                if meta is not None:
-                    self._deliver(name, meta)
+            notes = await read_notes(self._client, [name.removeprefix(NOTE_CHANNEL_PREFIX) for name in batch])
+            for name, note in zip(batch, notes, strict=True):
+                if note is not None:
+                    self._deliver(name, note)
 
     async def _read_forever(self) -> None:
         assert self._pubsub is not None
@@ -287,11 +304,11 @@ class ResultHub:
         if channel is not None and not channel.subscribed.done():
             channel.subscribed.set_result(True)
 
-    def _deliver(self, channel_name: str, meta: bytes | str) -> None:
+    def _deliver(self, channel_name: str, note: bytes | str) -> None:
         channel = self._channels.get(channel_name)
         if channel is None:
             return
-        outcome = outcome_from_meta(meta)
+        outcome = read_note(note)
         if isinstance(outcome, Pending):
             return
         for watch in channel.watches:
@@ -315,6 +332,35 @@ def _text(value: object) -> str:
 
 # --- Celery's stored task meta ---------------------------------------------------------------
 
+
+async def read_notes(client: aioredis.Redis, task_ids: list[str]) -> list[bytes | None]:
+    """For each task, the note the workers would publish for its stored meta (the meta when
+    small, else its size: a large result is not read here), or None when nothing is stored."""
+    pipe = client.pipeline(transaction=False)
+    for task_id in task_ids:
+        _read_note(pipe, task_id)
+    replies = await pipe.execute()
+    return [_note(size, head) for size, head in zip(replies[::2], replies[1::2], strict=True)]
+
+
+def _read_note(pipe: aioredis.client.Pipeline, task_id: str) -> None:
+    """Queue the two reads ``_note`` makes a note of: the meta's size and its head."""
+    pipe.strlen(result_key(task_id))
+    pipe.getrange(result_key(task_id), 0, NOTE_INLINE_MAX_BYTES - 1)
+
+
+def _note(size: int, head: bytes) -> bytes | None:
+    if not size:
+        return None
+    return head if size <= NOTE_INLINE_MAX_BYTES else stored_note(size)
+
+
+def read_note(note: bytes | str) -> Ending | Pending:
+    """What a worker's note (or ``read_notes``) says about a task."""
+    size = stored_size(note)
+    return Stored(size) if size is not None else outcome_from_meta(note)
+
+
 _TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
 _PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "STARTED", "RETRY"})
 
@@ -335,8 +381,13 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
             return Success(result)
         return Failure(TASK_FAILED)
     if status == "REVOKED":
-        return Failure(TASK_REVOKED)
+        # Discarded unstarted past its expiry (TASK_EXPIRES): nobody got it computed in time.
+        return Failure(TIMEOUT_ERROR if _expired(meta.get("result")) else TASK_REVOKED)
     return Failure(_failure_message(meta.get("result")))
+
+
+def _expired(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("exc_message") in (["expired"], "expired")
 
 
 def _failure_message(result: Any) -> str:

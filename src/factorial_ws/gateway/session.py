@@ -8,7 +8,6 @@ workers finish them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -34,7 +33,6 @@ from ..limits import TokenBucket
 from ..protocol import (
     FactorialRequest,
     Failure,
-    Outcome,
     Pending,
     ProtocolError,
     RequestId,
@@ -50,8 +48,10 @@ from ..protocol import (
     request_id_of,
 )
 from .admission import Admission, ServerBusy
-from .producer import Producer
-from .results import ResultHub, ServiceUnavailable, Unknown, Watch
+from .big_results import BigResult, ResultCache
+from .outbox import Message, Outbox
+from .producer import Admitted, Producer, Refused
+from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Services:
     producer: Producer
     hub: ResultHub
     admission: Admission
+    results: ResultCache
 
 
 class Session:
@@ -83,6 +84,13 @@ class Session:
         self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
         self._waits: set[asyncio.Task[None]] = set()
         self._peer = _peer(connection)
+        self._host = _host(connection)  # the client address, which HARD_TASKS_PER_CLIENT counts by
+        self._outbox = Outbox(
+            connection,
+            budget_bytes=self._config.max_output_bytes,
+            slow_consumer_timeout_s=self._config.slow_consumer_timeout_s,
+            peer=self._peer,
+        )
         self._refusal_log = TokenBucket(_REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_IN_A_ROW)
         self._refusals_unlogged = 0
 
@@ -135,29 +143,73 @@ class Session:
             self._spawn(self._look_up(request), request.request_id)
 
     async def _submit(self, request: FactorialRequest) -> None:
-        task_id = new_task_id()
         queue = queue_for(request.number)
         started = time.monotonic()
         try:
             async with self._services.admission.turn():
-                watch = await self._enqueue(task_id, queue, request.number)
+                answer = await self._enqueue(new_task_id(), queue, request.number)
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), None, request.request_id)
             return
-        metrics.tasks_submitted_total.labels(queue).inc()
-        logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
-        await self._send(ack(task_id, request.request_id))
+        if isinstance(answer, Refused):
+            await self._refuse(answer.message, None, request.request_id)
+            return
+        admitted, watch = answer
+        counter = metrics.tasks_reused_total if admitted.reused else metrics.tasks_submitted_total
+        counter.labels(queue).inc()
+        logs.event(
+            logger,
+            "request",
+            task_id=admitted.task_id,
+            number=request.number,
+            queue=queue,
+            detail="reused" if admitted.reused else None,
+        )
+        await self._send(ack(admitted.task_id, request.request_id))
         self._spawn(self._deliver(watch, request, queue, started), request.request_id)
 
-    async def _enqueue(self, task_id: str, queue: str, number: int) -> Watch:
-        """Send the task, subscribed first so that its result cannot be published unseen."""
+    async def _enqueue(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
+        """Send ``number!`` as ``task_id``, or find the task that already computes it (the
+        producer's rules may also refuse); with a watch on the task that answers."""
+        try:
+            if self._config.result_reuse:
+                # The answer may be a task that exists, even one that ended: watched afterwards,
+                # and read once (_watch), which also covers a new task that ends before the
+                # SUBSCRIBE. A process already subscribed to that task needs no round trip.
+                admitted = await self._services.producer.submit(task_id, queue, number, self._host)
+                if isinstance(admitted, Refused):
+                    return admitted
+                return admitted, await self._watch(admitted.task_id)
+            return await self._send_new(task_id, queue, number)
+        except (aioredis.RedisError, OSError):
+            raise ServiceUnavailable from None
+
+    async def _send_new(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
+        """Every task is new: subscribed before it is sent, its result cannot be published unseen."""
         hub = self._services.hub
         watch = await hub.subscribe(task_id)
         try:
-            await self._services.producer.send(task_id, queue, number)
-        except (aioredis.RedisError, OSError):
+            admitted = await self._services.producer.submit(task_id, queue, number, self._host)
+        except BaseException:
             await hub.release(watch)
-            raise ServiceUnavailable from None
+            raise
+        if isinstance(admitted, Refused):
+            await hub.release(watch)
+            return admitted
+        return admitted, watch
+
+    async def _watch(self, task_id: str) -> Watch:
+        """Wait for a task that may have ended already: subscribe, then read it once, now that
+        the subscription is in force. Pair with ``hub.release``."""
+        hub = self._services.hub
+        watch = await hub.subscribe(task_id)
+        try:
+            snapshot = await hub.snapshot(task_id)
+        except BaseException:
+            await hub.release(watch)
+            raise
+        if isinstance(snapshot, Success | Failure | Stored) and not watch.outcome.done():
+            watch.outcome.set_result(snapshot)
         return watch
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
@@ -166,7 +218,7 @@ class Session:
         finally:
             await self._services.hub.release(watch)
         duration_s = time.monotonic() - started
-        if isinstance(outcome, Success):
+        if isinstance(outcome, Success | Stored):
             metrics.result_seconds.labels(queue).observe(duration_s)
         self._log_outcome(watch.task_id, outcome, request.number, queue, duration_s)
         await self._send_outcome(watch.task_id, outcome, request.request_id)
@@ -181,7 +233,7 @@ class Session:
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), task_id, request_id)
             return
-        outcome: Outcome | None
+        outcome: Ending | None
         if isinstance(found, Watch):
             try:
                 await self._send(pending(task_id, request_id))
@@ -193,26 +245,20 @@ class Session:
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _outcome_or_watch(self, task_id: str) -> Outcome | Unknown | Watch:
+    async def _outcome_or_watch(self, task_id: str) -> Ending | Unknown | Watch:
         """The task's outcome if it has one (Unknown if no such task), else a watch on it."""
         hub = self._services.hub
         snapshot = await hub.snapshot(task_id)
         if not isinstance(snapshot, Pending):
             return snapshot
-        watch = await hub.subscribe(task_id)
-        try:
-            # Read again now that the subscription is in force: the task may have ended
-            # between the first read and the SUBSCRIBE.
-            snapshot = await hub.snapshot(task_id)
-        except BaseException:
+        # It may end between that read and the SUBSCRIBE: _watch reads it again.
+        watch = await self._watch(task_id)
+        if watch.outcome.done():
             await hub.release(watch)
-            raise
-        if isinstance(snapshot, Success | Failure):
-            await hub.release(watch)
-            return snapshot
+            return watch.outcome.result()
         return watch
 
-    async def _outcome(self, watch: Watch) -> Outcome | None:
+    async def _outcome(self, watch: Watch) -> Ending | None:
         """The task's outcome, or None when it did not come within the wait limit."""
         try:
             async with asyncio.timeout(self._config.hard_task_timeout_s):
@@ -222,15 +268,30 @@ class Session:
 
     # --- replies ---
 
-    async def _send_outcome(
-        self, task_id: str, outcome: Outcome | None, request_id: RequestId | None
-    ) -> None:
+    async def _send_outcome(self, task_id: str, outcome: Ending | None, request_id: RequestId | None) -> None:
         if outcome is None:
             await self._error(TIMEOUT_ERROR, task_id, request_id)
+        elif isinstance(outcome, Stored):
+            await self._outbox.send_result(outcome.size, lambda: self._stored_reply(task_id, request_id))
         elif isinstance(outcome, Success):
-            await self._send(outcome_reply(task_id, outcome, request_id))
+            reply = outcome_reply(task_id, outcome, request_id)
+            await self._outbox.send_result(len(reply), lambda: _ready(reply))
         else:
             await self._error(outcome.message, task_id, request_id)
+
+    async def _stored_reply(self, task_id: str, request_id: RequestId | None) -> Message:
+        """The reply for a large stored result, read once per process (big_results)."""
+        try:
+            result = await self._services.results.get(task_id)
+        except ServiceUnavailable:
+            result = Failure(SERVICE_UNAVAILABLE)
+        if isinstance(result, BigResult):
+            return result.reply(task_id, request_id)
+        if isinstance(result, Success):
+            return outcome_reply(task_id, result, request_id)
+        message = UNKNOWN_TASK_ID if result is None else result.message  # None: expired meanwhile
+        logs.event(logger, "error", task_id=task_id, peer=self._peer, detail=message)
+        return _counted_error(message, task_id, request_id)
 
     async def _refuse(self, message: str, task_id: str | None, request_id: RequestId | None) -> None:
         self._log_refusal(message, task_id)
@@ -239,12 +300,10 @@ class Session:
     async def _error(
         self, message: str, task_id: str | None = None, request_id: RequestId | None = None
     ) -> None:
-        metrics.errors_total.labels(metrics.error_label(message)).inc()
-        await self._send(error(message, task_id, request_id))
+        await self._send(_counted_error(message, task_id, request_id))
 
     async def _send(self, text: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self._connection.send(text)
+        await self._outbox.send(text)
 
     def _log_refusal(self, detail: str, task_id: str | None = None) -> None:
         """One `error` line for a refused request, held to a rate per connection."""
@@ -259,13 +318,15 @@ class Session:
     def _log_outcome(
         self,
         task_id: str,
-        outcome: Outcome | None,
+        outcome: Ending | None,
         number: int | None,
         queue: str | None,
         duration_s: float,
     ) -> None:
-        name = "result" if isinstance(outcome, Success) else "error"
-        detail = None if isinstance(outcome, Success) else (outcome.message if outcome else TIMEOUT_ERROR)
+        if isinstance(outcome, Success | Stored):
+            name, detail = "result", None
+        else:
+            name, detail = "error", outcome.message if outcome else TIMEOUT_ERROR
         logs.event(
             logger,
             name,
@@ -305,6 +366,22 @@ class Session:
 
 def _refusal(exc: ServiceUnavailable | ServerBusy) -> str:
     return SERVER_BUSY if isinstance(exc, ServerBusy) else SERVICE_UNAVAILABLE
+
+
+def _counted_error(message: str, task_id: str | None, request_id: RequestId | None) -> str:
+    metrics.errors_total.labels(metrics.error_label(message)).inc()
+    return error(message, task_id, request_id)
+
+
+async def _ready(message: Message) -> Message:
+    return message
+
+
+def _host(connection: ServerConnection) -> str:
+    try:
+        return str(connection.remote_address[0])
+    except (TypeError, IndexError):
+        return "?"
 
 
 def _peer(connection: ServerConnection) -> str:
