@@ -14,7 +14,7 @@ from factorial_ws.processes import free_port
 from support import UNIT_S, Launcher, Proc, client, process_env, wait_until
 
 from .fault_tools import (
-    LONG_NUMBER,
+    SLOW_NUMBER,
     assert_success,
     descendants_of,
     is_running,
@@ -56,14 +56,16 @@ async def test_up_killed_with_sigkill_and_restarted_keeps_queued_tasks_and_resul
         "WS_PORT": ws_port,
         "HARD_CONCURRENCY": 1,  # one hard task at a time: the next ones wait in the queue
         # The task running when `up` dies is redelivered once this visibility timeout passes.
-        "HARD_TASK_TIMEOUT": 5,
-        "VISIBILITY_TIMEOUT": 11,
+        # Its limit leaves room for a loaded machine: a task cut short would be reported as a
+        # stored "Timeout error", not run again.
+        "HARD_TASK_TIMEOUT": 8,
+        "VISIBILITY_TIMEOUT": 17,
     }
     first, redis_url = start_up(launch, "up-1", settings)
     async with client(url) as ws:
         ack, done = await ws.factorial(5)
         assert done == {"type": "success", "task_id": ack["task_id"], "result": 120}
-        running = await submit(ws, LONG_NUMBER)
+        running = await submit(ws, SLOW_NUMBER)
         queued = {await submit(ws, number): number for number in (2000, 3000)}
         with redis.Redis.from_url(redis_url) as r:
             assert r.llen(HARD_QUEUE) == len(queued)  # still waiting for the busy pool
@@ -76,6 +78,6 @@ async def test_up_killed_with_sigkill_and_restarted_keeps_queued_tasks_and_resul
     start_up(launch, "up-2", settings)
     assert not any(is_running(pid) for pid in old)
     # The stored result, the queued tasks and the one that was running all come back.
-    expected = {ack["task_id"]: 5, **queued, running: LONG_NUMBER}
+    expected = {ack["task_id"]: 5, **queued, running: SLOW_NUMBER}
     for task_id, number in expected.items():
         assert_success(await result_by_id(url, task_id), task_id, number)

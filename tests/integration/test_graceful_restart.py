@@ -4,6 +4,7 @@ MAX_TASK_ATTEMPTS starts that only a worker's death should use up."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from typing import Any
@@ -49,9 +50,10 @@ async def test_a_long_task_survives_three_graceful_worker_restarts_without_using
     async with client(url) as ws:
         task_id = await submit(ws, LONG_NUMBER)
         for restart in range(1, RESTARTS + 1):
-            busy_child(worker.pid)  # the task is running
-            restart_gracefully(worker)
-            worker = hard_worker(launch, server.url, f"w{restart}")
+            # In threads, so that this client's event loop keeps answering the gateway's pings.
+            await asyncio.to_thread(busy_child, worker.pid)  # the task is running
+            await asyncio.to_thread(restart_gracefully, worker)
+            worker = await asyncio.to_thread(hard_worker, launch, server.url, f"w{restart}")
         reply = await ws.recv(timeout_s=120 * UNIT_S, keep_ints_as_text=True)
     assert_success(reply, task_id, LONG_NUMBER)
     with redis.Redis.from_url(server.url) as r:
@@ -72,12 +74,15 @@ async def test_a_task_whose_worker_is_killed_after_its_warm_shutdown_grace_does_
     _, url = launch.gateway(server.url, **SETTINGS)
     async with client(url) as ws:
         task_id = await submit(ws, number)
-        _, pool_process = busy_pool_process([worker.pid])
+        # In threads, so that this client's event loop keeps answering the gateway's pings.
+        _, pool_process = await asyncio.to_thread(busy_pool_process, [worker.pid])
         worker.signal(signal.SIGTERM)
-        time.sleep(1 * UNIT_S)
+        await asyncio.sleep(1 * UNIT_S)
         kill(worker.pid)
-        wait_gone([worker.pid, pool_process])
-        launch.worker(server.url, queues="hard", concurrency=1, name="w1", **worker_settings)
+        await asyncio.to_thread(wait_gone, [worker.pid, pool_process])
+        await asyncio.to_thread(
+            launch.worker, server.url, queues="hard", concurrency=1, name="w1", **worker_settings
+        )
         reply = await ws.recv(timeout_s=120 * UNIT_S, keep_ints_as_text=True)
     assert_success(reply, task_id, number)
     with redis.Redis.from_url(server.url) as r:

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 _CONFIRM_TIMEOUT_S = 5.0
 # Channels per SUBSCRIBE (and keys per MGET) when the hub subscribes to every waiting task
 # again, and messages handled in a row before the reader lets other work run.
-_BATCH_SIZE = 500
+_BATCH_SIZE = 250
 _MESSAGES_PER_TURN = 100
 _RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
