@@ -18,6 +18,17 @@ KEY_PREFIX: Final = "factorial-ws:"
 SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once it is sent
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
+CANCELLED_KEY: Final = KEY_PREFIX + "cancelled"  # sorted set: cancelled task id -> when (workers load it)
+# Workers read new entries of CANCELLED_KEY this often, in case they missed a revoke broadcast.
+CANCELLED_RELOAD_S: Final = 2.0
+
+# kombu's Redis transport keeps every message a worker has taken and not yet acknowledged (tasks
+# are acknowledged late: reserved or running) in this hash, as JSON [message, exchange, routing key].
+KOMBU_UNACKED_KEY: Final = "unacked"
+
+# A task message with this header set asks its worker to store Celery's STARTED state.
+PROGRESS_HEADER: Final = "factorial_ws_progress"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
@@ -35,5 +46,6 @@ RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
+TASK_CANCELLED: Final = "Task cancelled"
 
 DEFAULT_PORT: Final = 25000

@@ -14,5 +14,6 @@ except ConfigError as exc:
     raise SystemExit(1) from None
 
 app = create_app(config)
+app.steps["consumer"].add(worker_hooks.CancelledTasks)
 
 __all__ = ["app", "config", "worker_hooks"]

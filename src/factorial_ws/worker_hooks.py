@@ -1,18 +1,29 @@
 """Hooks of worker processes only (the gateway never imports this): pool processes die with
-their worker, and a heartbeat tells the gateways' health check which queues have a live worker."""
+their worker, a heartbeat tells the gateways' health check which queues have a live worker, a
+task whose message asks for progress stores Celery's STARTED state, and cancelled tasks stay
+revoked in a worker that missed the gateway's revoke broadcast (``CancelledTasks``)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from typing import Any
 
 import redis
-from celery import signals
+from celery import Task, bootsteps, signals, states
+from celery.worker import state as worker_state
 
-from .constants import WORKER_HEARTBEAT_S, WORKER_STALE_S, WORKERS_KEY_PREFIX
+from .constants import (
+    CANCELLED_KEY,
+    CANCELLED_RELOAD_S,
+    PROGRESS_HEADER,
+    WORKER_HEARTBEAT_S,
+    WORKER_STALE_S,
+    WORKERS_KEY_PREFIX,
+)
 from .processes import set_parent_death_signal
 
 logger = logging.getLogger(__name__)
@@ -48,3 +59,68 @@ def _beat(client: redis.Redis, hostname: str, queues: list[str]) -> None:
         except redis.RedisError:
             logger.debug("heartbeat failed", exc_info=True)
         time.sleep(WORKER_HEARTBEAT_S)
+
+
+@signals.task_prerun.connect
+def _report_started(task: Task[Any, Any], task_id: str, **_: Any) -> None:
+    """Store (and so publish) Celery's STARTED state for a task whose message asked for it, as
+    ``task_track_started`` would for every task: a task that did not ask costs nothing."""
+    if task.request.get(PROGRESS_HEADER):
+        meta = {"pid": os.getpid(), "hostname": task.request.hostname}
+        task.backend.store_result(task_id, meta, states.STARTED, request=task.request)
+
+
+class CancelledTasks(bootsteps.StartStopStep):
+    """A consumer step that puts the ids of cancelled tasks (the gateway's ``CANCELLED_KEY``)
+    into this worker's set of revoked tasks, which Celery checks when a task arrives and again
+    before it runs.
+
+    A live worker learns of a cancel from the gateway's revoke broadcast, but keeps it in memory
+    only: one that starts (or restarts) later, or whose broker connection was down when the
+    broadcast went out, would run a cancelled task still in its queue. So every consumer start
+    (after a connection loss too) loads the whole set, and every CANCELLED_RELOAD_S the entries
+    added since; in the event loop, so no thread touches Celery's state. Tasks cost nothing:
+    only this one query per interval per worker. The gateway writes the set before it
+    broadcasts, so a worker that was not listening yet reads it at its next load."""
+
+    requires = ("celery.worker.consumer.control:Control",)
+    # Reloads overlap by this much, so that entries of gateways whose clocks lag are not missed.
+    _OVERLAP_S = 60.0
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._client: redis.Redis | None = None
+        self._since = float("-inf")
+        self._timer_entry: Any = None
+
+    def start(self, consumer: Any) -> None:
+        self._client = redis.Redis.from_url(
+            consumer.app.conf.broker_url, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self._since = float("-inf")
+        self._load()
+        self._timer_entry = consumer.timer.call_repeatedly(CANCELLED_RELOAD_S, self._load)
+
+    def stop(self, consumer: Any) -> None:
+        if self._timer_entry is not None:
+            self._timer_entry.cancel()
+            self._timer_entry = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    shutdown = stop
+
+    def _load(self) -> None:
+        if self._client is None:
+            return
+        try:
+            entries: list[tuple[bytes, float]] = self._client.zrangebyscore(  # type: ignore[assignment]
+                CANCELLED_KEY, self._since, "+inf", withscores=True
+            )
+        except redis.RedisError:
+            logger.debug("could not read the cancelled tasks", exc_info=True)
+            return  # the next load reads them; the consumer reconnects meanwhile
+        if entries:
+            worker_state.revoked.update(task_id.decode() for task_id, _ in entries)
+            self._since = max(score for _, score in entries) - self._OVERLAP_S
