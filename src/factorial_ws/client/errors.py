@@ -19,6 +19,7 @@ from ..constants import (
     JSON_DECODE_ERROR,
     RATE_LIMITED,
     SERVICE_UNAVAILABLE,
+    TASK_CANCELLED,
     TASK_FAILED,
     TASK_REVOKED,
     TIMEOUT_ERROR,
@@ -88,6 +89,11 @@ class TaskRevoked(FactorialWSError):
     """``Task revoked``: the task was revoked through Celery."""
 
 
+class TaskCancelled(FactorialWSError):
+    """``Task cancelled``: a client cancelled the task (``TaskHandle.cancel``, ``Client.cancel``),
+    or cancelled its own wait for it."""
+
+
 # --- the connection ----------------------------------------------------------------------------
 
 
@@ -126,6 +132,7 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     TASK_FAILED: TaskFailed,
     WORKER_LOST: WorkerLost,
     TASK_REVOKED: TaskRevoked,
+    TASK_CANCELLED: TaskCancelled,
 }
 
 
