@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from celery import Celery
 
@@ -24,9 +24,10 @@ def create_app(config: Config) -> Celery:
 
 def celery_settings(config: Config) -> dict[str, Any]:
     """Celery settings derived from our config; every process uses the same ones."""
+    redis_url = celery_redis_url(config.redis_url)
     return {
-        "broker_url": config.redis_url,
-        "result_backend": config.redis_url,
+        "broker_url": redis_url,
+        "result_backend": redis_url,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -51,6 +52,19 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         **redis_tls_settings(config.redis_url),
     }
+
+
+def celery_redis_url(redis_url: str) -> str:
+    """The Redis URL as kombu and Celery's result backend spell it. They read ``redis://`` and
+    ``rediss://`` as redis-py does, but a Unix socket is ``redis+socket:///path?virtual_host=N``
+    to them and ``unix:///path?db=N`` to redis-py (the gateway, the workers' own clients): the
+    one REDIS_URL is written redis-py's way and translated here."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    query = [("virtual_host" if key == "db" else key, value) for key, value in parse_qsl(parts.query)]
+    # Written out: urlunsplit would drop the "//" of an empty netloc (redis+socket:/path).
+    return f"redis+socket://{parts.netloc}{parts.path}" + (f"?{urlencode(query)}" if query else "")
 
 
 def redis_tls_settings(redis_url: str) -> dict[str, Any]:

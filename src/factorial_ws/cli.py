@@ -16,35 +16,49 @@ from .constants import QUEUES
 logger = logging.getLogger("factorial_ws")
 
 
+def _log_flags(*, default: object) -> argparse.ArgumentParser:
+    """The flags every command takes, before or after its name."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--log-format", choices=["text", "json"], default=default, help="overrides LOG_FORMAT")
+    flags.add_argument("--log-level", default=default, help="overrides LOG_LEVEL")
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="factorial-ws", description="WebSocket gateway to Celery factorial workers."
+        prog="factorial-ws",
+        description="WebSocket gateway to Celery factorial workers.",
+        parents=[_log_flags(default=None)],
     )
-    parser.add_argument("--log-format", choices=["text", "json"], help="overrides LOG_FORMAT")
-    parser.add_argument("--log-level", help="overrides LOG_LEVEL")
+    # After the command name: SUPPRESS, or the subcommand's unset default would overwrite a
+    # value given before the name.
+    after = _log_flags(default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("up", help="run Redis (unless REDIS_URL is set), workers and gateway")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, parents=[after])
 
-    serve = commands.add_parser("serve", help="run the gateway only")
+    command("up", "run Redis (unless REDIS_URL is set), workers and gateway")
+
+    serve = command("serve", "run the gateway only")
     serve.add_argument("--host", help="overrides WS_HOST")
     serve.add_argument("--port", type=int, help="overrides WS_PORT")
     serve.add_argument("--processes", type=int, help="overrides WS_PROCESSES")
     # Set by a parent gateway for its children: bind with SO_REUSEPORT.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
-    worker = commands.add_parser("worker", help="run a Celery worker")
+    worker = command("worker", "run a Celery worker")
     worker.add_argument("-Q", "--queues", default=",".join(QUEUES), help="default: soft,hard")
     worker.add_argument("-c", "--concurrency", type=int, help="pool processes (default: cores)")
 
-    client = commands.add_parser("client", help="send requests and print the replies")
+    client = command("client", "send requests and print the replies")
     client.add_argument("numbers", nargs="*", type=int, metavar="NUMBER")
     client.add_argument("--url", default=None, help="default: ws://WS_HOST:WS_PORT/")
     client.add_argument("--task-id", action="append", default=[], help="look up a task id")
     client.add_argument("--token", default=None, help="default: WS_TOKEN")
     client.add_argument("--ca-file", default=None, help="CA certificate (PEM) to trust for wss://")
 
-    bench = commands.add_parser("bench", help="benchmark against raw Celery")
+    bench = command("bench", "benchmark against raw Celery")
     bench.add_argument("--quick", action="store_true", help="a run of about a minute")
     bench.add_argument("--output", default="bench-results", help="folder for JSON and Markdown")
     bench.add_argument("--url", help="a running gateway to measure (with REDIS_URL set)")

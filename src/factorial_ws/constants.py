@@ -17,6 +17,7 @@ RESULT_KEY_PREFIX: Final = "celery-task-meta-"
 KEY_PREFIX: Final = "factorial-ws:"
 SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once it is sent
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
+HANDED_BACK_KEY_PREFIX: Final = KEY_PREFIX + "handed-back:"  # held at a worker's shutdown, not lost
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
 CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
 CANCELLED_KEY: Final = KEY_PREFIX + "cancelled"  # sorted set: cancelled task id -> when (workers load it)

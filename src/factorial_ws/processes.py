@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import resource
@@ -34,6 +35,10 @@ WORKER_APP = "factorial_ws.worker"
 # pub/sub; nothing here uses them (workers report liveness through their own Redis heartbeat),
 # and `factorial-ws bench --sweep` measured about 5-10% more tasks/s without them.
 QUIET_WORKER_OPTIONS = ("--without-gossip", "--without-mingle", "--without-heartbeat")
+# How a Celery worker is stopped: SIGTERM, a warm shutdown (it takes no new task and lets the
+# running ones finish), then SIGQUIT, a cold one (it cancels the tasks still running and hands
+# them back to their queues at once; after SIGKILL they would wait out the visibility timeout).
+WORKER_STOP_SIGNALS = (signal.SIGTERM, signal.SIGQUIT)
 
 
 class ChildExited(RuntimeError):
@@ -43,11 +48,16 @@ class ChildExited(RuntimeError):
 # --- starting and stopping ----------------------------------------------------------------------
 
 
-def set_parent_death_signal(sig: int) -> None:
+def set_parent_death_signal(sig: int, parent_pid: int | None = None) -> None:
     """Have the kernel send ``sig`` to this process when its parent dies, however it dies
-    (even ``kill -9``), so no child outlives the process that started it."""
+    (even ``kill -9``), so no child outlives the process that started it.
+
+    With ``parent_pid``: a parent that died before the call (between fork and here) would never
+    signal us, so then send ``sig`` to ourselves now."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
 
 
 def start_child(
@@ -60,7 +70,7 @@ def start_child(
 ) -> subprocess.Popen[bytes]:
     """Start ``command``; it receives ``death_signal`` when this process dies. With
     ``log_path`` its output is appended there, else it shares our terminal."""
-    preexec_fn = functools.partial(set_parent_death_signal, death_signal)
+    preexec_fn = functools.partial(set_parent_death_signal, death_signal, os.getpid())
     if log_path is None:
         return subprocess.Popen(list(command), env=env, cwd=cwd, preexec_fn=preexec_fn)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,15 +85,31 @@ def stop_child(
 ) -> int:
     """Ask the process to stop (``sig``), wait ``grace_s``, then kill it; returns its exit code.
     A stopped (SIGSTOP) process is continued first, or it could not act on the signal."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)
-            process.send_signal(sig)
-        try:
-            return process.wait(grace_s)
-        except subprocess.TimeoutExpired:
+    return stop_children([process], grace_s, (sig,))[0]
+
+
+def stop_children(
+    processes: Sequence[subprocess.Popen[bytes]],
+    grace_s: float = STOP_GRACE_S,
+    signals: Sequence[int] = (signal.SIGTERM,),
+) -> list[int]:
+    """``stop_child`` for several processes at once: each of ``signals`` in turn goes to those
+    still running, with ``grace_s`` to act on it (shared by all, so stopping N takes as long as
+    stopping one); then whatever is left is killed. Returns the exit codes."""
+    for sig in signals:
+        running = [process for process in processes if process.poll() is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(sig)
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.poll() is None:
             process.kill()
-    return process.wait()
+    return [process.wait() for process in processes]
 
 
 def wait_until(
@@ -113,12 +139,10 @@ def wait_for_exit(pid: int, timeout_s: float) -> bool:
 
     def gone() -> bool:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            # A zombie has exited; only its parent has not collected its exit code yet.
+            return stat_fields(pid)[0] == "Z"
+        except OSError:
             return True
-        except PermissionError:
-            return False
-        return False
 
     with contextlib.suppress(TimeoutError):
         wait_until(gone, timeout_s, f"process {pid} to exit")
@@ -207,3 +231,79 @@ def memory_kib(pid: int, key: str = "VmHWM") -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
+
+
+# --- who listens on a port ----------------------------------------------------------------------
+
+_TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
+
+
+def listening_sockets(port: int) -> dict[int, str]:
+    """The TCP sockets listening on ``port``, on any address, IPv4 or IPv6: inode -> local
+    address (as /proc/net/tcp writes it: hex address, colon, hex port)."""
+    sockets = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue  # no IPv6
+        for row in rows:
+            fields = row.split()  # sl, local_address, rem_address, st, ..., inode at 9
+            if fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                sockets[int(fields[9])] = fields[1]
+    return sockets
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets the process has open (empty if it is gone or not ours to see)."""
+    inodes: set[int] = set()
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(descriptor)
+        except OSError:
+            continue  # closed while we looked
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+def listening_pids(port: int) -> set[int]:
+    """The processes (those we may look into) that hold a socket listening on ``port``."""
+    listening = listening_sockets(port).keys()
+    if not listening:
+        return set()
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return {pid for pid in pids if socket_inodes(pid) & listening}
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when a socket already listens on ``host``:``port``: a server binding there (with
+    SO_REUSEADDR, on each address of ``host``, as asyncio does) would fail, or would share the
+    port with that other process through SO_REUSEPORT."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # not ours to report: the server's own bind says what is wrong
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def command_line(pid: int) -> str:
+    """The process's command line, arguments separated by spaces ("" if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

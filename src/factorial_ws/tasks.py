@@ -1,8 +1,15 @@
 """The two factorial tasks (soft and hard queue, each with its time limit) and the count of
-starts that stops a task whose worker keeps dying."""
+starts that stops a task whose worker keeps dying.
+
+A task goes back to its queue marked "redelivered" both when its worker dies and when a worker
+shutting down hands it back; only the first counts. A worker shutting down marks the tasks it
+holds (``mark_handed_back``), and the next start of a marked task uses the mark up instead.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from typing import Any
 
 import gmpy2
@@ -10,7 +17,9 @@ import redis
 from celery import Celery, Task
 
 from .config import Config
-from .constants import ATTEMPTS_KEY_PREFIX, HARD_TASK_NAME, SOFT_TASK_NAME
+from .constants import ATTEMPTS_KEY_PREFIX, HANDED_BACK_KEY_PREFIX, HARD_TASK_NAME, SOFT_TASK_NAME
+
+logger = logging.getLogger(__name__)
 
 RESULT_REPR_MAX_CHARS = 24  # of a result in the worker's log line
 
@@ -72,11 +81,31 @@ def _count_attempt(task: Task[Any, Any], config: Config) -> None:
     A first delivery costs nothing, so the common path makes no extra Redis call."""
     if not (task.request.delivery_info or {}).get("redelivered"):
         return
-    key = ATTEMPTS_KEY_PREFIX + str(task.request.id)
     client = _redis(config.redis_url)
+    if client.delete(HANDED_BACK_KEY_PREFIX + str(task.request.id)):
+        return  # handed back by a worker shutting down: its worker did not die
+    key = ATTEMPTS_KEY_PREFIX + str(task.request.id)
     pipe = client.pipeline()
     pipe.incr(key)
     pipe.expire(key, config.result_expires_s)
     redeliveries = int(pipe.execute()[0])
     if redeliveries + 1 > config.max_task_attempts:
         raise AttemptsExhausted(f"started {redeliveries + 1} times")
+
+
+def mark_handed_back(config: Config, task_ids: Collection[str]) -> None:
+    """Called by a worker shutting down for the tasks it holds, which go back to their queue
+    (at once, or after the visibility timeout if it is then killed): their next start is not an
+    attempt. The mark lasts until long after that next start can come."""
+    if not task_ids:
+        return
+    expires_s = config.visibility_timeout_s + config.result_expires_s
+    try:
+        with redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2) as client:
+            pipe = client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.set(HANDED_BACK_KEY_PREFIX + task_id, 1, ex=expires_s)
+            pipe.execute()
+    except redis.RedisError as exc:
+        # Then their next start counts as an attempt, as it did before the mark existed.
+        logger.warning("could not mark %d tasks as handed back: %s", len(task_ids), exc)

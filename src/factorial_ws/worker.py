@@ -1,5 +1,5 @@
 """The Celery app of a worker process, built from the environment:
-``celery -A factorial_ws.worker worker``. Importing it also registers the worker-only hooks."""
+``celery -A factorial_ws.worker worker``. Importing it also installs the worker-only hooks."""
 
 import sys
 
@@ -14,6 +14,6 @@ except ConfigError as exc:
     raise SystemExit(1) from None
 
 app = create_app(config)
-app.steps["consumer"].add(worker_hooks.CancelledTasks)
+worker_hooks.install(app, config)
 
-__all__ = ["app", "config", "worker_hooks"]
+__all__ = ["app", "config"]

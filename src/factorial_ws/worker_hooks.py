@@ -1,10 +1,14 @@
-"""Hooks of worker processes only (the gateway never imports this): pool processes die with
+"""Hooks of worker processes only (the gateway never imports this), installed by ``worker.py``
+for its config: a worker whose pool cannot enforce time limits says so, pool processes die with
 their worker, a heartbeat tells the gateways' health check which queues have a live worker, a
-task whose message asks for progress stores Celery's STARTED state, and cancelled tasks stay
-revoked in a worker that missed the gateway's revoke broadcast (``CancelledTasks``)."""
+worker shutting down marks the tasks it hands back so that their next start is not counted as
+a death (tasks.py), a task whose message asks for progress stores Celery's STARTED state, and
+cancelled tasks stay revoked in a worker that missed the gateway's revoke broadcast
+(``CancelledTasks``)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -13,9 +17,11 @@ import time
 from typing import Any
 
 import redis
-from celery import Task, bootsteps, signals, states
-from celery.worker import state as worker_state
+from celery import Celery, Task, bootsteps, signals, states
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.worker import state
 
+from .config import Config
 from .constants import (
     CANCELLED_KEY,
     CANCELLED_RELOAD_S,
@@ -25,22 +31,60 @@ from .constants import (
     WORKERS_KEY_PREFIX,
 )
 from .processes import set_parent_death_signal
+from .tasks import mark_handed_back
 
 logger = logging.getLogger(__name__)
 
 
-@signals.worker_process_init.connect
+def install(app: Celery, config: Config) -> None:
+    """Connect the hooks for a worker of ``app`` that runs with ``config``."""
+    # weak=False: Celery keeps weak references to receivers by default, and a partial has no
+    # other owner.
+    signals.celeryd_after_setup.connect(_warn_without_time_limits, weak=False)
+    signals.worker_process_init.connect(_die_with_worker, weak=False)
+    signals.worker_ready.connect(functools.partial(_start_heartbeat, config), weak=False)
+    signals.worker_shutting_down.connect(functools.partial(_mark_tasks_held, config), weak=False)
+    signals.task_prerun.connect(_report_started, weak=False)
+
+    class CancelledTasksOfThisRedis(CancelledTasks):
+        redis_url = config.redis_url
+
+    app.steps["consumer"].add(CancelledTasksOfThisRedis)
+
+
+def _warn_without_time_limits(instance: Any, **_: Any) -> None:
+    """Only the prefork pool enforces a time limit, by killing the task's process: the thread
+    and solo pools (which the seed also uses) cannot stop a task, least of all one in GMP's C."""
+    pool = instance.pool_cls
+    if isinstance(pool, type) and issubclass(pool, PreforkPool):
+        return
+    name = pool.__module__.rsplit(".", 1)[-1] if isinstance(pool, type) else str(pool)
+    logger.warning(
+        "the %s pool cannot enforce the task time limits (SOFT_TASK_TIMEOUT, HARD_TASK_TIMEOUT): "
+        "a task runs as long as it takes, and its client gets 'Timeout error' after "
+        "HARD_TASK_TIMEOUT; use --pool=prefork to enforce them",
+        name,
+    )
+
+
 def _die_with_worker(**_: Any) -> None:
     """A pool process must not outlive its worker (kill -9 of the worker would orphan it)."""
     set_parent_death_signal(signal.SIGKILL)
 
 
-@signals.worker_ready.connect
-def _start_heartbeat(sender: Any, **_: Any) -> None:
+def _mark_tasks_held(config: Config, **_: Any) -> None:
+    """At SIGTERM (warm shutdown) and SIGQUIT (cold): the tasks this worker holds go back to
+    their queue marked redelivered, either now or, if it is killed, after the visibility timeout.
+    Runs in the worker's main process, where Celery tracks its requests."""
+    requests = [*state.active_requests, *state.reserved_requests]
+    mark_handed_back(config, {request.id for request in requests})
+
+
+def _start_heartbeat(config: Config, sender: Any, **_: Any) -> None:
     """Tell the gateways' health check which queues have a live worker."""
     app = sender.app
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis.Redis.from_url(app.conf.broker_url)
+    client = redis.Redis.from_url(config.redis_url)
     hostname = sender.hostname
     thread = threading.Thread(target=_beat, args=(client, hostname, queues), name="heartbeat", daemon=True)
     thread.start()
@@ -61,7 +105,6 @@ def _beat(client: redis.Redis, hostname: str, queues: list[str]) -> None:
         time.sleep(WORKER_HEARTBEAT_S)
 
 
-@signals.task_prerun.connect
 def _report_started(task: Task[Any, Any], task_id: str, **_: Any) -> None:
     """Store (and so publish) Celery's STARTED state for a task whose message asked for it, as
     ``task_track_started`` would for every task: a task that did not ask costs nothing."""
@@ -84,6 +127,7 @@ class CancelledTasks(bootsteps.StartStopStep):
     broadcasts, so a worker that was not listening yet reads it at its next load."""
 
     requires = ("celery.worker.consumer.control:Control",)
+    redis_url = ""  # set by ``install`` (written redis-py's way, as REDIS_URL)
     # Reloads overlap by this much, so that entries of gateways whose clocks lag are not missed.
     _OVERLAP_S = 60.0
 
@@ -94,9 +138,7 @@ class CancelledTasks(bootsteps.StartStopStep):
         self._timer_entry: Any = None
 
     def start(self, consumer: Any) -> None:
-        self._client = redis.Redis.from_url(
-            consumer.app.conf.broker_url, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
+        self._client = redis.Redis.from_url(self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._since = float("-inf")
         self._load()
         self._timer_entry = consumer.timer.call_repeatedly(CANCELLED_RELOAD_S, self._load)
@@ -122,5 +164,5 @@ class CancelledTasks(bootsteps.StartStopStep):
             logger.debug("could not read the cancelled tasks", exc_info=True)
             return  # the next load reads them; the consumer reconnects meanwhile
         if entries:
-            worker_state.revoked.update(task_id.decode() for task_id, _ in entries)
+            state.revoked.update(task_id.decode() for task_id, _ in entries)
             self._since = max(score for _, score in entries) - self._OVERLAP_S

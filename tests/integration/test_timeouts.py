@@ -65,12 +65,13 @@ async def test_task_over_its_time_limit_is_killed_reported_as_timeout_and_not_re
     redis_url: str, tmp_path: Path
 ) -> None:
     logs = tmp_path / "logs"
-    # The worker kills hard tasks after 1 s; the gateway would wait 30 s, so a Timeout error
-    # well before that can only come from the worker.
+    # The gateway's 3 s limit travels in the task message and wins over the worker's own 30 s
+    # (as with apply_async): the worker kills the task after 3 s, which the stored
+    # TimeLimitExceeded below proves (the gateway also stops waiting after 3 s).
     worker = start_worker(
-        redis_url, logs, queues="soft,hard", concurrency=1, HARD_TASK_TIMEOUT=1, MAX_NUMBER=100_000_000
+        redis_url, logs, queues="soft,hard", concurrency=1, HARD_TASK_TIMEOUT=30, MAX_NUMBER=100_000_000
     )
-    gateway, url = start_gateway(redis_url, logs, HARD_TASK_TIMEOUT=30, MAX_NUMBER=100_000_000)
+    gateway, url = start_gateway(redis_url, logs, HARD_TASK_TIMEOUT=3, MAX_NUMBER=100_000_000)
     try:
         async with client(url) as ws:
             ack = await ws.request({"type": "factorial", "number": 10_000_000})  # > 10 s in GMP
@@ -83,7 +84,9 @@ async def test_task_over_its_time_limit_is_killed_reported_as_timeout_and_not_re
             # nothing left for the Redis transport to redeliver after the visibility timeout.
             store = redis.Redis.from_url(redis_url)
             try:
-                meta = json.loads(store.get(RESULT_KEY_PREFIX + ack["task_id"]) or b"{}")
+                key = RESULT_KEY_PREFIX + ack["task_id"]
+                wait_until(lambda: store.exists(key), 15, what="the failure to be stored")
+                meta = json.loads(store.get(key) or b"{}")
                 assert meta["status"] == "FAILURE"
                 assert meta["result"]["exc_type"] == "TimeLimitExceeded"
                 wait_until(lambda: store.hlen("unacked") == 0, 15, what="the task to be acknowledged")

@@ -28,14 +28,18 @@ def task_envelope(app: Celery, task_id: str, queue: str, number: int, *, progres
     ``progress``, a header that asks the worker to store Celery's STARTED state)."""
     # The reprs are given: Celery's own saferepr of the arguments was a third of this
     # function's cost on the gateway's hot path.
+    task = app.tasks[TASK_NAME_BY_QUEUE[queue]]
     message = app.amqp.as_task_v2(
         task_id,
-        TASK_NAME_BY_QUEUE[queue],
+        task.name,
         args=(number,),
         kwargs={},
         origin=_ORIGIN,
         argsrepr=f"({number},)",
         kwargsrepr="{}",
+        # As apply_async does: the worker enforces the message's limits over its own settings.
+        time_limit=task.time_limit,
+        soft_time_limit=task.soft_time_limit,
     )
     body = json.dumps(message.body).encode()
     headers = {**message.headers, PROGRESS_HEADER: True} if progress else message.headers

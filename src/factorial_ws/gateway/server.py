@@ -77,7 +77,8 @@ class Gateway:
         self._pubsub_client = aioredis.Redis.from_url(
             config.redis_url,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
-            socket_keepalive=True,
+            # TCP keepalive; a unix:// connection refuses the option.
+            **({} if config.redis_url.startswith("unix:") else {"socket_keepalive": True}),
             retry=Retry(NoBackoff(), 0),
         )
         hub = self._hub = ResultHub(self._client, self._pubsub_client)

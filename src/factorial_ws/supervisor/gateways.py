@@ -1,15 +1,28 @@
 """Several gateway processes on one port (SO_REUSEPORT), when ``WS_PROCESSES`` asks for more
-than one: this process starts them, forwards SIGTERM and SIGINT, and waits for them."""
+than one: this process starts them, starts again one that dies, stops them on SIGTERM or SIGINT,
+and takes them with it when it dies (their parent-death signal is SIGKILL)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
+import time
 
 from ..config import Config
 from ..gateway.server import run_gateway
-from ..processes import gateway_command, start_child
+from ..processes import gateway_command, stop_children
+from .child import SupervisedChild, running_processes
+
+WATCH_INTERVAL_S = 0.2
+
+
+def gateway_children(config: Config, env: dict[str, str]) -> list[SupervisedChild]:
+    """The gateway processes of ``config``: one that serves alone, or each of several serving
+    alone (``--processes 1``) on a shared port (``--reuse-port``)."""
+    if config.gateway_processes == 1:
+        return [SupervisedChild("gateway", gateway_command("--processes", "1"), env)]
+    command = gateway_command("--processes", "1", "--reuse-port")
+    return [SupervisedChild("gateway process", command, env) for _ in range(config.gateway_processes)]
 
 
 def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
@@ -18,22 +31,22 @@ def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
     if config.gateway_processes == 1:
         run_gateway(config, reuse_port=reuse_port)
         return 0
-    env = {**os.environ, **config.to_env()}
-    children = [
-        # Each child serves alone (--processes 1) but on a shared port (--reuse-port).
-        start_child(gateway_command("--processes", "1", "--reuse-port"), env)
-        for _ in range(config.gateway_processes)
-    ]
+    children = gateway_children(config, {**os.environ, **config.to_env()})
     stopping = False
 
-    def forward(signum: int, _frame: object) -> None:
+    def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return 0 if stopping or not any(codes) else 1
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.start()
+    try:
+        while not stopping:
+            if not all([child.keep_running() for child in children]):
+                return 1
+            time.sleep(WATCH_INTERVAL_S)
+        return 0
+    finally:
+        stop_children(running_processes(children))

@@ -3,7 +3,8 @@
 A private Redis (unless REDIS_URL is set) with an append-only file in the data folder, one worker
 pool per queue (so a flood of large numbers cannot delay small ones), and the gateway. Children
 get PR_SET_PDEATHSIG, so even `kill -9` of this process leaves none of them running; a restart
-also kills whatever a previous run left in its pid list.
+also stops whatever a previous run left in its pid list. It starts nothing when its port is
+taken, and says it is up only once its own gateway processes are the ones listening.
 """
 
 from __future__ import annotations
@@ -12,39 +13,33 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
 from ..constants import HARD_QUEUE, SOFT_QUEUE
 from ..processes import (
-    STOP_GRACE_S,
+    WORKER_STOP_SIGNALS,
     ChildExited,
-    gateway_command,
-    port_open,
-    start_child,
-    stop_child,
-    wait_for_exit,
+    command_line,
+    listening_pids,
+    listening_sockets,
+    port_taken,
+    socket_inodes,
+    stop_children,
     wait_until,
     worker_command,
 )
+from . import pid_list
+from .child import SupervisedChild, running_processes
+from .gateways import WATCH_INTERVAL_S, gateway_children
 from .redis_server import RedisServer, RedisServerError
 
 logger = logging.getLogger(__name__)
 
 _PIDS_FILE = "up.pids"
 _READY_TIMEOUT_S = 60.0
-_MAX_RESTARTS_PER_MINUTE = 5
-
-
-@dataclass
-class Child:
-    name: str
-    command: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+_COMMAND_SHOWN_CHARS = 80
 
 
 class Supervisor:
@@ -52,7 +47,8 @@ class Supervisor:
         self.config = config
         self.own_redis = own_redis
         self.redis: RedisServer | None = None
-        self.children: list[Child] = []
+        self.workers: list[SupervisedChild] = []
+        self.gateways: list[SupervisedChild] = []
         self._stopping = False
 
     @property
@@ -61,17 +57,23 @@ class Supervisor:
 
     def run(self) -> int:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._kill_leftovers()
+        pid_list.stop_leftovers(self.pids_file)
+        if port_taken(self.config.ws_host, self.config.ws_port):
+            logger.error("%s", _port_taken_by(self.config.ws_port, listening_pids(self.config.ws_port)))
+            return 1
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._start_all()
-            if self._wait_until_serving():
-                print(
-                    f"factorial-ws is up: {self.config.public_url}  "
-                    f"(page: {self.config.page_url}; Ctrl-C stops it)",
-                    flush=True,
-                )
+            if not self._wait_until_serving():
+                return 1
+            if self._stopping:
+                return 0
+            print(
+                f"factorial-ws is up: {self.config.public_url}  "
+                f"(page: {self.config.page_url}; Ctrl-C stops it)",
+                flush=True,
+            )
             return self._watch()
         except RedisServerError as exc:
             logger.error("%s", exc)
@@ -83,22 +85,30 @@ class Supervisor:
         self._stopping = True
 
     def _wait_until_serving(self) -> bool:
-        """True once the gateway accepts connections: the printed URL must work at once."""
-        gateway = self.children[-1].process
-        assert gateway is not None
+        """Wait until each gateway process of ours listens on the port (the printed URL must
+        work at once) and no other process listens beside them (it would get some of the
+        connections); False, said in one line, if that does not happen."""
+        port = self.config.ws_port
+        gateways = running_processes(self.gateways)
+
+        def listening() -> bool:
+            sockets = listening_sockets(port).keys()
+            return all(socket_inodes(gateway.pid) & sockets for gateway in gateways)
+
         try:
-            wait_until(
-                lambda: self._stopping or port_open(self.config.ws_port, self.config.client_host),
-                _READY_TIMEOUT_S,
-                "the gateway",
-                watch=[gateway],
-            )
+            wait_until(lambda: self._stopping or listening(), _READY_TIMEOUT_S, "the gateway", watch=gateways)
         except ChildExited:
-            return False  # _watch restarts it or gives up
-        except TimeoutError:
-            logger.warning("the gateway does not accept connections after %.0f s", _READY_TIMEOUT_S)
+            logger.error("a gateway process exited before it listened on port %d (see above)", port)
             return False
-        return not self._stopping
+        except TimeoutError:
+            logger.error("the gateway does not listen on port %d after %.0f s", port, _READY_TIMEOUT_S)
+            return False
+        shared = _sockets_beside(port, {gateway.pid for gateway in gateways})
+        if shared and not self._stopping:
+            strangers = {pid for pid in listening_pids(port) if socket_inodes(pid) & shared}
+            logger.error("%s", _port_taken_by(port, strangers))
+            return False
+        return True
 
     def _start_all(self) -> None:
         if self.own_redis:
@@ -108,88 +118,69 @@ class Supervisor:
             ).start()
             self.config = self.config.replace(redis_url=self.redis.url)
             logger.info("private Redis on %s, data in %s", self.redis.url, self.redis.data_dir)
-        self.children = [
-            Child("soft worker", _worker(SOFT_QUEUE, self.config.soft_concurrency)),
-            Child("hard worker", _worker(HARD_QUEUE, self.config.hard_concurrency)),
-            Child("gateway", gateway_command()),
-        ]
-        for child in self.children:
-            self._spawn(child)
-        self._write_pids()
-
-    def _spawn(self, child: Child) -> None:
         env = {**os.environ, **self.config.to_env()}
-        # SIGKILL: workers and gateways keep nothing worth saving (unacknowledged tasks are
-        # redelivered), and one left finishing a task after we are gone would be an orphan.
-        child.process = start_child(child.command, env)
+        self.workers = [
+            SupervisedChild("soft worker", _worker(SOFT_QUEUE, self.config.soft_concurrency), env),
+            SupervisedChild("hard worker", _worker(HARD_QUEUE, self.config.hard_concurrency), env),
+        ]
+        # Each gateway process is our own child, so each is in the pid list and restarted here.
+        self.gateways = gateway_children(self.config, env)
+        for child in self.children:
+            child.start()
+        pid_list.write(self.pids_file, self._pids())
+
+    @property
+    def children(self) -> list[SupervisedChild]:
+        return self.workers + self.gateways
 
     def _watch(self) -> int:
         while not self._stopping:
             if self.redis is not None and self.redis.process and self.redis.process.poll() is not None:
                 logger.error("the private Redis exited (code %s)", self.redis.process.returncode)
                 return 1
-            for child in self.children:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is not None and not self._stopping and not self._restart(child, code):
-                    return 1
-            time.sleep(0.2)
+            pids = self._pids()
+            if not all([child.keep_running() for child in self.children]):
+                return 1
+            if self._pids() != pids:
+                pid_list.write(self.pids_file, self._pids())
+            time.sleep(WATCH_INTERVAL_S)
         return 0
 
-    def _restart(self, child: Child, code: int) -> bool:
-        now = time.monotonic()
-        child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-        if len(child.restarts) > _MAX_RESTARTS_PER_MINUTE:
-            logger.error("%s keeps exiting (code %s); giving up", child.name, code)
-            return False
-        logger.warning("%s exited (code %s); restarting it", child.name, code)
-        self._spawn(child)
-        self._write_pids()
-        return True
-
     def _stop_all(self) -> None:
-        """Gateway first (clients get 1001), then workers, then Redis, each within a grace."""
-        for child in reversed(self.children):
-            if child.process is not None:
-                stop_child(child.process)
+        """Gateways first (clients get 1001), then workers (a warm shutdown, then a cold one
+        that hands back the tasks still running), then Redis, each within a grace."""
+        stop_children(running_processes(self.gateways))
+        stop_children(running_processes(self.workers), signals=WORKER_STOP_SIGNALS)
         if self.redis is not None:
             self.redis.stop()
         with contextlib.suppress(FileNotFoundError):
             self.pids_file.unlink()
 
-    def _write_pids(self) -> None:
-        pids = [c.process.pid for c in self.children if c.process is not None]
+    def _pids(self) -> list[int]:
+        pids = [child.pid for child in self.children if child.pid is not None]
         if self.redis is not None and self.redis.process is not None:
             pids.append(self.redis.process.pid)
-        self.pids_file.write_text("\n".join(map(str, pids)) + "\n")
-
-    def _kill_leftovers(self) -> None:
-        """Whatever a killed earlier run left behind must not share our data or ports."""
-        try:
-            pids = [int(line) for line in self.pids_file.read_text().split()]
-        except (FileNotFoundError, ValueError):
-            return
-        for pid in pids:
-            if _is_ours(pid):
-                logger.warning("stopping process %d left by an earlier run", pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                if not wait_for_exit(pid, STOP_GRACE_S):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                    wait_for_exit(pid, STOP_GRACE_S)
+        return pids
 
 
 def _worker(queue: str, concurrency: int) -> list[str]:
     return worker_command(queue, concurrency=concurrency, hostname=f"{queue}@%h")
 
 
-def _is_ours(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"factorial_ws" in cmdline or b"redis-server" in cmdline
+def _sockets_beside(port: int, pids: set[int]) -> set[int]:
+    """Sockets of other processes listening on the same address and port as those of ``pids``
+    (through SO_REUSEPORT): the kernel would hand them some of our connections."""
+    sockets = listening_sockets(port)
+    ours = set().union(*(socket_inodes(pid) for pid in pids)) & sockets.keys()
+    addresses = {sockets[inode] for inode in ours}
+    return {inode for inode, address in sockets.items() if address in addresses and inode not in ours}
+
+
+def _port_taken_by(port: int, pids: set[int]) -> str:
+    # One line: a command line may hold newlines (python -c "...").
+    shown = {pid: " ".join(command_line(pid).split())[:_COMMAND_SHOWN_CHARS] for pid in pids}
+    holders = "; ".join(f"pid {pid}: {command}" for pid, command in sorted(shown.items()))
+    return f"port {port} is taken by another process ({holders or 'not ours to see'}); stop it or set WS_PORT"
 
 
 def run_up(config: Config, *, redis_url_given: bool) -> int:

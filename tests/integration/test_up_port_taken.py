@@ -1,0 +1,65 @@
+"""`factorial-ws up` on a port another process already listens on: it says so in one line,
+exits non-zero and leaves nothing running."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from factorial_ws.processes import free_port, listening_pids
+from support import PYTHON, UNIT_S, Launcher, Proc, process_env, wait_until
+
+from .test_up import FACTORIAL_WS, up_env
+
+HOLD_PORT = """
+import socket, sys, time
+sock = socket.socket()
+if sys.argv[2] == "reuse-port":  # as a gateway of another run would
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+time.sleep(600)
+"""
+
+
+def hold_port(launch: Launcher, port: int, how: str) -> Proc:
+    holder = launch.process("holder", [PYTHON, "-c", HOLD_PORT, str(port), how], process_env(None))
+    wait_until(lambda: listening_pids(port) == {holder.pid}, what=f"port {port} held")
+    return holder
+
+
+def started_by(data_dir: Path) -> list[str]:
+    """Command lines of live processes whose environment names ``data_dir``: whatever that
+    `up` started (Redis, workers, gateways all inherit its FACTORIAL_WS_DATA_DIR)."""
+    marker = f"FACTORIAL_WS_DATA_DIR={data_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    ("how", "processes"),
+    [("plain", 1), ("reuse-port", 2)],
+    ids=["held-by-a-plain-listener", "shared-with-a-reuse-port-listener"],
+)
+def test_up_on_a_taken_port_exits_non_zero_with_one_line_naming_it_and_leaves_nothing(
+    launch: Launcher, tmp_path: Path, how: str, processes: int
+) -> None:
+    port = free_port()
+    holder = hold_port(launch, port, how)
+    env = {**up_env(tmp_path, port), "WS_HOST": "127.0.0.1", "WS_PROCESSES": str(processes)}
+    done = subprocess.run([FACTORIAL_WS, "up"], env=env, capture_output=True, text=True, timeout=60 * UNIT_S)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0, output
+    assert "is up" not in output
+    lines = output.splitlines()
+    assert len(lines) == 1 and f"port {port}" in lines[0] and str(holder.pid) in lines[0], output
+    assert started_by(tmp_path / "data") == []
+    assert listening_pids(port) == {holder.pid}
