@@ -5,6 +5,9 @@ protocol 2 headers and body) and this module wraps it in the envelope kombu's Re
 uses, then pushes it with ``redis.asyncio`` in the same round trip that marks the id as known.
 The envelope names the anonymous exchange, which kombu routes to the queue named by the routing
 key; that is also where a redelivered (restored) message goes.
+
+A request with progress also learns, in that same round trip, how many tasks are ahead of its
+task (``COUNT_TAKEN``).
 """
 
 from __future__ import annotations
@@ -13,14 +16,27 @@ import base64
 import json
 import socket
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from celery import Celery
 
-from ..constants import PROGRESS_HEADER, SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
+from ..constants import KOMBU_UNACKED_KEY, PROGRESS_HEADER, SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
+
+# Tasks of one queue that workers have taken and not finished: kombu keeps each message a worker
+# has taken in the ``unacked`` hash until it is acknowledged, which (acks_late) is once the task
+# is done; the value is JSON ``[message, exchange, routing_key]``, so the queue (our routing key)
+# ends it. Sent as EVAL: a script in a pipeline would cost a SCRIPT EXISTS round trip each time.
+COUNT_TAKEN: Final = """
+local tail = '"' .. ARGV[1] .. '"]'
+local taken = 0
+for _, message in ipairs(redis.call('HVALS', KEYS[1])) do
+  if string.sub(message, -#tail) == tail then taken = taken + 1 end
+end
+return taken
+"""
 
 
 def task_envelope(app: Celery, task_id: str, queue: str, number: int, *, progress: bool = False) -> bytes:
@@ -73,8 +89,10 @@ class Producer:
         self._client = client
         self._expires_s = result_expires_s
 
-    async def send(self, task_id: str, queue: str, number: int) -> None:
-        """Raises redis.RedisError when Redis cannot take the task; nothing is sent then."""
+    async def send(self, task_id: str, queue: str, number: int, *, progress: bool = False) -> int | None:
+        """Raises redis.RedisError when Redis cannot take the task; nothing is sent then. With
+        ``progress``, returns how many tasks were ahead of it: waiting in its queue, or taken by
+        a worker (reserved or running) and not finished."""
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
         pipe = self._client.pipeline(transaction=True)
@@ -84,5 +102,12 @@ class Producer:
             ex=self._expires_s,
             nx=True,
         )
-        pipe.lpush(queue, task_envelope(self._app, task_id, queue, number))
-        await pipe.execute()
+        pipe.lpush(queue, task_envelope(self._app, task_id, queue, number, progress=progress))
+        if progress:
+            # In the same transaction: nothing moves between the push and the count.
+            pipe.eval(COUNT_TAKEN, 1, KOMBU_UNACKED_KEY, queue)
+        replies = await pipe.execute()
+        if not progress:
+            return None
+        _, length, taken = replies
+        return int(length) - 1 + int(taken)

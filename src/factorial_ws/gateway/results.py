@@ -12,6 +12,11 @@ Races closed here:
   the confirmations it still awaits, so an old one cannot pass for the new.
 - After the connection is lost, the hub reconnects, subscribes to every channel still waited for,
   and reads their keys once, delivering whatever was stored while it was away.
+
+A watch made with ``progress`` also hears when a worker starts the task (Celery's STARTED state,
+which workers store only for tasks sent with progress). Since each process that waits for a task
+is subscribed to its channel, Redis' count of the channel's subscribers tells how many gateway
+processes wait for it (``waiters_elsewhere``): what a cancel asks before it stops a task.
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from ..constants import (
+    CANCELLED_KEY_PREFIX,
     RESULT_KEY_PREFIX,
     SUBMITTED_KEY_PREFIX,
+    TASK_CANCELLED,
     TASK_FAILED,
     TASK_REVOKED,
     TIMEOUT_ERROR,
     WORKER_LOST,
 )
-from ..protocol import Failure, Outcome, Pending, Success
+from ..protocol import Failure, Outcome, Pending, Started, Success
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +60,7 @@ class Unknown:
     """A task id the system has never sent, or whose result has expired."""
 
 
-Snapshot = Outcome | Pending | Unknown
+Snapshot = Outcome | Pending | Started | Unknown
 
 
 def result_key(task_id: str) -> str:
@@ -62,12 +69,14 @@ def result_key(task_id: str) -> str:
 
 @dataclass(eq=False)
 class Watch:
-    """One waiter's view of one task: ``outcome`` resolves when the task ends."""
+    """One waiter's view of one task: ``outcome`` resolves when the task ends; ``started``, of a
+    watch made with progress, when a worker starts it."""
 
     task_id: str
     outcome: asyncio.Future[Outcome] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    started: asyncio.Future[None] | None = None
 
 
 @dataclass(eq=False)
@@ -116,12 +125,14 @@ class ResultHub:
 
     # --- waiting ---
 
-    async def subscribe(self, task_id: str) -> Watch:
+    async def subscribe(self, task_id: str, *, progress: bool = False) -> Watch:
         """Start waiting for a task; returns once Redis has confirmed the subscription, so a
         result stored from then on cannot be missed. Pair with ``release``."""
         if not self.connected:
             raise ServiceUnavailable
         watch = Watch(task_id)
+        if progress:
+            watch.started = asyncio.get_running_loop().create_future()
         channel_name = result_key(task_id)
         channel = self._channels.get(channel_name)
         if channel is None:
@@ -153,14 +164,46 @@ class ResultHub:
                 await self._pubsub.unsubscribe(channel_name)
 
     async def snapshot(self, task_id: str) -> Snapshot:
-        """The task's state now, from one round trip: finished, pending, or unknown."""
+        """The task's state now, from one round trip: finished, started, pending, or unknown."""
+        keys = result_key(task_id), SUBMITTED_KEY_PREFIX + task_id, CANCELLED_KEY_PREFIX + task_id
         try:
-            meta, submitted = await self._client.mget(result_key(task_id), SUBMITTED_KEY_PREFIX + task_id)
+            meta, submitted, cancelled = await self._client.mget(*keys)
         except aioredis.RedisError:
             raise ServiceUnavailable from None
         if meta is not None:
-            return outcome_from_meta(meta)
+            return _cancelled_if_marked(outcome_from_meta(meta), cancelled is not None)
         return Pending() if submitted is not None else Unknown()
+
+    async def named(self, task_id: str, outcome: Outcome) -> Outcome:
+        """The outcome a watch received, with a revoked task that a client cancelled (a marker
+        the canceller left) named ``Task cancelled`` rather than ``Task revoked``. Celery's
+        stored state is REVOKED either way; only revoked tasks cost this extra read."""
+        if outcome != Failure(TASK_REVOKED):
+            return outcome
+        try:
+            marked = await self._client.exists(CANCELLED_KEY_PREFIX + task_id)
+        except aioredis.RedisError:
+            return outcome
+        return Failure(TASK_CANCELLED) if marked else outcome
+
+    def local_waiters(self, task_id: str) -> int:
+        """Watches of this process on the task."""
+        channel = self._channels.get(result_key(task_id))
+        return 0 if channel is None else len(channel.watches)
+
+    async def waiters_elsewhere(self, task_id: str) -> int:
+        """Other processes subscribed to the task's channel: gateway processes that wait for it
+        (or any other Redis client waiting for its result). This process, subscribed while it
+        has a watch on the task, is not counted."""
+        if not self.connected:
+            raise ServiceUnavailable  # our own subscription may not be in Redis' count now
+        channel_name = result_key(task_id)
+        try:
+            counts = await self._client.pubsub_numsub(channel_name)
+        except aioredis.RedisError:
+            raise ServiceUnavailable from None
+        subscribers = int(counts[0][1]) if counts else 0
+        return max(0, subscribers - (1 if channel_name in self._channels else 0))
 
     async def _subscribe(self, *channel_names: str) -> None:
         if self._pubsub is None:
@@ -257,6 +300,11 @@ class ResultHub:
         if channel is None:
             return
         outcome = outcome_from_meta(meta)
+        if isinstance(outcome, Started):
+            for watch in channel.watches:
+                if watch.started is not None and not watch.started.done():
+                    watch.started.set_result(None)
+            return
         if isinstance(outcome, Pending):
             return
         for watch in channel.watches:
@@ -277,10 +325,10 @@ def _text(value: object) -> str:
 # --- Celery's stored task meta ---------------------------------------------------------------
 
 _TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
-_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "STARTED", "RETRY"})
+_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "RETRY"})
 
 
-def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
+def outcome_from_meta(raw: bytes | str) -> Outcome | Pending | Started:
     """Read Celery's stored task meta (JSON) into an outcome. Exception details stay inside:
     a client learns that a task failed, never the traceback."""
     try:
@@ -288,6 +336,8 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
         status = meta["status"]
     except (ValueError, TypeError, KeyError):
         return Failure(TASK_FAILED)
+    if status == "STARTED":
+        return Started()
     if status in _PENDING_STATES:
         return Pending()
     if status == "SUCCESS":
@@ -298,6 +348,10 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
     if status == "REVOKED":
         return Failure(TASK_REVOKED)
     return Failure(_failure_message(meta.get("result")))
+
+
+def _cancelled_if_marked(outcome: Outcome | Pending | Started, marked: bool) -> Outcome | Pending | Started:
+    return Failure(TASK_CANCELLED) if marked and outcome == Failure(TASK_REVOKED) else outcome
 
 
 def _failure_message(result: Any) -> str:

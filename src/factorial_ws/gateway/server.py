@@ -22,6 +22,7 @@ from websockets.typing import Origin
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
+from .cancel import Canceller
 from .producer import Producer
 from .results import ResultHub
 from .routes import Routes
@@ -47,6 +48,7 @@ class Gateway:
         self._hub: ResultHub | None = None
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
+        self._warm_up: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -85,7 +87,10 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
-        services = Services(config, Producer(create_app(config), self._client, config.result_expires_s), hub)
+        app = create_app(config)
+        canceller = Canceller(app, self._client, config.result_expires_s)
+        self._warm_up = asyncio.create_task(canceller.warm_up())
+        services = Services(config, Producer(app, self._client, config.result_expires_s), hub, canceller)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1

@@ -2,7 +2,10 @@
 
 Acks are sent in request order (a client without request ids matches them by position); each
 waiting task then lives in its own asyncio task, so results come back in whatever order the
-workers finish them.
+workers finish them. A request with progress also hears ``queued`` right after its ack and
+``started`` when a worker starts its task. A cancel ends this connection's waits for the task
+(each with ``Task cancelled``) before its own reply, and revokes the task unless someone else
+waits for it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from ..constants import (
     INVALID_REQUEST,
     RATE_LIMITED,
     SERVICE_UNAVAILABLE,
+    TASK_CANCELLED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
     UNKNOWN_TASK_ID,
 )
 from ..limits import TokenBucket
 from ..protocol import (
+    CancelRequest,
     FactorialRequest,
     Failure,
     Outcome,
@@ -38,6 +43,7 @@ from ..protocol import (
     ProtocolError,
     RequestId,
     ResultRequest,
+    Started,
     Success,
     ack,
     error,
@@ -47,6 +53,10 @@ from ..protocol import (
     pending,
     queue_for,
 )
+from ..protocol import cancelled as cancelled_reply
+from ..protocol import queued as queued_reply
+from ..protocol import started as started_reply
+from .cancel import Canceller
 from .producer import Producer
 from .results import ResultHub, ServiceUnavailable, Unknown, Watch
 
@@ -63,6 +73,15 @@ class Services:
     config: Config
     producer: Producer
     hub: ResultHub
+    canceller: Canceller
+
+
+@dataclass(eq=False)
+class _Wait:
+    """A request of this connection waiting for a task's outcome (what a cancel ends)."""
+
+    request_id: RequestId | None
+    waiting: bool = True  # False once the outcome is in and being sent
 
 
 class Session:
@@ -72,6 +91,8 @@ class Session:
         self._config = services.config
         self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
         self._waits: set[asyncio.Task[None]] = set()
+        # By task id: the requests waiting for it, by the asyncio task that waits.
+        self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         self._peer = _peer(connection)
 
     async def run(self) -> None:
@@ -110,14 +131,18 @@ class Session:
             return
         if isinstance(request, FactorialRequest):
             metrics.requests_total.labels("factorial").inc()
+        elif isinstance(request, CancelRequest):
+            metrics.requests_total.labels("cancel").inc()
         else:
             metrics.requests_total.labels("result").inc()
         if len(self._waits) >= self._config.max_tasks_in_flight:
-            task_id = request.task_id if isinstance(request, ResultRequest) else None
+            task_id = None if isinstance(request, FactorialRequest) else request.task_id
             await self._error(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
         if isinstance(request, FactorialRequest):
             await self._submit(request)
+        elif isinstance(request, CancelRequest):
+            self._spawn(self._cancel(request))
         else:
             self._spawn(self._look_up(request))
 
@@ -128,12 +153,14 @@ class Session:
         hub = self._services.hub
         try:
             # Subscribed before the task is sent, so its result cannot be published unseen.
-            watch = await hub.subscribe(task_id)
+            watch = await hub.subscribe(task_id, progress=request.progress)
         except ServiceUnavailable:
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
             return
         try:
-            await self._services.producer.send(task_id, queue, request.number)
+            ahead = await self._services.producer.send(
+                task_id, queue, request.number, progress=request.progress
+            )
         except (aioredis.RedisError, OSError):
             await hub.release(watch)
             await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
@@ -141,11 +168,13 @@ class Session:
         metrics.tasks_submitted_total.labels(queue).inc()
         logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
         await self._send(ack(task_id, request.request_id))
+        if ahead is not None:
+            await self._send(queued_reply(task_id, ahead, request.request_id))
         self._spawn(self._deliver(watch, request, queue, started))
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
         try:
-            outcome = await self._outcome(watch)
+            outcome = await self._outcome(watch, request.request_id)
         finally:
             await self._services.hub.release(watch)
         duration_s = time.monotonic() - started
@@ -161,8 +190,8 @@ class Session:
         outcome: Outcome | None
         try:
             snapshot = await self._services.hub.snapshot(task_id)
-            if isinstance(snapshot, Pending):
-                outcome = await self._wait_pending(task_id, request_id)
+            if isinstance(snapshot, Pending | Started):
+                outcome = await self._wait_pending(task_id, request_id, request.progress)
             elif isinstance(snapshot, Unknown):
                 outcome = Failure(UNKNOWN_TASK_ID)
             else:
@@ -172,9 +201,11 @@ class Session:
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _wait_pending(self, task_id: str, request_id: RequestId | None) -> Outcome | None:
+    async def _wait_pending(
+        self, task_id: str, request_id: RequestId | None, progress: bool
+    ) -> Outcome | None:
         hub = self._services.hub
-        watch = await hub.subscribe(task_id)
+        watch = await hub.subscribe(task_id, progress=progress)
         try:
             # Read again now that the subscription is in force: the task may have ended
             # between the first read and the SUBSCRIBE.
@@ -182,17 +213,113 @@ class Session:
             if isinstance(snapshot, Success | Failure):
                 return snapshot
             await self._send(pending(task_id, request_id))
-            return await self._outcome(watch)
+            if isinstance(snapshot, Started) and watch.started is not None and not watch.started.done():
+                watch.started.set_result(None)  # started before we subscribed: say so at once
+            return await self._outcome(watch, request_id)
         finally:
             await hub.release(watch)
 
-    async def _outcome(self, watch: Watch) -> Outcome | None:
-        """The task's outcome, or None when it did not come within the wait limit."""
+    async def _outcome(self, watch: Watch, request_id: RequestId | None) -> Outcome | None:
+        """The task's outcome, or None when it did not come within the wait limit. Meanwhile
+        the request is one a cancel of the task ends, and hears ``started`` if it asked."""
+        wait = self._track(watch.task_id, request_id)
         try:
             async with asyncio.timeout(self._config.hard_task_timeout_s):
-                return await watch.outcome
+                if watch.started is not None:
+                    await self._report_started(watch, request_id)
+                outcome = await watch.outcome
         except TimeoutError:
             return None
+        finally:
+            wait.waiting = False
+        return await self._services.hub.named(watch.task_id, outcome)
+
+    async def _report_started(self, watch: Watch, request_id: RequestId | None) -> None:
+        assert watch.started is not None
+        either: list[asyncio.Future[Any]] = [watch.started, watch.outcome]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        # A worker publishes STARTED before the result, so both may be in: started goes first.
+        if watch.started.done():
+            await self._send(started_reply(watch.task_id, request_id))
+
+    def _track(self, task_id: str, request_id: RequestId | None) -> _Wait:
+        """Register the current asyncio task as a request waiting for ``task_id``, until it ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        waits = self._waiting_for.setdefault(task_id, {})
+        wait = waits[task] = _Wait(request_id)
+
+        def forget(_: object) -> None:
+            waits.pop(task, None)
+            if not waits and self._waiting_for.get(task_id) is waits:
+                del self._waiting_for[task_id]
+
+        task.add_done_callback(forget)
+        return wait
+
+    # --- cancel ---
+
+    async def _cancel(self, request: CancelRequest) -> None:
+        task_id, request_id = request.task_id, request.request_id
+        logs.event(logger, "request", task_id=task_id, detail="cancel")
+        try:
+            reply = await self._cancelled_or_outcome(task_id, request_id)
+        except (ServiceUnavailable, aioredis.RedisError, OSError):
+            reply = error(SERVICE_UNAVAILABLE, task_id, request_id)
+        if reply is not None:
+            await self._send(reply)
+
+    async def _cancelled_or_outcome(self, task_id: str, request_id: RequestId | None) -> str | None:
+        """Revoke the task unless it has ended or others wait for it; the cancel's reply (None
+        when already sent)."""
+        hub = self._services.hub
+        snapshot = await hub.snapshot(task_id)
+        if isinstance(snapshot, Unknown):
+            await self._error(UNKNOWN_TASK_ID, task_id, request_id)
+            return None
+        if isinstance(snapshot, Pending | Started) and not await self._others_wait(task_id):
+            snapshot = await self._revoke(task_id)
+        if isinstance(snapshot, Success) or (
+            isinstance(snapshot, Failure) and snapshot.message != TASK_CANCELLED
+        ):
+            logs.event(logger, "error", task_id=task_id, detail="cancel: the task had ended")
+            return outcome_reply(task_id, snapshot, request_id)  # it ended first: its outcome instead
+        # Cancelled, or still running for others: this connection stops waiting either way.
+        await self._end_waits(task_id)
+        logs.event(logger, "cancelled", task_id=task_id)
+        return cancelled_reply(task_id, request_id)
+
+    async def _others_wait(self, task_id: str) -> bool:
+        """Whether requests other than this connection's wait for the task, in this process or
+        in any other gateway process of this Redis."""
+        hub = self._services.hub
+        own = sum(wait.waiting for wait in self._waiting_for.get(task_id, {}).values())
+        return hub.local_waiters(task_id) > own or await hub.waiters_elsewhere(task_id) > 0
+
+    async def _revoke(self, task_id: str) -> Outcome | Pending | Started | Unknown:
+        """Stop the task; how it ended (a result if it ended first)."""
+        canceller, hub = self._services.canceller, self._services.hub
+        await canceller.record(task_id)
+        await canceller.revoke(task_id)
+        snapshot = await hub.snapshot(task_id)
+        if isinstance(snapshot, Pending | Started):
+            # No live worker marked it (none runs, or none answered): it will never run, since
+            # every worker drops it when it comes. Say so to lookups and waiters now.
+            await canceller.mark_revoked(task_id)
+            snapshot = await hub.snapshot(task_id)
+        return snapshot
+
+    async def _end_waits(self, task_id: str) -> None:
+        """This connection's requests waiting for the task end with ``Task cancelled``; those
+        whose outcome is already in finish sending it first."""
+        waits = dict(self._waiting_for.get(task_id, {}))
+        for task, wait in waits.items():
+            if wait.waiting and task is not asyncio.current_task():
+                task.cancel()
+                await self._error(TASK_CANCELLED, task_id, wait.request_id)
+        sending = [task for task, wait in waits.items() if not wait.waiting]
+        if sending:
+            await asyncio.wait(sending)
 
     # --- replies ---
 
