@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench browser-deps clean
+.PHONY: install run test test-fast lint format bench browser-deps clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,monitor]'
 	touch $(STAMP)
 
 run: install
@@ -19,6 +19,10 @@ run: install
 
 test: install browser-deps
 	$(BIN)/python -m pytest
+
+# The unit tests alone: no process is started but a private Redis for the producer's tests.
+test-fast: install
+	$(BIN)/python -m pytest tests/unit
 
 lint: install
 	$(BIN)/ruff check src tests *.py

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,21 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from factorial_ws import processes
 from factorial_ws.config import Config, env_name
-from factorial_ws.processes import free_port, port_open, start_child, stop_child, worker_is_live
+from factorial_ws.processes import (
+    free_port,
+    gateway_command,
+    port_open,
+    start_child,
+    stop_child,
+    worker_is_live,
+)
+from factorial_ws.redis_clients import sync_client
 from factorial_ws.supervisor.redis_server import RedisServer
+from factorial_ws.supervisor.sentinel import RedisGroup, Timing
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+FACTORIAL_WS = str(Path(sys.executable).parent / "factorial-ws")  # the command a user runs
 
 # One second of test time; every timeout below and in the tests is a multiple of it.
 UNIT_S = float(os.environ.get("FACTORIAL_WS_TEST_TIMEOUT_FACTOR", "1"))
@@ -53,9 +65,15 @@ def process_env(redis_url: str | None, **settings: Any) -> dict[str, str]:
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout_s: float = START_TIMEOUT_S, what: str = "condition"
+    predicate: Callable[[], object],
+    timeout_s: float = START_TIMEOUT_S,
+    what: str = "condition",
+    *,
+    watch: Iterable[Proc] = (),
 ) -> None:
-    processes.wait_until(predicate, timeout_s, what)
+    """Return once ``predicate()`` is true; fail after ``timeout_s``, or at once when one of the
+    ``watch`` processes exits."""
+    processes.wait_until(predicate, timeout_s, what, watch=[proc.process for proc in watch])
 
 
 @dataclass
@@ -84,10 +102,17 @@ class Proc:
         return stop_child(self.process, timeout_s)
 
 
-def spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Proc:
-    """Start a process that dies with the test run; prefer ``launch.process`` in tests."""
-    log_path = log_dir / f"{name}.log"
-    return Proc(name, start_child(command, env, log_path=log_path, cwd=REPO), log_path)
+@contextlib.contextmanager
+def paused(*pids: int) -> Iterator[None]:
+    """The processes frozen (SIGSTOP) for the block, then continued, however the block ends."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 @dataclass
@@ -112,24 +137,72 @@ class Launcher:
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
         self.log_dir = tmp_dir / "logs"
-        self._stops: list[Callable[[], object]] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
-        while self._stops:
-            self._stops.pop()()
+        """Stop everything started so far, newest first (each stop runs even if one fails)."""
+        self._stack.close()
 
-    def process(self, name: str, command: list[str], env: dict[str, str]) -> Proc:
-        proc = spawn(name, command, env, self.log_dir)
-        self._stops.append(proc.stop)
+    def callback(self, function: Callable[..., object], *args: Any) -> None:
+        """Call ``function(*args)`` at the end too, among the stops (newest first)."""
+        self._stack.callback(function, *args)
+
+    def process(
+        self, name: str, command: list[str], env: dict[str, str], *, stop_signal: int = signal.SIGTERM
+    ) -> Proc:
+        """Any command, run from the repository root; its output goes to ``log_dir/<name>.log``.
+        It dies with the test run however that ends, and gets ``stop_signal`` at the end."""
+        log_path = self.log_dir / f"{name}.log"
+        proc = Proc(name, start_child(command, env, log_path=log_path, cwd=REPO), log_path)
+        self.callback(stop_child, proc.process, STOP_TIMEOUT_S, stop_signal)
         return proc
 
     def redis(
-        self, *, name: str = "redis", port: int | None = None, password: str | None = None
+        self,
+        *,
+        name: str = "redis",
+        port: int | None = None,
+        password: str | None = None,
+        persistent: bool = True,
     ) -> RedisServer:
         """A real Redis on a free port (or ``port``, to restart one on its data)."""
-        server = RedisServer(self.tmp_dir / name, port=port, password=password)
-        self._stops.append(server.stop)
+        return self.start_redis(
+            RedisServer(self.tmp_dir / name, port=port, password=password, persistent=persistent)
+        )
+
+    def start_redis(self, server: RedisServer) -> RedisServer:
+        """Start ``server`` (a RedisServer of any kind) and stop it at the end."""
+        self.callback(server.stop)
         return server.start()
+
+    def sentinel_group(
+        self,
+        *,
+        name: str = "group",
+        replicas: int = 1,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> RedisGroup:
+        """A master, ``replicas`` replicas and three Sentinels that fail over quickly; pass
+        ``group.url`` as the Redis URL and ``**group_settings(group)`` as settings."""
+        group = RedisGroup(
+            self.tmp_dir / name,
+            replicas=replicas,
+            password=password,
+            sentinel_password=sentinel_password,
+            timing=Timing(down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms),
+            persistent=False,
+        )
+        self.callback(group.stop)
+        return group.start()
 
     def worker(
         self,
@@ -139,21 +212,19 @@ class Launcher:
         concurrency: int = 2,
         name: str | None = None,
         app: str = "celeryqueue",
+        stop_signal: int = signal.SIGTERM,
         **settings: Any,
     ) -> Proc:
         """A real Celery worker (the seed's ``-A celeryqueue`` by default); returns once its
-        heartbeat shows it consuming every queue."""
+        heartbeat shows it consuming every queue. SIGTERM stops it warm (it finishes its tasks
+        first), SIGQUIT cold."""
         name = name or f"w{free_port()}"
         hostname = f"{name}@test"
         command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
-        proc = self.process(name, command, process_env(redis_url, **settings))
-        with redis.Redis.from_url(redis_url) as client:
-            processes.wait_until(
-                lambda: worker_is_live(client, hostname, queues.split(",")),
-                START_TIMEOUT_S,
-                f"worker {hostname}",
-                watch=[proc.process],
-            )
+        proc = self.process(name, command, process_env(redis_url, **settings), stop_signal=stop_signal)
+        with redis_client(redis_url, **settings) as client:
+            alive = functools.partial(worker_is_live, client, hostname, queues.split(","))
+            wait_until(alive, what=f"worker {hostname}", watch=[proc])
         return proc
 
     def gateway(
@@ -161,12 +232,17 @@ class Launcher:
     ) -> tuple[Proc, str]:
         """The real gateway (``python -m factorial_ws serve``); returns it and its ws:// URL."""
         port = port or free_port()
-        command = [PYTHON, "-m", "factorial_ws", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        command = gateway_command("--host", "127.0.0.1", "--port", str(port))
         proc = self.process(name, command, process_env(redis_url, **settings))
-        processes.wait_until(
-            lambda: port_open(port), START_TIMEOUT_S, f"gateway on port {port}", watch=[proc.process]
-        )
+        wait_until(lambda: port_open(port), what=f"gateway on port {port}", watch=[proc])
         return proc, f"ws://127.0.0.1:{port}/"
+
+    def up(self, env: dict[str, str], *, name: str = "up") -> Proc:
+        """`factorial-ws up` (the whole system under one process) run with ``env``; returns once
+        it prints its URL, from when that URL works."""
+        proc = self.process(name, [FACTORIAL_WS, "up"], env)
+        wait_until(lambda: "factorial-ws is up: " in proc.log(), what=name, watch=[proc])
+        return proc
 
     def system(self, *, worker_concurrency: int = 2, **settings: Any) -> System:
         """Redis, a worker for both queues, and a gateway."""
@@ -175,6 +251,21 @@ class Launcher:
         system.workers.append(self.worker(server.url, concurrency=worker_concurrency, **settings))
         system.gateway, system.url = self.gateway(server.url, **settings)
         return system
+
+
+def redis_client(redis_url: str, **settings: Any) -> redis.Redis:
+    """A client of the Redis (or of the Sentinel group's master) that processes started with
+    these settings use."""
+    env = {"REDIS_URL": redis_url, **{name: str(value) for name, value in settings.items()}}
+    return sync_client(Config.from_env(env))
+
+
+def group_settings(group: RedisGroup) -> dict[str, str]:
+    """The settings (besides REDIS_URL) of a process that uses a Sentinel group."""
+    settings = {"REDIS_SENTINEL_MASTER": group.master_name}
+    if group.sentinel_password:
+        settings["REDIS_SENTINEL_PASSWORD"] = group.sentinel_password
+    return settings
 
 
 class Client:
@@ -186,13 +277,19 @@ class Client:
     async def send(self, message: dict[str, Any] | str | bytes) -> None:
         await self.connection.send(message if isinstance(message, str | bytes) else json.dumps(message))
 
-    async def recv(self, timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+    async def recv(
+        self, timeout_s: float = REPLY_TIMEOUT_S, *, keep_ints_as_text: bool = False
+    ) -> dict[str, Any]:
+        """The next reply. With ``keep_ints_as_text`` its integers stay digit strings: int() of
+        a factorial's millions of digits takes quadratic time."""
         frame = await asyncio.wait_for(self.connection.recv(), timeout_s)
-        reply = json.loads(frame)
+        reply = json.loads(frame, parse_int=str if keep_ints_as_text else None)
         assert isinstance(reply, dict), reply
         return reply
 
-    async def request(self, message: dict[str, Any], timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any] | str | bytes, timeout_s: float = REPLY_TIMEOUT_S
+    ) -> dict[str, Any]:
         await self.send(message)
         return await self.recv(timeout_s)
 
@@ -209,37 +306,3 @@ async def client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
     kwargs.setdefault("max_size", None)
     async with connect(url, **kwargs) as connection:
         yield Client(connection)
-
-
-# --- legacy helpers: being replaced by the `launch` fixture, then removed ---------------------
-
-
-def start_worker(
-    redis_url: str,
-    log_dir: Path,
-    *,
-    queues: str = "soft,hard",
-    concurrency: int = 2,
-    name: str | None = None,
-    **settings: Any,
-) -> Proc:
-    launcher = Launcher(log_dir.parent)
-    launcher.log_dir = log_dir
-    return launcher.worker(redis_url, queues=queues, concurrency=concurrency, name=name, **settings)
-
-
-def start_gateway(
-    redis_url: str, log_dir: Path, *, port: int | None = None, name: str = "gateway", **settings: Any
-) -> tuple[Proc, str]:
-    launcher = Launcher(log_dir.parent)
-    launcher.log_dir = log_dir
-    return launcher.gateway(redis_url, port=port, name=name, **settings)
-
-
-@contextlib.contextmanager
-def running_system(tmp_dir: Path, *, worker_concurrency: int = 2, **settings: Any) -> Iterator[System]:
-    launcher = Launcher(tmp_dir)
-    try:
-        yield launcher.system(worker_concurrency=worker_concurrency, **settings)
-    finally:
-        launcher.close()

@@ -4,14 +4,13 @@ same limits."""
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from celery import Celery
 
 from .config import Config
 from .constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
+from .redis_clients import celery_redis_settings
 from .tasks import register_tasks
 
 
@@ -24,10 +23,8 @@ def create_app(config: Config) -> Celery:
 
 def celery_settings(config: Config) -> dict[str, Any]:
     """Celery settings derived from our config; every process uses the same ones."""
-    redis_url = celery_redis_url(config.redis_url)
-    return {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
+    redis_settings = celery_redis_settings(config)
+    return redis_settings | {
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -42,7 +39,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # Unacknowledged tasks are redelivered after this; it must exceed the longest time a
         # task can sit reserved plus run, or a slow task would run twice.
-        "broker_transport_options": _transport_options(config),
+        "broker_transport_options": redis_settings.get("broker_transport_options", {})
+        | _transport_options(config),
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
         # Keep retrying to store a result while Redis is briefly away, instead of losing it.
@@ -50,33 +48,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_max_retries": 20,
         "redis_backend_health_check_interval": 10,
         "worker_hijack_root_logger": False,
-        **redis_tls_settings(config.redis_url),
     }
-
-
-def celery_redis_url(redis_url: str) -> str:
-    """The Redis URL as kombu and Celery's result backend spell it. They read ``redis://`` and
-    ``rediss://`` as redis-py does, but a Unix socket is ``redis+socket:///path?virtual_host=N``
-    to them and ``unix:///path?db=N`` to redis-py (the gateway, the workers' own clients): the
-    one REDIS_URL is written redis-py's way and translated here."""
-    parts = urlsplit(redis_url)
-    if parts.scheme != "unix":
-        return redis_url
-    query = [("virtual_host" if key == "db" else key, value) for key, value in parse_qsl(parts.query)]
-    # Written out: urlunsplit would drop the "//" of an empty netloc (redis+socket:/path).
-    return f"redis+socket://{parts.netloc}{parts.path}" + (f"?{urlencode(query)}" if query else "")
-
-
-def redis_tls_settings(redis_url: str) -> dict[str, Any]:
-    """A ``rediss://`` URL without TLS options of its own verifies the server's certificate
-    against the system's CAs, in kombu and Celery's result backend as in redis-py (left alone,
-    kombu would not verify at all and the result backend would refuse to start). Options in
-    the URL (``?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem``) are read by all three."""
-    parts = urlsplit(redis_url)
-    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
-        return {}
-    verify = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-    return {"broker_use_ssl": verify, "redis_backend_use_ssl": verify}
 
 
 def _transport_options(config: Config) -> dict[str, Any]:

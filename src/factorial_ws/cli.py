@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, summary: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=summary, parents=[after])
 
-    command("up", "run Redis (unless REDIS_URL is set), workers and gateway")
+    up = command("up", "run Redis (unless REDIS_URL is set), workers and gateway")
+    up.add_argument(
+        "--replicas", type=int, help="overrides REDIS_REPLICAS: a master, N replicas and three Sentinels"
+    )
 
     serve = command("serve", "run the gateway only")
     serve.add_argument("--host", help="overrides WS_HOST")
@@ -75,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ws_host=getattr(args, "host", None),
             ws_port=getattr(args, "port", None),
             ws_processes=getattr(args, "processes", None),
+            redis_replicas=getattr(args, "replicas", None),
         )
     except ConfigError as exc:
         print(f"factorial-ws: {exc}", file=sys.stderr)

@@ -73,9 +73,15 @@ def _port(value: int) -> str | None:
 
 
 def _redis_url(value: str) -> str | None:
-    parts = urlsplit(value)
+    nodes = [urlsplit(node) for node in value.split(";")]
+    if len(nodes) > 1 or nodes[0].scheme == "sentinel":
+        # Celery's form for Sentinel: sentinel://host:26379;sentinel://host2:26379/0
+        if any(node.scheme != "sentinel" for node in nodes):
+            return "lists several nodes: each must be a sentinel:// URL, separated by ';'"
+        return None if all(node.hostname for node in nodes) else "has a sentinel:// node without a host"
+    parts = nodes[0]
     if parts.scheme not in ("redis", "rediss", "unix"):
-        return "must be a redis://, rediss:// or unix:// URL"
+        return "must be a redis://, rediss:// or unix:// URL, or sentinel:// URLs separated by ';'"
     return None if parts.hostname or parts.scheme == "unix" else "has no host"
 
 
@@ -126,6 +132,12 @@ def _visibility_timeout(config: Config) -> int:
 class Config:
     # Redis: broker and result backend for every process.
     redis_url: str = setting("redis://localhost:6379/0", env="REDIS_URL", check=_redis_url)
+    # With a sentinel:// REDIS_URL: the name the Sentinels know the master by, and their password
+    # (the master's own password goes in the URL, as for redis://).
+    redis_sentinel_master: str | None = setting(None, env="REDIS_SENTINEL_MASTER")
+    redis_sentinel_password: str | None = setting(None, env="REDIS_SENTINEL_PASSWORD")
+    # Replicas that must hold a task (Redis WAIT) before its client gets the ack; 0: no wait.
+    redis_min_replicas_ack: int = setting(0, env="REDIS_MIN_REPLICAS_ACK", check=_not_negative)
 
     # Gateway
     ws_host: str = setting("localhost", env="WS_HOST")
@@ -168,6 +180,8 @@ class Config:
     data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")
     soft_concurrency: int = setting(2, env="SOFT_CONCURRENCY", check=_positive)
     hard_concurrency: int = setting(2, env="HARD_CONCURRENCY", check=_positive)
+    # Above 0, `up` runs a master, this many replicas and three Sentinels instead of one Redis.
+    redis_replicas: int = setting(0, env="REDIS_REPLICAS", check=_not_negative)
 
     def __post_init__(self) -> None:
         for row in SETTINGS.values():
@@ -196,6 +210,11 @@ class Config:
                 f"SOFT_TASK_TIMEOUT={self.soft_task_timeout_s!r}: must not exceed "
                 f"HARD_TASK_TIMEOUT ({self.hard_task_timeout_s:g} s), the longest the gateway "
                 "waits for any result"
+            )
+        if self.redis_url.startswith("sentinel://") and not self.redis_sentinel_master:
+            raise ConfigError(
+                "REDIS_SENTINEL_MASTER: must name the master (Sentinel's `monitor` name) "
+                "when REDIS_URL is a sentinel:// URL"
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("WS_TLS_CERT and WS_TLS_KEY must be given together")

@@ -28,6 +28,9 @@ CANCELLED_RELOAD_S: Final = 2.0
 # are acknowledged late: reserved or running) in this hash, as JSON [message, exchange, routing key].
 KOMBU_UNACKED_KEY: Final = "unacked"
 
+# A channel nobody publishes on: it keeps a gateway's result subscription open while no task waits.
+RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
+
 # A task message with this header set asks its worker to store Celery's STARTED state.
 PROGRESS_HEADER: Final = "factorial_ws_progress"
 
@@ -42,6 +45,7 @@ TIMEOUT_ERROR: Final = "Timeout error"
 INVALID_REQUEST: Final = "Invalid request: "
 UNKNOWN_TASK_ID: Final = "Unknown task id"
 SERVICE_UNAVAILABLE: Final = "Service unavailable"
+SERVER_BUSY: Final = "Server busy"
 TOO_MANY_IN_FLIGHT: Final = "Too many tasks in flight"
 RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"

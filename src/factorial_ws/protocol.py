@@ -135,6 +135,18 @@ def parse_request(frame: str, *, max_number: int) -> Request:
     raise ProtocolError(UNKNOWN_TASK, request_id)
 
 
+def request_id_of(frame: str | bytes) -> RequestId | None:
+    """The ``id`` of a frame that is refused without being served (rate limit, binary frame),
+    so that even the refusal can be matched to its request: None unless the frame is UTF-8 JSON
+    holding an object with a usable id. The gateway only sees frames within its size limit."""
+    try:
+        text = frame.decode() if isinstance(frame, bytes) else frame
+        data = json.loads(text, parse_int=_parse_int, parse_constant=_refuse_constant)
+        return _request_id(data) if isinstance(data, dict) else None
+    except (ValueError, RecursionError, ProtocolError):
+        return None
+
+
 def _request_id(data: dict[str, Any]) -> RequestId | None:
     if "id" not in data:
         return None

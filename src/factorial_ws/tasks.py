@@ -18,6 +18,7 @@ from celery import Celery, Task
 
 from .config import Config
 from .constants import ATTEMPTS_KEY_PREFIX, HANDED_BACK_KEY_PREFIX, HARD_TASK_NAME, SOFT_TASK_NAME
+from .redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +67,14 @@ def register_tasks(app: Celery, config: Config) -> None:
         )(run)
 
 
-_redis_clients: dict[str, redis.Redis] = {}
+_redis_clients: dict[Config, redis.Redis] = {}
 
 
-def _redis(url: str) -> redis.Redis:
+def _redis(config: Config) -> redis.Redis:
     """One client per process (pool children are forked, so created lazily after the fork)."""
-    if url not in _redis_clients:
-        _redis_clients[url] = redis.Redis.from_url(url)
-    return _redis_clients[url]
+    if config not in _redis_clients:
+        _redis_clients[config] = sync_client(config)
+    return _redis_clients[config]
 
 
 def _count_attempt(task: Task[Any, Any], config: Config) -> None:
@@ -81,7 +82,7 @@ def _count_attempt(task: Task[Any, Any], config: Config) -> None:
     A first delivery costs nothing, so the common path makes no extra Redis call."""
     if not (task.request.delivery_info or {}).get("redelivered"):
         return
-    client = _redis(config.redis_url)
+    client = _redis(config)
     if client.delete(HANDED_BACK_KEY_PREFIX + str(task.request.id)):
         return  # handed back by a worker shutting down: its worker did not die
     key = ATTEMPTS_KEY_PREFIX + str(task.request.id)
@@ -101,7 +102,7 @@ def mark_handed_back(config: Config, task_ids: Collection[str]) -> None:
         return
     expires_s = config.visibility_timeout_s + config.result_expires_s
     try:
-        with redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2) as client:
+        with sync_client(config, socket_timeout=2, socket_connect_timeout=2) as client:
             pipe = client.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.set(HANDED_BACK_KEY_PREFIX + task_id, 1, ex=expires_s)

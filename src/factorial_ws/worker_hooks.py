@@ -31,6 +31,7 @@ from .constants import (
     WORKERS_KEY_PREFIX,
 )
 from .processes import set_parent_death_signal
+from .redis_clients import sync_client
 from .tasks import mark_handed_back
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _start_heartbeat(config: Config, sender: Any, **_: Any) -> None:
     """Tell the gateways' health check which queues have a live worker."""
     app = sender.app
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
-    client = redis.Redis.from_url(config.redis_url)
+    client = sync_client(config)
     hostname = sender.hostname
     thread = threading.Thread(target=_beat, args=(client, hostname, queues), name="heartbeat", daemon=True)
     thread.start()

@@ -6,9 +6,8 @@ process is known to be running a task when it burns CPU: an idle one uses none.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
-import json
 import os
 import signal
 import time
@@ -18,8 +17,18 @@ from typing import Any
 
 import gmpy2
 
-from factorial_ws.processes import cpu_seconds, stat_fields
-from support import REPLY_TIMEOUT_S, Client, client, wait_until
+from factorial_ws.processes import cpu_seconds, free_port, gateway_command, stat_fields
+from support import (
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    UNIT_S,
+    Client,
+    Launcher,
+    Proc,
+    client,
+    process_env,
+    wait_until,
+)
 
 # A factorial that keeps a pool process busy for about half a second (a 3.8-million-digit
 # result): long enough to be caught in the middle, short enough to keep the tests quick.
@@ -62,13 +71,15 @@ def is_running(pid: int) -> bool:
         return False
 
 
-def busy_child(worker_pid: int, *, exclude: set[int] | None = None, timeout_s: float = 30.0) -> int:
+def busy_child(
+    worker_pid: int, *, exclude: set[int] | None = None, timeout_s: float = START_TIMEOUT_S
+) -> int:
     """The pool process of the worker that has started computing, not one of ``exclude``."""
     return busy_pool_process([worker_pid], exclude=exclude, timeout_s=timeout_s)[1]
 
 
 def busy_pool_process(
-    worker_pids: list[int], *, exclude: set[int] | None = None, timeout_s: float = 30.0
+    worker_pids: list[int], *, exclude: set[int] | None = None, timeout_s: float = START_TIMEOUT_S
 ) -> tuple[int, int]:
     """(worker pid, pool process pid) of the first pool process, among those of the workers,
     that has started computing: 0.15 s of CPU beyond what it had when first seen."""
@@ -93,24 +104,40 @@ def busy_pool_process(
     return found[0]
 
 
+def start_gateways(launch: Launcher, redis_url: str, processes: int = 2) -> tuple[Proc, int, list[int]]:
+    """`factorial-ws serve` with WS_PROCESSES: returns it, its port and its children's pids once
+    each child listens (a child left behind by a failed test is killed at the end)."""
+    port = free_port()
+    command = gateway_command("--host", "127.0.0.1", "--port", str(port))
+    parent = launch.process("gateways", command, process_env(redis_url, WS_PROCESSES=processes))
+    wait_until(
+        lambda: parent.log().count("gateway listening") == processes,
+        what="every gateway child",
+        watch=[parent],
+    )
+    children = children_of(parent.pid)
+    launch.callback(kill_if_running, children)
+    assert len(children) == processes, children
+    return parent, port, children
+
+
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:
     os.kill(pid, sig)
 
 
-def wait_gone(pids: list[int], timeout_s: float = 15.0) -> None:
+def kill_if_running(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` still there: a cleanup for processes no launcher started."""
+    for pid in pids:
+        if is_running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                kill(pid)
+
+
+def wait_gone(pids: list[int], timeout_s: float = STOP_TIMEOUT_S) -> None:
     wait_until(lambda: not any(is_running(pid) for pid in pids), timeout_s, what=f"{pids} to exit")
 
 
 # --- the client's view ------------------------------------------------------------------------
-
-
-async def recv_raw(ws: Client, timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
-    """A reply with the factorial kept as its digit string: json.loads would turn millions of
-    digits into an int in quadratic time."""
-    frame = await asyncio.wait_for(ws.connection.recv(), timeout_s)
-    reply = json.loads(frame, parse_int=str)
-    assert isinstance(reply, dict), reply
-    return reply
 
 
 async def submit(ws: Client, number: int) -> str:
@@ -119,7 +146,7 @@ async def submit(ws: Client, number: int) -> str:
     return str(ack["task_id"])
 
 
-async def result_by_id(url: str, task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+async def result_by_id(url: str, task_id: str, timeout_s: float = 60 * UNIT_S) -> dict[str, Any]:
     """Look the task up on a fresh connection until it has an outcome. A lookup of a task still
     queued answers "pending", then the outcome or, after the gateway's wait limit, a timeout;
     then it is asked again."""
@@ -127,9 +154,9 @@ async def result_by_id(url: str, task_id: str, timeout_s: float = 60.0) -> dict[
     async with client(url) as ws:
         while True:
             await ws.send({"type": "result", "task_id": task_id})
-            reply = await recv_raw(ws, timeout_s)
+            reply = await ws.recv(timeout_s, keep_ints_as_text=True)
             if reply["type"] == "pending":
-                reply = await recv_raw(ws, timeout_s)
+                reply = await ws.recv(timeout_s, keep_ints_as_text=True)
             if reply["type"] == "success" or time.monotonic() > deadline:
                 return reply
             assert reply == {"type": "error", "result": "Timeout error", "task_id": task_id}, reply
@@ -142,13 +169,13 @@ def assert_success(reply: dict[str, Any], task_id: str, number: int) -> None:
 
 def http_get(url: str, path: str) -> str:
     http_url = url.replace("ws://", "http://").rstrip("/") + path
-    with urllib.request.urlopen(http_url, timeout=5) as response:
+    with urllib.request.urlopen(http_url, timeout=5 * UNIT_S) as response:
         return str(response.read().decode())
 
 
 def metric(url: str, name: str) -> float:
-    """One unlabelled sample from the gateway's /metrics."""
+    """One sample from the gateway's /metrics, by its name and labels as written there."""
     for line in http_get(url, "/metrics").splitlines():
         if line.startswith(name + " "):
-            return float(line.split()[1])
+            return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")

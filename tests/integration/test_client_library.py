@@ -18,7 +18,7 @@ from factorial_ws import Client, InvalidRequest, ServiceUnavailable, UnknownTask
 from factorial_ws.processes import free_port
 from support import PYTHON, REPO, UNIT_S, Launcher, System, client, process_env, wait_until
 
-from .test_auth_tls import self_signed_certificate
+from .test_who_may_connect import self_signed_certificate
 
 TOKEN = "client-t0ken"
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"

@@ -14,7 +14,9 @@ from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
 from .test_progress_cancel import hard_system
 
 
-async def test_a_progress_handle_follows_its_task_and_cancel_takes_the_next_one_back(launch: Launcher) -> None:
+async def test_a_progress_handle_follows_its_task_and_cancel_takes_the_next_one_back(
+    launch: Launcher,
+) -> None:
     _, hard, url = hard_system(launch)
     async with Client(url) as client:
         running = await client.submit(SLOW_NUMBER, digits=True, progress=True)

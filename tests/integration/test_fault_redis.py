@@ -2,76 +2,49 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import time
-from pathlib import Path
-
 import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE
 from factorial_ws.gateway.results import result_key
 from factorial_ws.protocol import new_task_id
-from factorial_ws.supervisor.redis_server import RedisServer
-from support import Client, client, start_gateway, start_worker, wait_until
+from support import UNIT_S, Launcher, client, paused, wait_until
 
-from .fault_tools import LONG_NUMBER, assert_success, busy_child, recv_raw, submit
+from .fault_tools import LONG_NUMBER, assert_success, busy_child, submit
 
 # Requests during the outage must be answered within this (generous: 2 busy cores).
-PROMPT_S = 3.0
+PROMPT_S = 3 * UNIT_S
 
 
-async def test_redis_outage_gets_prompt_errors_then_waiting_and_new_tasks_complete(tmp_path: Path) -> None:
-    redis_dir, logs = tmp_path / "redis", tmp_path / "logs"
-    server = RedisServer(redis_dir).start()
-    worker = start_worker(server.url, logs, concurrency=1)
-    gateway, url = start_gateway(server.url, logs)
-    try:
-        async with client(url) as ws:
-            waiting_id = await submit(ws, LONG_NUMBER)
-            busy_child(worker.pid)  # the task runs; its result will be stored during the outage
-            server.stop()  # SIGTERM: Redis writes its append-only file and exits
+async def test_redis_outage_gets_prompt_errors_then_waiting_and_new_tasks_complete(launch: Launcher) -> None:
+    server = launch.redis()
+    worker = launch.worker(server.url, concurrency=1)
+    gateway, url = launch.gateway(server.url)
+    async with client(url) as ws:
+        waiting_id = await submit(ws, LONG_NUMBER)
+        busy_child(worker.pid)  # the task runs; its result will be stored during the outage
+        server.stop()  # SIGTERM: Redis writes its append-only file and exits
 
-            refused = await ws.request({"type": "factorial", "number": 5}, timeout_s=PROMPT_S)
+        refused = await ws.request({"type": "factorial", "number": 5}, timeout_s=PROMPT_S)
+        assert refused == {"type": "error", "result": SERVICE_UNAVAILABLE}
+        lookup_id = new_task_id()
+        refused = await ws.request({"type": "result", "task_id": lookup_id}, timeout_s=PROMPT_S)
+        assert refused == {"type": "error", "result": SERVICE_UNAVAILABLE, "task_id": lookup_id}
+        async with client(url) as late:  # a client connecting during the outage too
+            refused = await late.request({"type": "factorial", "number": 5}, timeout_s=PROMPT_S)
             assert refused == {"type": "error", "result": SERVICE_UNAVAILABLE}
-            lookup_id = new_task_id()
-            refused = await ws.request({"type": "result", "task_id": lookup_id}, timeout_s=PROMPT_S)
-            assert refused == {"type": "error", "result": SERVICE_UNAVAILABLE, "task_id": lookup_id}
-            async with client(url) as late:  # a client connecting during the outage too
-                refused = await late.request({"type": "factorial", "number": 5}, timeout_s=PROMPT_S)
-                assert refused == {"type": "error", "result": SERVICE_UNAVAILABLE}
 
-            # Redis comes back while the gateway is frozen, so the worker stores (and publishes)
-            # the result before the gateway has subscribed again: only the catch-up read after
-            # the reconnection can deliver it.
-            gateway.signal(signal.SIGSTOP)
-            try:
-                server = RedisServer(redis_dir, port=server.port).start()
-                wait_until(lambda: _stored(server.url, waiting_id), 60, what="the result stored")
-            finally:
-                gateway.signal(signal.SIGCONT)
-            assert_success(await recv_raw(ws, timeout_s=30), waiting_id, LONG_NUMBER)
-            # New work goes through the same gateway and worker once they have reconnected.
-            assert await _factorial_of_5_succeeds_again(ws)
-        assert gateway.alive() and worker.alive()
-    finally:
-        gateway.stop()
-        worker.stop()
-        server.stop()
-
-
-async def _factorial_of_5_succeeds_again(ws: Client, timeout_s: float = 30.0) -> bool:
-    """Ask until the answer is 120; until the gateway has reconnected it is a prompt error."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        reply = await ws.request({"type": "factorial", "number": 5}, timeout_s=PROMPT_S)
-        if reply["type"] == "result":
-            final = await ws.recv(timeout_s)
-            assert final == {"type": "success", "task_id": reply["task_id"], "result": 120}
-            return True
-        assert reply == {"type": "error", "result": SERVICE_UNAVAILABLE}
-        await asyncio.sleep(0.2)
-    return False
+        # Redis comes back while the gateway is frozen, so the worker stores (and publishes)
+        # the result before the gateway has subscribed again: only the catch-up read after
+        # the reconnection can deliver it.
+        with paused(gateway.pid):
+            server = launch.redis(port=server.port)
+            wait_until(lambda: _stored(server.url, waiting_id), 60 * UNIT_S, what="the result stored")
+        reply = await ws.recv(timeout_s=30 * UNIT_S, keep_ints_as_text=True)
+        assert_success(reply, waiting_id, LONG_NUMBER)
+        # New work goes through the same gateway and worker, at the first try.
+        _, done = await ws.factorial(5)
+        assert done["result"] == 120, done
+    assert gateway.alive() and worker.alive()
 
 
 def _stored(redis_url: str, task_id: str) -> bool:

@@ -11,60 +11,42 @@ import redis
 
 from factorial_ws.constants import HARD_QUEUE, QUEUES, WORKERS_KEY_PREFIX
 from factorial_ws.processes import free_port
-from support import PYTHON, Proc, client, port_open, process_env, spawn, wait_until
+from support import UNIT_S, Launcher, Proc, client, process_env, wait_until
 
 from .fault_tools import (
     LONG_NUMBER,
     assert_success,
     descendants_of,
     is_running,
-    kill,
+    kill_if_running,
     result_by_id,
     submit,
     wait_gone,
 )
 
 
-def start_up(log_dir: Path, name: str, settings: dict[str, object]) -> tuple[Proc, str]:
-    """`python -m factorial_ws up` with its private Redis; returns it and that Redis's URL once
-    its gateway listens and both workers beat. Stops it if it does not get there."""
+def start_up(launch: Launcher, name: str, settings: dict[str, object]) -> tuple[Proc, str]:
+    """`factorial-ws up` with its private Redis; returns it and that Redis's URL once both its
+    workers beat."""
     since = time.time()
-    proc = spawn(name, [PYTHON, "-m", "factorial_ws", "up"], process_env(None, **settings), log_dir)
-    port = int(str(settings["WS_PORT"]))
-    try:
-        wait_until(lambda: _redis_url_logged(proc), what=f"{name}'s Redis")
-        redis_url = _redis_url_logged(proc)
-        wait_until(
-            lambda: _alive(proc) and port_open(port) and _workers_beating_since(redis_url, since),
-            what=f"{name} to be up",
-        )
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, redis_url
-
-
-def _redis_url_logged(proc: Proc) -> str:
-    assert _alive(proc)
-    found = re.search(r"private Redis on (\S+),", proc.log())
-    return found.group(1) if found else ""
-
-
-def _alive(proc: Proc) -> bool:
-    assert proc.alive(), proc.log()[-3000:]
-    return True
+    up = launch.up(process_env(None, **settings), name=name)
+    found = re.search(r"private Redis on (\S+),", up.log())
+    assert found, up.log()[-3000:]
+    redis_url = found.group(1)
+    wait_until(lambda: _workers_beating_since(redis_url, since), what=f"{name}'s workers", watch=[up])
+    return up, redis_url
 
 
 def _workers_beating_since(redis_url: str, since: float) -> bool:
     try:
-        with redis.Redis.from_url(redis_url, socket_connect_timeout=0.5) as r:
+        with redis.Redis.from_url(redis_url, socket_connect_timeout=0.5 * UNIT_S) as r:
             return all(r.zrangebyscore(WORKERS_KEY_PREFIX + queue, since, "+inf") for queue in QUEUES)
     except redis.ConnectionError:
         return False
 
 
 async def test_up_killed_with_sigkill_and_restarted_keeps_queued_tasks_and_results_and_no_leftovers(
-    tmp_path: Path,
+    launch: Launcher, tmp_path: Path
 ) -> None:
     ws_port = free_port()
     url = f"ws://127.0.0.1:{ws_port}/"
@@ -77,34 +59,23 @@ async def test_up_killed_with_sigkill_and_restarted_keeps_queued_tasks_and_resul
         "HARD_TASK_TIMEOUT": 5,
         "VISIBILITY_TIMEOUT": 11,
     }
-    logs = tmp_path / "logs"
-    runs: list[Proc] = []
-    old: list[int] = []
-    try:
-        first, redis_url = start_up(logs, "up-1", settings)
-        runs.append(first)
-        async with client(url) as ws:
-            ack, done = await ws.factorial(5)
-            assert done == {"type": "success", "task_id": ack["task_id"], "result": 120}
-            running = await submit(ws, LONG_NUMBER)
-            queued = {await submit(ws, number): number for number in (2000, 3000)}
-            with redis.Redis.from_url(redis_url) as r:
-                assert r.llen(HARD_QUEUE) == len(queued)  # still waiting for the busy pool
-            old = [runs[0].pid, *descendants_of(runs[0].pid)]
-            assert len(old) >= 5  # up, Redis, two workers (and their pools), the gateway
-            runs[0].signal(signal.SIGKILL)
-        wait_gone(old)  # every child dies with `up` (PDEATHSIG), without anyone's help
+    first, redis_url = start_up(launch, "up-1", settings)
+    async with client(url) as ws:
+        ack, done = await ws.factorial(5)
+        assert done == {"type": "success", "task_id": ack["task_id"], "result": 120}
+        running = await submit(ws, LONG_NUMBER)
+        queued = {await submit(ws, number): number for number in (2000, 3000)}
+        with redis.Redis.from_url(redis_url) as r:
+            assert r.llen(HARD_QUEUE) == len(queued)  # still waiting for the busy pool
+        old = [first.pid, *descendants_of(first.pid)]
+        launch.callback(kill_if_running, old)  # should the test fail before they are gone
+        assert len(old) >= 5  # up, Redis, two workers (and their pools), the gateway
+        first.signal(signal.SIGKILL)
+    wait_gone(old)  # every child dies with `up` (PDEATHSIG), without anyone's help
 
-        second, _ = start_up(logs, "up-2", settings)
-        runs.append(second)
-        assert not any(is_running(pid) for pid in old)
-        # The stored result, the queued tasks and the one that was running all come back.
-        expected = {ack["task_id"]: 5, **queued, running: LONG_NUMBER}
-        for task_id, number in expected.items():
-            assert_success(await result_by_id(url, task_id, timeout_s=60), task_id, number)
-    finally:
-        for run in reversed(runs):
-            run.stop()
-        for pid in old:
-            if is_running(pid):
-                kill(pid)
+    start_up(launch, "up-2", settings)
+    assert not any(is_running(pid) for pid in old)
+    # The stored result, the queued tasks and the one that was running all come back.
+    expected = {ack["task_id"]: 5, **queued, running: LONG_NUMBER}
+    for task_id, number in expected.items():
+        assert_success(await result_by_id(url, task_id), task_id, number)

@@ -4,15 +4,14 @@ an error the client can read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from factorial_ws.constants import ATTEMPTS_KEY_PREFIX, WORKER_LOST
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import System, client, running_system, start_gateway, start_worker
+from support import UNIT_S, Launcher, System, client
 
 from .fault_tools import (
     SLOW_NUMBER,
@@ -20,7 +19,6 @@ from .fault_tools import (
     busy_child,
     busy_pool_process,
     kill,
-    recv_raw,
     submit,
     wait_gone,
 )
@@ -29,13 +27,10 @@ MAX_TASK_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
-def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def one_worker(module_launch: Launcher) -> System:
     """Redis, one worker with a single pool process (so its busy process is easy to find), and
     the gateway."""
-    with running_system(
-        tmp_path_factory.mktemp("workers"), worker_concurrency=1, MAX_TASK_ATTEMPTS=MAX_TASK_ATTEMPTS
-    ) as system:
-        yield system
+    return module_launch.system(worker_concurrency=1, MAX_TASK_ATTEMPTS=MAX_TASK_ATTEMPTS)
 
 
 def attempts_recorded(redis_url: str, task_id: str) -> int:
@@ -51,7 +46,7 @@ async def test_task_whose_pool_process_is_killed_runs_again_and_the_client_gets_
     async with client(one_worker.url) as ws:
         task_id = await submit(ws, SLOW_NUMBER)
         kill(busy_child(worker_pid))
-        reply = await recv_raw(ws, timeout_s=60)
+        reply = await ws.recv(timeout_s=60 * UNIT_S, keep_ints_as_text=True)
     assert_success(reply, task_id, SLOW_NUMBER)
     # The second start saw the redelivered flag (delivery_info reaches the task).
     assert attempts_recorded(one_worker.redis_url, task_id) == 1
@@ -69,34 +64,31 @@ async def test_task_that_kills_its_worker_every_time_fails_with_a_clear_error_af
             pool_process = busy_child(worker_pid, exclude=killed)
             kill(pool_process)
             killed.add(pool_process)
-        reply = await recv_raw(ws, timeout_s=60)
+        reply = await ws.recv(timeout_s=60 * UNIT_S, keep_ints_as_text=True)
     assert reply == {"type": "error", "result": WORKER_LOST, "task_id": task_id}
     assert attempts_recorded(one_worker.redis_url, task_id) == MAX_TASK_ATTEMPTS
     assert one_worker.workers[0].alive()
 
 
-async def test_task_of_a_worker_killed_outright_is_redelivered_to_a_live_worker(tmp_path: Path) -> None:
+async def test_task_of_a_worker_killed_outright_is_redelivered_to_a_live_worker(
+    launch: Launcher, redis_server: RedisServer
+) -> None:
     # Workers: a short visibility timeout, so the task left unacknowledged by the dead worker is
-    # restored within seconds. The gateway waits longer than that for the result (its wait limit
-    # is its own HARD_TASK_TIMEOUT).
-    worker_settings = {"HARD_TASK_TIMEOUT": 3, "VISIBILITY_TIMEOUT": 7}
-    gateway_settings = {"HARD_TASK_TIMEOUT": 30, "VISIBILITY_TIMEOUT": 61}
-    with RedisServer(tmp_path / "redis") as server:
-        logs = tmp_path / "logs"
-        workers = [
-            start_worker(server.url, logs, queues="hard", concurrency=1, name=f"w{i}", **worker_settings)
-            for i in range(2)
-        ]
-        gateway, url = start_gateway(server.url, logs, **gateway_settings)
-        try:
-            async with client(url) as ws:
-                task_id = await submit(ws, SLOW_NUMBER)
-                victim_pid, pool_pid = busy_pool_process([w.pid for w in workers])
-                kill(victim_pid)
-                wait_gone([victim_pid, pool_pid])  # its pool process dies with it (PDEATHSIG)
-                reply = await recv_raw(ws, timeout_s=40)
-            assert_success(reply, task_id, SLOW_NUMBER)
-            assert attempts_recorded(server.url, task_id) == 1
-        finally:
-            for proc in [gateway, *workers]:
-                proc.stop()
+    # restored within seconds; it must exceed twice their own time limit, but the task runs
+    # under the gateway's 30 s, which its message carries. The gateway waits that long for the
+    # result (its wait limit is its own HARD_TASK_TIMEOUT).
+    worker_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 3, "VISIBILITY_TIMEOUT": 7}
+    gateway_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 30, "VISIBILITY_TIMEOUT": 61}
+    workers = [
+        launch.worker(redis_server.url, queues="hard", concurrency=1, name=f"w{i}", **worker_settings)
+        for i in range(2)
+    ]
+    _, url = launch.gateway(redis_server.url, **gateway_settings)
+    async with client(url) as ws:
+        task_id = await submit(ws, SLOW_NUMBER)
+        victim_pid, pool_pid = busy_pool_process([w.pid for w in workers])
+        kill(victim_pid)
+        wait_gone([victim_pid, pool_pid])  # its pool process dies with it (PDEATHSIG)
+        reply = await ws.recv(timeout_s=40 * UNIT_S, keep_ints_as_text=True)
+    assert_success(reply, task_id, SLOW_NUMBER)
+    assert attempts_recorded(redis_server.url, task_id) == 1

@@ -6,32 +6,20 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from factorial_ws.processes import free_port, port_open
-from support import PYTHON, UNIT_S, Launcher, Proc, process_env, wait_until
+from factorial_ws.processes import port_open
+from support import UNIT_S, Launcher, wait_until
 
-from .fault_tools import children_of, is_running, kill, wait_gone
-from .test_up import command_line, descendants, start_up, stop_and_assert_nothing_left, up_env
+from .fault_tools import children_of, descendants_of, is_running, kill, start_gateways, wait_gone
+from .test_up import command_line, start_up, stop_and_assert_nothing_left, up_env
 
 PROCESSES = 2
-
-
-def start_gateways(launch: Launcher, redis_url: str) -> tuple[Proc, int, list[int]]:
-    """`factorial-ws serve` with WS_PROCESSES=2; returns it, its port and its children's pids
-    once both children listen."""
-    port = free_port()
-    command = [PYTHON, "-m", "factorial_ws", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    parent = launch.process("gateways", command, process_env(redis_url, WS_PROCESSES=PROCESSES))
-    wait_until(lambda: parent.log().count("gateway listening") == PROCESSES, what="both gateway children")
-    children = children_of(parent.pid)
-    assert len(children) == PROCESSES, children
-    return parent, port, children
 
 
 def test_gateway_children_die_with_their_parent_killed_with_sigkill_and_free_the_port(
     launch: Launcher,
 ) -> None:
     server = launch.redis()
-    parent, port, children = start_gateways(launch, server.url)
+    parent, port, children = start_gateways(launch, server.url, PROCESSES)
     kill(parent.pid, signal.SIGKILL)
     wait_gone(children, timeout_s=10 * UNIT_S)
     wait_until(lambda: not port_open(port), 5 * UNIT_S, what=f"port {port} to be released")
@@ -39,7 +27,7 @@ def test_gateway_children_die_with_their_parent_killed_with_sigkill_and_free_the
 
 def test_a_gateway_child_that_dies_is_started_again_after_a_backoff_and_logged(launch: Launcher) -> None:
     server = launch.redis()
-    parent, port, children = start_gateways(launch, server.url)
+    parent, port, children = start_gateways(launch, server.url, PROCESSES)
     victim = children[0]
     kill(victim, signal.SIGKILL)
     wait_until(lambda: parent.log().count("gateway listening") == PROCESSES + 1, what="a new gateway child")
@@ -61,17 +49,16 @@ def test_a_gateway_child_that_dies_is_started_again_after_a_backoff_and_logged(l
     assert parent.alive()
 
 
-def test_up_records_every_gateway_process_in_its_pid_list_and_stops_them_all(tmp_path: Path) -> None:
-    env = {**up_env(tmp_path, free_port()), "WS_PROCESSES": str(PROCESSES)}
-    up = start_up(env, tmp_path / "logs")
-    try:
-        wait_until(lambda: up.log().count("gateway listening") == PROCESSES, what="both gateways")
-        gateways = {pid for pid in descendants(up.pid) if " serve" in command_line(pid)}
-        assert len(gateways) >= PROCESSES, [command_line(pid) for pid in gateways]
-        recorded = {int(line.split()[0]) for line in (tmp_path / "data" / "up.pids").read_text().splitlines()}
-        # Every gateway process, not only one that starts the others: a restart after a
-        # `kill -9` of `up` must be able to find each of them.
-        assert gateways <= recorded, (gateways, recorded)
-        stop_and_assert_nothing_left(up, signal.SIGTERM)
-    finally:
-        up.stop()
+def test_up_records_every_gateway_process_in_its_pid_list_and_stops_them_all(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    env = {**up_env(tmp_path / "data"), "WS_PROCESSES": str(PROCESSES)}
+    up = start_up(launch, env)
+    wait_until(lambda: up.log().count("gateway listening") == PROCESSES, what="both gateways")
+    gateways = {pid for pid in descendants_of(up.pid) if " serve" in command_line(pid)}
+    assert len(gateways) >= PROCESSES, [command_line(pid) for pid in gateways]
+    recorded = {int(line.split()[0]) for line in (tmp_path / "data" / "up.pids").read_text().splitlines()}
+    # Every gateway process, not only one that starts the others: a restart after a `kill -9`
+    # of `up` must be able to find each of them.
+    assert gateways <= recorded, (gateways, recorded)
+    stop_and_assert_nothing_left(launch, up, signal.SIGTERM)

@@ -13,7 +13,7 @@ import redis
 from factorial_ws.constants import ATTEMPTS_KEY_PREFIX
 from support import UNIT_S, Launcher, Proc, client
 
-from .fault_tools import assert_success, busy_child, busy_pool_process, kill, recv_raw, submit, wait_gone
+from .fault_tools import assert_success, busy_child, busy_pool_process, kill, submit, wait_gone
 
 # 2.5-5 s of GMP on this 2-core machine: it outlasts each restart below, so every one interrupts it.
 LONG_NUMBER = 2_000_000
@@ -51,7 +51,7 @@ async def test_a_long_task_survives_three_graceful_worker_restarts_without_using
             busy_child(worker.pid)  # the task is running
             restart_gracefully(worker)
             worker = hard_worker(launch, server.url, f"w{restart}")
-        reply = await recv_raw(ws, timeout_s=120 * UNIT_S)
+        reply = await ws.recv(timeout_s=120 * UNIT_S, keep_ints_as_text=True)
     assert_success(reply, task_id, LONG_NUMBER)
     with redis.Redis.from_url(server.url) as r:
         assert int(r.get(ATTEMPTS_KEY_PREFIX + task_id) or 0) == 0  # no start was after a death
@@ -77,7 +77,7 @@ async def test_a_task_whose_worker_is_killed_after_its_warm_shutdown_grace_does_
         kill(worker.pid)
         wait_gone([worker.pid, pool_process])
         launch.worker(server.url, queues="hard", concurrency=1, name="w1", **worker_settings)
-        reply = await recv_raw(ws, timeout_s=120 * UNIT_S)
+        reply = await ws.recv(timeout_s=120 * UNIT_S, keep_ints_as_text=True)
     assert_success(reply, task_id, number)
     with redis.Redis.from_url(server.url) as r:
         assert int(r.get(ATTEMPTS_KEY_PREFIX + task_id) or 0) == 0

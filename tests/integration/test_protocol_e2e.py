@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import gmpy2
@@ -15,17 +11,9 @@ import pytest
 
 from factorial_ws.protocol import is_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import Client, Proc, System, client, start_gateway, start_worker, wait_until
+from support import UNIT_S, Client, Launcher, System, client, wait_until
 
 NUMBER_MAX = 1_000_000  # the default MAX_NUMBER the shared system runs with
-
-
-async def recv_text_ints(ws: Client, timeout_s: float) -> dict[str, Any]:
-    """A reply with its integers kept as text: int() of millions of digits is quadratic."""
-    frame = await asyncio.wait_for(ws.connection.recv(), timeout_s)
-    reply = json.loads(frame, parse_int=str)
-    assert isinstance(reply, dict), reply
-    return reply
 
 
 async def assert_still_serving(ws: Client, number: int = 6) -> None:
@@ -121,7 +109,7 @@ async def test_number_is_routed_to_its_task_and_queue(system: System, number: in
     assert result["result"] == math.factorial(number)
     worker = system.workers[0]
     line = f"Task factorial_ws.{task_name}[{ack['task_id']}] received"
-    wait_until(lambda: line in worker.log(), 15, what=line)
+    wait_until(lambda: line in worker.log(), 15 * UNIT_S, what=line)
 
 
 # --- lookups --------------------------------------------------------------------------------
@@ -140,31 +128,17 @@ async def test_lookup_of_a_finished_task_is_the_same_success(system: System) -> 
 async def test_lookup_of_an_unknown_id_is_an_error_not_a_wait(system: System) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
     async with client(system.url) as ws:
-        reply = await ws.request({"type": "result", "task_id": unknown, "id": 9}, timeout_s=5)
+        reply = await ws.request({"type": "result", "task_id": unknown, "id": 9}, timeout_s=5 * UNIT_S)
         assert reply == {"type": "error", "result": "Unknown task id", "task_id": unknown, "id": 9}
         await assert_still_serving(ws)
 
 
-@pytest.fixture
-def soft_only_system(tmp_path: Path) -> Iterator[tuple[RedisServer, str, list[Proc]]]:
-    """Redis, a gateway, and a worker for the soft queue only: hard tasks stay queued until the
-    test starts a hard worker (appended to the list, and stopped with the rest)."""
-    procs: list[Proc] = []
-    with RedisServer(tmp_path / "redis") as server:
-        try:
-            procs.append(start_worker(server.url, tmp_path / "logs", queues="soft", name="soft"))
-            gateway, url = start_gateway(server.url, tmp_path / "logs")
-            procs.append(gateway)
-            yield server, url, procs
-        finally:
-            for proc in reversed(procs):
-                proc.stop()
-
-
 async def test_lookup_of_a_pending_task_says_pending_then_pushes_the_result(
-    soft_only_system: tuple[RedisServer, str, list[Proc]], tmp_path: Path
+    launch: Launcher, redis_server: RedisServer
 ) -> None:
-    server, url, procs = soft_only_system
+    # A worker for the soft queue only: the hard task stays queued until the hard worker starts.
+    launch.worker(redis_server.url, queues="soft", name="soft")
+    _, url = launch.gateway(redis_server.url)
     async with client(url) as submitter, client(url) as looker:
         ack = await submitter.request({"type": "factorial", "number": 1500})
         task_id = ack["task_id"]
@@ -173,10 +147,10 @@ async def test_lookup_of_a_pending_task_says_pending_then_pushes_the_result(
             "task_id": task_id,
             "id": "p",
         }
-        procs.append(start_worker(server.url, tmp_path / "logs", queues="hard", name="hard"))
+        launch.worker(redis_server.url, queues="hard", name="hard")
         expected = {"type": "success", "task_id": task_id, "result": math.factorial(1500)}
-        assert await looker.recv(timeout_s=30) == {**expected, "id": "p"}
-        assert await submitter.recv(timeout_s=30) == expected
+        assert await looker.recv(timeout_s=30 * UNIT_S) == {**expected, "id": "p"}
+        assert await submitter.recv(timeout_s=30 * UNIT_S) == expected
 
 
 # --- many requests, exact results -----------------------------------------------------------
@@ -187,7 +161,7 @@ async def test_200_pipelined_requests_on_one_connection_all_come_back_right(syst
     async with client(system.url) as ws:
         for index, number in enumerate(numbers):
             await ws.send({"type": "factorial", "number": number, "id": index})
-        replies = [await ws.recv(timeout_s=60) for _ in range(2 * len(numbers))]
+        replies = [await ws.recv(timeout_s=60 * UNIT_S) for _ in range(2 * len(numbers))]
     acks = [reply for reply in replies if reply["type"] == "result"]
     results = {reply["task_id"]: reply for reply in replies if reply["type"] == "success"}
     assert [ack["id"] for ack in acks] == list(range(200))  # acks come in request order
@@ -203,7 +177,7 @@ async def test_200_pipelined_requests_on_one_connection_all_come_back_right(syst
 async def test_result_is_exact(system: System, number: int) -> None:
     async with client(system.url) as ws:
         ack = await ws.request({"type": "factorial", "number": number})
-        reply = await recv_text_ints(ws, timeout_s=30)
+        reply = await ws.recv(timeout_s=30 * UNIT_S, keep_ints_as_text=True)
     assert reply == {"type": "success", "task_id": ack["task_id"], "result": str(gmpy2.fac(number).digits())}
 
 
@@ -211,7 +185,7 @@ async def test_factorial_of_max_number_is_exact_end_to_end(system: System) -> No
     started = time.monotonic()
     async with client(system.url) as ws:
         ack = await ws.request({"type": "factorial", "number": NUMBER_MAX})
-        reply = await recv_text_ints(ws, timeout_s=60)
+        reply = await ws.recv(timeout_s=60 * UNIT_S, keep_ints_as_text=True)
     elapsed_s = time.monotonic() - started
     assert is_task_id(ack["task_id"]) and reply["task_id"] == ack["task_id"]
     digits = reply["result"]

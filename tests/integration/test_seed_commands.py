@@ -10,16 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from factorial_ws.constants import WORKERS_KEY_PREFIX
-from factorial_ws.processes import free_port
-from factorial_ws.supervisor.redis_server import RedisServer
-from support import REPO, Proc, client, port_open, process_env, spawn, wait_until
+from factorial_ws.processes import free_port, port_open
+from support import REPO, STOP_TIMEOUT_S, UNIT_S, Launcher, Proc, client, process_env, wait_until
 
 BIN = Path(sys.executable).parent  # the virtualenv's celery, python and factorial-ws
 SEED_WORKER = "celery -A celeryqueue worker --pool=prefork --concurrency=4 --loglevel=INFO -Q soft,hard"
@@ -33,42 +31,30 @@ def seed_env(redis_url: str, ws_port: int) -> dict[str, str]:
     return env
 
 
-def start_seed_workers(commands: dict[str, str], env: dict[str, str], logs: Path) -> list[Proc]:
+def start_seed_workers(launch: Launcher, commands: dict[str, str], env: dict[str, str]) -> list[Proc]:
     """Run seed worker commands as typed (name -> command), all at once; returns once each one's
     heartbeat is fresh for its queues."""
     started = time.time()
-    procs = [spawn(name, command.split(), env, logs) for name, command in commands.items()]
+    procs = [launch.process(name, command.split(), env) for name, command in commands.items()]
     queues = {q for command in commands.values() for q in command.split("-Q ")[1].split(",")}
-    store = redis.Redis.from_url(env["REDIS_URL"])
-    try:
+    with redis.Redis.from_url(env["REDIS_URL"]) as store:
         wait_until(
-            lambda: (
-                all(proc.alive() for proc in procs)
-                and all((store.zscore(WORKERS_KEY_PREFIX + q, NODE) or 0) >= started for q in queues)
-            ),
+            lambda: all((store.zscore(WORKERS_KEY_PREFIX + q, NODE) or 0) >= started for q in queues),
             what=f"{list(commands.values())} ready",
+            watch=procs,
         )
-    except TimeoutError:
-        for proc in procs:
-            proc.stop()
-        logs_text = "\n".join(proc.log()[-2000:] for proc in procs)
-        raise AssertionError(f"seed workers did not start:\n{logs_text}") from None
-    finally:
-        store.close()
     return procs
 
 
-def start_seed_gateway(env: dict[str, str], logs: Path) -> Proc:
-    proc = spawn("gateway", ["python", "websocket_celery.py"], env, logs)
+def start_seed_gateway(launch: Launcher, env: dict[str, str]) -> Proc:
+    proc = launch.process("gateway", ["python", "websocket_celery.py"], env)
     port = int(env["WS_PORT"])
-    wait_until(lambda: proc.alive() and port_open(port), what="python websocket_celery.py")
+    wait_until(lambda: port_open(port), what="python websocket_celery.py", watch=[proc])
     return proc
 
 
-def run(
-    command: list[str], env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, input=stdin, timeout=60)
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60 * UNIT_S)
 
 
 def json_lines(output: str) -> list[dict[str, object]]:
@@ -76,21 +62,13 @@ def json_lines(output: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def seed_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Proc]]:
-    """Redis, `python websocket_celery.py` and the seed's worker command; yields the environment
-    the seed's commands run in, and the worker."""
-    tmp = tmp_path_factory.mktemp("seed")
-    with RedisServer(tmp / "redis") as server:
-        env = seed_env(server.url, free_port())
-        gateway = start_seed_gateway(env, tmp / "logs")
-        try:
-            (worker,) = start_seed_workers({"worker": SEED_WORKER}, env, tmp / "logs")
-            try:
-                yield env, worker
-            finally:
-                worker.stop()
-        finally:
-            gateway.stop()
+def seed_system(module_launch: Launcher) -> tuple[dict[str, str], Proc]:
+    """Redis, `python websocket_celery.py` and the seed's worker command; the environment the
+    seed's commands run in, and the worker."""
+    env = seed_env(module_launch.redis().url, free_port())
+    start_seed_gateway(module_launch, env)
+    (worker,) = start_seed_workers(module_launch, {"worker": SEED_WORKER}, env)
+    return env, worker
 
 
 def test_seed_client_prints_the_ack_and_120_and_exits_0(seed_system: tuple[dict[str, str], Proc]) -> None:
@@ -135,17 +113,15 @@ def test_websockets_interactive_client_gets_the_replies(seed_system: tuple[dict[
         process.stdin.write(b'{"type": "factorial", "number": 5}\n')
         await process.stdin.drain()
         output = b""
-        try:
-            async with asyncio.timeout(30):
-                while b'"result": 120' not in output:
-                    chunk = await process.stdout.read(4096)
-                    assert chunk, output
-                    output += chunk
-        finally:
-            process.stdin.close()  # end of input: the client closes the connection and exits
-            async with asyncio.timeout(15):
-                output += await process.stdout.read()
-                assert await process.wait() == 0
+        async with asyncio.timeout(30 * UNIT_S):
+            while b'"result": 120' not in output:
+                chunk = await process.stdout.read(4096)
+                assert chunk, output
+                output += chunk
+        process.stdin.close()  # end of input: the client closes the connection and exits
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            output += await process.stdout.read()
+            assert await process.wait() == 0
         return output.decode()
 
     output = asyncio.run(session())
@@ -193,21 +169,15 @@ def test_factorial_ws_client_exits_non_zero_when_any_reply_is_an_error(
     assert types == ["error", "result", "success"]
 
 
-async def test_seed_split_workers_each_serve_their_own_queue(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    with RedisServer(tmp_path / "redis") as server:
-        env = seed_env(server.url, free_port())
-        procs = [start_seed_gateway(env, logs)]
-        try:
-            split = {queue: SEED_WORKER.replace("-Q soft,hard", f"-Q {queue}") for queue in ("soft", "hard")}
-            procs += start_seed_workers(split, env, logs)
-            async with client(f"ws://127.0.0.1:{env['WS_PORT']}/") as ws:
-                small, small_result = await ws.factorial(1000)
-                large, large_result = await ws.factorial(1001)
-        finally:
-            for proc in reversed(procs):
-                proc.stop()
-        soft_log, hard_log = (logs / "soft.log").read_text(), (logs / "hard.log").read_text()
+async def test_seed_split_workers_each_serve_their_own_queue(launch: Launcher) -> None:
+    env = seed_env(launch.redis().url, free_port())
+    start_seed_gateway(launch, env)
+    split = {queue: SEED_WORKER.replace("-Q soft,hard", f"-Q {queue}") for queue in ("soft", "hard")}
+    soft, hard = start_seed_workers(launch, split, env)
+    async with client(f"ws://127.0.0.1:{env['WS_PORT']}/") as ws:
+        small, small_result = await ws.factorial(1000)
+        large, large_result = await ws.factorial(1001)
+    soft_log, hard_log = soft.log(), hard.log()
     assert small_result["result"] == math.factorial(1000)
     assert large_result["result"] == math.factorial(1001)
     assert f"[{small['task_id']}] received" in soft_log and small["task_id"] not in hard_log

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from factorial_ws.processes import free_port, stat_fields
-from support import STOP_TIMEOUT_S
+from factorial_ws.processes import stat_fields
+from support import STOP_TIMEOUT_S, Launcher
 
 from .fault_tools import is_running
 from .test_up import start_up, up_env
@@ -43,7 +43,9 @@ def start_ticks(pid: int) -> int:
     return int(stat_fields(pid)[19])
 
 
-def test_up_stops_only_the_processes_its_earlier_run_started(tmp_path: Path, sleeper: Sleeper) -> None:
+def test_up_stops_only_the_processes_its_earlier_run_started(
+    launch: Launcher, tmp_path: Path, sleeper: Sleeper
+) -> None:
     left_behind = sleeper()  # what a killed earlier run left: same pid, same start time
     pid_reused = sleeper()  # its pid was in the list, but the process started later
     foreign = sleeper(user="nobody")  # someone else's: never ours to signal
@@ -54,11 +56,8 @@ def test_up_stops_only_the_processes_its_earlier_run_started(tmp_path: Path, sle
         f"{pid_reused.pid} {start_ticks(pid_reused.pid) - 1}\n"
         f"{foreign.pid} {start_ticks(foreign.pid)}\n"
     )
-    up = start_up(up_env(tmp_path, free_port()), tmp_path / "logs")
-    try:
-        assert left_behind.wait(STOP_TIMEOUT_S) == -signal.SIGTERM
-        assert is_running(pid_reused.pid) and is_running(foreign.pid)
-        assert f"stopping process {left_behind.pid} left by an earlier run" in up.log()
-        assert str(pid_reused.pid) not in up.log() and str(foreign.pid) not in up.log()
-    finally:
-        up.stop()
+    up = start_up(launch, up_env(data))
+    assert left_behind.wait(STOP_TIMEOUT_S) == -signal.SIGTERM
+    assert is_running(pid_reused.pid) and is_running(foreign.pid)
+    assert f"stopping process {left_behind.pid} left by an earlier run" in up.log()
+    assert str(pid_reused.pid) not in up.log() and str(foreign.pid) not in up.log()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from factorial_ws.processes import free_port, listening_pids
-from support import PYTHON, UNIT_S, Launcher, Proc, process_env, wait_until
+from support import FACTORIAL_WS, PYTHON, UNIT_S, Launcher, Proc, process_env, wait_until
 
-from .test_up import FACTORIAL_WS, up_env
+from .test_up import up_env
 
 HOLD_PORT = """
 import socket, sys, time
@@ -26,7 +26,7 @@ time.sleep(600)
 
 def hold_port(launch: Launcher, port: int, how: str) -> Proc:
     holder = launch.process("holder", [PYTHON, "-c", HOLD_PORT, str(port), how], process_env(None))
-    wait_until(lambda: listening_pids(port) == {holder.pid}, what=f"port {port} held")
+    wait_until(lambda: listening_pids(port) == {holder.pid}, what=f"port {port} held", watch=[holder])
     return holder
 
 
@@ -54,7 +54,7 @@ def test_up_on_a_taken_port_exits_non_zero_with_one_line_naming_it_and_leaves_no
 ) -> None:
     port = free_port()
     holder = hold_port(launch, port, how)
-    env = {**up_env(tmp_path, port), "WS_HOST": "127.0.0.1", "WS_PROCESSES": str(processes)}
+    env = {**up_env(tmp_path / "data", port=port), "WS_HOST": "127.0.0.1", "WS_PROCESSES": str(processes)}
     done = subprocess.run([FACTORIAL_WS, "up"], env=env, capture_output=True, text=True, timeout=60 * UNIT_S)
     output = (done.stdout + done.stderr).strip()
     assert done.returncode != 0, output

@@ -1,11 +1,9 @@
-"""The wire protocol without a socket: every request rule, every reply shape, task outcomes."""
+"""The wire protocol without a socket: every request rule, every reply shape, task ids, routing."""
 
 from __future__ import annotations
 
 import json
-import math
-import sys
-from collections.abc import Iterator
+import uuid
 from typing import Any
 
 import gmpy2
@@ -15,17 +13,14 @@ from factorial_ws.constants import (
     HARD_QUEUE,
     SOFT_QUEUE,
     TASK_FAILED,
-    TASK_REVOKED,
     TIMEOUT_ERROR,
-    WORKER_LOST,
 )
-from factorial_ws.gateway.results import outcome_from_meta
 from factorial_ws.protocol import (
     MAX_REQUEST_ID_CHARS,
     FactorialRequest,
     Failure,
-    Pending,
     ProtocolError,
+    RequestId,
     ResultRequest,
     Success,
     ack,
@@ -36,6 +31,7 @@ from factorial_ws.protocol import (
     parse_request,
     pending,
     queue_for,
+    request_id_of,
     success,
 )
 
@@ -181,16 +177,6 @@ def test_huge_negative_literal_is_refused_as_negative() -> None:
     assert message == "Invalid request: 'number' must not be negative"
 
 
-@pytest.fixture
-def default_int_digit_limit() -> Iterator[None]:
-    """CPython's default limit on int() of a decimal literal, as in the gateway process (the
-    test session lifts it to compare big results)."""
-    saved = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(4300)
-    yield
-    sys.set_int_max_str_digits(saved)
-
-
 @pytest.mark.usefixtures("default_int_digit_limit")
 @pytest.mark.parametrize("sign", ["", "-"])
 def test_literal_past_cpythons_digit_limit_is_a_range_error_not_a_decode_error(sign: str) -> None:
@@ -227,9 +213,13 @@ def test_task_id_that_is_not_a_canonical_uuid_is_refused(task_id: Any) -> None:
     )
 
 
-def test_new_task_ids_are_canonical_uuids_and_distinct() -> None:
-    ids = {new_task_id() for _ in range(100)}
-    assert len(ids) == 100 and all(is_task_id(task_id) for task_id in ids)
+def test_task_ids_are_random_version_4_uuids() -> None:
+    ids = [new_task_id() for _ in range(1000)]
+    for task_id in ids:
+        parsed = uuid.UUID(task_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert is_task_id(task_id)
+    assert len(set(ids)) == len(ids)
 
 
 # --- replies --------------------------------------------------------------------------------
@@ -308,53 +298,28 @@ def test_outcome_reply_shapes_success_and_failure() -> None:
     }
 
 
-# --- task outcomes from Celery's stored meta ------------------------------------------------
+# --- the id of a frame refused unread --------------------------------------------------------
 
 
-def meta(status: str, result: Any = None) -> str:
-    return json.dumps({"status": status, "result": result, "task_id": TASK_ID, "traceback": None})
-
-
-def exc(exc_type: str) -> dict[str, Any]:
-    return {"exc_type": exc_type, "exc_message": ["detail"], "exc_module": "billiard.exceptions"}
-
-
-def test_success_meta_is_the_digits() -> None:
-    assert outcome_from_meta(meta("SUCCESS", str(math.factorial(20)))) == Success("2432902008176640000")
-    assert outcome_from_meta(meta("SUCCESS", "1").encode()) == Success("1")
-
-
-@pytest.mark.parametrize("result", [120, None, "", "12x", ["1"]])
-def test_success_meta_without_digits_is_a_failed_task(result: Any) -> None:
-    assert outcome_from_meta(meta("SUCCESS", result)) == Failure(TASK_FAILED)
-
-
-@pytest.mark.parametrize("exc_type", ["TimeLimitExceeded", "SoftTimeLimitExceeded"])
-def test_time_limit_failure_is_the_seeds_timeout_error(exc_type: str) -> None:
-    assert outcome_from_meta(meta("FAILURE", exc(exc_type))) == Failure("Timeout error")
-
-
-def test_exhausted_attempts_say_the_worker_died() -> None:
-    assert outcome_from_meta(meta("FAILURE", exc("AttemptsExhausted"))) == Failure(WORKER_LOST)
-
-
-def test_other_failure_hides_its_details() -> None:
-    outcome = outcome_from_meta(meta("FAILURE", exc("ValueError")))
-    assert outcome == Failure(TASK_FAILED)
-
-
-def test_revoked_task_is_reported_as_revoked() -> None:
-    assert outcome_from_meta(meta("REVOKED", exc("TaskRevokedError"))) == Failure(TASK_REVOKED)
-
-
-@pytest.mark.parametrize("status", ["PENDING", "RECEIVED", "RETRY"])  # STARTED: test_progress_protocol
-def test_unfinished_states_are_pending(status: str) -> None:
-    assert outcome_from_meta(meta(status)) == Pending()
-
-
-@pytest.mark.parametrize("raw", [b"", b"garbage", b"[]", b"{}", b'"SUCCESS"', b"\xff\xfe", b"null"])
-def test_garbage_meta_is_a_failed_task(raw: bytes) -> None:
-    assert outcome_from_meta(raw) == Failure(TASK_FAILED)
+@pytest.mark.parametrize(
+    ("frame", "request_id"),
+    [
+        ('{"type": "factorial", "number": 5, "id": 7}', 7),
+        ('{"id": "row-1"}', "row-1"),
+        (b'{"type": "result", "id": "bytes"}', "bytes"),
+        ('{"type": "factorial", "number": 5}', None),
+        ('{"id": 1.5}', None),
+        ('{"id": ' + "9" * 40 + "}", None),
+        ('{"id": "' + "x" * 129 + '"}', None),
+        ("[1, 2]", None),
+        ("{not json", None),
+        ('{"id": NaN}', None),
+        (b'{"id": "\xff"}', None),
+        ("[" * 100_000, None),
+    ],
+)
+def test_request_id_of(frame: str | bytes, request_id: RequestId | None) -> None:
+    assert request_id_of(frame) == request_id
 
 
 # --- routing --------------------------------------------------------------------------------

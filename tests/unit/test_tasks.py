@@ -1,4 +1,4 @@
-"""The factorial function, the Celery settings and the two registered tasks (run in-process)."""
+"""The factorial function and the two registered tasks (run in-process)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from celery import Celery
 
-from factorial_ws.celeryapp import celery_settings, create_app
+from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
 from factorial_ws.tasks import factorial_digits
@@ -44,7 +44,7 @@ def test_negative_number_is_refused() -> None:
         factorial_digits(-1)
 
 
-# --- Celery settings and tasks --------------------------------------------------------------
+# --- the registered tasks -------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -77,39 +77,3 @@ def test_tasks_return_the_digits_as_a_string(app: Celery) -> None:
 def test_tasks_refuse_numbers_outside_the_allowed_range(app: Celery, number: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
         app.tasks[HARD_TASK_NAME](number)
-
-
-def test_settings_use_redis_for_broker_and_results_and_json_only() -> None:
-    settings = celery_settings(Config(redis_url="redis://h:1/2", result_expires_s=60))
-    assert settings["broker_url"] == settings["result_backend"] == "redis://h:1/2"
-    assert settings["result_expires"] == 60
-    assert settings["accept_content"] == ["json"]
-    assert settings["task_serializer"] == settings["result_serializer"] == "json"
-
-
-def test_visibility_timeout_is_passed_to_the_redis_transport() -> None:
-    settings = celery_settings(Config(visibility_timeout_s=999))
-    assert settings["broker_transport_options"]["visibility_timeout"] == 999
-
-
-def test_workers_prefetch_one_task_at_a_time() -> None:
-    # A prefetched task waits behind a long one; with acks_late it is also counted against
-    # the visibility timeout, so keep the buffer minimal.
-    assert celery_settings(Config())["worker_prefetch_multiplier"] == 1
-
-
-def test_each_app_runs_its_tasks_with_its_own_config() -> None:
-    # Celery's shared tasks would register the first app's closures into every later app.
-    first = create_app(Config(max_number=10, hard_task_timeout_s=3.0))
-    second = create_app(Config(max_number=5000, hard_task_timeout_s=7.0))
-    assert second.tasks[HARD_TASK_NAME](100).startswith("93326215443944")
-    assert second.tasks[HARD_TASK_NAME].time_limit == 7.0
-    assert first.tasks[HARD_TASK_NAME].time_limit == 3.0
-    with pytest.raises(ValueError, match="out of range"):
-        first.tasks[HARD_TASK_NAME](100)
-
-
-def test_a_task_that_fails_or_times_out_is_acknowledged_not_redelivered() -> None:
-    # With acks_late, a task killed by its time limit would otherwise go back to the queue and
-    # be killed again, forever.
-    assert create_app(Config()).conf.task_acks_on_failure_or_timeout is True

@@ -455,9 +455,9 @@ class Client:
         asyncio.get_running_loop().call_later(delay_s, self._ask, pending)
 
     def _resynchronise(self, reply: Reply) -> None:
-        """An error without an ``id`` (``Rate limit exceeded`` is answered before the frame is
-        read) belongs to a request we cannot name, which would then wait forever. The only
-        safe way on: a new connection, on which every request is asked again."""
+        """An error without an ``id`` (the gateway could not read one from the frame) belongs to
+        a request we cannot name, which would then wait forever. The only safe way on: a new
+        connection, on which every request is asked again."""
         logger.warning("error reply without a request id (%s): reconnecting to ask again", reply.result)
         if self._ws is not None:
             self._spawn(self._ws.close())

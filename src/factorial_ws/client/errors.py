@@ -18,6 +18,7 @@ from ..constants import (
     INVALID_REQUEST,
     JSON_DECODE_ERROR,
     RATE_LIMITED,
+    SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TASK_CANCELLED,
     TASK_FAILED,
@@ -67,6 +68,10 @@ class UnknownTaskId(FactorialWSError):
 
 class ServiceUnavailable(FactorialWSError):
     """``Service unavailable``: the gateway cannot reach Redis right now; try again later."""
+
+
+class ServerBusy(FactorialWSError):
+    """``Server busy``: the gateway itself is overloaded (Redis is fine); try again later."""
 
 
 class TooManyInFlight(FactorialWSError):
@@ -127,6 +132,7 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     TIMEOUT_ERROR: TaskTimeout,
     UNKNOWN_TASK_ID: UnknownTaskId,
     SERVICE_UNAVAILABLE: ServiceUnavailable,
+    SERVER_BUSY: ServerBusy,
     TOO_MANY_IN_FLIGHT: TooManyInFlight,
     RATE_LIMITED: RateLimited,
     TASK_FAILED: TaskFailed,

@@ -9,8 +9,9 @@ gateway has acked it (a factorial that was never acked is sent again as a factor
   factorial, or ``pending`` for a lookup): the gateway only stopped waiting after
   ``HARD_TASK_TIMEOUT``, the task goes on. A ``Timeout error`` without that confirmation is the
   task's own outcome (it ran past its time limit), so it is final;
-- after ``Service unavailable``, ``Rate limit exceeded`` or ``Too many tasks in flight`` on an
-  ask the library made by itself, later (the caller's own first ask raises them).
+- after ``Service unavailable``, ``Server busy`` or ``Too many tasks in flight`` on an ask the
+  library made by itself, later (the caller's own first ask raises them);
+- after ``Rate limit exceeded``, later, whoever asked: the gateway did not serve the frame.
 
 A request made with ``progress`` asks for it on every ask and records what it hears as its
 ``state``: ``pending`` (acked), ``queued`` (with ``ahead``), ``started``, then ``done``,
@@ -29,6 +30,7 @@ from typing import Any, Final
 
 from ..constants import (
     RATE_LIMITED,
+    SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TASK_CANCELLED,
     TASK_FAILED,
@@ -41,7 +43,7 @@ from .errors import FactorialWSError, TaskCancelled, error_for
 
 # Errors that say "not now" rather than "never": a task the library re-asks for by itself is
 # asked again after a delay instead of failing.
-TRANSIENT_ERRORS: Final = frozenset({SERVICE_UNAVAILABLE, RATE_LIMITED, TOO_MANY_IN_FLIGHT})
+TRANSIENT_ERRORS: Final = frozenset({SERVICE_UNAVAILABLE, SERVER_BUSY, RATE_LIMITED, TOO_MANY_IN_FLIGHT})
 # Errors that are a task's own outcome: the answer to a cancel of a task that had ended.
 OUTCOME_ERRORS: Final = frozenset({TASK_FAILED, WORKER_LOST, TIMEOUT_ERROR, TASK_REVOKED, TASK_CANCELLED})
 # States a request ends in.
@@ -240,7 +242,12 @@ class Request:
         if message == TIMEOUT_ERROR and self.confirmed:
             return Step.ASK_AGAIN  # the gateway stopped waiting; the task goes on
         error = error_for(message, task_id or self.task_id)
-        if message in TRANSIENT_ERRORS and self.retry and self.task_id is not None:
+        if message == RATE_LIMITED or (
+            message in TRANSIENT_ERRORS and self.retry and self.task_id is not None
+        ):
+            # Rate limit exceeded: the gateway did not serve the frame (a factorial it refused
+            # was not submitted), so asking again later is always safe: the library's pacing
+            # fell short, not the caller.
             self.error = error  # raised if the library gives up asking
             return Step.ASK_LATER
         self.fail(error)

@@ -2,12 +2,11 @@
 
 Celery's own ``apply_async`` is synchronous I/O. Instead, Celery builds the task message (its
 protocol 2 headers and body) and this module wraps it in the envelope kombu's Redis transport
-uses, then pushes it with ``redis.asyncio`` in the same round trip that marks the id as known.
+uses, then pushes it with ``redis.asyncio`` in the same atomic step that marks the id as known.
 The envelope names the anonymous exchange, which kombu routes to the queue named by the routing
 key; that is also where a redelivered (restored) message goes.
 
-A request with progress also learns, in that same round trip, how many tasks are ahead of its
-task (``COUNT_TAKEN``).
+A request with progress also learns, in that same step, how many tasks are ahead of its task.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import base64
 import json
 import socket
 import uuid
-from typing import Any, Final
+from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -24,19 +23,8 @@ from celery import Celery
 from ..constants import KOMBU_UNACKED_KEY, PROGRESS_HEADER, SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
-
-# Tasks of one queue that workers have taken and not finished: kombu keeps each message a worker
-# has taken in the ``unacked`` hash until it is acknowledged, which (acks_late) is once the task
-# is done; the value is JSON ``[message, exchange, routing_key]``, so the queue (our routing key)
-# ends it. Sent as EVAL: a script in a pipeline would cost a SCRIPT EXISTS round trip each time.
-COUNT_TAKEN: Final = """
-local tail = '"' .. ARGV[1] .. '"]'
-local taken = 0
-for _, message in ipairs(redis.call('HVALS', KEYS[1])) do
-  if string.sub(message, -#tail) == tail then taken = taken + 1 end
-end
-return taken
-"""
+# How long a task waits for its replicas before the client is told "Service unavailable".
+REPLICA_ACK_TIMEOUT_MS = 1000
 
 
 def task_envelope(app: Celery, task_id: str, queue: str, number: int, *, progress: bool = False) -> bytes:
@@ -80,34 +68,75 @@ def submitted_record(queue: str, number: int) -> bytes:
     return json.dumps({"queue": queue, "number": number}).encode()
 
 
+# Marks the id as known and pushes its task, in one atomic step, and only if the id was not
+# known yet. A call repeated because its reply was lost (the connection dropped after Redis ran
+# it) finds the mark and pushes nothing, so the pool may retry it like a read.
+#
+# With progress (ARGV[4]), it returns the tasks ahead: the queue's length before the push, and
+# the tasks of that queue that workers have taken and not finished. kombu keeps each message a
+# worker has taken in the ``unacked`` hash (KEYS[3]) until it is acknowledged, which (acks_late)
+# is once the task is done; the value is JSON ``[message, exchange, routing_key]``, so the queue
+# (our routing key) ends it.
+_SUBMIT_SCRIPT = """
+local length = 0
+if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+    length = redis.call('LPUSH', KEYS[2], ARGV[3])
+end
+if ARGV[4] ~= '1' then return -1 end
+if length == 0 then length = redis.call('LLEN', KEYS[2]) end
+local ahead = length - 1
+local tail = '"' .. KEYS[2] .. '"]'
+for _, message in ipairs(redis.call('HVALS', KEYS[3])) do
+    if string.sub(message, -#tail) == tail then ahead = ahead + 1 end
+end
+return ahead
+"""
+
+
+class NotReplicated(aioredis.RedisError):
+    """Fewer replicas than required confirmed the task in time: a failover could lose it."""
+
+
 class Producer:
     """Publishes tasks and records that their ids exist (so a lookup can tell "queued" from
-    "never heard of": Celery reports both as PENDING)."""
+    "never heard of": Celery reports both as PENDING).
 
-    def __init__(self, app: Celery, client: aioredis.Redis, result_expires_s: int) -> None:
+    With ``min_replicas_ack``, ``send`` returns only once that many replicas hold the task
+    (Redis ``WAIT``), so a task whose client got its ack survives the loss of the master.
+    """
+
+    def __init__(
+        self, app: Celery, client: aioredis.Redis, result_expires_s: int, *, min_replicas_ack: int = 0
+    ) -> None:
         self._app = app
         self._client = client
         self._expires_s = result_expires_s
+        self._submit = client.register_script(_SUBMIT_SCRIPT)
+        self._min_replicas_ack = min_replicas_ack
 
     async def send(self, task_id: str, queue: str, number: int, *, progress: bool = False) -> int | None:
-        """Raises redis.RedisError when Redis cannot take the task; nothing is sent then. With
-        ``progress``, returns how many tasks were ahead of it: waiting in its queue, or taken by
-        a worker (reserved or running) and not finished."""
+        """Raises redis.RedisError when Redis cannot take the task, or NotReplicated when too
+        few replicas confirmed it (it may still run). Sending the same id again sends nothing:
+        the task is pushed at most once, however often this is retried. With ``progress``,
+        returns how many tasks were ahead of it: waiting in its queue, or taken by a worker
+        (reserved or running) and not finished."""
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(
-            SUBMITTED_KEY_PREFIX + task_id,
+        keys = [SUBMITTED_KEY_PREFIX + task_id, queue, KOMBU_UNACKED_KEY]
+        args: list[bytes | int] = [
             submitted_record(queue, number),
-            ex=self._expires_s,
-            nx=True,
-        )
-        pipe.lpush(queue, task_envelope(self._app, task_id, queue, number, progress=progress))
-        if progress:
-            # In the same transaction: nothing moves between the push and the count.
-            pipe.eval(COUNT_TAKEN, 1, KOMBU_UNACKED_KEY, queue)
-        replies = await pipe.execute()
-        if not progress:
-            return None
-        _, length, taken = replies
-        return int(length) - 1 + int(taken)
+            self._expires_s,
+            task_envelope(self._app, task_id, queue, number, progress=progress),
+            int(progress),
+        ]
+        if not self._min_replicas_ack:
+            ahead = await self._submit(keys=keys, args=args)
+        else:
+            # WAIT must follow the script on the same connection: one pipeline, one round trip.
+            pipe = self._client.pipeline(transaction=False)
+            await self._submit(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
+            ahead, replicas = await pipe.execute()
+            if int(replicas) < self._min_replicas_ack:
+                raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")
+        return int(ahead) if progress else None

@@ -11,7 +11,8 @@ Races closed here:
 - Confirmations arrive in command order; a channel subscribed, dropped and subscribed again counts
   the confirmations it still awaits, so an old one cannot pass for the new.
 - After the connection is lost, the hub reconnects, subscribes to every channel still waited for,
-  and reads their keys once, delivering whatever was stored while it was away.
+  and reads their keys once, delivering whatever was stored while it was away. It does so in
+  batches, so that ten thousand waiting tasks do not hold the event loop.
 
 A watch made with ``progress`` also hears when a worker starts the task (Celery's STARTED state,
 which workers store only for tasks sent with progress). Since each process that waits for a task
@@ -35,6 +36,7 @@ from redis.asyncio.client import PubSub
 from ..constants import (
     CANCELLED_KEY_PREFIX,
     RESULT_KEY_PREFIX,
+    RESULTS_IDLE_CHANNEL,
     SUBMITTED_KEY_PREFIX,
     TASK_CANCELLED,
     TASK_FAILED,
@@ -46,9 +48,11 @@ from ..protocol import Failure, Outcome, Pending, Started, Success
 
 logger = logging.getLogger(__name__)
 
-# A private channel keeps the pub/sub connection in subscribed mode while no task waits.
-_IDLE_CHANNEL = "factorial-ws:hub"
 _CONFIRM_TIMEOUT_S = 5.0
+# Channels per SUBSCRIBE (and keys per MGET) when the hub subscribes to every waiting task
+# again, and messages handled in a row before the reader lets other work run.
+_BATCH_SIZE = 500
+_MESSAGES_PER_TURN = 100
 _RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -82,7 +86,10 @@ class Watch:
 @dataclass(eq=False)
 class _Channel:
     watches: set[Watch] = field(default_factory=set)
-    subscribed: asyncio.Future[None] = field(
+    # True once Redis confirmed the subscription, False when the connection went first. Not an
+    # exception: a reconnection attempt during an outage fails every channel's future, and an
+    # exception nobody awaits would be logged ("Future exception was never retrieved").
+    subscribed: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -96,6 +103,8 @@ class ResultHub:
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._read_since_pause = 0
+        self._lost = False  # the subscription was lost and is not back yet
 
     # --- lifecycle ---
 
@@ -140,13 +149,15 @@ class ResultHub:
             await self._subscribe(channel_name)
         channel.watches.add(watch)
         try:
-            await asyncio.wait_for(asyncio.shield(channel.subscribed), _CONFIRM_TIMEOUT_S)
-        except (TimeoutError, ServiceUnavailable):
-            await self.release(watch)
-            raise ServiceUnavailable from None
+            confirmed = await asyncio.wait_for(asyncio.shield(channel.subscribed), _CONFIRM_TIMEOUT_S)
+        except TimeoutError:
+            confirmed = False
         except BaseException:
             await self.release(watch)
             raise
+        if not confirmed:
+            await self.release(watch)
+            raise ServiceUnavailable
         return watch
 
     async def release(self, watch: Watch) -> None:
@@ -216,11 +227,11 @@ class ResultHub:
             self._fail_confirmations()
 
     def _fail_confirmations(self) -> None:
-        """Answer every subscription still awaiting its confirmation with ServiceUnavailable:
-        the connection that would confirm it is gone, and the client must hear so at once."""
+        """Answer every subscription still awaiting its confirmation with False: the connection
+        that would confirm it is gone, and the client must hear so at once."""
         for channel in self._channels.values():
             if not channel.subscribed.done():
-                channel.subscribed.set_exception(ServiceUnavailable())
+                channel.subscribed.set_result(False)
 
     # --- the reader ---
 
@@ -232,12 +243,13 @@ class ResultHub:
                 attempt = 0
                 await self._read_forever()
             except (aioredis.RedisError, OSError) as exc:
-                was_connected = self.connected
+                # One warning when the subscription is lost, however long Redis stays away.
+                if self.connected:
+                    logger.warning("lost the result subscription: %s; reconnecting", exc)
+                    self._lost = True
                 self._connected.clear()
                 self._fail_confirmations()
                 await self._drop_pubsub()
-                if was_connected:
-                    logger.warning("lost the result subscription: %s; reconnecting", exc)
                 await asyncio.sleep(_RECONNECT_DELAYS_S[min(attempt, len(_RECONNECT_DELAYS_S) - 1)])
                 attempt += 1
 
@@ -247,34 +259,57 @@ class ResultHub:
         for channel in self._channels.values():
             if channel.subscribed.done():
                 channel.subscribed = asyncio.get_running_loop().create_future()
-        names = [_IDLE_CHANNEL, *self._channels]
-        self._unconfirmed.update(names)
-        await pubsub.subscribe(*names)
-        self._pubsub = pubsub
-        # Wait for the confirmations here rather than in the read loop, so that the keys are
-        # read only once every subscription is in force.
-        while any(self._unconfirmed[name] for name in names):
-            message = await pubsub.get_message(timeout=None)
+        names = [RESULTS_IDLE_CHANNEL, *self._channels]
+        self._pubsub = pubsub  # from now on a released task's channel is unsubscribed here
+        # In batches, each confirmed before the next is sent: the loop gets its turn between
+        # them, and a subscription drop with many waiting tasks does not freeze the gateway.
+        for batch in _batches(names):
+            batch = [name for name in batch if name in self._channels or name == RESULTS_IDLE_CHANNEL]
+            if not batch:
+                continue  # every task of it was released meanwhile
+            self._unconfirmed.update(batch)
+            await pubsub.subscribe(*batch)
+            await self._read_confirmations(pubsub, len(batch))
+        self._connected.set()
+        if self._lost:
+            self._lost = False
+            logger.info("result subscription restored; checking %d waiting tasks", len(names) - 1)
+        await self._catch_up(names[1:])
+
+    async def _read_confirmations(self, pubsub: PubSub, count: int) -> None:
+        """Dispatch messages until ``count`` subscriptions are confirmed. Only this SUBSCRIBE's
+        confirmations can come: no other SUBSCRIBE is sent while the hub is not connected."""
+        while count:
+            message = await self._next_message(pubsub)
             if message is not None:
                 self._dispatch(message)
-        self._connected.set()
-        if len(names) > 1:
-            logger.info("result subscription restored; checking %d waiting tasks", len(names) - 1)
-            await self._catch_up(names[1:])
+                if message["type"] == "subscribe":
+                    count -= 1
 
     async def _catch_up(self, channel_names: list[str]) -> None:
         """Deliver results stored while the subscription was down."""
-        metas = await self._client.mget(channel_names)
-        for name, meta in zip(channel_names, metas, strict=True):
-            if meta is not None:
-                self._deliver(name, meta)
+        for batch in _batches(channel_names):
+            metas = await self._client.mget(batch)
+            for name, meta in zip(batch, metas, strict=True):
+                if meta is not None:
+                    self._deliver(name, meta)
 
     async def _read_forever(self) -> None:
         assert self._pubsub is not None
         while True:
-            message = await self._pubsub.get_message(timeout=None)
+            message = await self._next_message(self._pubsub)
             if message is not None:
                 self._dispatch(message)
+
+    async def _next_message(self, pubsub: PubSub) -> dict[str, Any] | None:
+        # Messages already buffered are read without a pause; after a burst of them, let the
+        # loop run everything else before going on.
+        self._read_since_pause += 1
+        if self._read_since_pause >= _MESSAGES_PER_TURN:
+            self._read_since_pause = 0
+            await asyncio.sleep(0)
+        message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+        return message
 
     def _dispatch(self, message: dict[str, object]) -> None:
         kind = message["type"]
@@ -293,7 +328,7 @@ class ResultHub:
         del self._unconfirmed[channel_name]
         channel = self._channels.get(channel_name)
         if channel is not None and not channel.subscribed.done():
-            channel.subscribed.set_result(None)
+            channel.subscribed.set_result(True)
 
     def _deliver(self, channel_name: str, meta: bytes | str) -> None:
         channel = self._channels.get(channel_name)
@@ -316,6 +351,10 @@ class ResultHub:
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _batches(items: list[str]) -> list[list[str]]:
+    return [items[start : start + _BATCH_SIZE] for start in range(0, len(items), _BATCH_SIZE)]
 
 
 def _text(value: object) -> str:

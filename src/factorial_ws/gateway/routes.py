@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -24,6 +25,8 @@ from .results import ResultHub
 
 _PAGE_FILE = "index.html"
 _SCRIPT_FILE = "client.js"  # the browser client module, for the page and for users' own pages
+WEBSOCKET_PATH = "/"  # the only path that takes a WebSocket handshake (with any query)
+_SHARE_INTERVAL_S = 1.0
 
 
 def response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -86,7 +89,7 @@ class Routes:
         if path == "/healthz":
             return await self._health()
         if path == "/metrics":
-            metrics.tasks_waiting.set(self._hub.waiting)
+            share_state(self._hub)
             return response(HTTPStatus.OK, metrics.render(), metrics.CONTENT_TYPE)
         if path in ("/", "/index.html") and self._page is not None:
             return response(HTTPStatus.OK, self._page, "text/html; charset=utf-8")
@@ -97,6 +100,8 @@ class Routes:
         return text_response(HTTPStatus.NOT_FOUND, "Not found")
 
     def _check_handshake(self, request: Request) -> Response | None:
+        if urlsplit(request.path).path != WEBSOCKET_PATH:
+            return text_response(HTTPStatus.NOT_FOUND, "Not found")
         if self._open_connections() >= self._config.max_connections:
             return text_response(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections")
         if not token_matches(self._config.token, token_of(request)):
@@ -110,11 +115,32 @@ class Routes:
         return response(status, body, "application/json")
 
 
+def share_state(hub: ResultHub) -> None:
+    """Put this process's share of the gateway's health and metrics where any process of the
+    gateway reads them (see metrics)."""
+    metrics.result_subscriptions_up.set(1 if hub.connected else 0)
+    metrics.tasks_waiting.set(hub.waiting)
+
+
+async def share_state_forever(hub: ResultHub) -> None:
+    """Keep this process's share current for the other processes of the gateway, which may
+    answer the next scrape or health check."""
+    metrics.gateway_processes.set(1)
+    while True:
+        share_state(hub)
+        await asyncio.sleep(_SHARE_INTERVAL_S)
+
+
 async def health_report(client: aioredis.Redis, hub: ResultHub) -> dict[str, Any]:
-    """Whether this gateway can serve: Redis, its result subscription, a live worker per queue."""
+    """Whether this gateway, all its processes, can serve: Redis, every process's result
+    subscription, a live worker per queue."""
+    share_state(hub)
+    processes, subscribed = metrics.gateway_totals()
+    processes = max(processes, 1)  # this one, before its first share
     report: dict[str, Any] = {
         "redis": False,
-        "result_subscription": hub.connected,
+        "result_subscription": subscribed >= processes,
+        "gateway_processes": processes,
         "workers": {},
         "queue_depth": {},
         "problems": [],
@@ -135,8 +161,9 @@ async def health_report(client: aioredis.Redis, hub: ResultHub) -> dict[str, Any
         report["queue_depth"][queue] = int(replies[2 * index + 1])
         if not report["workers"][queue]:
             report["problems"].append(f"no worker seen on queue '{queue}'")
-    if not hub.connected:
-        report["problems"].append("result subscription is down")
+    if subscribed < processes:
+        where = f" in {processes - subscribed} of {processes} gateway processes" if processes > 1 else ""
+        report["problems"].append("result subscription is down" + where)
     return report
 
 

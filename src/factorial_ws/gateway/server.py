@@ -19,13 +19,15 @@ from redis.backoff import NoBackoff
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
+from .. import redis_clients
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
+from .admission import Admission
 from .cancel import Canceller
 from .producer import Producer
 from .results import ResultHub
-from .routes import Routes
+from .routes import Routes, share_state_forever
 from .session import Services, Session
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,16 @@ _CLOSE_TIMEOUT_S = 2.0
 _REDIS_CONNECT_TIMEOUT_S = 2.0
 _REDIS_COMMAND_TIMEOUT_S = 5.0
 _REDIS_POOL_SIZE = 64
+# The longest a request waits for its turn (admission.py) before it is refused as "Server busy".
+ADMISSION_WAIT_S = 60.0
+# After Redis restarts, every pooled connection is one the server closed, and redis-py 8 does not
+# notice at checkout (it skips its check when RESP3 maintenance notifications are on, the
+# default): the first command on each fails with "Connection closed by server". One immediate
+# retry, on a new connection, makes it succeed. Only connection errors are retried, so a Redis
+# that is down still gets "Service unavailable" at once, and one that hangs is not waited for
+# twice. Every command of the pool may run twice: reads, and the task push, which is written to
+# be idempotent (producer.py).
+_STALE_CONNECTION_RETRY = Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,))
 
 
 class Gateway:
@@ -46,6 +58,7 @@ class Gateway:
         self._client: aioredis.Redis | None = None
         self._pubsub_client: aioredis.Redis | None = None
         self._hub: ResultHub | None = None
+        self._sharing: asyncio.Task[None] | None = None  # this process's share of health, metrics
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
         self._warm_up: asyncio.Task[None] | None = None
@@ -67,17 +80,16 @@ class Gateway:
         raise_open_files_limit()
         # A burst of requests waits for a pooled connection rather than failing: redis-py's
         # default pool refuses its 101st concurrent command ("Too many connections").
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url,
+        self._client = redis_clients.blocking_async_client(
+            config,
             max_connections=_REDIS_POOL_SIZE,
-            timeout=_REDIS_COMMAND_TIMEOUT_S,
+            timeout_s=_REDIS_COMMAND_TIMEOUT_S,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=_REDIS_COMMAND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),  # fail fast: the client gets "Service unavailable"
+            retry=_STALE_CONNECTION_RETRY,
         )
-        self._client = aioredis.Redis.from_pool(pool)
-        self._pubsub_client = aioredis.Redis.from_url(
-            config.redis_url,
+        self._pubsub_client = redis_clients.async_client(
+            config,
             socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
             # TCP keepalive; a unix:// connection refuses the option.
             **({} if config.redis_url.startswith("unix:") else {"socket_keepalive": True}),
@@ -88,9 +100,17 @@ class Gateway:
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
         app = create_app(config)
+        producer = Producer(
+            app,
+            self._client,
+            config.result_expires_s,
+            min_replicas_ack=config.redis_min_replicas_ack,
+        )
+        # As many requests at a time as the pool has connections: none waits for one there.
+        admission = Admission(_REDIS_POOL_SIZE, ADMISSION_WAIT_S)
         canceller = Canceller(app, self._client, config.result_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
-        services = Services(config, Producer(app, self._client, config.result_expires_s), hub, canceller)
+        services = Services(config, producer, hub, admission, canceller)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1
@@ -100,6 +120,7 @@ class Gateway:
                 self._sessions -= 1
 
         routes = Routes(config, self._client, hub, self._open_connections)
+        self._sharing = asyncio.create_task(share_state_forever(hub), name="share-state")
         self._server = await serve(
             handler,
             config.ws_host,
@@ -117,7 +138,17 @@ class Gateway:
             ssl=_tls_context(config),
             reuse_port=self.reuse_port,
         )
-        logger.info("gateway listening on %s (pid %d)", config.public_url, os.getpid())
+        logger.info("gateway listening on %s (pid %d)", ", ".join(self._bound_urls()), os.getpid())
+
+    def _bound_urls(self) -> list[str]:
+        """What the server's sockets are really bound to (0.0.0.0 is not localhost)."""
+        assert self._server is not None
+        urls = []
+        for sock in self._server.sockets:
+            host, port = sock.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            urls.append(f"{self.config.ws_scheme}://{host}:{port}/")
+        return urls
 
     def _open_connections(self) -> int:
         # A counter, not len(server.connections): that property builds a set of every
@@ -137,6 +168,8 @@ class Gateway:
                 await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
             except TimeoutError:
                 logger.warning("connections still open after %.0f s; dropping them", SHUTDOWN_GRACE_S)
+        if self._sharing is not None:
+            self._sharing.cancel()
         if self._hub is not None:
             await self._hub.close()
         for client in (self._client, self._pubsub_client):
@@ -173,9 +206,4 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _safe(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+_safe = redis_clients.safe_url  # a Redis URL without its passwords, for logs

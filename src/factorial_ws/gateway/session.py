@@ -27,6 +27,7 @@ from ..config import Config
 from ..constants import (
     INVALID_REQUEST,
     RATE_LIMITED,
+    SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TASK_CANCELLED,
     TIMEOUT_ERROR,
@@ -52,10 +53,12 @@ from ..protocol import (
     parse_request,
     pending,
     queue_for,
+    request_id_of,
 )
 from ..protocol import cancelled as cancelled_reply
 from ..protocol import queued as queued_reply
 from ..protocol import started as started_reply
+from .admission import Admission, ServerBusy
 from .cancel import Canceller
 from .producer import Producer
 from .results import ResultHub, ServiceUnavailable, Unknown, Watch
@@ -65,6 +68,12 @@ logger = logging.getLogger(__name__)
 INTERNAL_ERROR = "Internal error"
 BINARY_FRAME = INVALID_REQUEST + "binary frames are not supported; send JSON text"
 
+# Every refused request is logged, but a connection that keeps sending bad or refused frames must
+# not flood the log: this many lines in a row, then one a second; the next line written counts
+# the ones left out. ("Rate limit exceeded" is not logged at all.)
+REFUSALS_LOGGED_IN_A_ROW = 10
+_REFUSALS_LOGGED_PER_S = 1.0
+
 
 @dataclass(frozen=True)
 class Services:
@@ -73,6 +82,7 @@ class Services:
     config: Config
     producer: Producer
     hub: ResultHub
+    admission: Admission
     canceller: Canceller
 
 
@@ -94,13 +104,15 @@ class Session:
         # By task id: the requests waiting for it, by the asyncio task that waits.
         self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         self._peer = _peer(connection)
+        self._refusal_log = TokenBucket(_REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_IN_A_ROW)
+        self._refusals_unlogged = 0
 
     async def run(self) -> None:
         logs.event(logger, "connect", peer=self._peer)
         metrics.connections_open.inc()
         try:
             async for frame in self._connection:
-                await self._guarded(self._on_frame(frame))
+                await self._guarded(self._on_frame(frame), frame=frame)
         except ConnectionClosed:
             pass
         finally:
@@ -116,17 +128,17 @@ class Session:
         # is held like any other.
         if not self._bucket.take():
             # Counted in the metrics, not logged: a flooding client must not flood the log.
-            await self._error(RATE_LIMITED)
+            await self._error(RATE_LIMITED, request_id=request_id_of(frame))
             return
         if isinstance(frame, bytes):
-            logs.event(logger, "error", peer=self._peer, detail=BINARY_FRAME)
-            await self._error(BINARY_FRAME)
+            self._log_refusal(BINARY_FRAME)
+            await self._error(BINARY_FRAME, request_id=request_id_of(frame))
             return
         try:
             request = parse_request(frame, max_number=self._config.max_number)
         except ProtocolError as exc:
             metrics.requests_total.labels("invalid").inc()
-            logs.event(logger, "error", peer=self._peer, detail=exc.message)
+            self._log_refusal(exc.message)
             await self._error(exc.message, request_id=exc.request_id)
             return
         if isinstance(request, FactorialRequest):
@@ -137,40 +149,46 @@ class Session:
             metrics.requests_total.labels("result").inc()
         if len(self._waits) >= self._config.max_tasks_in_flight:
             task_id = None if isinstance(request, FactorialRequest) else request.task_id
+            self._log_refusal(TOO_MANY_IN_FLIGHT, task_id)
             await self._error(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
         if isinstance(request, FactorialRequest):
             await self._submit(request)
         elif isinstance(request, CancelRequest):
-            self._spawn(self._cancel(request))
+            self._spawn(self._cancel(request), request.request_id)
         else:
-            self._spawn(self._look_up(request))
+            self._spawn(self._look_up(request), request.request_id)
 
     async def _submit(self, request: FactorialRequest) -> None:
         task_id = new_task_id()
         queue = queue_for(request.number)
         started = time.monotonic()
-        hub = self._services.hub
         try:
-            # Subscribed before the task is sent, so its result cannot be published unseen.
-            watch = await hub.subscribe(task_id, progress=request.progress)
-        except ServiceUnavailable:
-            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
-            return
-        try:
-            ahead = await self._services.producer.send(
-                task_id, queue, request.number, progress=request.progress
-            )
-        except (aioredis.RedisError, OSError):
-            await hub.release(watch)
-            await self._error(SERVICE_UNAVAILABLE, request_id=request.request_id)
+            async with self._services.admission.turn():
+                watch, ahead = await self._enqueue(task_id, queue, request.number, request.progress)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), None, request.request_id)
             return
         metrics.tasks_submitted_total.labels(queue).inc()
         logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
         await self._send(ack(task_id, request.request_id))
         if ahead is not None:
             await self._send(queued_reply(task_id, ahead, request.request_id))
-        self._spawn(self._deliver(watch, request, queue, started))
+        self._spawn(self._deliver(watch, request, queue, started), request.request_id)
+
+    async def _enqueue(
+        self, task_id: str, queue: str, number: int, progress: bool
+    ) -> tuple[Watch, int | None]:
+        """Send the task, subscribed first so that its result cannot be published unseen; with
+        ``progress``, how many tasks are ahead of it."""
+        hub = self._services.hub
+        watch = await hub.subscribe(task_id, progress=progress)
+        try:
+            ahead = await self._services.producer.send(task_id, queue, number, progress=progress)
+        except (aioredis.RedisError, OSError):
+            await hub.release(watch)
+            raise ServiceUnavailable from None
+        return watch, ahead
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
         try:
@@ -187,37 +205,44 @@ class Session:
         task_id, request_id = request.task_id, request.request_id
         started = time.monotonic()
         logs.event(logger, "request", task_id=task_id, detail="lookup")
-        outcome: Outcome | None
         try:
-            snapshot = await self._services.hub.snapshot(task_id)
-            if isinstance(snapshot, Pending | Started):
-                outcome = await self._wait_pending(task_id, request_id, request.progress)
-            elif isinstance(snapshot, Unknown):
-                outcome = Failure(UNKNOWN_TASK_ID)
-            else:
-                outcome = snapshot
-        except ServiceUnavailable:
-            outcome = Failure(SERVICE_UNAVAILABLE)
+            async with self._services.admission.turn():
+                found = await self._outcome_or_watch(task_id, request.progress)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), task_id, request_id)
+            return
+        outcome: Outcome | None
+        if isinstance(found, Watch):
+            try:
+                await self._send(pending(task_id, request_id))
+                outcome = await self._outcome(found, request_id)
+            finally:
+                await self._services.hub.release(found)
+        else:
+            outcome = Failure(UNKNOWN_TASK_ID) if isinstance(found, Unknown) else found
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _wait_pending(
-        self, task_id: str, request_id: RequestId | None, progress: bool
-    ) -> Outcome | None:
+    async def _outcome_or_watch(self, task_id: str, progress: bool) -> Outcome | Unknown | Watch:
+        """The task's outcome if it has one (Unknown if no such task), else a watch on it."""
         hub = self._services.hub
+        snapshot = await hub.snapshot(task_id)
+        if not isinstance(snapshot, Pending | Started):
+            return snapshot
         watch = await hub.subscribe(task_id, progress=progress)
         try:
             # Read again now that the subscription is in force: the task may have ended
             # between the first read and the SUBSCRIBE.
             snapshot = await hub.snapshot(task_id)
-            if isinstance(snapshot, Success | Failure):
-                return snapshot
-            await self._send(pending(task_id, request_id))
-            if isinstance(snapshot, Started) and watch.started is not None and not watch.started.done():
-                watch.started.set_result(None)  # started before we subscribed: say so at once
-            return await self._outcome(watch, request_id)
-        finally:
+        except BaseException:
             await hub.release(watch)
+            raise
+        if isinstance(snapshot, Success | Failure):
+            await hub.release(watch)
+            return snapshot
+        if isinstance(snapshot, Started) and watch.started is not None and not watch.started.done():
+            watch.started.set_result(None)  # started before we subscribed: say so at once
+        return watch
 
     async def _outcome(self, watch: Watch, request_id: RequestId | None) -> Outcome | None:
         """The task's outcome, or None when it did not come within the wait limit. Meanwhile
@@ -263,9 +288,14 @@ class Session:
         task_id, request_id = request.task_id, request.request_id
         logs.event(logger, "request", task_id=task_id, detail="cancel")
         try:
-            reply = await self._cancelled_or_outcome(task_id, request_id)
-        except (ServiceUnavailable, aioredis.RedisError, OSError):
-            reply = error(SERVICE_UNAVAILABLE, task_id, request_id)
+            async with self._services.admission.turn():
+                reply = await self._cancelled_or_outcome(task_id, request_id)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), task_id, request_id)
+            return
+        except (aioredis.RedisError, OSError):
+            await self._refuse(SERVICE_UNAVAILABLE, task_id, request_id)
+            return
         if reply is not None:
             await self._send(reply)
 
@@ -275,7 +305,7 @@ class Session:
         hub = self._services.hub
         snapshot = await hub.snapshot(task_id)
         if isinstance(snapshot, Unknown):
-            await self._error(UNKNOWN_TASK_ID, task_id, request_id)
+            await self._refuse(UNKNOWN_TASK_ID, task_id, request_id)
             return None
         if isinstance(snapshot, Pending | Started) and not await self._others_wait(task_id):
             snapshot = await self._revoke(task_id)
@@ -333,6 +363,10 @@ class Session:
         else:
             await self._error(outcome.message, task_id, request_id)
 
+    async def _refuse(self, message: str, task_id: str | None, request_id: RequestId | None) -> None:
+        self._log_refusal(message, task_id)
+        await self._error(message, task_id, request_id)
+
     async def _error(
         self, message: str, task_id: str | None = None, request_id: RequestId | None = None
     ) -> None:
@@ -342,6 +376,16 @@ class Session:
     async def _send(self, text: str) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self._connection.send(text)
+
+    def _log_refusal(self, detail: str, task_id: str | None = None) -> None:
+        """One `error` line for a refused request, held to a rate per connection."""
+        if not self._refusal_log.take():
+            self._refusals_unlogged += 1
+            return
+        suppressed, self._refusals_unlogged = self._refusals_unlogged, 0
+        logs.event(
+            logger, "error", peer=self._peer, task_id=task_id, suppressed=suppressed or None, detail=detail
+        )
 
     def _log_outcome(
         self,
@@ -365,20 +409,33 @@ class Session:
 
     # --- isolation ---
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(work))
+    def _spawn(self, work: Coroutine[Any, Any, None], request_id: RequestId | None) -> None:
+        task = asyncio.create_task(self._guarded(work, request_id=request_id))
         self._waits.add(task)
         task.add_done_callback(self._waits.discard)
 
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
-        """A bug in one request is logged and answered; it never ends the connection."""
+    async def _guarded(
+        self,
+        work: Coroutine[Any, Any, None],
+        *,
+        request_id: RequestId | None = None,
+        frame: str | bytes | None = None,
+    ) -> None:
+        """A bug in one request is logged and answered, with the request's id (read from the
+        frame if need be); it never ends the connection."""
         try:
             await work
         except (ConnectionClosed, asyncio.CancelledError):
             raise
         except Exception:
             logger.exception("request failed")
-            await self._error(INTERNAL_ERROR)
+            if frame is not None:
+                request_id = request_id_of(frame)
+            await self._error(INTERNAL_ERROR, request_id=request_id)
+
+
+def _refusal(exc: ServiceUnavailable | ServerBusy) -> str:
+    return SERVER_BUSY if isinstance(exc, ServerBusy) else SERVICE_UNAVAILABLE
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -30,8 +30,11 @@ const RATE_LIMIT_PER_S = 180;
 const RATE_LIMIT_BURST = 360;
 const TIMEOUT_ERROR = "Timeout error";
 const TASK_CANCELLED = "Task cancelled";
+const RATE_LIMITED = "Rate limit exceeded";
 // "Not now" errors: a task the client asks for again by itself is asked again later.
-const TRANSIENT_ERRORS = new Set(["Service unavailable", "Rate limit exceeded", "Too many tasks in flight"]);
+const TRANSIENT_ERRORS = new Set([
+  "Service unavailable", "Server busy", "Rate limit exceeded", "Too many tasks in flight",
+]);
 // A task's own outcome: the answer to a cancel of a task that had ended first.
 const OUTCOME_ERRORS = new Set(["Task failed", "Task failed: its worker died on every attempt",
                                 TIMEOUT_ERROR, "Task revoked", TASK_CANCELLED]);
@@ -43,6 +46,7 @@ const ERROR_NAMES = new Map([
   ["Timeout error", "TaskTimeout"],
   ["Unknown task id", "UnknownTaskId"],
   ["Service unavailable", "ServiceUnavailable"],
+  ["Server busy", "ServerBusy"],
   ["Too many tasks in flight", "TooManyInFlight"],
   ["Rate limit exceeded", "RateLimited"],
   ["Task failed", "TaskFailed"],
@@ -325,8 +329,8 @@ export class FactorialClient extends EventTarget {
     if (task) {
       this._onReply(task, reply);
     } else if (reply.type === "error" && reply.id === undefined) {
-      // No id ("Rate limit exceeded" is answered before the frame is read): some request will
-      // never hear back. A new socket, on which every task is asked again, puts that right.
+      // No id (the gateway could not read one from the frame): some request will never hear
+      // back. A new socket, on which every task is asked again, puts that right.
       this._serverError(String(reply.result));
       if (this._socket) this._socket.close();
     }
@@ -376,9 +380,12 @@ export class FactorialClient extends EventTarget {
   _onError(task, message, taskId) {
     if (message === TIMEOUT_ERROR && task.confirmed) {
       this._ask(task, true);   // the gateway stopped waiting; the task goes on: ask again
-    } else if (TRANSIENT_ERRORS.has(message) && task.asks > 1 && task.taskId !== null) {
+    } else if (message === RATE_LIMITED ||
+               (TRANSIENT_ERRORS.has(message) && task.asks > 1 && task.taskId !== null)) {
+      // Refused for its rate, the frame was not served (a factorial not submitted): asking
+      // again later is always safe. Other "not now" errors only for the client's own asks.
       task.askedOn = null;     // unless a reconnection asks first
-      setTimeout(() => this._ask(task), this._delayMs(task.asks - 2));
+      setTimeout(() => this._ask(task), this._delayMs(Math.max(0, task.asks - 2)));
     } else {
       this._forget(task);
       task._fail(new FactorialWSError(message, taskId));

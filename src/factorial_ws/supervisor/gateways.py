@@ -1,13 +1,16 @@
 """Several gateway processes on one port (SO_REUSEPORT), when ``WS_PROCESSES`` asks for more
 than one: this process starts them, starts again one that dies, stops them on SIGTERM or SIGINT,
-and takes them with it when it dies (their parent-death signal is SIGKILL)."""
+and takes them with it when it dies (their parent-death signal is SIGKILL). They share a metrics
+folder, so any one of them reports the whole gateway."""
 
 from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 
+from .. import metrics
 from ..config import Config
 from ..gateway.server import run_gateway
 from ..processes import gateway_command, stop_children
@@ -25,13 +28,27 @@ def gateway_children(config: Config, env: dict[str, str]) -> list[SupervisedChil
     return [SupervisedChild("gateway process", command, env) for _ in range(config.gateway_processes)]
 
 
+def shared_metrics_folder(config: Config, env: dict[str, str]) -> tempfile.TemporaryDirectory[str] | None:
+    """With several gateway processes: a new folder where they keep their metrics (see metrics),
+    set in ``env`` for them, unless ``env`` names one already. Its owner removes it
+    (``cleanup()``) once they have exited. The counters of a process that died (and was started
+    again) stay in the sums; its gauges drop out."""
+    if config.gateway_processes == 1 or env.get(metrics.MULTIPROCESS_DIR_VARIABLE):
+        return None
+    folder = tempfile.TemporaryDirectory(prefix="factorial-ws-metrics-")
+    env[metrics.MULTIPROCESS_DIR_VARIABLE] = folder.name
+    return folder
+
+
 def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
     """Run ``config.gateway_processes`` gateway processes sharing one port; return an exit code.
     ``reuse_port``: this is one of them (started with ``--processes 1 --reuse-port``)."""
     if config.gateway_processes == 1:
         run_gateway(config, reuse_port=reuse_port)
         return 0
-    children = gateway_children(config, {**os.environ, **config.to_env()})
+    env = {**os.environ, **config.to_env()}
+    shared_metrics = shared_metrics_folder(config, env)
+    children = gateway_children(config, env)
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -50,3 +67,5 @@ def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
         return 0
     finally:
         stop_children(running_processes(children))
+        if shared_metrics is not None:
+            shared_metrics.cleanup()

@@ -54,11 +54,15 @@ class RedisServer:
         persistent: bool = True,
         death_signal: int = signal.SIGTERM,
         password: str | None = None,
+        config_file: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persistent = persistent
         self.password = password
+        # Settings the command line does not give (a replica's `replicaof`); Sentinel rewrites
+        # the file when it changes the server's role, so a restart keeps that role.
+        self.config_file = config_file
         self._death_signal = death_signal
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -72,8 +76,9 @@ class RedisServer:
         return self.data_dir / "redis.pid"
 
     def command(self) -> list[str]:
+        config_file = [str(self.config_file.resolve())] if self.config_file else []
         return [
-            find_redis_server(),
+            find_redis_server(), *config_file,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()),

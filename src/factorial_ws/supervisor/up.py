@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,14 +33,18 @@ from ..processes import (
 )
 from . import pid_list
 from .child import SupervisedChild, running_processes
-from .gateways import WATCH_INTERVAL_S, gateway_children
+from .gateways import WATCH_INTERVAL_S, gateway_children, shared_metrics_folder
 from .redis_server import RedisServer, RedisServerError
+from .sentinel import RedisGroup, Timing
 
 logger = logging.getLogger(__name__)
 
 _PIDS_FILE = "up.pids"
 _READY_TIMEOUT_S = 60.0
 _COMMAND_SHOWN_CHARS = 80
+# A master silent for 3 s is failed over: quick to try on one machine, and still far above
+# the longest command Redis runs here (storing a 5.5 MB result takes milliseconds).
+_LOCAL_TIMING = Timing(down_after_ms=3000, failover_timeout_ms=10000)
 
 
 class Supervisor:
@@ -47,8 +52,10 @@ class Supervisor:
         self.config = config
         self.own_redis = own_redis
         self.redis: RedisServer | None = None
+        self.group: RedisGroup | None = None  # with REDIS_REPLICAS: master, replicas, Sentinels
         self.workers: list[SupervisedChild] = []
         self.gateways: list[SupervisedChild] = []
+        self._shared_metrics: tempfile.TemporaryDirectory[str] | None = None  # of the gateways
         self._stopping = False
 
     @property
@@ -111,7 +118,9 @@ class Supervisor:
         return True
 
     def _start_all(self) -> None:
-        if self.own_redis:
+        if self.own_redis and self.config.redis_replicas:
+            self._start_group()
+        elif self.own_redis:
             self.redis = RedisServer(
                 self.config.data_dir / "redis",
                 death_signal=signal.SIGTERM,  # SIGTERM: Redis flushes its AOF
@@ -123,11 +132,27 @@ class Supervisor:
             SupervisedChild("soft worker", _worker(SOFT_QUEUE, self.config.soft_concurrency), env),
             SupervisedChild("hard worker", _worker(HARD_QUEUE, self.config.hard_concurrency), env),
         ]
-        # Each gateway process is our own child, so each is in the pid list and restarted here.
-        self.gateways = gateway_children(self.config, env)
+        # Each gateway process is our own child, so each is in the pid list and restarted here;
+        # several share a metrics folder, so any one of them reports the whole gateway.
+        gateway_env = dict(env)
+        self._shared_metrics = shared_metrics_folder(self.config, gateway_env)
+        self.gateways = gateway_children(self.config, gateway_env)
         for child in self.children:
             child.start()
         pid_list.write(self.pids_file, self._pids())
+
+    def _start_group(self) -> None:
+        self.group = RedisGroup(
+            self.config.data_dir / "redis-group", replicas=self.config.redis_replicas, timing=_LOCAL_TIMING
+        ).start()
+        self.config = self.group.config_for(self.config)
+        logger.info(
+            "private Redis: a master, %d replicas and %d Sentinels (REDIS_URL=%s REDIS_SENTINEL_MASTER=%s)",
+            self.config.redis_replicas,
+            len(self.group.sentinels),
+            self.config.redis_url,
+            self.config.redis_sentinel_master,
+        )
 
     @property
     def children(self) -> list[SupervisedChild]:
@@ -139,6 +164,10 @@ class Supervisor:
                 logger.error("the private Redis exited (code %s)", self.redis.process.returncode)
                 return 1
             pids = self._pids()
+            # A server or Sentinel of the group that died is started again: the Sentinels fail
+            # over meanwhile, and make a returning master a replica of the new one.
+            if self.group is not None:
+                self.group.restart_exited()
             if not all([child.keep_running() for child in self.children]):
                 return 1
             if self._pids() != pids:
@@ -150,9 +179,13 @@ class Supervisor:
         """Gateways first (clients get 1001), then workers (a warm shutdown, then a cold one
         that hands back the tasks still running), then Redis, each within a grace."""
         stop_children(running_processes(self.gateways))
+        if self._shared_metrics is not None:
+            self._shared_metrics.cleanup()
         stop_children(running_processes(self.workers), signals=WORKER_STOP_SIGNALS)
         if self.redis is not None:
             self.redis.stop()
+        if self.group is not None:
+            self.group.stop()
         with contextlib.suppress(FileNotFoundError):
             self.pids_file.unlink()
 
@@ -160,6 +193,8 @@ class Supervisor:
         pids = [child.pid for child in self.children if child.pid is not None]
         if self.redis is not None and self.redis.process is not None:
             pids.append(self.redis.process.pid)
+        if self.group is not None:
+            pids += [process.pid for process in self.group.processes()]
         return pids
 
 

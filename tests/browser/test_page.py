@@ -11,37 +11,28 @@ import math
 import os
 import shutil
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from websockets.sync.client import connect
 
-from factorial_ws.processes import free_port
+from factorial_ws.processes import free_port, port_open
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import (
-    PYTHON,
-    Launcher,
-    Proc,
-    System,
-    port_open,
-    process_env,
-    start_gateway,
-    start_worker,
-    wait_until,
-)
+from support import PYTHON, REPLY_TIMEOUT_S, UNIT_S, Launcher, System, process_env, wait_until
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Locator, Page
+    from playwright.sync_api import Browser, BrowserContext, Locator, Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-UI_TIMEOUT_MS = 30_000
+UI_TIMEOUT_MS = 30_000 * UNIT_S
 TOKEN = "page-token"
+CLIPBOARD = ["clipboard-read", "clipboard-write"]
 
 
 def _missing() -> str | None:
@@ -63,32 +54,51 @@ def browser() -> Iterator[Browser]:
         pytest.skip(problem)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with (
+        sync_playwright() as playwright,
+        playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS) as chromium,
+    ):
+        yield chromium
 
 
-def open_page(browser: Browser, ws_url: str, query: str = "") -> Page:
-    """The page from the gateway, once its WebSocket is connected, in a context of its own
-    (close it with ``page.context.close()``)."""
-    context = browser.new_context(accept_downloads=True, permissions=["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    page.goto(ws_url.replace("ws://", "http://") + query)
-    expect_status(page, "open")
-    return page
+NewPage = Callable[[], "Page"]
+OpenPage = Callable[[str], "Page"]
 
 
 @pytest.fixture
-def page(browser: Browser, system: System) -> Iterator[Page]:
-    opened = open_page(browser, system.url)
-    try:
-        yield opened
-    finally:
-        opened.context.close()
+def new_page(browser: Browser) -> Iterator[NewPage]:
+    """Makes blank pages, each in a browser context of its own; closes them all when the test
+    ends."""
+    contexts: list[BrowserContext] = []
+
+    def new() -> Page:
+        context = browser.new_context(accept_downloads=True, permissions=CLIPBOARD)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        return page
+
+    yield new
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def open_page(new_page: NewPage) -> OpenPage:
+    """Opens the page at a gateway's URL (with its query), once its WebSocket is connected."""
+
+    def open_at(url: str) -> Page:
+        page = new_page()
+        page.goto(url.replace("ws://", "http://"))
+        expect_status(page, "open")
+        return page
+
+    return open_at
+
+
+@pytest.fixture
+def page(open_page: OpenPage, system: System) -> Page:
+    return open_page(system.url)
 
 
 def expect_status(page: Page, state: str) -> None:
@@ -154,8 +164,8 @@ def test_page_looks_up_a_pasted_task_id(page: Page, system: System) -> None:
     # Playwright's sync API runs its own event loop in this thread: a plain blocking client.
     with connect(system.url) as ws:
         ws.send(json.dumps({"type": "factorial", "number": 20}))
-        task_id = json.loads(ws.recv(timeout=15))["task_id"]
-        assert json.loads(ws.recv(timeout=15))["type"] == "success"
+        task_id = json.loads(ws.recv(timeout=REPLY_TIMEOUT_S))["task_id"]
+        assert json.loads(ws.recv(timeout=REPLY_TIMEOUT_S))["type"] == "success"
 
     page.fill("#task-id-input", task_id)
     page.press("#task-id-input", "Enter")
@@ -165,59 +175,34 @@ def test_page_looks_up_a_pasted_task_id(page: Page, system: System) -> None:
     assert row.locator(".result").inner_text() == str(math.factorial(20))
 
 
-@pytest.fixture
-def restartable(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A gateway on a fixed port with a token, and no worker yet; the test restarts it."""
-    parts: dict[str, Any] = {"port": free_port(), "procs": []}
-
-    def gateway() -> str:
-        proc, url = start_gateway(redis_server.url, tmp_path, port=parts["port"], WS_TOKEN=TOKEN)
-        parts["procs"].append(proc)
-        parts["gateway"] = proc
-        return url
-
-    def worker() -> None:
-        parts["procs"].append(start_worker(redis_server.url, tmp_path, queues="hard", concurrency=1))
-
-    parts.update(start_gateway=gateway, start_worker=worker, redis_url=redis_server.url)
-    try:
-        yield parts
-    finally:
-        for proc in reversed(parts["procs"]):
-            proc.stop()
-
-
 def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task(
-    browser: Browser, restartable: dict[str, Any]
+    launch: Launcher, redis_server: RedisServer, open_page: OpenPage
 ) -> None:
-    url = restartable["start_gateway"]()
-    page = open_page(browser, url, f"?token={TOKEN}")  # the page passes its token on
-    try:
-        row = submit_number(page, "2000")  # the hard queue, which has no worker yet
-        expect_state(row, "queued")  # the page asks for progress: no worker yet
-        task_id = row.get_attribute("data-task-id")
+    port = free_port()  # the gateway comes back on the same port, with the same token
+    old, url = launch.gateway(redis_server.url, port=port, WS_TOKEN=TOKEN)
+    page = open_page(f"{url}?token={TOKEN}")  # the page passes its token on
+    row = submit_number(page, "2000")  # the hard queue, which has no worker yet
+    expect_state(row, "queued")  # the page asks for progress: no worker yet
+    task_id = row.get_attribute("data-task-id")
 
-        old: Proc = restartable["gateway"]
-        old.stop()
-        expect_status(page, "closed")
-        restartable["start_gateway"]()
-        expect_status(page, "open")
-        restartable["start_worker"]()
+    old.stop()
+    expect_status(page, "closed")
+    new, _ = launch.gateway(redis_server.url, port=port, name="gateway-again", WS_TOKEN=TOKEN)
+    expect_status(page, "open")
+    launch.worker(redis_server.url, queues="hard", concurrency=1)
 
-        expect_state(row, "done")
-        assert row.get_attribute("data-task-id") == task_id
-        assert row.locator(".digits").inner_text() == f"{len(str(math.factorial(2000))):,} digits"
-        # The new gateway never saw the factorial request: the page looked the task up by its id.
-        assert f"request task_id={task_id} detail=lookup" in restartable["gateway"].log()
-    finally:
-        page.context.close()
+    expect_state(row, "done")
+    assert row.get_attribute("data-task-id") == task_id
+    assert row.locator(".digits").inner_text() == f"{len(str(math.factorial(2000))):,} digits"
+    # The new gateway never saw the factorial request: the page looked the task up by its id.
+    assert f"request task_id={task_id} detail=lookup" in new.log()
 
 
 def test_client_js_loads_as_a_module_in_a_page_of_another_origin_with_exact_results(
-    browser: Browser, system: System, launch: Launcher, tmp_path: Path
+    launch: Launcher, system: System, new_page: NewPage, tmp_path: Path
 ) -> None:
     module_url = system.url.replace("ws://", "http://") + "client.js"
-    with urllib.request.urlopen(module_url, timeout=15) as served:
+    with urllib.request.urlopen(module_url, timeout=REPLY_TIMEOUT_S) as served:
         assert served.headers["Content-Type"].startswith("text/javascript")
         assert served.headers["Access-Control-Allow-Origin"] == "*"
     # A user's own page, on another origin (another port), that imports the module.
@@ -226,30 +211,26 @@ def test_client_js_loads_as_a_module_in_a_page_of_another_origin_with_exact_resu
     )
     port = free_port()
     command = [PYTHON, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
-    launch.process("user-page", command, process_env(None))
-    wait_until(lambda: port_open(port), what="the user's page server")
-    context = browser.new_context()
-    page = context.new_page()
-    try:
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_function("window.m !== undefined", timeout=UI_TIMEOUT_MS)
-        outcome = page.evaluate(
-            """async () => {
-                const client = new window.m.FactorialClient();  // the gateway it came from
-                const exact = await client.factorial(30);
-                const digits = await client.factorial(3000, { digits: true });
-                const task = client.submit(25);
-                const taskId = await task.accepted;
-                const submitted = await task.result;
-                const looked = await client.lookup(taskId);
-                const refused = await client.factorial(-1).catch((error) => error);
-                client.close();
-                return [typeof exact, exact.toString(), digits, submitted === looked,
-                        taskId.length, refused.name, refused.message];
-            }"""
-        )
-    finally:
-        context.close()
+    server = launch.process("user-page", command, process_env(None))
+    wait_until(lambda: port_open(port), what="the user's page server", watch=[server])
+    page = new_page()
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_function("window.m !== undefined")
+    outcome = page.evaluate(
+        """async () => {
+            const client = new window.m.FactorialClient();  // the gateway it came from
+            const exact = await client.factorial(30);
+            const digits = await client.factorial(3000, { digits: true });
+            const task = client.submit(25);
+            const taskId = await task.accepted;
+            const submitted = await task.result;
+            const looked = await client.lookup(taskId);
+            const refused = await client.factorial(-1).catch((error) => error);
+            client.close();
+            return [typeof exact, exact.toString(), digits, submitted === looked,
+                    taskId.length, refused.name, refused.message];
+        }"""
+    )
     assert outcome == [
         "bigint",
         str(math.factorial(30)),

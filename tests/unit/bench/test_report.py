@@ -1,4 +1,4 @@
-"""The benchmark's pure parts: percentiles, targets, and the table in text, Markdown and JSON."""
+"""The benchmark's report: percentiles, targets, and the table in text, Markdown and JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from factorial_ws.bench.load import split
 from factorial_ws.bench.report import (
     Row,
     all_met,
@@ -110,9 +109,3 @@ def test_json_keeps_every_figure_with_ratio_target_and_verdict() -> None:
     assert saved["value"] == 4.0 and saved["reference"] == 3.2
     assert saved["ratio"] == pytest.approx(1.25)
     assert saved["met"] is True and saved["target"] == "≤ 1.3x ref"
-
-
-def test_split_shares_a_total_nearly_equally() -> None:
-    assert split(10, 4) == [3, 3, 2, 2]
-    assert sum(split(10_000, 3)) == 10_000
-    assert split(2, 4) == [1, 1, 0, 0]

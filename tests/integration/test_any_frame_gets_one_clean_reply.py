@@ -28,8 +28,8 @@ from factorial_ws.constants import (
     UNKNOWN_TASK_ID,
 )
 from factorial_ws.gateway.session import BINARY_FRAME
-from factorial_ws.protocol import MAX_REQUEST_ID_CHARS
-from support import REPLY_TIMEOUT_S, System, start_gateway
+from factorial_ws.protocol import MAX_REQUEST_ID_CHARS, error, request_id_of
+from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, System
 
 MAX_NUMBER = 300  # the fuzz gateway's cap: every valid request is cheap for the worker
 FRAME_BYTES_LIMIT = 60_000  # below the default WS_MAX_MESSAGE_BYTES (64 KiB)
@@ -70,21 +70,19 @@ FUZZ_SETTINGS = settings(
 
 
 @pytest.fixture(scope="module")
-def fuzz_url(system: System, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fuzz_url(module_launch: Launcher, system: System) -> Iterator[str]:
     """A gateway on the shared Redis and worker, with the rate limit out of the way (the fuzz
-    sends thousands of frames a second) and a small MAX_NUMBER."""
-    proc, url = start_gateway(
+    sends thousands of frames a second) and a small MAX_NUMBER; its log, once it has stopped,
+    holds no traceback."""
+    proc, url = module_launch.gateway(
         system.redis_url,
-        tmp_path_factory.mktemp("fuzz"),
         name="fuzz-gateway",
         WS_RATE_LIMIT=1_000_000,
         WS_RATE_BURST=1_000_000,
         MAX_NUMBER=MAX_NUMBER,
     )
-    try:
-        yield url
-    finally:
-        proc.stop()
+    yield url
+    proc.stop()
     assert "Traceback" not in proc.log(), proc.log()[-3000:]
 
 
@@ -181,7 +179,7 @@ def exchange(ws: ClientConnection, frame: str | bytes) -> None:
     ws.send(frame)
     if isinstance(frame, bytes):
         reply = receive(ws)
-        assert reply == {"type": "error", "result": BINARY_FRAME}
+        assert reply == json.loads(error(BINARY_FRAME, request_id=request_id_of(frame)))
     else:
         check_text_replies(ws, frame)
     ws.send(json.dumps(SENTINEL))
@@ -392,4 +390,4 @@ def test_after_the_fuzz_everyone_is_still_served(
             assert receive(ws) == {"type": "success", "task_id": ack["task_id"], "result": 120}
         # Nothing left unread on the fuzzed connection: every reply was accounted for.
         with pytest.raises(TimeoutError):
-            fuzzed.recv(timeout=0.5)
+            fuzzed.recv(timeout=0.5 * UNIT_S)

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from factorial_ws.config import Config, env_name
 from factorial_ws.constants import (
     JSON_DECODE_ERROR,
-    RATE_LIMITED,
-    SERVICE_UNAVAILABLE,
-    TASK_FAILED,
-    TASK_REVOKED,
-    TIMEOUT_ERROR,
-    TOO_MANY_IN_FLIGHT,
-    UNKNOWN_TASK,
-    UNKNOWN_TASK_ID,
-    WORKER_LOST,
 )
-from factorial_ws.gateway.session import BINARY_FRAME, INTERNAL_ERROR
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import Proc, System, client, start_gateway, start_worker, wait_until
+from support import UNIT_S, Launcher, Proc, System, client, wait_until
 
-HTTP_TIMEOUT_S = 10.0
+HTTP_TIMEOUT_S = 10 * UNIT_S
 LONG_DIGIT_RUN = re.compile(r"\d{1000}")
 
 
@@ -72,17 +58,10 @@ def sample(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
 
 
 @pytest.fixture
-def gateway_without_hard_worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[Proc, str]]:
+def gateway_without_hard_worker(launch: Launcher, redis_server: RedisServer) -> tuple[Proc, str]:
     """A gateway and a worker that serves only the soft queue."""
-    worker = start_worker(redis_server.url, tmp_path, queues="soft", concurrency=1)
-    try:
-        gateway, url = start_gateway(redis_server.url, tmp_path)
-        try:
-            yield gateway, url
-        finally:
-            gateway.stop()
-    finally:
-        worker.stop()
+    launch.worker(redis_server.url, queues="soft", concurrency=1)
+    return launch.gateway(redis_server.url)
 
 
 # --- health ---------------------------------------------------------------------------------
@@ -121,22 +100,18 @@ async def test_health_is_unavailable_and_names_the_queue_without_a_worker(
         assert sample(scrape(url), "factorial_ws_tasks_waiting") == 1
 
 
-def test_health_is_unavailable_when_redis_is_down(redis_server: RedisServer, tmp_path: Path) -> None:
-    worker = start_worker(redis_server.url, tmp_path, concurrency=1)
-    gateway, url = start_gateway(redis_server.url, tmp_path)
-    try:
-        assert http_get(url, "/healthz").status == 200
-        redis_server.stop()
+def test_health_is_unavailable_when_redis_is_down(launch: Launcher, redis_server: RedisServer) -> None:
+    launch.worker(redis_server.url, concurrency=1)
+    gateway, url = launch.gateway(redis_server.url)
+    assert http_get(url, "/healthz").status == 200
+    redis_server.stop()
 
-        wait_until(lambda: http_get(url, "/healthz").status == 503, what="health to report Redis down")
-        report = http_get(url, "/healthz").json()
+    wait_until(lambda: http_get(url, "/healthz").status == 503, what="health to report Redis down")
+    report = http_get(url, "/healthz").json()
 
-        assert report["redis"] is False
-        assert "Redis is unreachable" in report["problems"]
-        assert gateway.alive()
-    finally:
-        gateway.stop()
-        worker.stop()
+    assert report["redis"] is False
+    assert "Redis is unreachable" in report["problems"]
+    assert gateway.alive()
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -158,7 +133,7 @@ async def test_metrics_count_real_requests_errors_tasks_and_result_times(system:
             sample(scrape(system.url), "factorial_ws_connections_open")
             == sample(during, "factorial_ws_connections_open") - 1
         ),
-        timeout_s=10,
+        10 * UNIT_S,
         what="the closed connection to leave the gauge",
     )
     after = scrape(system.url)
@@ -191,19 +166,16 @@ def events_of(log: str) -> list[dict[str, Any]]:
 
 
 async def test_json_log_has_one_object_per_event_with_task_number_queue_and_duration(
-    system: System, tmp_path: Path
+    launch: Launcher, system: System
 ) -> None:
-    gateway, url = start_gateway(system.redis_url, tmp_path, LOG_FORMAT="json")
-    try:
-        async with client(url) as ws:
-            ack, done = await ws.factorial(5)
-            await ws.request({"type": "result", "task_id": ack["task_id"]})
-            await ws.request({"type": "factorial", "number": -1})
-        task_id = ack["task_id"]
-        wait_until(lambda: '"disconnect"' in gateway.log(), timeout_s=10, what="the disconnect line")
-        lines = events_of(gateway.log())
-    finally:
-        gateway.stop()
+    gateway, url = launch.gateway(system.redis_url, LOG_FORMAT="json")
+    async with client(url) as ws:
+        ack, done = await ws.factorial(5)
+        await ws.request({"type": "result", "task_id": ack["task_id"]})
+        await ws.request({"type": "factorial", "number": -1})
+    task_id = ack["task_id"]
+    wait_until(lambda: '"disconnect"' in gateway.log(), 10 * UNIT_S, what="the disconnect line")
+    lines = events_of(gateway.log())
 
     by_event = {line.get("event"): line for line in lines}
     assert {"connect", "request", "result", "error", "disconnect"} <= set(by_event)
@@ -222,7 +194,7 @@ async def test_json_log_has_one_object_per_event_with_task_number_queue_and_dura
 
 async def test_a_huge_result_is_never_written_to_the_gateway_or_worker_log(system: System) -> None:
     async with client(system.url) as ws:
-        _, done = await ws.factorial(100_000, timeout_s=60)
+        _, done = await ws.factorial(100_000, timeout_s=60 * UNIT_S)
     assert done["type"] == "success"
     assert len(str(done["result"])) == 456_574
     worker = system.workers[0]
@@ -252,35 +224,3 @@ def test_root_serves_a_page_that_needs_nothing_from_another_host(system: System)
 
 def test_unknown_paths_get_404(system: System) -> None:
     assert http_get(system.url, "/nope").status == 404
-
-
-# --- the docs stay true to the code ---------------------------------------------------------
-
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def _documented_default(value: object) -> str:
-    if value is None or value == ():
-        return "unset"
-    if isinstance(value, float):
-        return f"`{value:g}`"
-    return f"`{value}`"
-
-
-def test_operations_doc_lists_every_setting_with_its_default() -> None:
-    table = (DOCS / "operations.md").read_text()
-    defaults = Config()
-    for field in dataclasses.fields(Config):
-        row = f"| `{env_name(field.name)}` | {_documented_default(getattr(defaults, field.name))} |"
-        assert row in table, f"docs/operations.md lacks the row {row}"
-
-
-def test_protocol_doc_names_every_error_message() -> None:
-    text = (DOCS / "protocol.md").read_text()
-    messages = [
-        JSON_DECODE_ERROR, UNKNOWN_TASK, TIMEOUT_ERROR, UNKNOWN_TASK_ID, SERVICE_UNAVAILABLE,
-        TOO_MANY_IN_FLIGHT, RATE_LIMITED, TASK_FAILED, WORKER_LOST, TASK_REVOKED, INTERNAL_ERROR,
-        BINARY_FRAME,
-    ]  # fmt: skip
-    missing = [message for message in messages if f"`{message}`" not in text]
-    assert not missing, f"docs/protocol.md does not document {missing}"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
 from kombu import Connection
-from kombu.transport.virtual import Message
+from kombu.transport.virtual import Channel, Message
 
 from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
@@ -71,19 +71,21 @@ def test_each_message_has_its_own_delivery_tag(app: Celery) -> None:
 def test_kombus_virtual_transport_decodes_the_envelope(app: Celery) -> None:
     # The Redis transport's channel is a kombu virtual channel: it builds this same Message.
     with Connection("memory://") as connection:
-        message = Message(envelope(app, "hard", 1234), channel=connection.channel())
+        message = Message(envelope(app, "hard", 1234), channel=cast(Channel, connection.channel()))
         assert message.decode()[0] == [1234]
         assert message.headers["task"] == HARD_TASK_NAME
         assert message.delivery_info["routing_key"] == "hard"
         assert message.content_type == "application/json"
 
 
+async def send(app: Celery, redis_url: str, queue: str, number: int) -> None:
+    """One send of the producer, on a connection of its own."""
+    async with aioredis.Redis.from_url(redis_url) as client:
+        await Producer(app, client, result_expires_s=600).send(TASK_ID, queue, number)
+
+
 async def test_send_pushes_the_task_and_marks_its_id_known(app: Celery, redis_server: RedisServer) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await Producer(app, client, result_expires_s=600).send(TASK_ID, "hard", 5000)
-    finally:
-        await client.aclose()
+    await send(app, redis_server.url, "hard", 5000)
     with redis.Redis.from_url(redis_server.url) as sync:
         queued = sync.lrange("hard", 0, -1)
         assert len(queued) == 1 and json.loads(queued[0])["headers"]["id"] == TASK_ID
@@ -93,15 +95,25 @@ async def test_send_pushes_the_task_and_marks_its_id_known(app: Celery, redis_se
         assert 590 < sync.ttl(key) <= 600
 
 
-async def test_send_never_overwrites_a_later_state_of_the_id(app: Celery, redis_server: RedisServer) -> None:
-    key = SUBMITTED_KEY_PREFIX + TASK_ID
+async def test_sending_an_id_again_pushes_nothing_so_a_retried_send_is_safe(
+    app: Celery, redis_server: RedisServer
+) -> None:
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        producer = Producer(app, client, result_expires_s=600)
+        await producer.send(TASK_ID, "soft", 5)
+        await producer.send(TASK_ID, "soft", 5)  # as when the first reply was lost and retried
     with redis.Redis.from_url(redis_server.url) as sync:
-        sync.set(key, b"later")
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await Producer(app, client, result_expires_s=600).send(TASK_ID, "soft", 5)
-    finally:
-        await client.aclose()
-    with redis.Redis.from_url(redis_server.url) as sync:
-        assert sync.get(key) == b"later"
         assert sync.llen("soft") == 1
+        assert json.loads(sync.get(SUBMITTED_KEY_PREFIX + TASK_ID) or b"") == {"queue": "soft", "number": 5}
+
+
+# --- time limits in the message ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("queue", "number", "time_limit_s"), [("soft", 5, 3.5), ("hard", 5000, 7.0)])
+def test_the_envelope_carries_its_tasks_time_limit(queue: str, number: int, time_limit_s: float) -> None:
+    app = create_app(Config(soft_task_timeout_s=3.5, hard_task_timeout_s=7.0))
+    headers = json.loads(task_envelope(app, TASK_ID, queue, number))["headers"]
+    # [hard, soft], as apply_async sends them: the task's own time_limit, and no soft limit (GMP
+    # runs in C, where a soft limit's exception would never be raised).
+    assert headers["timelimit"] == [time_limit_s, None]

@@ -1,0 +1,67 @@
+"""Redis restarted under a running gateway: once Redis answers again, the first request after the
+restart succeeds on every pooled connection, and nothing is retried by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from support import UNIT_S, Client, Launcher, client, wait_until
+
+from .probes import hub_subscribed, redis_answers
+
+# As many requests at once as the gateway has pooled Redis connections, so that every one of them
+# was opened before the restart and is used again after it.
+PARALLEL = 64
+
+
+async def _lookups(ws: Client, task_ids: list[str]) -> list[dict[str, Any]]:
+    """One lookup per id, all sent before any reply is read, so they run at once."""
+    for index, task_id in enumerate(task_ids):
+        await ws.send({"type": "result", "task_id": task_id, "id": index})
+    replies = [await ws.recv() for _ in task_ids]
+    return sorted(replies, key=lambda reply: int(reply["id"]))
+
+
+async def _factorials_of_5(url: str, count: int) -> list[dict[str, Any]]:
+    """``count`` clients, each asking for 5! once at the same time; each one's final reply."""
+
+    async def one() -> dict[str, Any]:
+        async with client(url) as ws:
+            ack, final = await ws.factorial(5)
+            assert ack["type"] == "result", ack
+            return final
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def test_every_request_after_a_redis_restart_succeeds_at_the_first_try(launch: Launcher) -> None:
+    server = launch.redis()
+    worker = launch.worker(server.url, concurrency=2)
+    gateway, url = launch.gateway(server.url)
+    async with client(url) as ws, client(url) as waiter:
+        task_ids = [reply["task_id"] for reply in await _factorials_of_5(url, PARALLEL)]
+        before = await _lookups(ws, task_ids)  # fills the gateway's connection pool
+        assert all(reply["type"] == "success" for reply in before), before
+
+        # A task that waits across the restart: its worker is frozen until Redis is back, so the
+        # result subscription has a channel to restore and a catch-up read to make.
+        worker.signal(signal.SIGSTOP)
+        waiting = await waiter.request({"type": "factorial", "number": 6, "id": "waiting"})
+        assert waiting["type"] == "result", waiting
+        server.stop()
+        server = launch.redis(port=server.port)  # same data directory: the append-only file
+        wait_until(lambda: redis_answers(server.url), what="Redis to answer")
+        wait_until(lambda: hub_subscribed(server.url), 10 * UNIT_S, what="the result subscription")
+        worker.signal(signal.SIGCONT)
+
+        after = await _lookups(ws, task_ids)
+        finals = await _factorials_of_5(url, PARALLEL)
+        waited = await waiter.recv(30 * UNIT_S)
+
+    assert [reply["type"] for reply in after] == ["success"] * PARALLEL, after
+    assert [reply["result"] for reply in finals] == [120] * PARALLEL, finals
+    assert waited == {"type": "success", "task_id": waiting["task_id"], "result": 720, "id": "waiting"}
+    # The catch-up read after the reconnection worked at once: the subscription was lost once.
+    assert gateway.log().count("lost the result subscription") == 1, gateway.log()

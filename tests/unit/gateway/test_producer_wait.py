@@ -1,0 +1,55 @@
+"""REDIS_MIN_REPLICAS_ACK: the producer returns only once enough replicas hold the task."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from celery import Celery
+
+from factorial_ws.celeryapp import create_app
+from factorial_ws.config import Config, ConfigError
+from factorial_ws.constants import SUBMITTED_KEY_PREFIX
+from factorial_ws.gateway.producer import REPLICA_ACK_TIMEOUT_MS, NotReplicated, Producer
+from factorial_ws.supervisor.redis_server import RedisServer
+
+TASK_ID = "5ee1a5d6-1f5c-4c53-9d0e-0d3d3a1b2c4d"
+
+
+@pytest.fixture(scope="module")
+def app() -> Celery:
+    return create_app(Config())
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        yield client
+
+
+def test_min_replicas_ack_defaults_to_no_wait_and_must_not_be_negative() -> None:
+    assert Config().redis_min_replicas_ack == 0
+    with pytest.raises(ConfigError, match="REDIS_MIN_REPLICAS_ACK"):
+        Config.from_env({"REDIS_MIN_REPLICAS_ACK": "-1"})
+
+
+async def test_without_the_replicas_it_must_wait_for_send_fails_after_the_wait(
+    app: Celery, client: aioredis.Redis
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+        await Producer(app, client, result_expires_s=600, min_replicas_ack=1).send(TASK_ID, "soft", 5)
+    assert time.monotonic() - started >= REPLICA_ACK_TIMEOUT_MS / 1000
+    # The master took the task in one step all the same; it may still run.
+    assert await client.llen("soft") == 1
+    assert await client.exists(SUBMITTED_KEY_PREFIX + TASK_ID)
+
+
+async def test_a_command_failing_inside_the_submission_is_an_error_with_the_wait_too(
+    app: Celery, client: aioredis.Redis
+) -> None:
+    await client.set("soft", "not a list")  # the LPUSH inside the submission script fails
+    with pytest.raises(aioredis.ResponseError, match="WRONGTYPE"):
+        await Producer(app, client, result_expires_s=600, min_replicas_ack=1).send(TASK_ID, "soft", 5)
