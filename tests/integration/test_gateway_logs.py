@@ -84,6 +84,9 @@ async def test_every_log_event_and_field_the_operations_doc_lists_is_written(lau
         ack, done = await ws.factorial(5)
         await ws.request({"type": "result", "task_id": ack["task_id"]})
         _, timed_out = await ws.factorial(1_000_000)
+        taken_back = await ws.request({"type": "factorial", "number": 999_999})
+        await ws.send({"type": "cancel", "task_id": taken_back["task_id"]})
+        assert [(await ws.recv())["type"] for _ in range(2)] == ["error", "cancelled"]
         for _ in range(REFUSALS_LOGGED_IN_A_ROW + 1):
             await ws.request({"type": "factorial", "number": -1})
         time.sleep(1.5)
