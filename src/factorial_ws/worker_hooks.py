@@ -47,10 +47,10 @@ def install(app: Celery, config: Config) -> None:
     signals.worker_shutting_down.connect(functools.partial(_mark_tasks_held, config), weak=False)
     signals.task_prerun.connect(_report_started, weak=False)
 
-    class CancelledTasksOfThisRedis(CancelledTasks):
-        redis_url = config.redis_url
+    class CancelledTasksOfThisConfig(CancelledTasks):
+        worker_config = config
 
-    app.steps["consumer"].add(CancelledTasksOfThisRedis)
+    app.steps["consumer"].add(CancelledTasksOfThisConfig)
 
 
 def _warn_without_time_limits(instance: Any, **_: Any) -> None:
@@ -128,7 +128,7 @@ class CancelledTasks(bootsteps.StartStopStep):
     broadcasts, so a worker that was not listening yet reads it at its next load."""
 
     requires = ("celery.worker.consumer.control:Control",)
-    redis_url = ""  # set by ``install`` (written redis-py's way, as REDIS_URL)
+    worker_config: Config | None = None  # set by ``install``
     # Reloads overlap by this much, so that entries of gateways whose clocks lag are not missed.
     _OVERLAP_S = 60.0
 
@@ -139,7 +139,8 @@ class CancelledTasks(bootsteps.StartStopStep):
         self._timer_entry: Any = None
 
     def start(self, consumer: Any) -> None:
-        self._client = redis.Redis.from_url(self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        assert self.worker_config is not None
+        self._client = sync_client(self.worker_config, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._since = float("-inf")
         self._load()
         self._timer_entry = consumer.timer.call_repeatedly(CANCELLED_RELOAD_S, self._load)
