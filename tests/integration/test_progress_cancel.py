@@ -163,27 +163,28 @@ async def test_cancel_of_a_running_million_factorial_starts_the_next_hard_task_w
 ) -> None:
     _, hard, url = hard_system(launch)
     async with client(url) as ws:
-        task_id = await submit(ws, LONG_NUMBER, 1, progress=True)
-        await started(ws, task_id, 1)
-        following = await submit(ws, SLOW_NUMBER, 2, progress=True)
-        queued = await recv_raw(ws)
-        assert queued == {"type": "queued", "task_id": following, "ahead": 1, "id": 2}
+        for round_ in range(5):  # the pool process is replaced each time, by a race-prone path
+            task_id = await submit(ws, LONG_NUMBER - round_, 1, progress=True)
+            await started(ws, task_id, 1)
+            following = await submit(ws, 20_000 + round_, 2, progress=True)
+            queued = await recv_raw(ws)
+            assert queued == {"type": "queued", "task_id": following, "ahead": 1, "id": 2}
 
-        cancelled_at = time.monotonic()
-        await send(ws, 3, type="cancel", task_id=task_id)
-        replies = await replies_until(ws, lambda reply: reply["type"] == "started")
-        started_after_s = time.monotonic() - cancelled_at
-        assert replies == [
-            {"type": "error", "result": TASK_CANCELLED, "task_id": task_id, "id": 1},
-            {"type": "cancelled", "task_id": task_id, "id": 3},
-            {"type": "started", "task_id": following, "id": 2},
-        ]
-        assert started_after_s < 1.0 * UNIT_S
-        result = await recv_raw(ws, 30 * UNIT_S)
+            cancelled_at = time.monotonic()
+            await send(ws, 3, type="cancel", task_id=task_id)
+            replies = await replies_until(ws, lambda reply: reply["type"] == "started")
+            started_after_s = time.monotonic() - cancelled_at
+            assert replies == [
+                {"type": "error", "result": TASK_CANCELLED, "task_id": task_id, "id": 1},
+                {"type": "cancelled", "task_id": task_id, "id": 3},
+                {"type": "started", "task_id": following, "id": 2},
+            ]
+            assert started_after_s < 1.0 * UNIT_S, f"round {round_}: {started_after_s:.2f} s"
+            result = await recv_raw(ws, 30 * UNIT_S)
+            assert result["task_id"] == following and result["result"] == factorial_digits(20_000 + round_)
+            assert f"Terminating {task_id} (9)" in hard.log()
+            assert f"[{task_id}] succeeded" not in hard.log()
 
-    assert result["task_id"] == following and result["result"] == factorial_digits(SLOW_NUMBER)
-    assert f"Terminating {task_id} (9)" in hard.log()
-    assert f"[{task_id}] succeeded" not in hard.log()
     await assert_looked_up_as_cancelled(url, task_id)
 
 
