@@ -52,5 +52,6 @@ TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
 TASK_CANCELLED: Final = "Task cancelled"
+TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
 
 DEFAULT_PORT: Final = 25000

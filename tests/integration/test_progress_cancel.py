@@ -14,7 +14,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from factorial_ws.constants import TASK_CANCELLED, UNKNOWN_TASK_ID
+from factorial_ws.constants import TASK_CANCELLED, TASK_NOT_CANCELLED, UNKNOWN_TASK_ID
 from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, client
 
 from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
@@ -205,6 +205,21 @@ async def test_two_clients_on_one_computation_one_cancels_and_the_other_still_ge
             {"type": "cancelled", "task_id": task_id, "id": 2},
         ]
         result = await recv_raw(other, 60 * UNIT_S)
+
+    assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)
+    assert f"Terminating {task_id}" not in hard.log()
+
+
+async def test_a_cancel_from_a_client_that_waits_for_nothing_does_not_stop_what_others_wait_for(
+    launch: Launcher,
+) -> None:
+    _, hard, url = hard_system(launch)
+    async with client(url) as owner, client(url) as stranger:
+        task_id = await submit(owner, LONG_NUMBER, 1)
+
+        reply = await stranger.request({"type": "cancel", "task_id": task_id, "id": 5})
+        assert reply == {"type": "error", "result": TASK_NOT_CANCELLED, "task_id": task_id, "id": 5}
+        result = await recv_raw(owner, 60 * UNIT_S)
 
     assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)
     assert f"Terminating {task_id}" not in hard.log()

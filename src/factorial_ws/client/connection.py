@@ -295,7 +295,8 @@ class Client:
         is cancelled: every request of this client waiting for it then raises ``TaskCancelled``
         (when other clients wait for the same computation, it goes on for them). False if the
         task had ended first: its requests get its outcome. Raises ``UnknownTaskId`` for an id
-        the gateway does not know. Anyone who knows a task id may cancel it."""
+        the gateway does not know, and ``TaskNotCancelled`` when this client waits for nothing
+        of a task that others wait for. Anyone who knows a task id may cancel it."""
         pending = self._register(Request(cancel=task_id))
         try:
             outcome = await asyncio.shield(pending.outcome)

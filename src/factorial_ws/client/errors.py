@@ -22,6 +22,7 @@ from ..constants import (
     SERVICE_UNAVAILABLE,
     TASK_CANCELLED,
     TASK_FAILED,
+    TASK_NOT_CANCELLED,
     TASK_REVOKED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
@@ -99,6 +100,11 @@ class TaskCancelled(FactorialWSError):
     or cancelled its own wait for it."""
 
 
+class TaskNotCancelled(FactorialWSError):
+    """``Task not cancelled: other requests wait for it``: a cancel from a client that waits for
+    nothing, of a task that others wait for (one client's cancel never stops another's wait)."""
+
+
 # --- the connection ----------------------------------------------------------------------------
 
 
@@ -139,6 +145,7 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     WORKER_LOST: WorkerLost,
     TASK_REVOKED: TaskRevoked,
     TASK_CANCELLED: TaskCancelled,
+    TASK_NOT_CANCELLED: TaskNotCancelled,
 }
 
 

@@ -30,6 +30,7 @@ from ..constants import (
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TASK_CANCELLED,
+    TASK_NOT_CANCELLED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
     UNKNOWN_TASK_ID,
@@ -307,8 +308,12 @@ class Session:
         if isinstance(snapshot, Unknown):
             await self._refuse(UNKNOWN_TASK_ID, task_id, request_id)
             return None
-        if isinstance(snapshot, Pending | Started) and not await self._others_wait(task_id):
-            snapshot = await self._revoke(task_id)
+        if isinstance(snapshot, Pending | Started):
+            if not await self._others_wait(task_id):
+                snapshot = await self._revoke(task_id)
+            elif not self._waiting_for.get(task_id):
+                await self._refuse(TASK_NOT_CANCELLED, task_id, request_id)  # nothing of ours to end
+                return None
         if isinstance(snapshot, Success) or (
             isinstance(snapshot, Failure) and snapshot.message != TASK_CANCELLED
         ):

@@ -53,6 +53,7 @@ const ERROR_NAMES = new Map([
   ["Task failed: its worker died on every attempt", "WorkerLost"],
   ["Task revoked", "TaskRevoked"],
   [TASK_CANCELLED, "TaskCancelled"],
+  ["Task not cancelled: other requests wait for it", "TaskNotCancelled"],
 ]);
 
 /** An error reply: `message` is the gateway's text, `name` says which (e.g. "UnknownTaskId";
