@@ -10,6 +10,7 @@ Every timeout of the suite is a multiple of ``UNIT_S``; on a slow machine set
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -25,6 +26,7 @@ from typing import Any
 
 import redis
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import Frame, Opcode
 
 from factorial_ws import processes
 from factorial_ws.config import Config, env_name
@@ -306,3 +308,38 @@ async def client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
     kwargs.setdefault("max_size", None)
     async with connect(url, **kwargs) as connection:
         yield Client(connection)
+
+
+@dataclass
+class RawPeer:
+    """A TCP connection past the WebSocket handshake that speaks no WebSocket by itself."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    head: bytes  # the server's handshake response
+
+
+@contextlib.asynccontextmanager
+async def raw_websocket(url: str) -> AsyncIterator[RawPeer]:
+    """A TCP client that completes the opening handshake, then reads or writes only what the
+    test makes it (it never answers a ping, and never reads unless told)."""
+    host, port = url.removeprefix("ws://").strip("/").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REPLY_TIMEOUT_S)
+    try:
+        yield RawPeer(reader, writer, head)
+    finally:
+        writer.close()
+
+
+def ws_text_frame(text: str) -> bytes:
+    """One text frame as a client sends it (masked)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=True, extensions=[])

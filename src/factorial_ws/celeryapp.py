@@ -11,12 +11,15 @@ from celery import Celery
 from .config import Config
 from .constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
 from .redis_clients import celery_redis_settings
+from .result_backend import backend_class
 from .tasks import register_tasks
 
 
 def create_app(config: Config) -> Celery:
     app = Celery("factorial_ws", set_as_current=True)
     app.conf.update(celery_settings(config))
+    # Celery's Redis backend, announcing results on the gateways' channel (result_backend.py).
+    app.backend_cls = backend_class(app.conf.result_backend)
     register_tasks(app, config)
     return app
 

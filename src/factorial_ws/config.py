@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -89,6 +90,11 @@ def _one_of(*allowed: str) -> Check[str]:
     return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
 
 
+def _redis_memory(value: str) -> str | None:
+    # What Redis' maxmemory takes: bytes, or a number with a unit.
+    return None if re.fullmatch(r"\d+(b|k|kb|m|mb|g|gb)?", value.lower()) else "must be like 512mb or 2gb"
+
+
 def _existing_file(value: Path | None) -> str | None:
     return None if value is None or value.is_file() else "no such file"
 
@@ -128,6 +134,17 @@ def _visibility_timeout(config: Config) -> int:
     return max(300, math.ceil(seconds)) if math.isfinite(seconds) else 300
 
 
+def _task_expires(config: Config) -> float:
+    # A task that started in time, then lost its worker outright, is handed out again after
+    # VISIBILITY_TIMEOUT: it must not have expired by then.
+    return float(2 * _visibility_timeout(config))
+
+
+def _hard_queue_limit(config: Config) -> int:
+    # About 25 s of a hard pool's work at 1 s per 1000000!.
+    return 25 * config.hard_concurrency
+
+
 @dataclass(frozen=True)
 class Config:
     # Redis: broker and result backend for every process.
@@ -150,17 +167,26 @@ class Config:
     hard_task_timeout_s: float = setting(60.0, env="HARD_TASK_TIMEOUT", check=_positive)
     result_expires_s: int = setting(3600, env="RESULT_EXPIRES", check=_positive)
     visibility_timeout_s: int = setting(env="VISIBILITY_TIMEOUT", derive=_visibility_timeout)
+    # A task not started this long after its request is discarded by the worker (Celery's expires).
+    task_expires_s: float = setting(env="TASK_EXPIRES", check=_positive, derive=_task_expires)
     ping_interval_s: float = setting(20.0, env="WS_PING_INTERVAL", check=_positive)
     ping_timeout_s: float = setting(20.0, env="WS_PING_TIMEOUT", check=_positive)
+    slow_consumer_timeout_s: float = setting(30.0, env="WS_SLOW_CONSUMER_TIMEOUT", check=_positive)
 
     # Limits
     max_number: int = setting(1_000_000, env="MAX_NUMBER", check=_positive)
     max_task_attempts: int = setting(3, env="MAX_TASK_ATTEMPTS", check=_positive)
     max_message_bytes: int = setting(64 * 1024, env="WS_MAX_MESSAGE_BYTES", check=_positive)
     max_tasks_in_flight: int = setting(256, env="WS_MAX_TASKS_IN_FLIGHT", check=_positive)
+    max_output_bytes: int = setting(16 * 1024 * 1024, env="WS_MAX_OUTPUT_BYTES", check=_positive)
     rate_limit_per_s: float = setting(200.0, env="WS_RATE_LIMIT", check=_positive)
     rate_limit_burst: int = setting(400, env="WS_RATE_BURST", check=_positive)
     max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)
+    # One computation per number: a request reuses a queued, running or stored task of its number.
+    result_reuse: bool = setting(True, env="RESULT_REUSE")
+    # Admission to the hard queue (0: no limit): its length, and unfinished tasks per client address.
+    hard_queue_limit: int = setting(env="HARD_QUEUE_LIMIT", check=_not_negative, derive=_hard_queue_limit)
+    hard_tasks_per_client: int = setting(8, env="HARD_TASKS_PER_CLIENT", check=_not_negative)
 
     # Security
     token: str | None = setting(None, env="WS_TOKEN")
@@ -180,6 +206,7 @@ class Config:
     data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")
     soft_concurrency: int = setting(2, env="SOFT_CONCURRENCY", check=_positive)
     hard_concurrency: int = setting(2, env="HARD_CONCURRENCY", check=_positive)
+    redis_maxmemory: str = setting("1gb", env="REDIS_MAXMEMORY", clean=str.lower, check=_redis_memory)
     # Above 0, `up` runs a master, this many replicas and three Sentinels instead of one Redis.
     redis_replicas: int = setting(0, env="REDIS_REPLICAS", check=_not_negative)
 
@@ -246,7 +273,7 @@ class Config:
             value = getattr(self, row.name)
             if value is None:
                 continue
-            env[row.env] = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[row.env] = _env_text(value)
         return env
 
     @property
@@ -274,7 +301,14 @@ class Config:
 
 
 _LIST = tuple[str, ...]  # a comma-separated variable
-_PARSED_KINDS: tuple[Any, ...] = (int, float, str, Path, _LIST)
+_PARSED_KINDS: tuple[Any, ...] = (int, float, str, Path, bool, _LIST)
+_BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("0", "false", "no", "off"), False)
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
 @dataclass(frozen=True)
@@ -291,6 +325,10 @@ class Setting:
     def parse(self, raw: str) -> Any:
         if self.kind == _LIST:
             return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if self.kind is bool:
+            if raw.strip().lower() not in _BOOLS:
+                raise ConfigError(f"{self.env}={raw!r}: expected 1 or 0")
+            return _BOOLS[raw.strip().lower()]
         try:
             return self.kind(raw)
         except ValueError:

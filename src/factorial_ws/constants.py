@@ -19,6 +19,10 @@ SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once 
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 HANDED_BACK_KEY_PREFIX: Final = KEY_PREFIX + "handed-back:"  # held at a worker's shutdown, not lost
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
+CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
+# A channel per task: the workers' result backend announces each stored result there.
+NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
 CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
 CANCELLED_KEY: Final = KEY_PREFIX + "cancelled"  # sorted set: cancelled task id -> when (workers load it)
 # Workers read new entries of CANCELLED_KEY this often, in case they missed a revoke broadcast.
@@ -53,5 +57,7 @@ WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
 TASK_CANCELLED: Final = "Task cancelled"
 TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
+HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
+CLIENT_BUSY: Final = "Too many large tasks queued from this address"
 
 DEFAULT_PORT: Final = 25000

@@ -57,6 +57,17 @@ tasks_submitted_total = Counter(
     ["queue"],
     registry=registry,
 )
+tasks_reused_total = Counter(
+    "factorial_ws_tasks_reused_total",
+    "Requests answered by the task of the same number instead of a new one, by queue.",
+    ["queue"],
+    registry=registry,
+)
+slow_consumers_total = Counter(
+    "factorial_ws_slow_consumers_total",
+    "Connections closed because the client did not read its results.",
+    registry=registry,
+)
 tasks_waiting = Gauge(
     "factorial_ws_tasks_waiting",
     "Tasks whose result a client is waiting for.",

@@ -251,8 +251,15 @@ def success(task_id: str, digits: str, request_id: RequestId | None = None) -> s
     an int and serialising it again would be quadratic for millions of digits."""
     if not (digits.isascii() and digits.isdigit()):
         raise ValueError("a factorial is a string of decimal digits")
+    head, tail = success_around(task_id, request_id)
+    return head + digits + tail
+
+
+def success_around(task_id: str, request_id: RequestId | None = None) -> tuple[str, str]:
+    """The text of a ``success`` reply before and after its digits, for a caller that sends the
+    digits from elsewhere (``gateway.big_results`` streams them from Redis' bytes)."""
     tail = "" if request_id is None else ", " + json.dumps("id") + ": " + json.dumps(request_id)
-    return f'{{"type": "success", "task_id": {json.dumps(task_id)}, "result": {digits}{tail}}}'
+    return f'{{"type": "success", "task_id": {json.dumps(task_id)}, "result": ', tail + "}"
 
 
 def outcome_reply(task_id: str, outcome: Outcome, request_id: RequestId | None = None) -> str:

@@ -8,15 +8,12 @@ set small through the same environment variables an operator uses.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
 import signal
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -28,7 +25,7 @@ from factorial_ws.constants import HARD_QUEUE, RATE_LIMITED, SOFT_QUEUE, TOO_MAN
 from factorial_ws.gateway.session import BINARY_FRAME
 from factorial_ws.processes import WORKER_APP
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Client, Launcher, System, client, wait_until
+from support import UNIT_S, Client, Launcher, System, client, raw_websocket, wait_until
 
 CLOSE_TIMEOUT_S = 15 * UNIT_S
 
@@ -207,31 +204,12 @@ async def test_connections_past_the_cap_are_refused_with_503(
 # --- keepalive ------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def raw_websocket(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, bytes]]:
-    """A TCP client that completes the opening handshake, then never reads or answers."""
-    host, port = url.removeprefix("ws://").strip("/").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSE_TIMEOUT_S)
-    try:
-        yield reader, head
-    finally:
-        writer.close()
-
-
 async def test_keepalive_pings_drop_a_peer_that_never_answers(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
     _, url = launch.gateway(quiet_redis.url, WS_PING_INTERVAL=0.5, WS_PING_TIMEOUT=0.5)
-    async with client(url) as live, raw_websocket(url) as (dead, head):
+    async with client(url) as live, raw_websocket(url) as peer:
+        dead, head = peer.reader, peer.head
         assert head.startswith(b"HTTP/1.1 101")
         started = time.monotonic()
         received = b""
@@ -279,8 +257,8 @@ async def test_factorial_of_5_stays_fast_while_the_hard_pool_is_saturated(
     with redis.Redis.from_url(redis_server.url) as probe:
         async with client(url) as grinder, client(url) as small:
             await small.factorial(5)  # warm up the soft pool's first task
-            for _ in range(4):
-                await grinder.request({"type": "factorial", "number": 10**7})
+            for i in range(4):  # four numbers: the same one would be computed once
+                await grinder.request({"type": "factorial", "number": 10**7 - i})
             # Once the hard pool has taken one, it is saturated: the rest wait behind it.
             await asyncio.to_thread(wait_until, lambda: probe.llen(HARD_QUEUE) < 4, what="a busy hard pool")
             latencies = []

@@ -25,6 +25,7 @@ TINY = Plan(
     waiting_window_s=0.5,
     big_repeats=1,
     isolation_requests=20,
+    crowd_big_clients=20,
 )
 
 
@@ -37,15 +38,20 @@ def test_a_tiny_bench_runs_every_scenario_and_writes_its_report(
     report = json.loads((out / "bench.json").read_text())
     rows = {(row["scenario"], row["metric"]): row for row in report["rows"]}
     scenarios = {scenario.split()[0] for scenario, _ in rows}
-    assert scenarios == {"1", "2", "3", "4", "5"}
+    assert scenarios == {"1", "2", "3", "4", "5", "6"}
     concurrency = "3 concurrency 60 conns"
     assert rows[(concurrency, "results delivered")]["value"] == 60
     assert rows[(concurrency, "errors")]["value"] == 0
     assert rows[("2 throughput factorial(5)", "errors")]["value"] == 0
+    assert rows[("2 throughput factorial(5)", "tasks computed")]["value"] == 100  # none reused
     latency = rows[("1 latency factorial(5)", "p50")]
     assert latency["value"] > 0 and latency["reference"] > 0 and latency["ratio"] > 0
     assert rows[(concurrency, "gateway peak RSS")]["value"] > 0
     assert rows[("4 factorial(1000000)", "end to end (median)")]["reference"] > 0
+    crowd = "6 20 clients, same 1000000!"
+    assert rows[(crowd, "exact results delivered")]["value"] == 20
+    assert rows[(crowd, "computations")]["value"] == 1
+    assert rows[(crowd, "gateway RSS growth (peak)")]["reference"] is not None
 
     markdown = (out / "bench.md").read_text()
     assert "| 1 latency factorial(5) | p50 |" in markdown

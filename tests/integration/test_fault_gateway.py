@@ -11,9 +11,9 @@ import pytest
 import redis
 from websockets.frames import CloseCode
 
-from factorial_ws.gateway.results import result_key
 from factorial_ws.gateway.server import SHUTDOWN_GRACE_S
 from factorial_ws.processes import port_open
+from factorial_ws.result_backend import note_channel
 from support import UNIT_S, Launcher, System, client, paused, wait_until
 
 from .fault_tools import SLOW_NUMBER, assert_success, busy_child, children_of, metric, result_by_id, submit
@@ -63,7 +63,7 @@ async def test_client_that_leaves_before_its_result_leaves_no_waiting_state_and_
     with paused(worker_pid, *children_of(worker_pid)):
         async with client(system.url) as ws:
             task_id = await submit(ws, 20)
-            channel = result_key(task_id)
+            channel = note_channel(task_id)
             assert metric(system.url, "factorial_ws_tasks_waiting") == 1
             assert _subscribers(system.redis_url, channel) == 1
         wait_until(

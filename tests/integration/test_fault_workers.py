@@ -29,8 +29,8 @@ MAX_TASK_ATTEMPTS = 3
 @pytest.fixture(scope="module")
 def one_worker(module_launch: Launcher) -> System:
     """Redis, one worker with a single pool process (so its busy process is easy to find), and
-    the gateway."""
-    return module_launch.system(worker_concurrency=1, MAX_TASK_ATTEMPTS=MAX_TASK_ATTEMPTS)
+    the gateway; each test computes SLOW_NUMBER afresh (RESULT_REUSE=0)."""
+    return module_launch.system(worker_concurrency=1, MAX_TASK_ATTEMPTS=MAX_TASK_ATTEMPTS, RESULT_REUSE=0)
 
 
 def attempts_recorded(redis_url: str, task_id: str) -> int:

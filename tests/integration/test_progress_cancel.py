@@ -274,3 +274,54 @@ async def test_cancelling_twice_says_cancelled_twice(launch: Launcher) -> None:
             await send(ws, request_id, type="cancel", task_id=task_id)
             replies = await replies_until(ws, lambda reply: reply["type"] == "cancelled")
             assert replies[-1] == {"type": "cancelled", "task_id": task_id, "id": request_id}
+
+
+# --- with one computation per number (RESULT_REUSE, the default) ------------------------------
+
+
+async def test_two_requests_for_one_number_share_a_task_and_one_cancel_leaves_the_other_its_result(
+    launch: Launcher,
+) -> None:
+    _, hard, url = hard_system(launch)
+    async with client(url) as canceller, client(url) as other:
+        task_id = await submit(canceller, LONG_NUMBER, 1)
+        assert await submit(other, LONG_NUMBER, 9) == task_id  # the same computation
+
+        await send(canceller, 2, type="cancel", task_id=task_id)
+        replies = await replies_until(canceller, lambda reply: reply["type"] == "cancelled")
+        assert replies == [
+            {"type": "error", "result": TASK_CANCELLED, "task_id": task_id, "id": 1},
+            {"type": "cancelled", "task_id": task_id, "id": 2},
+        ]
+        result = await recv_raw(other, 60 * UNIT_S)
+
+    assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)
+    assert f"Terminating {task_id}" not in hard.log()
+
+
+async def test_a_progress_request_joining_a_started_computation_hears_started_at_once(
+    launch: Launcher,
+) -> None:
+    _, _, url = hard_system(launch)
+    async with client(url) as first, client(url) as joiner:
+        task_id = await submit(first, LONG_NUMBER, 1, progress=True)
+        await started(first, task_id, 1)
+
+        assert await submit(joiner, LONG_NUMBER, 5, progress=True) == task_id
+        replies = await replies_until(joiner, lambda reply: reply["type"] == "success")
+
+    assert [reply["type"] for reply in replies] == ["started", "success"]  # no queued: not its own
+
+
+async def test_the_next_request_for_a_cancelled_number_computes_it_again(launch: Launcher) -> None:
+    _, _, url = hard_system(launch)
+    async with client(url) as ws:
+        cancelled_id = await submit(ws, 300_000, 1)
+        await send(ws, 2, type="cancel", task_id=cancelled_id)
+        await replies_until(ws, lambda reply: reply["type"] == "cancelled")
+
+        again = await submit(ws, 300_000, 3)
+        result = await recv_raw(ws, 30 * UNIT_S)
+
+    assert again != cancelled_id
+    assert result["task_id"] == again and result["result"] == factorial_digits(300_000)

@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from factorial_ws.constants import RESULT_KEY_PREFIX
+from factorial_ws.constants import NOTE_CHANNEL_PREFIX
 from factorial_ws.processes import cpu_seconds
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Client, Launcher, client, wait_until
@@ -64,7 +64,7 @@ async def test_gateway_with_1000_waiting_tasks_uses_no_cpu_then_delivers_all(
         # One pub/sub connection of the gateway holds a channel per waiting task.
         subscribers = [c for c in store.client_list() if int(c["sub"]) > 0]
         assert len(subscribers) == 1
-        assert len(store.pubsub_channels(RESULT_KEY_PREFIX + "*")) == WAITING_TASKS
+        assert len(store.pubsub_channels(NOTE_CHANNEL_PREFIX + "*")) == WAITING_TASKS
 
         started = time.monotonic()
         launch.worker(redis_server.url, concurrency=2)
@@ -74,7 +74,7 @@ async def test_gateway_with_1000_waiting_tasks_uses_no_cpu_then_delivers_all(
         print(f"{WAITING_TASKS} results {time.monotonic() - started:.1f} s after the worker start")
         # Each channel is released once its result is delivered, not when the client leaves.
         wait_until(
-            lambda: not store.pubsub_channels(RESULT_KEY_PREFIX + "*"), 10 * UNIT_S, what="unsubscribed"
+            lambda: not store.pubsub_channels(NOTE_CHANNEL_PREFIX + "*"), 10 * UNIT_S, what="unsubscribed"
         )
     for ids, got in zip(task_ids, delivered, strict=True):
         assert got.keys() == ids.keys()

@@ -4,14 +4,13 @@ Redis settings `up` gives its private Redis."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import re
 from pathlib import Path
 
 from factorial_ws import constants
 from factorial_ws.config import Config, env_name
 from factorial_ws.gateway.session import BINARY_FRAME, INTERNAL_ERROR
-from factorial_ws.supervisor.redis_server import RedisServer
+from factorial_ws.supervisor.redis_server import private_redis
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -19,6 +18,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def _documented_default(value: object) -> str:
     if value is None or value == ():
         return "unset"
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
     if isinstance(value, float):
         return f"`{value:g}`"
     return f"`{value}`"
@@ -38,7 +39,7 @@ def test_protocol_doc_names_every_error_message() -> None:
     messages = [
         c.JSON_DECODE_ERROR, c.UNKNOWN_TASK, c.TIMEOUT_ERROR, c.UNKNOWN_TASK_ID, c.SERVICE_UNAVAILABLE,
         c.TOO_MANY_IN_FLIGHT, c.RATE_LIMITED, c.TASK_FAILED, c.WORKER_LOST, c.TASK_REVOKED,
-        INTERNAL_ERROR, BINARY_FRAME,
+        INTERNAL_ERROR, BINARY_FRAME, c.HARD_QUEUE_FULL, c.CLIENT_BUSY,
     ]  # fmt: skip
     missing = [message for message in messages if f"`{message}`" not in text]
     assert not missing, f"docs/protocol.md does not document {missing}"
@@ -61,8 +62,8 @@ def redis_settings_rows() -> list[tuple[str, str]]:
 
 
 def test_the_deployment_doc_says_which_settings_up_gives_its_private_redis(tmp_path: Path) -> None:
-    command = RedisServer(tmp_path).command()  # as `up` creates it: no password
-    options = {arg[2:]: value for arg, value in itertools.pairwise(command[1:]) if arg.startswith("--")}
+    command = private_redis(Config(data_dir=tmp_path)).command()  # as `up` creates it: no password
+    options = redis_options(command[1:])
     rows = redis_settings_rows()
     assert {name for name, _ in rows} >= {"maxmemory-policy", "maxmemory", "appendonly", "requirepass"}
     for name, up_column in rows:
@@ -73,3 +74,14 @@ def test_the_deployment_doc_says_which_settings_up_gives_its_private_redis(tmp_p
             assert up_column.startswith("not set"), (name, up_column)
             assert name not in options, (name, up_column, options)
     assert not any(option.startswith("tls") for option in options)
+
+
+def redis_options(arguments: list[str]) -> dict[str, str]:
+    """``--name value...`` options of a redis-server command line, each value as one string."""
+    options: dict[str, list[str]] = {}
+    for argument in arguments:
+        if argument.startswith("--"):
+            current = options.setdefault(argument[2:], [])
+        else:
+            current.append(argument)
+    return {name: " ".join(values) for name, values in options.items()}

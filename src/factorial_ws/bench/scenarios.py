@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import gmpy2
+
 from ..config import Config
-from ..processes import cpu_seconds, memory_kib
+from ..processes import (
+    cpu_seconds,
+    free_port,
+    gateway_command,
+    memory_kib,
+    port_open,
+    start_child,
+    stop_child,
+    wait_until,
+)
 from . import load
 from .report import Row, latency_rows, median
 from .system import System
@@ -37,14 +51,15 @@ class Plan:
     waiting_window_s: float
     big_repeats: int
     isolation_requests: int
+    crowd_big_clients: int = 1000
 
     @classmethod
     def for_mode(cls, quick: bool) -> Plan:
         """Quick: about a minute. Full: 10000 connections, and a CPU window as long as the
         default WS_PING_INTERVAL, so every connection's keepalive ping falls inside it."""
         if quick:
-            return cls(300, 3, 2000, 20, 25, 3, 2000, 2, 2.0, 2, 300)
-        return cls(1500, 5, 6000, 40, 25, 5, 10_000, 4, 20.0, 3, 1000)
+            return cls(300, 3, 2000, 20, 25, 3, 2000, 2, 2.0, 2, 300, 200)
+        return cls(1500, 5, 6000, 40, 25, 5, 10_000, 4, 20.0, 3, 1000, 1000)
 
 
 @dataclass
@@ -79,6 +94,7 @@ def scenario_throughput(system: System, config: Config, plan: Plan, run: Run) ->
     raw: list[float] = []
     errors = 0
     per_round = max(1, plan.throughput_requests // plan.throughput_rounds)
+    sent_before = _tasks_sent(system.url, "soft")
     for _ in range(plan.throughput_rounds):
         raw.append(load.raw_throughput(celery_app, per_round))
         rate, failed = load.ws_throughput(
@@ -91,6 +107,18 @@ def scenario_throughput(system: System, config: Config, plan: Plan, run: Run) ->
         Row(scenario, "tasks/s (median)", median(gateway), "1/s", "raw Celery", median(raw), "ratio_min", 0.9)
     )
     run.rows.append(Row(scenario, "errors", errors, "", check="value_max", limit=0))
+    # Every request computed, as raw Celery computes each: no result reused (RESULT_REUSE=0).
+    computed = _tasks_sent(system.url, "soft") - sent_before
+    run.rows.append(
+        Row(
+            scenario,
+            "tasks computed",
+            computed,
+            "",
+            check="value_min",
+            limit=per_round * plan.throughput_rounds,
+        )
+    )
     run.notes.append(
         f"throughput: {plan.throughput_rounds} rounds of {per_round} requests; gateway with "
         f"{plan.throughput_connections} connections x {plan.throughput_window} in flight"
@@ -173,4 +201,132 @@ def scenario_isolation(system: System, config: Config, plan: Plan, run: Run) -> 
     run.notes.append(f"isolation: {hard_done} large factorials finished on the hard queue meanwhile")
 
 
-SCENARIOS = (scenario_latency, scenario_throughput, scenario_concurrency, scenario_big, scenario_isolation)
+def scenario_crowd_big(system: System, config: Config, plan: Plan, run: Run) -> None:
+    """Many clients ask for the same 1000000! at once, through a gateway that reuses results."""
+    scenario = f"6 {plan.crowd_big_clients} clients, same {BIG_NUMBER}!"
+    with _reusing_gateway(system, config) as (url, pid):
+        # One client first, on a number as large (and not computed yet): the reference.
+        solo_digits = str(gmpy2.fac(BIG_NUMBER - 1).digits())
+        with _peak_rss_mib(pid) as solo_rss, _cpu_s(pid) as solo_cpu:
+            solo_s = load.ws_big(url, BIG_NUMBER - 1, solo_digits)
+        digits_sha256 = hashlib.sha256(gmpy2.fac(BIG_NUMBER).digits().encode()).hexdigest()
+        tasks_before = _tasks_sent(url, "hard")
+        with (
+            _peak_rss_mib(pid) as crowd_rss,
+            _cpu_s(pid) as crowd_cpu,
+            load.ConcurrencyLoad(
+                url,
+                plan.crowd_big_clients,
+                plan.concurrency_processes,
+                number=BIG_NUMBER,
+                digits_sha256=digits_sha256,
+            ) as crowd,
+        ):
+            acked = crowd.wait_acked()
+            done = crowd.wait_done()
+        computed = _tasks_sent(url, "hard") - tasks_before
+    count = plan.crowd_big_clients
+    run.rows += [
+        Row(scenario, "exact results delivered", done.delivered, "", check="value_min", limit=count),
+        Row(scenario, "errors", acked.errors + done.errors, "", check="value_max", limit=0),
+        Row(scenario, "computations", computed, "", check="value_max", limit=1),
+        Row(scenario, "time to the last result", done.seconds, "s", "one client", solo_s),
+    ]
+    if crowd_rss and solo_rss and crowd_cpu and solo_cpu:
+        run.rows += [
+            Row(scenario, "gateway RSS growth (peak)", crowd_rss[0], "MiB", "one client", solo_rss[0],
+                "value_max", 256),
+            Row(scenario, "gateway CPU", crowd_cpu[0], "s", "one client", solo_cpu[0]),
+        ]  # fmt: skip
+    run.notes.append(
+        f"crowd: {count} connections over {plan.concurrency_processes} processes, each reading its "
+        f"5.6 MB reply fragment by fragment; the gateway with RESULT_REUSE=1"
+    )
+
+
+_CROWD_PATIENCE_S = 600.0
+
+
+@contextlib.contextmanager
+def _reusing_gateway(system: System, config: Config) -> Iterator[tuple[str, int | None]]:
+    """A gateway with RESULT_REUSE=1 on the system's Redis (the bench's own runs with reuse off,
+    so that every request is computed, as with raw Celery); a running system as it is."""
+    if system.log_dir is None:
+        yield system.url, system.gateway_pid
+        return
+    port = free_port()
+    reusing = config.replace(
+        redis_url=system.redis_url,
+        ws_host="127.0.0.1",
+        ws_port=port,
+        ws_processes=1,
+        result_reuse=True,
+        # The crowd's processes share the machine's cores with the gateway and the workers, so
+        # each of its connections reads far slower than a client of its own would: the gateway
+        # must not drop them as slow consumers (nor time their keepalive pongs out) meanwhile.
+        slow_consumer_timeout_s=_CROWD_PATIENCE_S,
+        ping_timeout_s=_CROWD_PATIENCE_S,
+    )
+    env = {**os.environ, **reusing.to_env()}
+    gateway = start_child(gateway_command(), env, log_path=system.log_dir / "gateway-reuse.log")
+    try:
+        wait_until(lambda: port_open(port), 60, "the reusing gateway", watch=[gateway])
+        yield f"ws://127.0.0.1:{port}/", gateway.pid
+    finally:
+        stop_child(gateway)
+
+
+@contextlib.contextmanager
+def _peak_rss_mib(pid: int | None) -> Iterator[list[float]]:
+    """Samples the process's resident memory while the block runs; the yielded list then holds
+    the growth of its peak over its size at the start, in MiB (empty without a process)."""
+    growth: list[float] = []
+    if pid is None:
+        yield growth
+        return
+    start_kib = peak_kib = memory_kib(pid, "VmRSS")
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_kib
+        while not stop.wait(0.02):
+            peak_kib = max(peak_kib, memory_kib(pid, "VmRSS"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield growth
+    finally:
+        stop.set()
+        sampler.join()
+        growth.append((peak_kib - start_kib) / 1024)
+
+
+@contextlib.contextmanager
+def _cpu_s(pid: int | None) -> Iterator[list[float]]:
+    """The yielded list then holds the CPU seconds the process used during the block."""
+    used: list[float] = []
+    before = cpu_seconds(pid) if pid is not None else 0.0
+    yield used
+    if pid is not None:
+        used.append(cpu_seconds(pid) - before)
+
+
+def _tasks_sent(url: str, queue: str) -> float:
+    """The gateway's count of tasks it sent to ``queue`` (GET /metrics)."""
+    http_url = url.replace("ws://", "http://").rstrip("/") + "/metrics"
+    with urllib.request.urlopen(http_url, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f'factorial_ws_tasks_submitted_total{{queue="{queue}"}}'):
+                return float(line.split()[-1])
+    return 0.0
+
+
+SCENARIOS = (
+    scenario_latency,
+    scenario_throughput,
+    scenario_concurrency,
+    scenario_big,
+    scenario_isolation,
+    scenario_crowd_big,
+)

@@ -68,6 +68,7 @@ class System:
     gateway_pid: int | None = None
     soft_worker: subprocess.Popen[bytes] | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path | None = None  # where the private system's processes write their logs
 
 
 def _worker_command(queue: str, concurrency: int, variant: Variant) -> list[str]:
@@ -87,7 +88,11 @@ def private_system(config: Config, work_dir: Path, variant: Variant | None = Non
     with RedisServer(work_dir / "redis") as server:
         try:
             port = free_port()
-            config = config.replace(redis_url=server.url, ws_host="127.0.0.1", ws_port=port, ws_processes=1)
+            # Without result reuse, every request is computed, as with raw Celery: the comparisons
+            # stay honest (scenario 6 starts a gateway of its own that reuses results).
+            config = config.replace(
+                redis_url=server.url, ws_host="127.0.0.1", ws_port=port, ws_processes=1, result_reuse=False
+            )
             if variant.concurrency:
                 config = config.replace(soft_concurrency=variant.concurrency)
             env = {**os.environ, **config.to_env(), "PYTHONUNBUFFERED": "1"}
@@ -106,7 +111,7 @@ def private_system(config: Config, work_dir: Path, variant: Variant | None = Non
                     watch=processes,
                 )
             wait_until(lambda: port_open(port), _START_TIMEOUT_S, "the gateway", watch=processes)
-            yield System(f"ws://127.0.0.1:{port}/", server.url, gateway.pid, soft, processes)
+            yield System(f"ws://127.0.0.1:{port}/", server.url, gateway.pid, soft, processes, logs)
         finally:
             for process in reversed(processes):
                 stop_child(process, grace_s=15)

@@ -15,6 +15,8 @@ gateway's messages are still caught by ``except FactorialWSError``.
 from __future__ import annotations
 
 from ..constants import (
+    CLIENT_BUSY,
+    HARD_QUEUE_FULL,
     INVALID_REQUEST,
     JSON_DECODE_ERROR,
     RATE_LIMITED,
@@ -75,8 +77,17 @@ class ServerBusy(FactorialWSError):
     """``Server busy``: the gateway itself is overloaded (Redis is fine); try again later."""
 
 
+class HardQueueFull(ServerBusy):
+    """``Server busy: too many large tasks queued``: the ``hard`` queue is at its limit."""
+
+
 class TooManyInFlight(FactorialWSError):
     """``Too many tasks in flight``: this connection already waits for the gateway's maximum."""
+
+
+class TooManyQueued(FactorialWSError):
+    """``Too many large tasks queued from this address``: this client address already has the
+    gateway's maximum of unfinished large tasks; wait for one of their results."""
 
 
 class RateLimited(FactorialWSError):
@@ -139,6 +150,8 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     UNKNOWN_TASK_ID: UnknownTaskId,
     SERVICE_UNAVAILABLE: ServiceUnavailable,
     SERVER_BUSY: ServerBusy,
+    HARD_QUEUE_FULL: HardQueueFull,
+    CLIENT_BUSY: TooManyQueued,
     TOO_MANY_IN_FLIGHT: TooManyInFlight,
     RATE_LIMITED: RateLimited,
     TASK_FAILED: TaskFailed,

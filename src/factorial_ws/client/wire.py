@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..constants import (
+    HARD_QUEUE_FULL,
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
@@ -43,7 +44,9 @@ from .errors import FactorialWSError, TaskCancelled, error_for
 
 # Errors that say "not now" rather than "never": a task the library re-asks for by itself is
 # asked again after a delay instead of failing.
-TRANSIENT_ERRORS: Final = frozenset({SERVICE_UNAVAILABLE, SERVER_BUSY, RATE_LIMITED, TOO_MANY_IN_FLIGHT})
+TRANSIENT_ERRORS: Final = frozenset(
+    {SERVICE_UNAVAILABLE, SERVER_BUSY, HARD_QUEUE_FULL, RATE_LIMITED, TOO_MANY_IN_FLIGHT}
+)
 # Errors that are a task's own outcome: the answer to a cancel of a task that had ended.
 OUTCOME_ERRORS: Final = frozenset({TASK_FAILED, WORKER_LOST, TIMEOUT_ERROR, TASK_REVOKED, TASK_CANCELLED})
 # States a request ends in.

@@ -2,11 +2,13 @@
 
 Celery's own ``apply_async`` is synchronous I/O. Instead, Celery builds the task message (its
 protocol 2 headers and body) and this module wraps it in the envelope kombu's Redis transport
-uses, then pushes it with ``redis.asyncio`` in the same atomic step that marks the id as known.
+uses, then pushes it with ``redis.asyncio`` in the same atomic step that marks the id as known
+(and, for ``submit``, decides whether a new task is needed at all: see ``Rules``).
 The envelope names the anonymous exchange, which kombu routes to the queue named by the routing
 key; that is also where a redelivered (restored) message goes.
 
-A request with progress also learns, in that same step, how many tasks are ahead of its task.
+A request with progress also learns, in that same step, how many tasks are ahead of a task it
+creates.
 """
 
 from __future__ import annotations
@@ -15,21 +17,43 @@ import base64
 import json
 import socket
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
 from celery import Celery
 
-from ..constants import KOMBU_UNACKED_KEY, PROGRESS_HEADER, SUBMITTED_KEY_PREFIX, TASK_NAME_BY_QUEUE
+from ..config import Config
+from ..constants import (
+    CLIENT_BUSY,
+    CLIENT_KEY_PREFIX,
+    HARD_QUEUE,
+    HARD_QUEUE_FULL,
+    KOMBU_UNACKED_KEY,
+    NUMBER_KEY_PREFIX,
+    PROGRESS_HEADER,
+    RESULT_KEY_PREFIX,
+    SUBMITTED_KEY_PREFIX,
+    TASK_NAME_BY_QUEUE,
+)
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
 # How long a task waits for its replicas before the client is told "Service unavailable".
 REPLICA_ACK_TIMEOUT_MS = 1000
 
 
-def task_envelope(app: Celery, task_id: str, queue: str, number: int, *, progress: bool = False) -> bytes:
-    """The bytes kombu's Redis transport would LPUSH for ``task.apply_async((number,))`` (with
-    ``progress``, a header that asks the worker to store Celery's STARTED state)."""
+def task_envelope(
+    app: Celery,
+    task_id: str,
+    queue: str,
+    number: int,
+    *,
+    expires_s: float | None = None,
+    progress: bool = False,
+) -> bytes:
+    """The bytes kombu's Redis transport would LPUSH for ``task.apply_async((number,))``
+    (with ``expires=expires_s``: a worker discards the task once that many seconds have passed;
+    with ``progress``, a header that asks the worker to store Celery's STARTED state)."""
     # The reprs are given: Celery's own saferepr of the arguments was a third of this
     # function's cost on the gateway's hot path.
     task = app.tasks[TASK_NAME_BY_QUEUE[queue]]
@@ -41,6 +65,7 @@ def task_envelope(app: Celery, task_id: str, queue: str, number: int, *, progres
         origin=_ORIGIN,
         argsrepr=f"({number},)",
         kwargsrepr="{}",
+        expires=expires_s,
         # As apply_async does: the worker enforces the message's limits over its own settings.
         time_limit=task.time_limit,
         soft_time_limit=task.soft_time_limit,
@@ -68,28 +93,95 @@ def submitted_record(queue: str, number: int) -> bytes:
     return json.dumps({"queue": queue, "number": number}).encode()
 
 
-# Marks the id as known and pushes its task, in one atomic step, and only if the id was not
-# known yet. A call repeated because its reply was lost (the connection dropped after Redis ran
-# it) finds the mark and pushes nothing, so the pool may retry it like a read.
+# One atomic step per request (a Lua script): reuse the task of the same number if it can still
+# give a result; else refuse if the hard queue, or the client address's share of it, is full;
+# else mark the id as known and push its task. A call repeated because its reply was lost (the
+# connection dropped after Redis ran it) finds the mark and pushes nothing, so the pool may
+# retry it like a read. The script reads keys it is not given (the meta and record of the task
+# of the same number): fine on one Redis, which is all Celery's Redis transport supports.
 #
-# With progress (ARGV[4]), it returns the tasks ahead: the queue's length before the push, and
-# the tasks of that queue that workers have taken and not finished. kombu keeps each message a
-# worker has taken in the ``unacked`` hash (KEYS[3]) until it is acknowledged, which (acks_late)
-# is once the task is done; the value is JSON ``[message, exchange, routing_key]``, so the queue
-# (our routing key) ends it.
-_SUBMIT_SCRIPT = """
-local length = 0
-if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
-    length = redis.call('LPUSH', KEYS[2], ARGV[3])
-end
-if ARGV[4] ~= '1' then return -1 end
-if length == 0 then length = redis.call('LLEN', KEYS[2]) end
-local ahead = length - 1
-local tail = '"' .. KEYS[2] .. '"]'
-for _, message in ipairs(redis.call('HVALS', KEYS[3])) do
+# With progress (ARGV[11]), a created task's reply also says how many tasks were ahead of it:
+# the queue's length before the push, and the tasks of that queue that workers have taken and
+# not finished. kombu keeps each message a worker has taken in the ``unacked`` hash (KEYS[5])
+# until it is acknowledged, which (acks_late) is once the task is done; the value is JSON
+# ``[message, exchange, routing_key]``, so the queue (our routing key) ends it.
+_SUBMIT_SCRIPT: Final = """
+local record_key, queue, number_key, client_key, unacked = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local task_id, record, envelope = ARGV[1], ARGV[2], ARGV[3]
+local expires_s, reuse, pending_at_most_s = tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
+local queue_limit, client_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
+local meta_prefix, record_prefix, progress = ARGV[9], ARGV[10], ARGV[11] == '1'
+
+local function ahead_of_last()
+  if not progress then return -1 end
+  local ahead = redis.call('LLEN', queue) - 1
+  local tail = '"' .. queue .. '"]'
+  for _, message in ipairs(redis.call('HVALS', unacked)) do
     if string.sub(message, -#tail) == tail then ahead = ahead + 1 end
+  end
+  return ahead
 end
-return ahead
+
+local function finished(id)
+  return redis.call('EXISTS', meta_prefix .. id) == 1
+end
+
+-- 'done', 'pending', or nil when the task cannot give a result any more.
+local function state_of(id)
+  local head = redis.call('GETRANGE', meta_prefix .. id, 0, 63)
+  if head ~= '' then
+    local status = string.match(head, '"status":%s*"(%u+)"')
+    if status == 'SUCCESS' then return 'done' end
+    if status == 'FAILURE' or status == 'REVOKED' then return nil end
+  end
+  local ttl_ms = redis.call('PTTL', record_prefix .. id)
+  if ttl_ms < 0 then return nil end
+  if expires_s * 1000 - ttl_ms > pending_at_most_s * 1000 then return nil end
+  return 'pending'
+end
+
+-- A retried call for a task already sent (its record exists) sends nothing twice.
+if redis.call('EXISTS', record_key) == 1 then return {'created', task_id, ahead_of_last()} end
+if reuse then
+  local existing = redis.call('GET', number_key)
+  if existing then
+    local state = state_of(existing)
+    if state then return {state, existing} end
+  end
+end
+local now = tonumber(redis.call('TIME')[1])
+-- The address's unfinished tasks; those that ended, or are too old to end at all, are dropped.
+local unfinished, gone = 0, {}
+if client_limit > 0 then
+  local members = redis.call('ZRANGE', client_key, 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local id, since = members[i], tonumber(members[i + 1])
+    if since < now - pending_at_most_s or finished(id) then
+      gone[#gone + 1] = id
+    else
+      unfinished = unfinished + 1
+    end
+  end
+end
+local refused
+if client_limit > 0 and unfinished >= client_limit then
+  refused = 'client_busy'
+elseif queue_limit > 0 and redis.call('LLEN', queue) >= queue_limit then
+  refused = 'queue_busy'
+else
+  -- The first write is a SET, which Redis refuses outright when it is out of memory (after any
+  -- other write, a script is let through so it cannot stop half-way).
+  redis.call('SET', record_key, record, 'EX', expires_s)
+  if reuse then redis.call('SET', number_key, task_id, 'EX', expires_s) end
+  redis.call('LPUSH', queue, envelope)
+  if client_limit > 0 then
+    redis.call('ZADD', client_key, now, task_id)
+    redis.call('EXPIRE', client_key, math.ceil(pending_at_most_s))
+  end
+end
+if #gone > 0 then redis.call('ZREM', client_key, unpack(gone)) end
+if refused then return {refused, ''} end
+return {'created', task_id, ahead_of_last()}
 """
 
 
@@ -97,22 +189,83 @@ class NotReplicated(aioredis.RedisError):
     """Fewer replicas than required confirmed the task in time: a failover could lose it."""
 
 
+@dataclass(frozen=True)
+class Rules:
+    """How ``submit`` turns a request into a task (the defaults: a new task, always)."""
+
+    reuse: bool = False  # RESULT_REUSE
+    task_expires_s: float | None = None  # TASK_EXPIRES: Celery's expires on the message
+    pending_at_most_s: float = 0.0  # after this, a task without a result never gets one
+    hard_queue_limit: int = 0  # HARD_QUEUE_LIMIT (0: none)
+    hard_tasks_per_client: int = 0  # HARD_TASKS_PER_CLIENT (0: none)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Rules:
+        # A task starts before it expires, then runs at most MAX_TASK_ATTEMPTS times; one older
+        # than that without a result was lost: its number is computed again, and it no longer
+        # counts against its client.
+        pending_at_most_s = config.task_expires_s + config.max_task_attempts * config.hard_task_timeout_s
+        return cls(
+            config.result_reuse,
+            config.task_expires_s,
+            pending_at_most_s,
+            config.hard_queue_limit,
+            config.hard_tasks_per_client,
+        )
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The task that answers the request: a new one (``created``), or the computation of the same
+    number already ``pending`` or ``done``."""
+
+    task_id: str
+    state: Literal["created", "pending", "done"]
+    ahead: int | None = None  # of a task created for a request with progress
+
+    @property
+    def reused(self) -> bool:
+        return self.state != "created"
+
+
+@dataclass(frozen=True)
+class Refused:
+    message: str
+
+
+_REFUSALS: Final = {"queue_busy": Refused(HARD_QUEUE_FULL), "client_busy": Refused(CLIENT_BUSY)}
+
+
 class Producer:
     """Publishes tasks and records that their ids exist (so a lookup can tell "queued" from
     "never heard of": Celery reports both as PENDING).
 
-    With ``min_replicas_ack``, ``send`` returns only once that many replicas hold the task
+    ``submit`` follows ``rules``: it reuses the task of the same number (n! is a pure function),
+    refuses when the hard queue or the client address's share of it is full, and sends tasks
+    that expire unrun. The unfinished hard tasks of an address are a sorted set in Redis
+    (``factorial-ws:client:<address>``), so they are counted over all its connections, closed
+    ones included, on every gateway of that Redis; a task leaves it when its result is stored.
+    ``send`` always sends a new task.
+
+    With ``min_replicas_ack``, a new task is acknowledged only once that many replicas hold it
     (Redis ``WAIT``), so a task whose client got its ack survives the loss of the master.
     """
 
     def __init__(
-        self, app: Celery, client: aioredis.Redis, result_expires_s: int, *, min_replicas_ack: int = 0
+        self,
+        app: Celery,
+        client: aioredis.Redis,
+        result_expires_s: int,
+        *,
+        min_replicas_ack: int = 0,
+        rules: Rules = Rules(),
     ) -> None:
         self._app = app
         self._client = client
         self._expires_s = result_expires_s
         self._submit = client.register_script(_SUBMIT_SCRIPT)
         self._min_replicas_ack = min_replicas_ack
+        self._rules = rules
 
     async def send(self, task_id: str, queue: str, number: int, *, progress: bool = False) -> int | None:
         """Raises redis.RedisError when Redis cannot take the task, or NotReplicated when too
@@ -120,23 +273,61 @@ class Producer:
         the task is pushed at most once, however often this is retried. With ``progress``,
         returns how many tasks were ahead of it: waiting in its queue, or taken by a worker
         (reserved or running) and not finished."""
+        admitted = await self._run(task_id, queue, number, "", Rules(), progress)
+        return admitted.ahead if isinstance(admitted, Admitted) else None
+
+    async def submit(
+        self, task_id: str, queue: str, number: int, client_host: str, *, progress: bool = False
+    ) -> Admitted | Refused:
+        """Queue ``number!`` as ``task_id``, name the task that already computes it, or refuse;
+        raises as ``send`` does. With ``progress``, a created task's ``ahead`` is counted."""
+        return await self._run(task_id, queue, number, client_host, self._rules, progress)
+
+    async def _run(
+        self, task_id: str, queue: str, number: int, client_host: str, rules: Rules, progress: bool
+    ) -> Admitted | Refused:
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
-        keys = [SUBMITTED_KEY_PREFIX + task_id, queue, KOMBU_UNACKED_KEY]
-        args: list[bytes | int] = [
+        hard = queue == HARD_QUEUE
+        keys = [
+            SUBMITTED_KEY_PREFIX + task_id,
+            queue,
+            NUMBER_KEY_PREFIX + str(number),
+            CLIENT_KEY_PREFIX + client_host,
+            KOMBU_UNACKED_KEY,
+        ]
+        args: list[bytes | str | int | float] = [
+            task_id,
             submitted_record(queue, number),
+            task_envelope(
+                self._app, task_id, queue, number, expires_s=rules.task_expires_s, progress=progress
+            ),
             self._expires_s,
-            task_envelope(self._app, task_id, queue, number, progress=progress),
+            int(rules.reuse),
+            rules.pending_at_most_s or self._expires_s,
+            rules.hard_queue_limit if hard else 0,
+            rules.hard_tasks_per_client if hard else 0,
+            RESULT_KEY_PREFIX,
+            SUBMITTED_KEY_PREFIX,
             int(progress),
         ]
+        replicas = self._min_replicas_ack
         if not self._min_replicas_ack:
-            ahead = await self._submit(keys=keys, args=args)
+            reply = await self._submit(keys=keys, args=args)
         else:
             # WAIT must follow the script on the same connection: one pipeline, one round trip.
             pipe = self._client.pipeline(transaction=False)
             await self._submit(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
-            ahead, replicas = await pipe.execute()
-            if int(replicas) < self._min_replicas_ack:
-                raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")
-        return int(ahead) if progress else None
+            reply, replicas = await pipe.execute()
+        state, admitted_id = _text(reply[0]), _text(reply[1])
+        if state == "created" and int(replicas) < self._min_replicas_ack:
+            raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")
+        if state in _REFUSALS:
+            return _REFUSALS[state]
+        ahead = int(reply[2]) if state == "created" and progress else None
+        return Admitted(admitted_id, state, ahead)  # type: ignore[arg-type]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

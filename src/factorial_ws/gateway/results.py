@@ -1,8 +1,10 @@
 """Waiting for task results: one Redis pub/sub connection per gateway process serves every task.
 
-Celery's Redis result backend stores each result under ``celery-task-meta-<id>`` and PUBLISHes it
-on a channel of the same name. A waiting task costs a dict entry and a future: the hub SUBSCRIBEs
-to its channel, and the reader task resolves the future when the result is published.
+Celery's Redis result backend stores each result under ``celery-task-meta-<id>``; the workers'
+backend (``result_backend``) also publishes a note on ``factorial-ws:done:<id>``: the meta itself
+when it is small, its size when it is large (a large result is then read once per process, see
+``big_results``). A waiting task costs a dict entry and a future: the hub SUBSCRIBEs to its note
+channel, and the reader task resolves the future when the note arrives.
 
 Races closed here:
 - A result published before the SUBSCRIBE took effect is missed by pub/sub, so ``watch`` returns
@@ -15,9 +17,10 @@ Races closed here:
   batches, so that ten thousand waiting tasks do not hold the event loop.
 
 A watch made with ``progress`` also hears when a worker starts the task (Celery's STARTED state,
-which workers store only for tasks sent with progress). Since each process that waits for a task
-is subscribed to its channel, Redis' count of the channel's subscribers tells how many gateway
-processes wait for it (``waiters_elsewhere``): what a cancel asks before it stops a task.
+which workers store, and so note, only for tasks sent with progress). Since each process that
+waits for a task is subscribed to its note channel, Redis' count of the channel's subscribers
+tells how many gateway processes wait for it (``waiters_elsewhere``): what a cancel asks before
+it stops a task.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from redis.asyncio.client import PubSub
 
 from ..constants import (
     CANCELLED_KEY_PREFIX,
+    NOTE_CHANNEL_PREFIX,
     RESULT_KEY_PREFIX,
     RESULTS_IDLE_CHANNEL,
     SUBMITTED_KEY_PREFIX,
@@ -45,6 +49,7 @@ from ..constants import (
     WORKER_LOST,
 )
 from ..protocol import Failure, Outcome, Pending, Started, Success
+from ..result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +69,16 @@ class Unknown:
     """A task id the system has never sent, or whose result has expired."""
 
 
-Snapshot = Outcome | Pending | Started | Unknown
+@dataclass(frozen=True)
+class Stored:
+    """A result too large to carry around: ``size`` bytes of meta stored in Redis, read when it
+    is sent (``big_results``)."""
+
+    size: int
+
+
+Ending = Outcome | Stored  # how a task ended, as far as the hub reads it
+Snapshot = Ending | Pending | Started | Unknown
 
 
 def result_key(task_id: str) -> str:
@@ -77,7 +91,7 @@ class Watch:
     watch made with progress, when a worker starts it."""
 
     task_id: str
-    outcome: asyncio.Future[Outcome] = field(
+    outcome: asyncio.Future[Ending] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     started: asyncio.Future[None] | None = None
@@ -142,7 +156,7 @@ class ResultHub:
         watch = Watch(task_id)
         if progress:
             watch.started = asyncio.get_running_loop().create_future()
-        channel_name = result_key(task_id)
+        channel_name = note_channel(task_id)
         channel = self._channels.get(channel_name)
         if channel is None:
             channel = self._channels[channel_name] = _Channel()
@@ -162,7 +176,7 @@ class ResultHub:
 
     async def release(self, watch: Watch) -> None:
         """Stop waiting; the last waiter of a channel unsubscribes from it."""
-        channel_name = result_key(watch.task_id)
+        channel_name = note_channel(watch.task_id)
         channel = self._channels.get(channel_name)
         if channel is None:
             return
@@ -176,16 +190,20 @@ class ResultHub:
 
     async def snapshot(self, task_id: str) -> Snapshot:
         """The task's state now, from one round trip: finished, started, pending, or unknown."""
-        keys = result_key(task_id), SUBMITTED_KEY_PREFIX + task_id, CANCELLED_KEY_PREFIX + task_id
+        pipe = self._client.pipeline(transaction=False)
+        _read_note(pipe, task_id)
+        pipe.exists(SUBMITTED_KEY_PREFIX + task_id)
+        pipe.exists(CANCELLED_KEY_PREFIX + task_id)
         try:
-            meta, submitted, cancelled = await self._client.mget(*keys)
+            size, head, submitted, cancelled = await pipe.execute()
         except aioredis.RedisError:
             raise ServiceUnavailable from None
-        if meta is not None:
-            return _cancelled_if_marked(outcome_from_meta(meta), cancelled is not None)
-        return Pending() if submitted is not None else Unknown()
+        note = _note(size, head)
+        if note is not None:
+            return _cancelled_if_marked(read_note(note), bool(cancelled))
+        return Pending() if submitted else Unknown()
 
-    async def named(self, task_id: str, outcome: Outcome) -> Outcome:
+    async def named(self, task_id: str, outcome: Ending) -> Ending:
         """The outcome a watch received, with a revoked task that a client cancelled (a marker
         the canceller left) named ``Task cancelled`` rather than ``Task revoked``. Celery's
         stored state is REVOKED either way; only revoked tasks cost this extra read."""
@@ -199,16 +217,15 @@ class ResultHub:
 
     def local_waiters(self, task_id: str) -> int:
         """Watches of this process on the task."""
-        channel = self._channels.get(result_key(task_id))
+        channel = self._channels.get(note_channel(task_id))
         return 0 if channel is None else len(channel.watches)
 
     async def waiters_elsewhere(self, task_id: str) -> int:
-        """Other processes subscribed to the task's channel: gateway processes that wait for it
-        (or any other Redis client waiting for its result). This process, subscribed while it
-        has a watch on the task, is not counted."""
+        """Other processes subscribed to the task's note channel: gateway processes that wait
+        for it. This process, subscribed while it has a watch on the task, is not counted."""
         if not self.connected:
             raise ServiceUnavailable  # our own subscription may not be in Redis' count now
-        channel_name = result_key(task_id)
+        channel_name = note_channel(task_id)
         try:
             counts = await self._client.pubsub_numsub(channel_name)
         except aioredis.RedisError:
@@ -289,10 +306,10 @@ class ResultHub:
     async def _catch_up(self, channel_names: list[str]) -> None:
         """Deliver results stored while the subscription was down."""
         for batch in _batches(channel_names):
-            metas = await self._client.mget(batch)
-            for name, meta in zip(batch, metas, strict=True):
-                if meta is not None:
-                    self._deliver(name, meta)
+            notes = await read_notes(self._client, [name.removeprefix(NOTE_CHANNEL_PREFIX) for name in batch])
+            for name, note in zip(batch, notes, strict=True):
+                if note is not None:
+                    self._deliver(name, note)
 
     async def _read_forever(self) -> None:
         assert self._pubsub is not None
@@ -330,11 +347,11 @@ class ResultHub:
         if channel is not None and not channel.subscribed.done():
             channel.subscribed.set_result(True)
 
-    def _deliver(self, channel_name: str, meta: bytes | str) -> None:
+    def _deliver(self, channel_name: str, note: bytes | str) -> None:
         channel = self._channels.get(channel_name)
         if channel is None:
             return
-        outcome = outcome_from_meta(meta)
+        outcome = read_note(note)
         if isinstance(outcome, Started):
             for watch in channel.watches:
                 if watch.started is not None and not watch.started.done():
@@ -363,6 +380,35 @@ def _text(value: object) -> str:
 
 # --- Celery's stored task meta ---------------------------------------------------------------
 
+
+async def read_notes(client: aioredis.Redis, task_ids: list[str]) -> list[bytes | None]:
+    """For each task, the note the workers would publish for its stored meta (the meta when
+    small, else its size: a large result is not read here), or None when nothing is stored."""
+    pipe = client.pipeline(transaction=False)
+    for task_id in task_ids:
+        _read_note(pipe, task_id)
+    replies = await pipe.execute()
+    return [_note(size, head) for size, head in zip(replies[::2], replies[1::2], strict=True)]
+
+
+def _read_note(pipe: aioredis.client.Pipeline, task_id: str) -> None:
+    """Queue the two reads ``_note`` makes a note of: the meta's size and its head."""
+    pipe.strlen(result_key(task_id))
+    pipe.getrange(result_key(task_id), 0, NOTE_INLINE_MAX_BYTES - 1)
+
+
+def _note(size: int, head: bytes) -> bytes | None:
+    if not size:
+        return None
+    return head if size <= NOTE_INLINE_MAX_BYTES else stored_note(size)
+
+
+def read_note(note: bytes | str) -> Ending | Pending | Started:
+    """What a worker's note (or ``read_notes``) says about a task."""
+    size = stored_size(note)
+    return Stored(size) if size is not None else outcome_from_meta(note)
+
+
 _TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
 _PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "RETRY"})
 
@@ -385,12 +431,17 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending | Started:
             return Success(result)
         return Failure(TASK_FAILED)
     if status == "REVOKED":
-        return Failure(TASK_REVOKED)
+        # Discarded unstarted past its expiry (TASK_EXPIRES): nobody got it computed in time.
+        return Failure(TIMEOUT_ERROR if _expired(meta.get("result")) else TASK_REVOKED)
     return Failure(_failure_message(meta.get("result")))
 
 
-def _cancelled_if_marked(outcome: Outcome | Pending | Started, marked: bool) -> Outcome | Pending | Started:
+def _cancelled_if_marked(outcome: Ending | Pending | Started, marked: bool) -> Ending | Pending | Started:
     return Failure(TASK_CANCELLED) if marked and outcome == Failure(TASK_REVOKED) else outcome
+
+
+def _expired(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("exc_message") in (["expired"], "expired")
 
 
 def _failure_message(result: Any) -> str:

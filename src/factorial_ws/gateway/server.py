@@ -24,8 +24,9 @@ from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit
 from .admission import Admission
+from .big_results import ResultCache
 from .cancel import Canceller
-from .producer import Producer
+from .producer import Producer, Rules
 from .results import ResultHub
 from .routes import Routes, share_state_forever
 from .session import Services, Session
@@ -105,12 +106,13 @@ class Gateway:
             self._client,
             config.result_expires_s,
             min_replicas_ack=config.redis_min_replicas_ack,
+            rules=Rules.from_config(config),
         )
         # As many requests at a time as the pool has connections: none waits for one there.
         admission = Admission(_REDIS_POOL_SIZE, ADMISSION_WAIT_S)
         canceller = Canceller(app, self._client, config.result_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
-        services = Services(config, producer, hub, admission, canceller)
+        services = Services(config, producer, hub, admission, ResultCache(self._client), canceller)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1

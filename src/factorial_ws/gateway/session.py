@@ -2,16 +2,15 @@
 
 Acks are sent in request order (a client without request ids matches them by position); each
 waiting task then lives in its own asyncio task, so results come back in whatever order the
-workers finish them. A request with progress also hears ``queued`` right after its ack and
-``started`` when a worker starts its task. A cancel ends this connection's waits for the task
-(each with ``Task cancelled``) before its own reply, and revokes the task unless someone else
-waits for it.
+workers finish them. A request with progress also hears ``queued`` right after its ack (when it
+created the task) and ``started`` when a worker starts it. A cancel ends this connection's waits
+for the task (each with ``Task cancelled``) before its own reply, and revokes the task unless
+someone else waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -40,7 +39,6 @@ from ..protocol import (
     CancelRequest,
     FactorialRequest,
     Failure,
-    Outcome,
     Pending,
     ProtocolError,
     RequestId,
@@ -60,9 +58,11 @@ from ..protocol import cancelled as cancelled_reply
 from ..protocol import queued as queued_reply
 from ..protocol import started as started_reply
 from .admission import Admission, ServerBusy
+from .big_results import BigResult, ResultCache
 from .cancel import Canceller
-from .producer import Producer
-from .results import ResultHub, ServiceUnavailable, Unknown, Watch
+from .outbox import Message, Outbox
+from .producer import Admitted, Producer, Refused
+from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Services:
     producer: Producer
     hub: ResultHub
     admission: Admission
+    results: ResultCache
     canceller: Canceller
 
 
@@ -105,6 +106,13 @@ class Session:
         # By task id: the requests waiting for it, by the asyncio task that waits.
         self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         self._peer = _peer(connection)
+        self._host = _host(connection)  # the client address, which HARD_TASKS_PER_CLIENT counts by
+        self._outbox = Outbox(
+            connection,
+            budget_bytes=self._config.max_output_bytes,
+            slow_consumer_timeout_s=self._config.slow_consumer_timeout_s,
+            peer=self._peer,
+        )
         self._refusal_log = TokenBucket(_REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_IN_A_ROW)
         self._refusals_unlogged = 0
 
@@ -161,35 +169,85 @@ class Session:
             self._spawn(self._look_up(request), request.request_id)
 
     async def _submit(self, request: FactorialRequest) -> None:
-        task_id = new_task_id()
         queue = queue_for(request.number)
         started = time.monotonic()
         try:
             async with self._services.admission.turn():
-                watch, ahead = await self._enqueue(task_id, queue, request.number, request.progress)
+                answer = await self._enqueue(new_task_id(), queue, request.number, request.progress)
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), None, request.request_id)
             return
-        metrics.tasks_submitted_total.labels(queue).inc()
-        logs.event(logger, "request", task_id=task_id, number=request.number, queue=queue)
-        await self._send(ack(task_id, request.request_id))
-        if ahead is not None:
-            await self._send(queued_reply(task_id, ahead, request.request_id))
+        if isinstance(answer, Refused):
+            await self._refuse(answer.message, None, request.request_id)
+            return
+        admitted, watch = answer
+        counter = metrics.tasks_reused_total if admitted.reused else metrics.tasks_submitted_total
+        counter.labels(queue).inc()
+        logs.event(
+            logger,
+            "request",
+            task_id=admitted.task_id,
+            number=request.number,
+            queue=queue,
+            detail="reused" if admitted.reused else None,
+        )
+        await self._send(ack(admitted.task_id, request.request_id))
+        if admitted.ahead is not None:
+            await self._send(queued_reply(admitted.task_id, admitted.ahead, request.request_id))
         self._spawn(self._deliver(watch, request, queue, started), request.request_id)
 
     async def _enqueue(
         self, task_id: str, queue: str, number: int, progress: bool
-    ) -> tuple[Watch, int | None]:
-        """Send the task, subscribed first so that its result cannot be published unseen; with
-        ``progress``, how many tasks are ahead of it."""
+    ) -> tuple[Admitted, Watch] | Refused:
+        """Send ``number!`` as ``task_id``, or find the task that already computes it (the
+        producer's rules may also refuse); with a watch on the task that answers."""
+        try:
+            if self._config.result_reuse:
+                # The answer may be a task that exists, even one that ended: watched afterwards,
+                # and read once (_watch), which also covers a new task that ends before the
+                # SUBSCRIBE. A process already subscribed to that task needs no round trip.
+                producer = self._services.producer
+                admitted = await producer.submit(task_id, queue, number, self._host, progress=progress)
+                if isinstance(admitted, Refused):
+                    return admitted
+                return admitted, await self._watch(admitted.task_id, progress)
+            return await self._send_new(task_id, queue, number, progress)
+        except (aioredis.RedisError, OSError):
+            raise ServiceUnavailable from None
+
+    async def _send_new(
+        self, task_id: str, queue: str, number: int, progress: bool
+    ) -> tuple[Admitted, Watch] | Refused:
+        """Every task is new: subscribed before it is sent, its result cannot be published unseen."""
         hub = self._services.hub
         watch = await hub.subscribe(task_id, progress=progress)
         try:
-            ahead = await self._services.producer.send(task_id, queue, number, progress=progress)
-        except (aioredis.RedisError, OSError):
+            admitted = await self._services.producer.submit(
+                task_id, queue, number, self._host, progress=progress
+            )
+        except BaseException:
             await hub.release(watch)
-            raise ServiceUnavailable from None
-        return watch, ahead
+            raise
+        if isinstance(admitted, Refused):
+            await hub.release(watch)
+            return admitted
+        return admitted, watch
+
+    async def _watch(self, task_id: str, progress: bool) -> Watch:
+        """Wait for a task that may have ended (or started) already: subscribe, then read it
+        once, now that the subscription is in force. Pair with ``hub.release``."""
+        hub = self._services.hub
+        watch = await hub.subscribe(task_id, progress=progress)
+        try:
+            snapshot = await hub.snapshot(task_id)
+        except BaseException:
+            await hub.release(watch)
+            raise
+        if isinstance(snapshot, Success | Failure | Stored) and not watch.outcome.done():
+            watch.outcome.set_result(snapshot)
+        if isinstance(snapshot, Started) and watch.started is not None and not watch.started.done():
+            watch.started.set_result(None)  # started before we subscribed: say so at once
+        return watch
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
         try:
@@ -197,7 +255,7 @@ class Session:
         finally:
             await self._services.hub.release(watch)
         duration_s = time.monotonic() - started
-        if isinstance(outcome, Success):
+        if isinstance(outcome, Success | Stored):
             metrics.result_seconds.labels(queue).observe(duration_s)
         self._log_outcome(watch.task_id, outcome, request.number, queue, duration_s)
         await self._send_outcome(watch.task_id, outcome, request.request_id)
@@ -212,7 +270,7 @@ class Session:
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), task_id, request_id)
             return
-        outcome: Outcome | None
+        outcome: Ending | None
         if isinstance(found, Watch):
             try:
                 await self._send(pending(task_id, request_id))
@@ -224,28 +282,20 @@ class Session:
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _outcome_or_watch(self, task_id: str, progress: bool) -> Outcome | Unknown | Watch:
+    async def _outcome_or_watch(self, task_id: str, progress: bool) -> Ending | Unknown | Watch:
         """The task's outcome if it has one (Unknown if no such task), else a watch on it."""
         hub = self._services.hub
         snapshot = await hub.snapshot(task_id)
         if not isinstance(snapshot, Pending | Started):
             return snapshot
-        watch = await hub.subscribe(task_id, progress=progress)
-        try:
-            # Read again now that the subscription is in force: the task may have ended
-            # between the first read and the SUBSCRIBE.
-            snapshot = await hub.snapshot(task_id)
-        except BaseException:
+        # It may end between that read and the SUBSCRIBE: _watch reads it again.
+        watch = await self._watch(task_id, progress)
+        if watch.outcome.done():
             await hub.release(watch)
-            raise
-        if isinstance(snapshot, Success | Failure):
-            await hub.release(watch)
-            return snapshot
-        if isinstance(snapshot, Started) and watch.started is not None and not watch.started.done():
-            watch.started.set_result(None)  # started before we subscribed: say so at once
+            return watch.outcome.result()
         return watch
 
-    async def _outcome(self, watch: Watch, request_id: RequestId | None) -> Outcome | None:
+    async def _outcome(self, watch: Watch, request_id: RequestId | None) -> Ending | None:
         """The task's outcome, or None when it did not come within the wait limit. Meanwhile
         the request is one a cancel of the task ends, and hears ``started`` if it asked."""
         wait = self._track(watch.task_id, request_id)
@@ -290,19 +340,22 @@ class Session:
         logs.event(logger, "request", task_id=task_id, detail="cancel")
         try:
             async with self._services.admission.turn():
-                reply = await self._cancelled_or_outcome(task_id, request_id)
+                answer = await self._take_back(task_id, request_id)
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), task_id, request_id)
             return
         except (aioredis.RedisError, OSError):
             await self._refuse(SERVICE_UNAVAILABLE, task_id, request_id)
             return
-        if reply is not None:
-            await self._send(reply)
+        if isinstance(answer, str):
+            await self._send(answer)
+        elif answer is not None:
+            logs.event(logger, "error", task_id=task_id, detail="cancel: the task had ended")
+            await self._send_outcome(task_id, answer, request_id)  # its outcome instead
 
-    async def _cancelled_or_outcome(self, task_id: str, request_id: RequestId | None) -> str | None:
-        """Revoke the task unless it has ended or others wait for it; the cancel's reply (None
-        when already sent)."""
+    async def _take_back(self, task_id: str, request_id: RequestId | None) -> str | Ending | None:
+        """Revoke the task unless it has ended or others wait for it: the cancel's reply, the
+        task's outcome when it had ended first, or None when the reply was sent already."""
         hub = self._services.hub
         snapshot = await hub.snapshot(task_id)
         if isinstance(snapshot, Unknown):
@@ -314,11 +367,10 @@ class Session:
             elif not self._waiting_for.get(task_id):
                 await self._refuse(TASK_NOT_CANCELLED, task_id, request_id)  # nothing of ours to end
                 return None
-        if isinstance(snapshot, Success) or (
+        if isinstance(snapshot, Success | Stored) or (
             isinstance(snapshot, Failure) and snapshot.message != TASK_CANCELLED
         ):
-            logs.event(logger, "error", task_id=task_id, detail="cancel: the task had ended")
-            return outcome_reply(task_id, snapshot, request_id)  # it ended first: its outcome instead
+            return snapshot
         # Cancelled, or still running for others: this connection stops waiting either way.
         await self._end_waits(task_id)
         logs.event(logger, "cancelled", task_id=task_id)
@@ -331,7 +383,7 @@ class Session:
         own = sum(wait.waiting for wait in self._waiting_for.get(task_id, {}).values())
         return hub.local_waiters(task_id) > own or await hub.waiters_elsewhere(task_id) > 0
 
-    async def _revoke(self, task_id: str) -> Outcome | Pending | Started | Unknown:
+    async def _revoke(self, task_id: str) -> Ending | Pending | Started | Unknown:
         """Stop the task; how it ended (a result if it ended first)."""
         canceller, hub = self._services.canceller, self._services.hub
         await canceller.record(task_id)
@@ -358,15 +410,30 @@ class Session:
 
     # --- replies ---
 
-    async def _send_outcome(
-        self, task_id: str, outcome: Outcome | None, request_id: RequestId | None
-    ) -> None:
+    async def _send_outcome(self, task_id: str, outcome: Ending | None, request_id: RequestId | None) -> None:
         if outcome is None:
             await self._error(TIMEOUT_ERROR, task_id, request_id)
+        elif isinstance(outcome, Stored):
+            await self._outbox.send_result(outcome.size, lambda: self._stored_reply(task_id, request_id))
         elif isinstance(outcome, Success):
-            await self._send(outcome_reply(task_id, outcome, request_id))
+            reply = outcome_reply(task_id, outcome, request_id)
+            await self._outbox.send_result(len(reply), lambda: _ready(reply))
         else:
             await self._error(outcome.message, task_id, request_id)
+
+    async def _stored_reply(self, task_id: str, request_id: RequestId | None) -> Message:
+        """The reply for a large stored result, read once per process (big_results)."""
+        try:
+            result = await self._services.results.get(task_id)
+        except ServiceUnavailable:
+            result = Failure(SERVICE_UNAVAILABLE)
+        if isinstance(result, BigResult):
+            return result.reply(task_id, request_id)
+        if isinstance(result, Success):
+            return outcome_reply(task_id, result, request_id)
+        message = UNKNOWN_TASK_ID if result is None else result.message  # None: expired meanwhile
+        logs.event(logger, "error", task_id=task_id, peer=self._peer, detail=message)
+        return _counted_error(message, task_id, request_id)
 
     async def _refuse(self, message: str, task_id: str | None, request_id: RequestId | None) -> None:
         self._log_refusal(message, task_id)
@@ -375,12 +442,10 @@ class Session:
     async def _error(
         self, message: str, task_id: str | None = None, request_id: RequestId | None = None
     ) -> None:
-        metrics.errors_total.labels(metrics.error_label(message)).inc()
-        await self._send(error(message, task_id, request_id))
+        await self._send(_counted_error(message, task_id, request_id))
 
     async def _send(self, text: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self._connection.send(text)
+        await self._outbox.send(text)
 
     def _log_refusal(self, detail: str, task_id: str | None = None) -> None:
         """One `error` line for a refused request, held to a rate per connection."""
@@ -395,13 +460,15 @@ class Session:
     def _log_outcome(
         self,
         task_id: str,
-        outcome: Outcome | None,
+        outcome: Ending | None,
         number: int | None,
         queue: str | None,
         duration_s: float,
     ) -> None:
-        name = "result" if isinstance(outcome, Success) else "error"
-        detail = None if isinstance(outcome, Success) else (outcome.message if outcome else TIMEOUT_ERROR)
+        if isinstance(outcome, Success | Stored):
+            name, detail = "result", None
+        else:
+            name, detail = "error", outcome.message if outcome else TIMEOUT_ERROR
         logs.event(
             logger,
             name,
@@ -441,6 +508,22 @@ class Session:
 
 def _refusal(exc: ServiceUnavailable | ServerBusy) -> str:
     return SERVER_BUSY if isinstance(exc, ServerBusy) else SERVICE_UNAVAILABLE
+
+
+def _counted_error(message: str, task_id: str | None, request_id: RequestId | None) -> str:
+    metrics.errors_total.labels(metrics.error_label(message)).inc()
+    return error(message, task_id, request_id)
+
+
+async def _ready(message: Message) -> Message:
+    return message
+
+
+def _host(connection: ServerConnection) -> str:
+    try:
+        return str(connection.remote_address[0])
+    except (TypeError, IndexError):
+        return "?"
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -15,9 +15,14 @@ from urllib.parse import quote
 
 import redis
 
+from ..config import Config
 from ..processes import ChildExited, free_port, start_child, stop_child, wait_until
 
 _START_TIMEOUT_S = 15.0
+# Pub/sub output buffer of one subscriber: hard limit, soft limit, seconds over the soft one.
+# Redis' default (32mb 8mb 60) holds five 1000000! results: the gateways get short notes instead
+# (result_backend.py), but a Celery client waiting for several big results would be dropped.
+PUBSUB_OUTPUT_LIMIT = ("256mb", "128mb", "60")
 
 
 class RedisServerError(RuntimeError):
@@ -55,8 +60,12 @@ class RedisServer:
         death_signal: int = signal.SIGTERM,
         password: str | None = None,
         config_file: Path | None = None,
+        maxmemory: str | None = None,
+        pubsub_output_limit: tuple[str, str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.maxmemory = maxmemory
+        self.pubsub_output_limit = pubsub_output_limit
         self.port = port or free_port()
         self.persistent = persistent
         self.password = password
@@ -89,7 +98,13 @@ class RedisServer:
             "--logfile", "redis.log",
             # Queued tasks must never be evicted: refuse writes rather than drop keys.
             "--maxmemory-policy", "noeviction",
-        ] + (["--requirepass", self.password] if self.password else [])  # fmt: skip
+        ] + (["--requirepass", self.password] if self.password else []) + self._limits()  # fmt: skip
+
+    def _limits(self) -> list[str]:
+        limits = ["--maxmemory", self.maxmemory] if self.maxmemory else []
+        if self.pubsub_output_limit:
+            limits += ["--client-output-buffer-limit", "pubsub", *self.pubsub_output_limit]
+        return limits
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -135,3 +150,13 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def private_redis(config: Config) -> RedisServer:
+    """The Redis `factorial-ws up` runs when no REDIS_URL is given, sized for big results."""
+    return RedisServer(
+        config.data_dir / "redis",
+        death_signal=signal.SIGTERM,  # SIGTERM: Redis flushes its AOF
+        maxmemory=config.redis_maxmemory,
+        pubsub_output_limit=PUBSUB_OUTPUT_LIMIT,
+    )

@@ -34,7 +34,7 @@ from ..processes import (
 from . import pid_list
 from .child import SupervisedChild, running_processes
 from .gateways import WATCH_INTERVAL_S, gateway_children, shared_metrics_folder
-from .redis_server import RedisServer, RedisServerError
+from .redis_server import RedisServer, RedisServerError, private_redis
 from .sentinel import RedisGroup, Timing
 
 logger = logging.getLogger(__name__)
@@ -121,10 +121,7 @@ class Supervisor:
         if self.own_redis and self.config.redis_replicas:
             self._start_group()
         elif self.own_redis:
-            self.redis = RedisServer(
-                self.config.data_dir / "redis",
-                death_signal=signal.SIGTERM,  # SIGTERM: Redis flushes its AOF
-            ).start()
+            self.redis = private_redis(self.config).start()
             self.config = self.config.replace(redis_url=self.redis.url)
             logger.info("private Redis on %s, data in %s", self.redis.url, self.redis.data_dir)
         env = {**os.environ, **self.config.to_env()}

@@ -1,0 +1,139 @@
+"""Admission control of the hard queue: a client address keeps at most HARD_TASKS_PER_CLIENT
+unfinished hard tasks (across all its connections, closed ones too), the hard queue holds at most
+HARD_QUEUE_LIMIT, and a queued task nobody can wait for any more expires unrun (TASK_EXPIRES).
+
+Clients come from several loopback addresses (127.0.0.2, 127.0.0.3...: Linux routes all of
+127/8 to the loopback interface), so each is a client address of its own to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import redis
+
+from factorial_ws.constants import CLIENT_BUSY, HARD_QUEUE, HARD_QUEUE_FULL, HARD_TASK_NAME
+from support import UNIT_S, Launcher, client, wait_until
+
+from .fault_tools import LONG_NUMBER, http_get
+
+
+def address(n: int) -> dict[str, object]:
+    """Connection options that make a client come from 127.0.0.<n>."""
+    return {"local_addr": (f"127.0.0.{n}", 0)}
+
+
+async def ask(url: str, numbers: list[int], source: int) -> list[dict[str, object]]:
+    """Send ``factorial`` requests from 127.0.0.<source>, one after another; their first replies."""
+    async with client(url, **address(source)) as ws:
+        return [await ws.request({"type": "factorial", "number": n, "id": n}) for n in numbers]
+
+
+async def test_hard_tasks_are_capped_per_client_address_and_per_queue(launch: Launcher) -> None:
+    server = launch.redis()
+    launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
+    _, url = launch.gateway(server.url, RESULT_REUSE=0, HARD_QUEUE_LIMIT=10, HARD_TASKS_PER_CLIENT=8)
+    store = redis.Redis.from_url(server.url)
+
+    # One address: 8 hard tasks, then refused, on this connection and on any later one.
+    replies = await ask(url, list(range(1001, 1011)), source=2)
+    assert [reply["type"] for reply in replies] == ["result"] * 8 + ["error"] * 2
+    assert replies[8] == {"type": "error", "result": CLIENT_BUSY, "id": 1009}
+    assert (await ask(url, [2000], source=2))[0]["result"] == CLIENT_BUSY
+    # Soft tasks are not capped; other addresses are not affected, up to the queue's limit.
+    async with client(url, **address(2)) as ws:
+        assert (await ws.factorial(5))[1]["result"] == 120
+    replies = await ask(url, [3001, 3002, 3003], source=3)
+    assert [reply["type"] for reply in replies] == ["result", "result", "error"]
+    assert replies[2] == {"type": "error", "result": HARD_QUEUE_FULL, "id": 3003}
+    assert store.llen(HARD_QUEUE) == 10
+
+    # Once a hard worker has done the address's tasks, it may queue again.
+    launch.worker(server.url, queues="hard", concurrency=1)
+    wait_until(lambda: store.llen(HARD_QUEUE) == 0, 30 * UNIT_S, "the hard queue to drain")
+    async with client(url, **address(2)) as ws:
+        ack, done = await ws.factorial(2000)
+        assert done["type"] == "success" and done["task_id"] == ack["task_id"]
+
+
+async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_prompt(
+    launch: Launcher,
+) -> None:
+    server = launch.redis()
+    worker = launch.worker(server.url, concurrency=2)
+    # Without reuse, as the flood was first seen: every request for 1000000! would be a task. The
+    # limit per client address is 4 rather than the default 8, to spare the suite 4 s of CPU.
+    _, url = launch.gateway(server.url, RESULT_REUSE=0, HARD_TASKS_PER_CLIENT=4)
+    store = redis.Redis.from_url(server.url)
+    frame = json.dumps({"type": "factorial", "number": LONG_NUMBER})
+    deepest = 0
+
+    async def flood() -> None:
+        async with client(url) as ws:
+            for _ in range(256):
+                await ws.send(frame)
+        # Closed without reading a single reply.
+
+    flooded = time.monotonic()
+    await asyncio.gather(*(flood() for _ in range(4)))
+
+    def every_frame_answered() -> bool:
+        nonlocal deepest
+        deepest = max(deepest, store.llen(HARD_QUEUE))
+        counts = metrics(url)
+        return counts["submitted"] + counts[HARD_QUEUE_FULL] + counts[CLIENT_BUSY] == 4 * 256
+
+    wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
+    counts = metrics(url)
+    ended = worker.log().count("succeeded in")
+    print(f"after the flood: at most {deepest} queued; {ended} tasks ended meanwhile; {counts}")
+    assert deepest <= 4
+    # At most 4 unfinished at any time: more tasks only as earlier ones ended.
+    assert counts["submitted"] <= 4 + ended
+
+    # The backlog is done well within 30 s; then a new client's 1001! is answered at once.
+    wait_until(lambda: worker.log().count("succeeded in") >= counts["submitted"], 30 * UNIT_S, "the backlog")
+    drained_s = time.monotonic() - flooded
+    started = time.monotonic()
+    async with client(url) as ws:
+        ack, done = await ws.factorial(1001)
+    answered_s = time.monotonic() - started
+    print(f"backlog done {drained_s:.1f} s after the flood; 1001! then took {answered_s * 1000:.0f} ms")
+    assert done["type"] == "success" and done["task_id"] == ack["task_id"]
+    assert drained_s < 30 and answered_s < 2
+
+
+def metrics(url: str) -> dict[str, float]:
+    """Hard tasks this gateway sent, and its refusals by message, from GET /metrics."""
+    found = {"submitted": 0.0, HARD_QUEUE_FULL: 0.0, CLIENT_BUSY: 0.0}
+    for line in http_get(url, "/metrics").splitlines():
+        if line.startswith('factorial_ws_tasks_submitted_total{queue="hard"}'):
+            found["submitted"] = float(line.split()[-1])
+        for message in (HARD_QUEUE_FULL, CLIENT_BUSY):
+            if line.startswith(f'factorial_ws_errors_total{{message="{message}"}}'):
+                found[message] = float(line.split()[-1])
+    return found
+
+
+async def test_a_task_queued_past_its_expiry_is_discarded_unrun_and_its_number_computed_again(
+    launch: Launcher,
+) -> None:
+    server = launch.redis()
+    launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker yet
+    _, url = launch.gateway(server.url, TASK_EXPIRES=2)
+    async with client(url) as ws:
+        ack = await ws.request({"type": "factorial", "number": 1001})
+        await asyncio.sleep(3)  # in the queue past its 2 s expiry
+        hard = launch.worker(server.url, queues="hard", concurrency=1)
+        done = await ws.recv()
+    # The worker discarded it instead of computing it; its client hears that it timed out.
+    assert done == {"type": "error", "result": "Timeout error", "task_id": ack["task_id"]}
+    assert f"Discarding revoked task: {HARD_TASK_NAME}[{ack['task_id']}]" in hard.log()
+    assert "succeeded in" not in hard.log()
+    # The expired computation is forgotten: asking again computes the number.
+    async with client(url) as ws:
+        again, result = await ws.factorial(1001)
+    assert again["task_id"] != ack["task_id"]
+    assert result["type"] == "success" and result["task_id"] == again["task_id"]

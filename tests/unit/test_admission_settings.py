@@ -1,0 +1,57 @@
+"""The settings of issue 10: reuse of results, output budgets and admission limits, parsed and
+checked like every other setting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from factorial_ws.config import Config, ConfigError
+from factorial_ws.constants import TASK_REVOKED, TIMEOUT_ERROR
+from factorial_ws.gateway.results import outcome_from_meta
+from factorial_ws.protocol import Failure
+
+
+@pytest.mark.parametrize(("raw", "value"), [("0", False), ("1", True), ("false", False), ("True", True)])
+def test_result_reuse_reads_as_a_switch(raw: str, value: bool) -> None:
+    assert Config.from_env({"RESULT_REUSE": raw}).result_reuse is value
+
+
+def test_result_reuse_refuses_anything_else_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="RESULT_REUSE='maybe': expected 1 or 0"):
+        Config.from_env({"RESULT_REUSE": "maybe"})
+
+
+def test_a_switch_survives_the_round_trip_through_a_child_environment() -> None:
+    config = Config(result_reuse=False)
+    assert config.to_env()["RESULT_REUSE"] == "0"
+    assert Config.from_env(config.to_env()) == config
+
+
+def test_defaults_of_the_admission_limits() -> None:
+    config = Config()
+    assert (config.hard_queue_limit, config.hard_tasks_per_client) == (50, 8)
+    assert config.task_expires_s == 600  # twice VISIBILITY_TIMEOUT's default
+    assert config.max_output_bytes == 16 * 1024 * 1024 and config.slow_consumer_timeout_s == 30
+
+
+def test_derived_limits_follow_what_they_derive_from() -> None:
+    assert Config(hard_concurrency=4).hard_queue_limit == 100
+    # A longer hard limit lengthens the visibility timeout, and the expiry with it.
+    assert Config(hard_task_timeout_s=300).task_expires_s == 2 * (2 * 300 + 60)
+    assert Config(task_expires_s=30).task_expires_s == 30
+
+
+@pytest.mark.parametrize("variable", ["HARD_QUEUE_LIMIT", "HARD_TASKS_PER_CLIENT"])
+def test_zero_turns_a_limit_off_and_a_negative_one_is_refused(variable: str) -> None:
+    Config.from_env({variable: "0"})
+    with pytest.raises(ConfigError, match=f"{variable}=-1"):
+        Config.from_env({variable: "-1"})
+
+
+def test_a_task_discarded_past_its_expiry_reads_as_a_timeout() -> None:
+    expired = {"exc_type": "TaskRevokedError", "exc_message": ["expired"], "exc_module": "x"}
+    revoked = {"exc_type": "TaskRevokedError", "exc_message": ["revoked"], "exc_module": "x"}
+    assert outcome_from_meta(json.dumps({"status": "REVOKED", "result": expired})) == Failure(TIMEOUT_ERROR)
+    assert outcome_from_meta(json.dumps({"status": "REVOKED", "result": revoked})) == Failure(TASK_REVOKED)
