@@ -11,6 +11,7 @@ import pytest
 import redis
 from websockets.frames import CloseCode
 
+from factorial_ws.gateway.results import result_key
 from factorial_ws.gateway.server import SHUTDOWN_GRACE_S
 from factorial_ws.processes import port_open
 from factorial_ws.result_backend import note_channel
@@ -77,7 +78,7 @@ async def test_client_that_leaves_before_its_result_leaves_no_waiting_state_and_
     reply = await result_by_id(system.url, task_id)
     assert_success(reply, task_id, 20)
     with redis.Redis.from_url(system.redis_url) as r:
-        assert 0 < int(r.ttl(channel)) <= RESULT_EXPIRES_S
+        assert 0 < int(r.ttl(result_key(task_id))) <= RESULT_EXPIRES_S
 
 
 def _subscribers(redis_url: str, channel: str) -> int:

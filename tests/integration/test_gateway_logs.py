@@ -4,6 +4,7 @@ other paths than `/` get 404, and the log names the address really bound."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -15,7 +16,18 @@ from websockets.exceptions import InvalidStatus
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TOO_MANY_IN_FLIGHT
 from factorial_ws.gateway.session import REFUSALS_LOGGED_IN_A_ROW
 from factorial_ws.processes import free_port, port_open
-from support import PYTHON, UNIT_S, Launcher, Proc, client, process_env, wait_until
+from support import (
+    PYTHON,
+    UNIT_S,
+    Launcher,
+    Proc,
+    System,
+    client,
+    process_env,
+    raw_websocket,
+    wait_until,
+    ws_text_frame,
+)
 
 from .probes import json_log
 
@@ -78,8 +90,9 @@ async def test_service_unavailable_is_logged_with_peer_and_detail(launch: Launch
 
 
 async def test_every_log_event_and_field_the_operations_doc_lists_is_written(launch: Launcher) -> None:
-    # The gateway waits 1 s at most, so a large factorial ends in an `error` line of a task.
-    system = launch.system(LOG_FORMAT="json", HARD_TASK_TIMEOUT=1)
+    # The gateway waits 1 s at most, so a large factorial ends in an `error` line of a task; a
+    # client that does not read its results is dropped after 1 s.
+    system = launch.system(LOG_FORMAT="json", HARD_TASK_TIMEOUT=1, WS_SLOW_CONSUMER_TIMEOUT=1)
     async with client(system.url) as ws:
         ack, done = await ws.factorial(5)
         await ws.request({"type": "result", "task_id": ack["task_id"]})
@@ -87,6 +100,11 @@ async def test_every_log_event_and_field_the_operations_doc_lists_is_written(lau
         taken_back = await ws.request({"type": "factorial", "number": 999_999})
         await ws.send({"type": "cancel", "task_id": taken_back["task_id"]})
         assert [(await ws.recv())["type"] for _ in range(2)] == ["error", "cancelled"]
+        big, _ = await ws.factorial(100_000)  # 456 KB of digits
+    async with raw_websocket(system.url) as silent:  # 30 lookups of it, never read: 13 MB
+        silent.writer.write(ws_text_frame(json.dumps({"type": "result", "task_id": big["task_id"]})) * 30)
+        wait_until(lambda: json_log(gateway_of(system), "slow_consumer"), 10 * UNIT_S, what="the drop")
+    async with client(system.url) as ws:
         for _ in range(REFUSALS_LOGGED_IN_A_ROW + 1):
             await ws.request({"type": "factorial", "number": -1})
         time.sleep(1.5)
@@ -94,15 +112,19 @@ async def test_every_log_event_and_field_the_operations_doc_lists_is_written(lau
     async with client(system.url) as leaver:  # leaves a task waited for behind
         await leaver.request({"type": "factorial", "number": 1_000_000})
     assert done["result"] == 120 and timed_out["result"] == "Timeout error"
-    assert system.gateway is not None
-    gateway = system.gateway
-    wait_until(lambda: len(json_log(gateway, "disconnect")) == 2, 10 * UNIT_S, what="both disconnect lines")
+    gateway = gateway_of(system)
+    wait_until(lambda: len(json_log(gateway, "disconnect")) == 4, 10 * UNIT_S, what="the disconnect lines")
 
     for name, fields in documented_events().items():
         written = json_log(gateway, name)
         assert written, f"no {name!r} line, though docs/operations.md lists it"
         missing = {field for field in fields if not any(field in line for line in written)}
         assert not missing, f"{name!r} lines never carry {missing}, though docs/operations.md says so"
+
+
+def gateway_of(system: System) -> Proc:
+    assert system.gateway is not None
+    return system.gateway
 
 
 async def test_a_websocket_handshake_on_another_path_than_the_root_gets_404(launch: Launcher) -> None:

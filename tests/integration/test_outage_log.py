@@ -21,8 +21,8 @@ async def test_a_redis_outage_logs_one_warning_and_one_line_when_over_with_50_lo
     async with client(url) as submitter, client(url) as looker:
         # No worker: the tasks stay queued, so every lookup waits for the whole outage.
         task_ids = []
-        for _ in range(WAITING_LOOKUPS):
-            ack = await submitter.request({"type": "factorial", "number": 5})
+        for number in range(WAITING_LOOKUPS):  # 50 numbers: one would be one task (RESULT_REUSE)
+            ack = await submitter.request({"type": "factorial", "number": number})
             task_ids.append(ack["task_id"])
         for task_id in task_ids:
             reply = await looker.request({"type": "result", "task_id": task_id})
