@@ -23,8 +23,20 @@ NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that com
 CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
+CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
+CANCELLED_KEY: Final = KEY_PREFIX + "cancelled"  # sorted set: cancelled task id -> when (workers load it)
+# Workers read new entries of CANCELLED_KEY this often, in case they missed a revoke broadcast.
+CANCELLED_RELOAD_S: Final = 2.0
+
+# kombu's Redis transport keeps every message a worker has taken and not yet acknowledged (tasks
+# are acknowledged late: reserved or running) in this hash, as JSON [message, exchange, routing key].
+KOMBU_UNACKED_KEY: Final = "unacked"
+
 # A channel nobody publishes on: it keeps a gateway's result subscription open while no task waits.
 RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
+
+# A task message with this header set asks its worker to store Celery's STARTED state.
+PROGRESS_HEADER: Final = "factorial_ws_progress"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
@@ -43,6 +55,8 @@ RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
+TASK_CANCELLED: Final = "Task cancelled"
+TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
 HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
 

@@ -1,14 +1,18 @@
 """The wire protocol, without I/O: parse client frames, shape every reply.
 
 Requests (JSON text frames):
-    {"type": "factorial", "number": 5}
-    {"type": "result", "task_id": "<uuid>"}
-Either may carry an "id" (string or integer) that every reply to it echoes.
+    {"type": "factorial", "number": 5[, "progress": true]}
+    {"type": "result", "task_id": "<uuid>"[, "progress": true]}
+    {"type": "cancel", "task_id": "<uuid>"}
+Any may carry an "id" (string or integer) that every reply to it echoes.
 
 Replies:
     {"type": "result", "task_id": ...}                 ack of a factorial request (seed)
+    {"type": "queued", "task_id": ..., "ahead": 3}      after the ack, when progress was asked for
+    {"type": "started", "task_id": ...}                 a worker started it (progress asked for)
     {"type": "success", "task_id": ..., "result": 120}  the exact factorial (seed)
     {"type": "pending", "task_id": ...}                 a looked-up task is still running
+    {"type": "cancelled", "task_id": ...}               a cancel took the task back
     {"type": "error", "result": "<message>"[, "task_id": ...]}
 """
 
@@ -46,15 +50,23 @@ class ProtocolError(Exception):
 class FactorialRequest:
     number: int
     request_id: RequestId | None = None
+    progress: bool = False  # also send "queued" and "started"
 
 
 @dataclass(frozen=True)
 class ResultRequest:
     task_id: str
     request_id: RequestId | None = None
+    progress: bool = False  # also send "started" (at once if the task has started)
 
 
-Request = FactorialRequest | ResultRequest
+@dataclass(frozen=True)
+class CancelRequest:
+    task_id: str
+    request_id: RequestId | None = None
+
+
+Request = FactorialRequest | ResultRequest | CancelRequest
 
 
 # Outcomes of a task, as read from the result backend.
@@ -71,6 +83,11 @@ class Failure:
 @dataclass(frozen=True)
 class Pending:
     pass
+
+
+@dataclass(frozen=True)
+class Started:
+    """Still running, and a worker said when it started (only tasks sent with progress do)."""
 
 
 Outcome = Success | Failure
@@ -107,9 +124,12 @@ def parse_request(frame: str, *, max_number: int) -> Request:
     request_id = _request_id(data)
     kind = data.get("type")
     if kind == "factorial":
-        return FactorialRequest(_number(data, max_number, request_id), request_id)
+        number = _number(data, max_number, request_id)
+        return FactorialRequest(number, request_id, _progress(data, request_id))
     if kind == "result":
-        return ResultRequest(_task_id(data, request_id), request_id)
+        return ResultRequest(_task_id(data, request_id), request_id, _progress(data, request_id))
+    if kind == "cancel":
+        return CancelRequest(_task_id(data, request_id), request_id)
     if "type" not in data:
         raise ProtocolError(INVALID_REQUEST + "missing field 'type'", request_id)
     raise ProtocolError(UNKNOWN_TASK, request_id)
@@ -156,6 +176,13 @@ def _number(data: dict[str, Any], max_number: int, request_id: RequestId | None)
     return value
 
 
+def _progress(data: dict[str, Any], request_id: RequestId | None) -> bool:
+    value = data.get("progress", False)
+    if not isinstance(value, bool):
+        raise ProtocolError(INVALID_REQUEST + "'progress' must be true or false", request_id)
+    return value
+
+
 def _task_id(data: dict[str, Any], request_id: RequestId | None) -> str:
     if "task_id" not in data:
         raise ProtocolError(INVALID_REQUEST + "missing field 'task_id'", request_id)
@@ -197,6 +224,19 @@ def ack(task_id: str, request_id: RequestId | None = None) -> str:
 
 def pending(task_id: str, request_id: RequestId | None = None) -> str:
     return _reply({"type": "pending", "task_id": task_id}, request_id)
+
+
+def queued(task_id: str, ahead: int, request_id: RequestId | None = None) -> str:
+    """``ahead``: tasks in the same queue that were waiting or running when this one was sent."""
+    return _reply({"type": "queued", "task_id": task_id, "ahead": ahead}, request_id)
+
+
+def started(task_id: str, request_id: RequestId | None = None) -> str:
+    return _reply({"type": "started", "task_id": task_id}, request_id)
+
+
+def cancelled(task_id: str, request_id: RequestId | None = None) -> str:
+    return _reply({"type": "cancelled", "task_id": task_id}, request_id)
 
 
 def error(message: str, task_id: str | None = None, request_id: RequestId | None = None) -> str:

@@ -14,6 +14,6 @@ except ConfigError as exc:
     raise SystemExit(1) from None
 
 app = create_app(config)
-worker_hooks.install(config)
+worker_hooks.install(app, config)
 
 __all__ = ["app", "config"]

@@ -182,7 +182,7 @@ def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task
     old, url = launch.gateway(redis_server.url, port=port, WS_TOKEN=TOKEN)
     page = open_page(f"{url}?token={TOKEN}")  # the page passes its token on
     row = submit_number(page, "2000")  # the hard queue, which has no worker yet
-    expect_state(row, "pending")
+    expect_state(row, "queued")  # the page asks for progress: no worker yet
     task_id = row.get_attribute("data-task-id")
 
     old.stop()

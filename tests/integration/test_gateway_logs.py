@@ -97,6 +97,9 @@ async def test_every_log_event_and_field_the_operations_doc_lists_is_written(lau
         ack, done = await ws.factorial(5)
         await ws.request({"type": "result", "task_id": ack["task_id"]})
         _, timed_out = await ws.factorial(1_000_000)
+        taken_back = await ws.request({"type": "factorial", "number": 999_999})
+        await ws.send({"type": "cancel", "task_id": taken_back["task_id"]})
+        assert [(await ws.recv())["type"] for _ in range(2)] == ["error", "cancelled"]
         big, _ = await ws.factorial(100_000)  # 456 KB of digits
     async with raw_websocket(system.url) as silent:  # 30 lookups of it, never read: 13 MB
         silent.writer.write(ws_text_frame(json.dumps({"type": "result", "task_id": big["task_id"]})) * 30)

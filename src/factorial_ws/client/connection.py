@@ -15,7 +15,7 @@ import itertools
 import logging
 import ssl as ssl_module
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 
 from ..limits import TokenBucket
 from .errors import ClientClosed, ConnectionFailed, ConnectionLost, FactorialWSError, HandshakeRefused
-from .wire import Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
+from .wire import FINAL_STATES, Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class _Pending:
         loop = asyncio.get_running_loop()
         self.request = request
         self.accepted: asyncio.Future[str] = loop.create_future()  # the task id
-        self.outcome: asyncio.Future[str] = loop.create_future()  # the digits
+        self.outcome: asyncio.Future[str] = loop.create_future()  # the digits (a cancel's outcome)
+        self.changed = asyncio.Event()  # set, and replaced, at each new state of the request
         self.request_id = -1  # of the current ask
         self.generation = -1  # the connection the current ask went out on
         self.retry_since: float | None = None  # first "not now" error of a run of them
@@ -46,23 +47,33 @@ class _Pending:
         if request.task_id is not None:
             self.accepted.set_result(request.task_id)
 
+    def notify(self) -> None:
+        """Wake whoever waits for the request's next state."""
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
 
 class TaskHandle(Generic[ResultT]):
     """A submitted factorial: ``task_id`` at once, the result when awaited.
 
-        handle = await client.submit(300000)
+        handle = await client.submit(1000000, progress=True)
         print(handle.task_id)
+        async for state in handle.states():   # pending, queued, started, done
+            print(state, handle.ahead)
         n = await handle          # or: await handle.result()
 
     Awaiting may be cancelled (``asyncio.timeout``) and started again: the request goes on.
+    ``await handle.cancel()`` takes the task back (see ``Client.cancel``); awaiting the handle
+    then raises ``TaskCancelled``.
 
-    Room to grow (issue 13, parts 2 and 3): replies of types this version does not know
-    (``queued``, ``started``) are already waited past in ``wire.Request.on_reply``; a handle
-    from ``submit(number, progress=True)`` would record them as its ``state``, and ``cancel()``
-    would send ``{"type": "cancel", "task_id": …}`` and finish the handle on ``cancelled``.
+    ``state``: ``pending`` once acked; with ``progress=True`` also ``queued`` (``ahead``: tasks
+    that were before it in its queue when it was sent) and ``started`` (a worker runs it); in
+    the end ``done``, ``error`` or ``cancelled``. Without ``progress`` the gateway sends no
+    states between the ack and the result.
     """
 
-    def __init__(self, pending: _Pending, convert: Callable[[str], ResultT]) -> None:
+    def __init__(self, client: Client, pending: _Pending, convert: Callable[[str], ResultT]) -> None:
+        self._client = client
         self._pending = pending
         self._convert: Callable[[str], ResultT] = convert
 
@@ -73,6 +84,32 @@ class TaskHandle(Generic[ResultT]):
     @property
     def number(self) -> int | None:
         return self._pending.request.number
+
+    @property
+    def state(self) -> str:
+        return self._pending.request.state
+
+    @property
+    def ahead(self) -> int | None:
+        """From the ``queued`` reply: tasks ahead of this one in its queue when it was sent."""
+        return self._pending.request.ahead
+
+    async def states(self) -> AsyncIterator[str]:
+        """Every state of the request, from the first, as it comes; ends with the final one."""
+        seen = 0
+        while True:
+            changed = self._pending.changed
+            history = self._pending.request.history
+            while seen < len(history):
+                seen += 1
+                yield history[seen - 1]
+            if self.state in FINAL_STATES:
+                return
+            await changed.wait()
+
+    async def cancel(self) -> bool:
+        """Take the task back: True once cancelled, False if it had ended first."""
+        return await self._client.cancel(self.task_id)
 
     def done(self) -> bool:
         return self._pending.outcome.done()
@@ -219,16 +256,54 @@ class Client:
         return await self._result(pending, digits)
 
     @overload
-    async def submit(self, number: int, *, digits: Literal[False] = False) -> TaskHandle[int]: ...
+    async def submit(
+        self, number: int, *, digits: Literal[False] = False, progress: bool = False
+    ) -> TaskHandle[int]: ...
     @overload
-    async def submit(self, number: int, *, digits: Literal[True]) -> TaskHandle[str]: ...
-    async def submit(self, number: int, *, digits: bool = False) -> TaskHandle[int] | TaskHandle[str]:
+    async def submit(
+        self, number: int, *, digits: Literal[True], progress: bool = False
+    ) -> TaskHandle[str]: ...
+    async def submit(
+        self, number: int, *, digits: bool = False, progress: bool = False
+    ) -> TaskHandle[int] | TaskHandle[str]:
         """Send a factorial request and return once the gateway has acked it, with a handle
-        holding the task id; the handle is awaited for the result."""
-        pending = await self._accepted(self._register(Request(number=_checked(number))))
+        holding the task id; the handle is awaited for the result. With ``progress`` the handle's
+        ``state`` follows the task: queued (and how many are ahead), started."""
+        request = Request(number=_checked(number), progress=progress)
+        return self._handle(await self._accepted(self._register(request)), digits)
+
+    @overload
+    def watch(
+        self, task_id: str, *, digits: Literal[False] = False, progress: bool = False
+    ) -> TaskHandle[int]: ...
+    @overload
+    def watch(self, task_id: str, *, digits: Literal[True], progress: bool = False) -> TaskHandle[str]: ...
+    def watch(
+        self, task_id: str, *, digits: bool = False, progress: bool = False
+    ) -> TaskHandle[int] | TaskHandle[str]:
+        """A handle for a task submitted before (as ``lookup``, which awaits it at once); with
+        ``progress`` its ``state`` says when a worker starts it."""
+        return self._handle(self._register(Request(task_id=task_id, progress=progress)), digits)
+
+    def _handle(self, pending: _Pending, digits: bool) -> TaskHandle[int] | TaskHandle[str]:
         if digits:
-            return TaskHandle(pending, str)
-        return TaskHandle(pending, digits_to_int)
+            return TaskHandle(self, pending, str)
+        return TaskHandle(self, pending, digits_to_int)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Take a task back: a queued task is never run, a running one is stopped. True once it
+        is cancelled: every request of this client waiting for it then raises ``TaskCancelled``
+        (when other clients wait for the same computation, it goes on for them). False if the
+        task had ended first: its requests get its outcome. Raises ``UnknownTaskId`` for an id
+        the gateway does not know, and ``TaskNotCancelled`` when this client waits for nothing
+        of a task that others wait for. Anyone who knows a task id may cancel it."""
+        pending = self._register(Request(cancel=task_id))
+        try:
+            outcome = await asyncio.shield(pending.outcome)
+        except asyncio.CancelledError:
+            self._forget(pending)
+            raise
+        return outcome == "cancelled"
 
     @overload
     async def lookup(self, task_id: str, *, digits: Literal[False] = False) -> int: ...
@@ -349,9 +424,10 @@ class Client:
             assert request.task_id is not None
             _resolve(pending.accepted, request.task_id)
         elif step is Step.DONE:
-            assert request.digits is not None
+            value = request.cancel_outcome if request.is_cancel else request.digits
+            assert value is not None
             self._drop(pending)
-            _resolve(pending.outcome, request.digits)
+            _resolve(pending.outcome, value)
         elif step is Step.FAILED:
             assert request.error is not None
             self._fail(pending, request.error)
@@ -362,6 +438,8 @@ class Client:
             self._ask_later(pending)
         if step is not Step.ASK_LATER:
             pending.retry_since, pending.retries = None, 0
+        if step in (Step.ACKED, Step.PROGRESS, Step.DONE):
+            pending.notify()  # FAILED notifies in _fail
 
     def _ask_later(self, pending: _Pending) -> None:
         """Ask again after a delay, for as long as a reconnection would be tried."""
@@ -392,10 +470,12 @@ class Client:
 
     def _fail(self, pending: _Pending, error: FactorialWSError) -> None:
         self._drop(pending)
+        pending.request.fail(error)
         for future in (pending.accepted, pending.outcome):
             if not future.done():
                 future.set_exception(error)
                 future.exception()  # retrieved: a caller that stopped waiting is no error
+        pending.notify()
 
     def _finish(self, error: FactorialWSError) -> None:
         """No more requests: everything awaited, and every later call, raises ``error``."""

@@ -22,7 +22,9 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    TASK_CANCELLED,
     TASK_FAILED,
+    TASK_NOT_CANCELLED,
     TASK_REVOKED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
@@ -104,6 +106,16 @@ class TaskRevoked(FactorialWSError):
     """``Task revoked``: the task was revoked through Celery."""
 
 
+class TaskCancelled(FactorialWSError):
+    """``Task cancelled``: a client cancelled the task (``TaskHandle.cancel``, ``Client.cancel``),
+    or cancelled its own wait for it."""
+
+
+class TaskNotCancelled(FactorialWSError):
+    """``Task not cancelled: other requests wait for it``: a cancel from a client that waits for
+    nothing, of a task that others wait for (one client's cancel never stops another's wait)."""
+
+
 # --- the connection ----------------------------------------------------------------------------
 
 
@@ -145,6 +157,8 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     TASK_FAILED: TaskFailed,
     WORKER_LOST: WorkerLost,
     TASK_REVOKED: TaskRevoked,
+    TASK_CANCELLED: TaskCancelled,
+    TASK_NOT_CANCELLED: TaskNotCancelled,
 }
 
 

@@ -12,6 +12,12 @@ gateway has acked it (a factorial that was never acked is sent again as a factor
 - after ``Service unavailable``, ``Server busy`` or ``Too many tasks in flight`` on an ask the
   library made by itself, later (the caller's own first ask raises them);
 - after ``Rate limit exceeded``, later, whoever asked: the gateway did not serve the frame.
+
+A request made with ``progress`` asks for it on every ask and records what it hears as its
+``state``: ``pending`` (acked), ``queued`` (with ``ahead``), ``started``, then ``done``,
+``error`` or ``cancelled``. A cancel is a request too, asked again after a drop like the others
+(cancelling twice is harmless); it ends ``cancelled``, or ``finished`` when the gateway answered
+with the task's own outcome (the task had ended first).
 """
 
 from __future__ import annotations
@@ -27,28 +33,46 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    TASK_CANCELLED,
+    TASK_FAILED,
+    TASK_REVOKED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
+    WORKER_LOST,
 )
-from .errors import FactorialWSError, error_for
+from .errors import FactorialWSError, TaskCancelled, error_for
 
 # Errors that say "not now" rather than "never": a task the library re-asks for by itself is
 # asked again after a delay instead of failing.
 TRANSIENT_ERRORS: Final = frozenset(
     {SERVICE_UNAVAILABLE, SERVER_BUSY, HARD_QUEUE_FULL, RATE_LIMITED, TOO_MANY_IN_FLIGHT}
 )
+# Errors that are a task's own outcome: the answer to a cancel of a task that had ended.
+OUTCOME_ERRORS: Final = frozenset({TASK_FAILED, WORKER_LOST, TIMEOUT_ERROR, TASK_REVOKED, TASK_CANCELLED})
+# States a request ends in.
+FINAL_STATES: Final = frozenset({"done", "error", "cancelled"})
 
 # int() of a decimal string is quadratic in CPython 3.11 and refuses more than 4300 digits by
 # default (sys.set_int_max_str_digits); GMP converts 5.5 million digits in well under a second.
 _INT_DIGITS_LIMIT: Final = 4000
 
 
-def factorial_frame(number: int, request_id: int) -> str:
-    return json.dumps({"type": "factorial", "number": number, "id": request_id})
+def factorial_frame(number: int, request_id: int, *, progress: bool = False) -> str:
+    return _frame({"type": "factorial", "number": number, "id": request_id}, progress)
 
 
-def lookup_frame(task_id: str, request_id: int) -> str:
-    return json.dumps({"type": "result", "task_id": task_id, "id": request_id})
+def lookup_frame(task_id: str, request_id: int, *, progress: bool = False) -> str:
+    return _frame({"type": "result", "task_id": task_id, "id": request_id}, progress)
+
+
+def cancel_frame(task_id: str, request_id: int) -> str:
+    return json.dumps({"type": "cancel", "task_id": task_id, "id": request_id})
+
+
+def _frame(fields: dict[str, Any], progress: bool) -> str:
+    if progress:
+        fields["progress"] = True
+    return json.dumps(fields)
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,7 @@ class Reply:
     task_id: str | None = None
     request_id: str | None = None
     result: str | None = None
+    ahead: int | None = None  # of a "queued" reply
 
 
 def parse_reply(frame: str) -> Reply:
@@ -74,7 +99,13 @@ def parse_reply(frame: str) -> Reply:
         task_id=_text(data.get("task_id")),
         request_id=_text(data.get("id")),
         result=_text(data.get("result")),
+        ahead=_count(data.get("ahead")),
     )
+
+
+def _count(value: Any) -> int | None:
+    text = _text(value)
+    return int(text) if text is not None and text.isascii() and text.isdigit() and len(text) < 19 else None
 
 
 def _text(value: Any) -> str | None:
@@ -106,23 +137,39 @@ class Step(enum.Enum):
     """What the I/O layer does after a reply."""
 
     ACKED = "acked"  # the task id is known now; keep waiting for the result
+    PROGRESS = "progress"  # a new ``state`` (queued, started); keep waiting
     WAIT = "wait"  # nothing to do
-    DONE = "done"  # the result is in ``Request.digits``
+    DONE = "done"  # the result is in ``Request.digits`` (a cancel's in ``cancel_outcome``)
     FAILED = "failed"  # the exception is in ``Request.error``
     ASK_AGAIN = "ask again"  # look the task up again now
     ASK_LATER = "ask later"  # look the task up again after a delay (``error`` if not)
 
 
 class Request:
-    """The state of one request of a caller: a factorial (``number``) or a lookup (``task_id``)."""
+    """The state of one request of a caller: a factorial (``number``), a lookup (``task_id``) or
+    a cancel (``cancel``, the task id)."""
 
-    def __init__(self, *, number: int | None = None, task_id: str | None = None) -> None:
-        if (number is None) == (task_id is None):
-            raise ValueError("a request is a factorial (number) or a lookup (task_id)")
+    def __init__(
+        self,
+        *,
+        number: int | None = None,
+        task_id: str | None = None,
+        cancel: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        if [number, task_id, cancel].count(None) != 2:
+            raise ValueError("a request is a factorial (number), a lookup (task_id) or a cancel")
         self.number = number
-        self.task_id = task_id
+        self.task_id = task_id if cancel is None else cancel
+        self.is_cancel = cancel is not None
+        self.progress = progress and not self.is_cancel
         self.digits: str | None = None
         self.error: FactorialWSError | None = None
+        self.cancel_outcome: str | None = None  # "cancelled" or "finished"
+        # Pending once the gateway has the task: a lookup's task id is known from the start.
+        self.state = "sent" if task_id is None else "pending"
+        self.history: list[str] = [] if task_id is None else ["pending"]
+        self.ahead: int | None = None
         # The gateway has confirmed it waits for the task on the current ask (ack or pending).
         self.confirmed = False
         # The current ask is the library's own (after a drop or a wait that timed out).
@@ -136,38 +183,75 @@ class Request:
         self.asks += 1
         if self.task_id is None:
             assert self.number is not None
-            return factorial_frame(self.number, request_id)
-        return lookup_frame(self.task_id, request_id)
+            return factorial_frame(self.number, request_id, progress=self.progress)
+        if self.is_cancel:
+            return cancel_frame(self.task_id, request_id)
+        return lookup_frame(self.task_id, request_id, progress=self.progress)
 
     def on_reply(self, reply: Reply) -> Step:
+        if self.is_cancel:
+            return self._on_cancel_reply(reply)
         if reply.type == "result" and reply.task_id is not None and self.task_id is None:
             self.task_id = reply.task_id
             self.confirmed = True
+            self._enter("pending")
             return Step.ACKED
         if reply.type == "pending":
             self.confirmed = True
             return Step.WAIT
+        if reply.type == "queued" and self.state == "pending":
+            self.ahead = reply.ahead
+            self._enter("queued")
+            return Step.PROGRESS
+        if reply.type == "started" and self.state in ("pending", "queued"):
+            self._enter("started")
+            return Step.PROGRESS
         if reply.type == "success":
             return self._success(reply.result)
         if reply.type == "error":
             return self._error(reply.result or "", reply.task_id)
         return Step.WAIT  # a reply type this version does not know: keep waiting
 
+    def fail(self, error: FactorialWSError) -> None:
+        """End the request with ``error`` (from the reply, or the connection's own)."""
+        self.error = error
+        self._enter("cancelled" if isinstance(error, TaskCancelled) else "error")
+
+    def _enter(self, state: str) -> None:
+        if self.state not in FINAL_STATES:
+            self.state = state
+            self.history.append(state)
+
+    def _on_cancel_reply(self, reply: Reply) -> Step:
+        if reply.type == "cancelled":
+            self.cancel_outcome = "cancelled"
+        elif reply.type == "success" or (reply.type == "error" and reply.result in OUTCOME_ERRORS):
+            self.cancel_outcome = "finished"  # it ended before the cancel: its outcome came instead
+        elif reply.type == "error":
+            return self._error(reply.result or "", reply.task_id)
+        else:
+            return Step.WAIT
+        return Step.DONE
+
     def _success(self, digits: str | None) -> Step:
         if digits is None or not (digits.isascii() and digits.isdigit()):
-            self.error = FactorialWSError("malformed success reply: 'result' is not an integer", self.task_id)
+            self.fail(FactorialWSError("malformed success reply: 'result' is not an integer", self.task_id))
             return Step.FAILED
         self.digits = digits
+        self._enter("done")
         return Step.DONE
 
     def _error(self, message: str, task_id: str | None) -> Step:
         if message == TIMEOUT_ERROR and self.confirmed:
             return Step.ASK_AGAIN  # the gateway stopped waiting; the task goes on
-        self.error = error_for(message, task_id or self.task_id)
-        if message == RATE_LIMITED:
-            # The gateway did not serve the frame (a factorial it refused was not submitted), so
-            # asking again later is always safe: the library's pacing fell short, not the caller.
+        error = error_for(message, task_id or self.task_id)
+        if message == RATE_LIMITED or (
+            message in TRANSIENT_ERRORS and self.retry and self.task_id is not None
+        ):
+            # Rate limit exceeded: the gateway did not serve the frame (a factorial it refused
+            # was not submitted), so asking again later is always safe: the library's pacing
+            # fell short, not the caller.
+            self.error = error  # raised if the library gives up asking
             return Step.ASK_LATER
-        if message in TRANSIENT_ERRORS and self.retry and self.task_id is not None:
-            return Step.ASK_LATER
+        self.fail(error)
         return Step.FAILED

@@ -19,7 +19,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
-from ..protocol import Outcome, Pending, RequestId, success_around
+from ..protocol import Outcome, Pending, RequestId, Started, success_around
 from .results import ServiceUnavailable, outcome_from_meta, result_key
 
 # Fragments of a streamed reply: websockets sends one, waits for the socket to take it, then
@@ -101,6 +101,6 @@ class ResultCache:
         result = big_result(meta if isinstance(meta, bytes) else meta.encode())
         if result is None:
             outcome = outcome_from_meta(meta)
-            return None if isinstance(outcome, Pending) else outcome
+            return None if isinstance(outcome, Pending | Started) else outcome
         self._held[task_id] = result
         return result

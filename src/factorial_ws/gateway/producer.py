@@ -6,6 +6,9 @@ uses, then pushes it with ``redis.asyncio`` in the same atomic step that marks t
 (and, for ``submit``, decides whether a new task is needed at all: see ``Rules``).
 The envelope names the anonymous exchange, which kombu routes to the queue named by the routing
 key; that is also where a redelivered (restored) message goes.
+
+A request with progress also learns, in that same step, how many tasks are ahead of a task it
+creates.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from ..constants import (
     CLIENT_KEY_PREFIX,
     HARD_QUEUE,
     HARD_QUEUE_FULL,
+    KOMBU_UNACKED_KEY,
     NUMBER_KEY_PREFIX,
+    PROGRESS_HEADER,
     RESULT_KEY_PREFIX,
     SUBMITTED_KEY_PREFIX,
     TASK_NAME_BY_QUEUE,
@@ -38,10 +43,17 @@ REPLICA_ACK_TIMEOUT_MS = 1000
 
 
 def task_envelope(
-    app: Celery, task_id: str, queue: str, number: int, *, expires_s: float | None = None
+    app: Celery,
+    task_id: str,
+    queue: str,
+    number: int,
+    *,
+    expires_s: float | None = None,
+    progress: bool = False,
 ) -> bytes:
     """The bytes kombu's Redis transport would LPUSH for ``task.apply_async((number,))``
-    (with ``expires=expires_s``: a worker discards the task once that many seconds have passed)."""
+    (with ``expires=expires_s``: a worker discards the task once that many seconds have passed;
+    with ``progress``, a header that asks the worker to store Celery's STARTED state)."""
     # The reprs are given: Celery's own saferepr of the arguments was a third of this
     # function's cost on the gateway's hot path.
     task = app.tasks[TASK_NAME_BY_QUEUE[queue]]
@@ -59,11 +71,12 @@ def task_envelope(
         soft_time_limit=task.soft_time_limit,
     )
     body = json.dumps(message.body).encode()
+    headers = {**message.headers, PROGRESS_HEADER: True} if progress else message.headers
     envelope: dict[str, Any] = {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": message.headers,
+        "headers": headers,
         "properties": {
             **message.properties,
             "delivery_mode": 2,
@@ -86,12 +99,28 @@ def submitted_record(queue: str, number: int) -> bytes:
 # connection dropped after Redis ran it) finds the mark and pushes nothing, so the pool may
 # retry it like a read. The script reads keys it is not given (the meta and record of the task
 # of the same number): fine on one Redis, which is all Celery's Redis transport supports.
+#
+# With progress (ARGV[11]), a created task's reply also says how many tasks were ahead of it:
+# the queue's length before the push, and the tasks of that queue that workers have taken and
+# not finished. kombu keeps each message a worker has taken in the ``unacked`` hash (KEYS[5])
+# until it is acknowledged, which (acks_late) is once the task is done; the value is JSON
+# ``[message, exchange, routing_key]``, so the queue (our routing key) ends it.
 _SUBMIT_SCRIPT: Final = """
-local record_key, queue, number_key, client_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local record_key, queue, number_key, client_key, unacked = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local task_id, record, envelope = ARGV[1], ARGV[2], ARGV[3]
 local expires_s, reuse, pending_at_most_s = tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
 local queue_limit, client_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
-local meta_prefix, record_prefix = ARGV[9], ARGV[10]
+local meta_prefix, record_prefix, progress = ARGV[9], ARGV[10], ARGV[11] == '1'
+
+local function ahead_of_last()
+  if not progress then return -1 end
+  local ahead = redis.call('LLEN', queue) - 1
+  local tail = '"' .. queue .. '"]'
+  for _, message in ipairs(redis.call('HVALS', unacked)) do
+    if string.sub(message, -#tail) == tail then ahead = ahead + 1 end
+  end
+  return ahead
+end
 
 local function finished(id)
   return redis.call('EXISTS', meta_prefix .. id) == 1
@@ -112,7 +141,7 @@ local function state_of(id)
 end
 
 -- A retried call for a task already sent (its record exists) sends nothing twice.
-if redis.call('EXISTS', record_key) == 1 then return {'created', task_id} end
+if redis.call('EXISTS', record_key) == 1 then return {'created', task_id, ahead_of_last()} end
 if reuse then
   local existing = redis.call('GET', number_key)
   if existing then
@@ -152,7 +181,7 @@ else
 end
 if #gone > 0 then redis.call('ZREM', client_key, unpack(gone)) end
 if refused then return {refused, ''} end
-return {'created', task_id}
+return {'created', task_id, ahead_of_last()}
 """
 
 
@@ -192,6 +221,7 @@ class Admitted:
 
     task_id: str
     state: Literal["created", "pending", "done"]
+    ahead: int | None = None  # of a task created for a request with progress
 
     @property
     def reused(self) -> bool:
@@ -237,19 +267,24 @@ class Producer:
         self._min_replicas_ack = min_replicas_ack
         self._rules = rules
 
-    async def send(self, task_id: str, queue: str, number: int) -> None:
+    async def send(self, task_id: str, queue: str, number: int, *, progress: bool = False) -> int | None:
         """Raises redis.RedisError when Redis cannot take the task, or NotReplicated when too
         few replicas confirmed it (it may still run). Sending the same id again sends nothing:
-        the task is pushed at most once, however often this is retried."""
-        await self._run(task_id, queue, number, "", Rules())
+        the task is pushed at most once, however often this is retried. With ``progress``,
+        returns how many tasks were ahead of it: waiting in its queue, or taken by a worker
+        (reserved or running) and not finished."""
+        admitted = await self._run(task_id, queue, number, "", Rules(), progress)
+        return admitted.ahead if isinstance(admitted, Admitted) else None
 
-    async def submit(self, task_id: str, queue: str, number: int, client_host: str) -> Admitted | Refused:
+    async def submit(
+        self, task_id: str, queue: str, number: int, client_host: str, *, progress: bool = False
+    ) -> Admitted | Refused:
         """Queue ``number!`` as ``task_id``, name the task that already computes it, or refuse;
-        raises as ``send`` does."""
-        return await self._run(task_id, queue, number, client_host, self._rules)
+        raises as ``send`` does. With ``progress``, a created task's ``ahead`` is counted."""
+        return await self._run(task_id, queue, number, client_host, self._rules, progress)
 
     async def _run(
-        self, task_id: str, queue: str, number: int, client_host: str, rules: Rules
+        self, task_id: str, queue: str, number: int, client_host: str, rules: Rules, progress: bool
     ) -> Admitted | Refused:
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
@@ -259,11 +294,14 @@ class Producer:
             queue,
             NUMBER_KEY_PREFIX + str(number),
             CLIENT_KEY_PREFIX + client_host,
+            KOMBU_UNACKED_KEY,
         ]
         args: list[bytes | str | int | float] = [
             task_id,
             submitted_record(queue, number),
-            task_envelope(self._app, task_id, queue, number, expires_s=rules.task_expires_s),
+            task_envelope(
+                self._app, task_id, queue, number, expires_s=rules.task_expires_s, progress=progress
+            ),
             self._expires_s,
             int(rules.reuse),
             rules.pending_at_most_s or self._expires_s,
@@ -271,6 +309,7 @@ class Producer:
             rules.hard_tasks_per_client if hard else 0,
             RESULT_KEY_PREFIX,
             SUBMITTED_KEY_PREFIX,
+            int(progress),
         ]
         replicas = self._min_replicas_ack
         if not self._min_replicas_ack:
@@ -281,12 +320,13 @@ class Producer:
             await self._submit(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
             reply, replicas = await pipe.execute()
-        state, admitted_id = (_text(part) for part in reply)
+        state, admitted_id = _text(reply[0]), _text(reply[1])
         if state == "created" and int(replicas) < self._min_replicas_ack:
             raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")
         if state in _REFUSALS:
             return _REFUSALS[state]
-        return Admitted(admitted_id, state)  # type: ignore[arg-type]
+        ahead = int(reply[2]) if state == "created" and progress else None
+        return Admitted(admitted_id, state, ahead)  # type: ignore[arg-type]
 
 
 def _text(value: bytes | str) -> str:

@@ -15,6 +15,12 @@ Races closed here:
 - After the connection is lost, the hub reconnects, subscribes to every channel still waited for,
   and reads their keys once, delivering whatever was stored while it was away. It does so in
   batches, so that ten thousand waiting tasks do not hold the event loop.
+
+A watch made with ``progress`` also hears when a worker starts the task (Celery's STARTED state,
+which workers store, and so note, only for tasks sent with progress). Since each process that
+waits for a task is subscribed to its note channel, Redis' count of the channel's subscribers
+tells how many gateway processes wait for it (``waiters_elsewhere``): what a cancel asks before
+it stops a task.
 """
 
 from __future__ import annotations
@@ -31,16 +37,18 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from ..constants import (
+    CANCELLED_KEY_PREFIX,
     NOTE_CHANNEL_PREFIX,
     RESULT_KEY_PREFIX,
     RESULTS_IDLE_CHANNEL,
     SUBMITTED_KEY_PREFIX,
+    TASK_CANCELLED,
     TASK_FAILED,
     TASK_REVOKED,
     TIMEOUT_ERROR,
     WORKER_LOST,
 )
-from ..protocol import Failure, Outcome, Pending, Success
+from ..protocol import Failure, Outcome, Pending, Started, Success
 from ..result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
 
 logger = logging.getLogger(__name__)
@@ -70,7 +78,7 @@ class Stored:
 
 
 Ending = Outcome | Stored  # how a task ended, as far as the hub reads it
-Snapshot = Ending | Pending | Unknown
+Snapshot = Ending | Pending | Started | Unknown
 
 
 def result_key(task_id: str) -> str:
@@ -79,12 +87,14 @@ def result_key(task_id: str) -> str:
 
 @dataclass(eq=False)
 class Watch:
-    """One waiter's view of one task: ``outcome`` resolves when the task ends."""
+    """One waiter's view of one task: ``outcome`` resolves when the task ends; ``started``, of a
+    watch made with progress, when a worker starts it."""
 
     task_id: str
     outcome: asyncio.Future[Ending] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    started: asyncio.Future[None] | None = None
 
 
 @dataclass(eq=False)
@@ -138,12 +148,14 @@ class ResultHub:
 
     # --- waiting ---
 
-    async def subscribe(self, task_id: str) -> Watch:
+    async def subscribe(self, task_id: str, *, progress: bool = False) -> Watch:
         """Start waiting for a task; returns once Redis has confirmed the subscription, so a
         result stored from then on cannot be missed. Pair with ``release``."""
         if not self.connected:
             raise ServiceUnavailable
         watch = Watch(task_id)
+        if progress:
+            watch.started = asyncio.get_running_loop().create_future()
         channel_name = note_channel(task_id)
         channel = self._channels.get(channel_name)
         if channel is None:
@@ -177,18 +189,49 @@ class ResultHub:
                 await self._pubsub.unsubscribe(channel_name)
 
     async def snapshot(self, task_id: str) -> Snapshot:
-        """The task's state now, from one round trip: finished, pending, or unknown."""
+        """The task's state now, from one round trip: finished, started, pending, or unknown."""
         pipe = self._client.pipeline(transaction=False)
         _read_note(pipe, task_id)
         pipe.exists(SUBMITTED_KEY_PREFIX + task_id)
+        pipe.exists(CANCELLED_KEY_PREFIX + task_id)
         try:
-            size, head, submitted = await pipe.execute()
+            size, head, submitted, cancelled = await pipe.execute()
         except aioredis.RedisError:
             raise ServiceUnavailable from None
         note = _note(size, head)
         if note is not None:
-            return read_note(note)
+            return _cancelled_if_marked(read_note(note), bool(cancelled))
         return Pending() if submitted else Unknown()
+
+    async def named(self, task_id: str, outcome: Ending) -> Ending:
+        """The outcome a watch received, with a revoked task that a client cancelled (a marker
+        the canceller left) named ``Task cancelled`` rather than ``Task revoked``. Celery's
+        stored state is REVOKED either way; only revoked tasks cost this extra read."""
+        if outcome != Failure(TASK_REVOKED):
+            return outcome
+        try:
+            marked = await self._client.exists(CANCELLED_KEY_PREFIX + task_id)
+        except aioredis.RedisError:
+            return outcome
+        return Failure(TASK_CANCELLED) if marked else outcome
+
+    def local_waiters(self, task_id: str) -> int:
+        """Watches of this process on the task."""
+        channel = self._channels.get(note_channel(task_id))
+        return 0 if channel is None else len(channel.watches)
+
+    async def waiters_elsewhere(self, task_id: str) -> int:
+        """Other processes subscribed to the task's note channel: gateway processes that wait
+        for it. This process, subscribed while it has a watch on the task, is not counted."""
+        if not self.connected:
+            raise ServiceUnavailable  # our own subscription may not be in Redis' count now
+        channel_name = note_channel(task_id)
+        try:
+            counts = await self._client.pubsub_numsub(channel_name)
+        except aioredis.RedisError:
+            raise ServiceUnavailable from None
+        subscribers = int(counts[0][1]) if counts else 0
+        return max(0, subscribers - (1 if channel_name in self._channels else 0))
 
     async def _subscribe(self, *channel_names: str) -> None:
         if self._pubsub is None:
@@ -309,6 +352,11 @@ class ResultHub:
         if channel is None:
             return
         outcome = read_note(note)
+        if isinstance(outcome, Started):
+            for watch in channel.watches:
+                if watch.started is not None and not watch.started.done():
+                    watch.started.set_result(None)
+            return
         if isinstance(outcome, Pending):
             return
         for watch in channel.watches:
@@ -355,17 +403,17 @@ def _note(size: int, head: bytes) -> bytes | None:
     return head if size <= NOTE_INLINE_MAX_BYTES else stored_note(size)
 
 
-def read_note(note: bytes | str) -> Ending | Pending:
+def read_note(note: bytes | str) -> Ending | Pending | Started:
     """What a worker's note (or ``read_notes``) says about a task."""
     size = stored_size(note)
     return Stored(size) if size is not None else outcome_from_meta(note)
 
 
 _TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
-_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "STARTED", "RETRY"})
+_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "RETRY"})
 
 
-def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
+def outcome_from_meta(raw: bytes | str) -> Outcome | Pending | Started:
     """Read Celery's stored task meta (JSON) into an outcome. Exception details stay inside:
     a client learns that a task failed, never the traceback."""
     try:
@@ -373,6 +421,8 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
         status = meta["status"]
     except (ValueError, TypeError, KeyError):
         return Failure(TASK_FAILED)
+    if status == "STARTED":
+        return Started()
     if status in _PENDING_STATES:
         return Pending()
     if status == "SUCCESS":
@@ -384,6 +434,10 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending:
         # Discarded unstarted past its expiry (TASK_EXPIRES): nobody got it computed in time.
         return Failure(TIMEOUT_ERROR if _expired(meta.get("result")) else TASK_REVOKED)
     return Failure(_failure_message(meta.get("result")))
+
+
+def _cancelled_if_marked(outcome: Ending | Pending | Started, marked: bool) -> Ending | Pending | Started:
+    return Failure(TASK_CANCELLED) if marked and outcome == Failure(TASK_REVOKED) else outcome
 
 
 def _expired(result: Any) -> bool:

@@ -25,6 +25,7 @@ from ..config import Config
 from ..processes import raise_open_files_limit
 from .admission import Admission
 from .big_results import ResultCache
+from .cancel import Canceller
 from .producer import Producer, Rules
 from .results import ResultHub
 from .routes import Routes, share_state_forever
@@ -61,6 +62,7 @@ class Gateway:
         self._sharing: asyncio.Task[None] | None = None  # this process's share of health, metrics
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
+        self._warm_up: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -98,8 +100,9 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
+        app = create_app(config)
         producer = Producer(
-            create_app(config),
+            app,
             self._client,
             config.result_expires_s,
             min_replicas_ack=config.redis_min_replicas_ack,
@@ -107,7 +110,9 @@ class Gateway:
         )
         # As many requests at a time as the pool has connections: none waits for one there.
         admission = Admission(_REDIS_POOL_SIZE, ADMISSION_WAIT_S)
-        services = Services(config, producer, hub, admission, ResultCache(self._client))
+        canceller = Canceller(app, self._client, config.result_expires_s)
+        self._warm_up = asyncio.create_task(canceller.warm_up())
+        services = Services(config, producer, hub, admission, ResultCache(self._client), canceller)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1

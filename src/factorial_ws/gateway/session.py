@@ -2,7 +2,10 @@
 
 Acks are sent in request order (a client without request ids matches them by position); each
 waiting task then lives in its own asyncio task, so results come back in whatever order the
-workers finish them.
+workers finish them. A request with progress also hears ``queued`` right after its ack (when it
+created the task) and ``started`` when a worker starts it. A cancel ends this connection's waits
+for the task (each with ``Task cancelled``) before its own reply, and revokes the task unless
+someone else waits for it.
 """
 
 from __future__ import annotations
@@ -25,18 +28,22 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    TASK_CANCELLED,
+    TASK_NOT_CANCELLED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
     UNKNOWN_TASK_ID,
 )
 from ..limits import TokenBucket
 from ..protocol import (
+    CancelRequest,
     FactorialRequest,
     Failure,
     Pending,
     ProtocolError,
     RequestId,
     ResultRequest,
+    Started,
     Success,
     ack,
     error,
@@ -47,8 +54,12 @@ from ..protocol import (
     queue_for,
     request_id_of,
 )
+from ..protocol import cancelled as cancelled_reply
+from ..protocol import queued as queued_reply
+from ..protocol import started as started_reply
 from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
+from .cancel import Canceller
 from .outbox import Message, Outbox
 from .producer import Admitted, Producer, Refused
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
@@ -74,6 +85,15 @@ class Services:
     hub: ResultHub
     admission: Admission
     results: ResultCache
+    canceller: Canceller
+
+
+@dataclass(eq=False)
+class _Wait:
+    """A request of this connection waiting for a task's outcome (what a cancel ends)."""
+
+    request_id: RequestId | None
+    waiting: bool = True  # False once the outcome is in and being sent
 
 
 class Session:
@@ -83,6 +103,8 @@ class Session:
         self._config = services.config
         self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
         self._waits: set[asyncio.Task[None]] = set()
+        # By task id: the requests waiting for it, by the asyncio task that waits.
+        self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         self._peer = _peer(connection)
         self._host = _host(connection)  # the client address, which HARD_TASKS_PER_CLIENT counts by
         self._outbox = Outbox(
@@ -130,15 +152,19 @@ class Session:
             return
         if isinstance(request, FactorialRequest):
             metrics.requests_total.labels("factorial").inc()
+        elif isinstance(request, CancelRequest):
+            metrics.requests_total.labels("cancel").inc()
         else:
             metrics.requests_total.labels("result").inc()
         if len(self._waits) >= self._config.max_tasks_in_flight:
-            task_id = request.task_id if isinstance(request, ResultRequest) else None
+            task_id = None if isinstance(request, FactorialRequest) else request.task_id
             self._log_refusal(TOO_MANY_IN_FLIGHT, task_id)
             await self._error(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
         if isinstance(request, FactorialRequest):
             await self._submit(request)
+        elif isinstance(request, CancelRequest):
+            self._spawn(self._cancel(request), request.request_id)
         else:
             self._spawn(self._look_up(request), request.request_id)
 
@@ -147,7 +173,7 @@ class Session:
         started = time.monotonic()
         try:
             async with self._services.admission.turn():
-                answer = await self._enqueue(new_task_id(), queue, request.number)
+                answer = await self._enqueue(new_task_id(), queue, request.number, request.progress)
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), None, request.request_id)
             return
@@ -166,9 +192,13 @@ class Session:
             detail="reused" if admitted.reused else None,
         )
         await self._send(ack(admitted.task_id, request.request_id))
+        if admitted.ahead is not None:
+            await self._send(queued_reply(admitted.task_id, admitted.ahead, request.request_id))
         self._spawn(self._deliver(watch, request, queue, started), request.request_id)
 
-    async def _enqueue(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
+    async def _enqueue(
+        self, task_id: str, queue: str, number: int, progress: bool
+    ) -> tuple[Admitted, Watch] | Refused:
         """Send ``number!`` as ``task_id``, or find the task that already computes it (the
         producer's rules may also refuse); with a watch on the task that answers."""
         try:
@@ -176,20 +206,25 @@ class Session:
                 # The answer may be a task that exists, even one that ended: watched afterwards,
                 # and read once (_watch), which also covers a new task that ends before the
                 # SUBSCRIBE. A process already subscribed to that task needs no round trip.
-                admitted = await self._services.producer.submit(task_id, queue, number, self._host)
+                producer = self._services.producer
+                admitted = await producer.submit(task_id, queue, number, self._host, progress=progress)
                 if isinstance(admitted, Refused):
                     return admitted
-                return admitted, await self._watch(admitted.task_id)
-            return await self._send_new(task_id, queue, number)
+                return admitted, await self._watch(admitted.task_id, progress)
+            return await self._send_new(task_id, queue, number, progress)
         except (aioredis.RedisError, OSError):
             raise ServiceUnavailable from None
 
-    async def _send_new(self, task_id: str, queue: str, number: int) -> tuple[Admitted, Watch] | Refused:
+    async def _send_new(
+        self, task_id: str, queue: str, number: int, progress: bool
+    ) -> tuple[Admitted, Watch] | Refused:
         """Every task is new: subscribed before it is sent, its result cannot be published unseen."""
         hub = self._services.hub
-        watch = await hub.subscribe(task_id)
+        watch = await hub.subscribe(task_id, progress=progress)
         try:
-            admitted = await self._services.producer.submit(task_id, queue, number, self._host)
+            admitted = await self._services.producer.submit(
+                task_id, queue, number, self._host, progress=progress
+            )
         except BaseException:
             await hub.release(watch)
             raise
@@ -198,11 +233,11 @@ class Session:
             return admitted
         return admitted, watch
 
-    async def _watch(self, task_id: str) -> Watch:
-        """Wait for a task that may have ended already: subscribe, then read it once, now that
-        the subscription is in force. Pair with ``hub.release``."""
+    async def _watch(self, task_id: str, progress: bool) -> Watch:
+        """Wait for a task that may have ended (or started) already: subscribe, then read it
+        once, now that the subscription is in force. Pair with ``hub.release``."""
         hub = self._services.hub
-        watch = await hub.subscribe(task_id)
+        watch = await hub.subscribe(task_id, progress=progress)
         try:
             snapshot = await hub.snapshot(task_id)
         except BaseException:
@@ -210,11 +245,13 @@ class Session:
             raise
         if isinstance(snapshot, Success | Failure | Stored) and not watch.outcome.done():
             watch.outcome.set_result(snapshot)
+        if isinstance(snapshot, Started) and watch.started is not None and not watch.started.done():
+            watch.started.set_result(None)  # started before we subscribed: say so at once
         return watch
 
     async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
         try:
-            outcome = await self._outcome(watch)
+            outcome = await self._outcome(watch, request.request_id)
         finally:
             await self._services.hub.release(watch)
         duration_s = time.monotonic() - started
@@ -229,7 +266,7 @@ class Session:
         logs.event(logger, "request", task_id=task_id, detail="lookup")
         try:
             async with self._services.admission.turn():
-                found = await self._outcome_or_watch(task_id)
+                found = await self._outcome_or_watch(task_id, request.progress)
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), task_id, request_id)
             return
@@ -237,7 +274,7 @@ class Session:
         if isinstance(found, Watch):
             try:
                 await self._send(pending(task_id, request_id))
-                outcome = await self._outcome(found)
+                outcome = await self._outcome(found, request_id)
             finally:
                 await self._services.hub.release(found)
         else:
@@ -245,26 +282,131 @@ class Session:
         self._log_outcome(task_id, outcome, None, None, time.monotonic() - started)
         await self._send_outcome(task_id, outcome, request_id)
 
-    async def _outcome_or_watch(self, task_id: str) -> Ending | Unknown | Watch:
+    async def _outcome_or_watch(self, task_id: str, progress: bool) -> Ending | Unknown | Watch:
         """The task's outcome if it has one (Unknown if no such task), else a watch on it."""
         hub = self._services.hub
         snapshot = await hub.snapshot(task_id)
-        if not isinstance(snapshot, Pending):
+        if not isinstance(snapshot, Pending | Started):
             return snapshot
         # It may end between that read and the SUBSCRIBE: _watch reads it again.
-        watch = await self._watch(task_id)
+        watch = await self._watch(task_id, progress)
         if watch.outcome.done():
             await hub.release(watch)
             return watch.outcome.result()
         return watch
 
-    async def _outcome(self, watch: Watch) -> Ending | None:
-        """The task's outcome, or None when it did not come within the wait limit."""
+    async def _outcome(self, watch: Watch, request_id: RequestId | None) -> Ending | None:
+        """The task's outcome, or None when it did not come within the wait limit. Meanwhile
+        the request is one a cancel of the task ends, and hears ``started`` if it asked."""
+        wait = self._track(watch.task_id, request_id)
         try:
             async with asyncio.timeout(self._config.hard_task_timeout_s):
-                return await watch.outcome
+                if watch.started is not None:
+                    await self._report_started(watch, request_id)
+                outcome = await watch.outcome
         except TimeoutError:
             return None
+        finally:
+            wait.waiting = False
+        return await self._services.hub.named(watch.task_id, outcome)
+
+    async def _report_started(self, watch: Watch, request_id: RequestId | None) -> None:
+        assert watch.started is not None
+        either: list[asyncio.Future[Any]] = [watch.started, watch.outcome]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        # A worker publishes STARTED before the result, so both may be in: started goes first.
+        if watch.started.done():
+            await self._send(started_reply(watch.task_id, request_id))
+
+    def _track(self, task_id: str, request_id: RequestId | None) -> _Wait:
+        """Register the current asyncio task as a request waiting for ``task_id``, until it ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        waits = self._waiting_for.setdefault(task_id, {})
+        wait = waits[task] = _Wait(request_id)
+
+        def forget(_: object) -> None:
+            waits.pop(task, None)
+            if not waits and self._waiting_for.get(task_id) is waits:
+                del self._waiting_for[task_id]
+
+        task.add_done_callback(forget)
+        return wait
+
+    # --- cancel ---
+
+    async def _cancel(self, request: CancelRequest) -> None:
+        task_id, request_id = request.task_id, request.request_id
+        logs.event(logger, "request", task_id=task_id, detail="cancel")
+        try:
+            async with self._services.admission.turn():
+                answer = await self._take_back(task_id, request_id)
+        except (ServiceUnavailable, ServerBusy) as exc:
+            await self._refuse(_refusal(exc), task_id, request_id)
+            return
+        except (aioredis.RedisError, OSError):
+            await self._refuse(SERVICE_UNAVAILABLE, task_id, request_id)
+            return
+        if isinstance(answer, str):
+            await self._send(answer)
+        elif answer is not None:
+            logs.event(logger, "error", task_id=task_id, detail="cancel: the task had ended")
+            await self._send_outcome(task_id, answer, request_id)  # its outcome instead
+
+    async def _take_back(self, task_id: str, request_id: RequestId | None) -> str | Ending | None:
+        """Revoke the task unless it has ended or others wait for it: the cancel's reply, the
+        task's outcome when it had ended first, or None when the reply was sent already."""
+        hub = self._services.hub
+        snapshot = await hub.snapshot(task_id)
+        if isinstance(snapshot, Unknown):
+            await self._refuse(UNKNOWN_TASK_ID, task_id, request_id)
+            return None
+        if isinstance(snapshot, Pending | Started):
+            if not await self._others_wait(task_id):
+                snapshot = await self._revoke(task_id)
+            elif not self._waiting_for.get(task_id):
+                await self._refuse(TASK_NOT_CANCELLED, task_id, request_id)  # nothing of ours to end
+                return None
+        if isinstance(snapshot, Success | Stored) or (
+            isinstance(snapshot, Failure) and snapshot.message != TASK_CANCELLED
+        ):
+            return snapshot
+        # Cancelled, or still running for others: this connection stops waiting either way.
+        await self._end_waits(task_id)
+        logs.event(logger, "cancelled", task_id=task_id)
+        return cancelled_reply(task_id, request_id)
+
+    async def _others_wait(self, task_id: str) -> bool:
+        """Whether requests other than this connection's wait for the task, in this process or
+        in any other gateway process of this Redis."""
+        hub = self._services.hub
+        own = sum(wait.waiting for wait in self._waiting_for.get(task_id, {}).values())
+        return hub.local_waiters(task_id) > own or await hub.waiters_elsewhere(task_id) > 0
+
+    async def _revoke(self, task_id: str) -> Ending | Pending | Started | Unknown:
+        """Stop the task; how it ended (a result if it ended first)."""
+        canceller, hub = self._services.canceller, self._services.hub
+        await canceller.record(task_id)
+        await canceller.revoke(task_id)
+        snapshot = await hub.snapshot(task_id)
+        if isinstance(snapshot, Pending | Started):
+            # No live worker marked it (none runs, or none answered): it will never run, since
+            # every worker drops it when it comes. Say so to lookups and waiters now.
+            await canceller.mark_revoked(task_id)
+            snapshot = await hub.snapshot(task_id)
+        return snapshot
+
+    async def _end_waits(self, task_id: str) -> None:
+        """This connection's requests waiting for the task end with ``Task cancelled``; those
+        whose outcome is already in finish sending it first."""
+        waits = dict(self._waiting_for.get(task_id, {}))
+        for task, wait in waits.items():
+            if wait.waiting and task is not asyncio.current_task():
+                task.cancel()
+                await self._error(TASK_CANCELLED, task_id, wait.request_id)
+        sending = [task for task, wait in waits.items() if not wait.waiting]
+        if sending:
+            await asyncio.wait(sending)
 
     # --- replies ---
 

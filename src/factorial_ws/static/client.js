@@ -6,13 +6,14 @@
 //   const n = await client.factorial(30);       // 265252859812191058636308480000000n (a BigInt)
 //   const digits = await client.factorial(5000, { digits: true });   // "4228577926…" (a string)
 //
-//   const task = client.submit(300000, { digits: true });
+//   const task = client.submit(300000, { digits: true, progress: true });
 //   const taskId = await task.accepted;         // once the gateway has acked it
-//   task.addEventListener("statechange", () => console.log(task.state));
-//   const result = await task.result;
+//   task.addEventListener("statechange", () => console.log(task.state, task.ahead));
+//   const result = await task.result;           // (task.cancel() takes it back)
 //
 //   const again = await client.lookup(taskId, { digits: true });   // from any page, any gateway
-//   const watched = client.watch(taskId);       // a Task, as submit() gives
+//   const watched = client.watch(taskId, { progress: true });       // a Task, as submit() gives
+//   const cancelled = await client.cancel(taskId);   // true, or false if it had ended first
 //
 // One WebSocket carries every request; each request has an id that every reply echoes, so
 // replies are matched whatever order they come in. When the socket closes (gateway restart,
@@ -28,11 +29,15 @@ const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
 const RATE_LIMIT_PER_S = 180;
 const RATE_LIMIT_BURST = 360;
 const TIMEOUT_ERROR = "Timeout error";
+const TASK_CANCELLED = "Task cancelled";
 const RATE_LIMITED = "Rate limit exceeded";
 // "Not now" errors: a task the client asks for again by itself is asked again later.
 const TRANSIENT_ERRORS = new Set([
   "Service unavailable", "Server busy", "Rate limit exceeded", "Too many tasks in flight",
 ]);
+// A task's own outcome: the answer to a cancel of a task that had ended first.
+const OUTCOME_ERRORS = new Set(["Task failed", "Task failed: its worker died on every attempt",
+                                TIMEOUT_ERROR, "Task revoked", TASK_CANCELLED]);
 
 // Error names, after the protocol's messages (the same names as the Python library's classes).
 const ERROR_NAMES = new Map([
@@ -47,6 +52,8 @@ const ERROR_NAMES = new Map([
   ["Task failed", "TaskFailed"],
   ["Task failed: its worker died on every attempt", "WorkerLost"],
   ["Task revoked", "TaskRevoked"],
+  [TASK_CANCELLED, "TaskCancelled"],
+  ["Task not cancelled: other requests wait for it", "TaskNotCancelled"],
 ]);
 
 /** An error reply: `message` is the gateway's text, `name` says which (e.g. "UnknownTaskId";
@@ -90,17 +97,22 @@ export function gatewayUrl(location, token = null) {
   return `${scheme}//${url.host}/` + (token ? `?token=${encodeURIComponent(token)}` : "");
 }
 
-/** One request: a factorial or a lookup. Events: "statechange" (`state` is "sent", "pending",
- *  "done" or "error"; a gateway with progress reports would add "queued" and "started").
- *  `accepted` resolves to the task id once known; `result` to the result. */
+/** One request: a factorial or a lookup (or a cancel, which `client.cancel` makes). Events:
+ *  "statechange": `state` is "sent", "pending" (the gateway has the task), with `progress`
+ *  also "queued" (`ahead`: tasks before it in its queue when it was sent) and "started" (a
+ *  worker runs it), and in the end "done", "error" or "cancelled". `accepted` resolves to the
+ *  task id once known; `result` to the result (a cancel's: true, or false if the task had
+ *  ended first). */
 export class Task extends EventTarget {
-  constructor(client, { number = null, taskId = null, digits = false }) {
+  constructor(client, { number = null, taskId = null, digits = false, progress = false, cancel = false }) {
     super();
     this.client = client;
-    this.kind = taskId === null ? "factorial" : "lookup";
+    this.kind = cancel ? "cancel" : taskId === null ? "factorial" : "lookup";
     this.number = number;
     this.taskId = taskId;
     this.digits = digits;
+    this.progress = progress && !cancel;
+    this.ahead = null;        // from "queued"
     this.state = "sent";
     this.value = null;        // the result, once done
     this.error = null;        // a FactorialWSError, once failed
@@ -116,14 +128,24 @@ export class Task extends EventTarget {
     if (taskId !== null) this._accept(taskId);
   }
 
-  get finished() { return this.state === "done" || this.state === "error"; }
+  get finished() { return this.state === "done" || this.state === "error" || this.state === "cancelled"; }
+
+  /** Take the task back: resolves to true once cancelled, false if it had ended first. */
+  async cancel() {
+    return this.client.cancel(await this.accepted);
+  }
 
   _frame(requestId) {
     this.requestId = requestId;
     this.confirmed = false;
     this.asks += 1;
-    if (this.taskId !== null) return JSON.stringify({ type: "result", task_id: this.taskId, id: requestId });
-    return `{"type": "factorial", "number": ${numberText(this.number)}, "id": ${requestId}}`;
+    if (this.kind === "cancel") return JSON.stringify({ type: "cancel", task_id: this.taskId, id: requestId });
+    if (this.taskId !== null) {
+      const lookup = { type: "result", task_id: this.taskId, id: requestId };
+      return JSON.stringify(this.progress ? { ...lookup, progress: true } : lookup);
+    }
+    const progress = this.progress ? ', "progress": true' : "";
+    return `{"type": "factorial", "number": ${numberText(this.number)}, "id": ${requestId}${progress}}`;
   }
 
   _setState(state) {
@@ -137,11 +159,17 @@ export class Task extends EventTarget {
     this._setState("done");
   }
 
+  _settle(value) {   // a cancel's outcome
+    this.value = value;
+    this._resolve(value);
+    this._setState("done");
+  }
+
   _fail(error) {
     this.error = error;
     this._refuse(error);
     this._reject(error);
-    this._setState("error");
+    this._setState(error.name === "TaskCancelled" ? "cancelled" : "error");
   }
 }
 
@@ -180,9 +208,10 @@ export class FactorialClient extends EventTarget {
     return this.submit(number, { digits }).result;
   }
 
-  /** Send a factorial request now (or as soon as connected); returns its Task at once. */
-  submit(number, { digits = false } = {}) {
-    return this._start(new Task(this, { number, digits }));
+  /** Send a factorial request now (or as soon as connected); returns its Task at once. With
+   *  { progress: true } its state also goes through "queued" and "started". */
+  submit(number, { digits = false, progress = false } = {}) {
+    return this._start(new Task(this, { number, digits, progress }));
   }
 
   /** The result of a task submitted before, by its id (waits if it still runs). */
@@ -191,8 +220,16 @@ export class FactorialClient extends EventTarget {
   }
 
   /** A Task for a task submitted before, by its id (already `accepted`): states and result. */
-  watch(taskId, { digits = false } = {}) {
-    return this._start(new Task(this, { taskId, digits }));
+  watch(taskId, { digits = false, progress = false } = {}) {
+    return this._start(new Task(this, { taskId, digits, progress }));
+  }
+
+  /** Take a task back (anyone who knows its id may): a queued task is never run, a running
+   *  one is stopped. Resolves to true once cancelled (this client's tasks waiting for it end
+   *  "cancelled"; if other clients wait for the same computation it goes on for them), to
+   *  false if the task had ended first (they get its outcome). */
+  cancel(taskId) {
+    return this._start(new Task(this, { taskId, cancel: true })).result;
   }
 
   /** Close for good: tasks still awaited fail. */
@@ -305,14 +342,21 @@ export class FactorialClient extends EventTarget {
   }
 
   _onReply(task, reply) {
-    if (reply.type === "result" && reply.task_id && task.taskId === null) {
+    if (task.kind === "cancel") {
+      this._onCancelReply(task, reply);
+    } else if (reply.type === "result" && reply.task_id && task.taskId === null) {
       task.taskId = reply.task_id;
       task.confirmed = true;
       task._accept(task.taskId);
       task._setState("pending");
     } else if (reply.type === "pending") {
       task.confirmed = true;
-      task._setState("pending");
+      if (task.state === "sent") task._setState("pending");
+    } else if (reply.type === "queued" && task.state === "pending") {
+      task.ahead = reply.ahead;
+      task._setState("queued");
+    } else if (reply.type === "started" && (task.state === "pending" || task.state === "queued")) {
+      task._setState("started");
     } else if (reply.type === "success") {
       this._forget(task);
       task._finish(String(reply.result));
@@ -320,6 +364,18 @@ export class FactorialClient extends EventTarget {
       this._onError(task, String(reply.result), reply.task_id || task.taskId);
     }
     // Other types (from a newer gateway) are waited past.
+  }
+
+  _onCancelReply(task, reply) {
+    if (reply.type === "cancelled") {
+      this._forget(task);
+      task._settle(true);
+    } else if (reply.type === "success" || (reply.type === "error" && OUTCOME_ERRORS.has(reply.result))) {
+      this._forget(task);
+      task._settle(false);   // it had ended: its outcome came instead
+    } else if (reply.type === "error") {
+      this._onError(task, String(reply.result), reply.task_id || task.taskId);
+    }
   }
 
   _onError(task, message, taskId) {

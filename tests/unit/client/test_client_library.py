@@ -207,7 +207,7 @@ def test_not_now_errors_are_the_callers_on_its_own_ask_and_retried_on_the_librar
 def test_a_reply_type_this_version_does_not_know_is_waited_past() -> None:
     request = acked_factorial()
 
-    assert request.on_reply(Reply("started", TASK_ID, "0")) is Step.WAIT
+    assert request.on_reply(Reply("paused", TASK_ID, "0")) is Step.WAIT
 
 
 def test_a_success_without_digits_fails_plainly() -> None:

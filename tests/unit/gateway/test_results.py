@@ -51,7 +51,7 @@ def test_revoked_task_is_reported_as_revoked() -> None:
     assert outcome_from_meta(meta("REVOKED", exc("TaskRevokedError"))) == Failure(TASK_REVOKED)
 
 
-@pytest.mark.parametrize("status", ["PENDING", "RECEIVED", "STARTED", "RETRY"])
+@pytest.mark.parametrize("status", ["PENDING", "RECEIVED", "RETRY"])  # STARTED: test_progress_protocol
 def test_unfinished_states_are_pending(status: str) -> None:
     assert outcome_from_meta(meta(status)) == Pending()
 
