@@ -27,6 +27,9 @@ from factorial_ws.processes import WORKER_APP
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Client, Launcher, System, client, raw_websocket, wait_until
 
+# It times the system (latency, a stall, recovery): run alone, not beside other tests.
+pytestmark = pytest.mark.alone
+
 CLOSE_TIMEOUT_S = 15 * UNIT_S
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import gmpy2
+import pytest
 import redis
 
 from factorial_ws.constants import RESULT_KEY_PREFIX, SERVICE_UNAVAILABLE
@@ -19,6 +20,9 @@ from factorial_ws.processes import memory_kib
 from support import UNIT_S, Launcher, client, raw_websocket, wait_until, ws_text_frame
 
 from .fault_tools import LONG_NUMBER, assert_success, metric, submit
+
+# It times the system (latency, a stall, recovery): run alone, not beside other tests.
+pytestmark = pytest.mark.alone
 
 MIB = 1024 * 1024
 

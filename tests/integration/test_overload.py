@@ -15,11 +15,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from factorial_ws.constants import SERVER_BUSY
 from factorial_ws.processes import raise_open_files_limit
 from support import UNIT_S, Launcher
+
+# It times the system (latency, a stall, recovery): run alone, not beside other tests.
+pytestmark = pytest.mark.alone
 
 CLIENTS = int(os.environ.get("FACTORIAL_WS_OVERLOAD_CLIENTS", "2000"))
 HANDSHAKES_IN_FLIGHT = 200

@@ -12,12 +12,16 @@ import json
 import time
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 
 from factorial_ws.constants import TASK_CANCELLED, TASK_NOT_CANCELLED, UNKNOWN_TASK_ID
 from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, client
 
 from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
+
+# It times the system (latency, a stall, recovery): run alone, not beside other tests.
+pytestmark = pytest.mark.alone
 
 CANCELLED_ID = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
 

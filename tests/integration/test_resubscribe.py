@@ -10,12 +10,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pytest
 import redis.asyncio as aioredis
 
 from factorial_ws.gateway.results import ResultHub, result_key
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S
+
+# It times the system (latency, a stall, recovery): run alone, not beside other tests.
+pytestmark = pytest.mark.alone
 
 WAITING_TASKS = 10_000
 STALL_LIMIT_S = 0.1  # the longest the loop may run without letting other work in

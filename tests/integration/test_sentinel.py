@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TIMEOUT_ERROR, UNKNOWN_TASK_ID
@@ -22,6 +23,9 @@ from factorial_ws.supervisor.sentinel import RedisGroup
 from support import UNIT_S, Launcher, Proc, client, group_settings
 
 from .fault_tools import LONG_NUMBER, assert_success, busy_child, http_get, result_by_id, submit
+
+# It times the system (latency, a stall, recovery): run alone, not beside other tests.
+pytestmark = pytest.mark.alone
 
 CONNECTIONS = 20
 REQUEST_INTERVAL_S = 0.25  # per connection: about 80 small requests a second in all

@@ -7,12 +7,16 @@ import contextlib
 import math
 import time
 
+import pytest
 import redis
 
 from factorial_ws.constants import NOTE_CHANNEL_PREFIX
 from factorial_ws.processes import cpu_seconds
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Client, Launcher, client, wait_until
+
+# It times the system (latency, a stall, recovery): run alone, not beside other tests.
+pytestmark = pytest.mark.alone
 
 WAITING_TASKS = 1000
 CONNECTIONS = 5
