@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"factorial-ws: {exc}", file=sys.stderr)
         return 1
-    logs.configure(config.log_level, config.log_format)
+    logs.configure(config.log_level, config.log_format, access=config.access_log)
     return _COMMANDS[args.command](config, args)
 
 

@@ -201,6 +201,8 @@ class Config:
         "INFO", env="LOG_LEVEL", clean=str.upper, check=_one_of("DEBUG", "INFO", "WARNING", "ERROR")
     )
     log_format: str = setting("text", env="LOG_FORMAT", check=_one_of("text", "json"))
+    # One line per connection, request and result (errors are logged either way).
+    access_log: bool = setting(False, env="ACCESS_LOG")
 
     # `factorial-ws up`: private Redis data and worker pool sizes.
     data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")

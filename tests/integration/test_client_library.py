@@ -132,7 +132,7 @@ async def test_client_raises_service_unavailable_when_the_gateway_has_no_redis(l
 
 async def test_many_requests_in_flight_share_one_connection(system: System, launch: Launcher) -> None:
     # 67 of them hard: more than one client address may have unfinished by default.
-    gateway, url = launch.gateway(system.redis_url, HARD_TASKS_PER_CLIENT=0)
+    gateway, url = launch.gateway(system.redis_url, HARD_TASKS_PER_CLIENT=0, ACCESS_LOG=1)
     numbers = [n * 37 % 1500 for n in range(200)]  # soft and hard, in no order
 
     async with Client(url) as c:
@@ -145,7 +145,7 @@ async def test_many_requests_in_flight_share_one_connection(system: System, laun
 async def test_an_await_survives_the_gateway_killed_and_restarted_on_the_same_port(launch: Launcher) -> None:
     server = launch.redis()
     port = free_port()
-    old, url = launch.gateway(server.url, port=port)
+    old, url = launch.gateway(server.url, port=port, ACCESS_LOG=1)
 
     async with Client(url) as c:
         # No hard worker yet: the task waits in its queue while the gateway dies.
@@ -159,7 +159,9 @@ async def test_an_await_survives_the_gateway_killed_and_restarted_on_the_same_po
         await asyncio.sleep(0.5 * UNIT_S)
         assert not c.connected and not waiting.done()
 
-        new, _ = await asyncio.to_thread(launch.gateway, server.url, port=port, name="gateway-restarted")
+        new, _ = await asyncio.to_thread(
+            launch.gateway, server.url, port=port, name="gateway-restarted", ACCESS_LOG=1
+        )
         await asyncio.to_thread(launch.worker, server.url, queues="hard", concurrency=1)
         result = await asyncio.wait_for(waiting, 60 * UNIT_S)
 
@@ -170,7 +172,7 @@ async def test_an_await_survives_the_gateway_killed_and_restarted_on_the_same_po
 
 async def test_an_await_outlasts_the_gateways_wait_limit(launch: Launcher) -> None:
     server = launch.redis()
-    gateway, url = launch.gateway(server.url, HARD_TASK_TIMEOUT=1)
+    gateway, url = launch.gateway(server.url, HARD_TASK_TIMEOUT=1, ACCESS_LOG=1)
 
     async with Client(url) as c:
         waiting = asyncio.create_task(c.factorial(2000))  # no worker: the gateway gives up waiting

@@ -51,7 +51,7 @@ def documented_events() -> dict[str, set[str]]:
 
 async def test_too_many_tasks_in_flight_is_logged_and_a_flood_of_refusals_is_held(launch: Launcher) -> None:
     server = launch.redis()
-    gateway, url = launch.gateway(server.url, LOG_FORMAT="json", WS_MAX_TASKS_IN_FLIGHT=1)
+    gateway, url = launch.gateway(server.url, LOG_FORMAT="json", ACCESS_LOG=1, WS_MAX_TASKS_IN_FLIGHT=1)
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": 5})  # no worker: it waits
         assert ack["type"] == "result"
@@ -92,7 +92,7 @@ async def test_service_unavailable_is_logged_with_peer_and_detail(launch: Launch
 async def test_every_log_event_and_field_the_operations_doc_lists_is_written(launch: Launcher) -> None:
     # The gateway waits 1 s at most, so a large factorial ends in an `error` line of a task; a
     # client that does not read its results is dropped after 1 s.
-    system = launch.system(LOG_FORMAT="json", HARD_TASK_TIMEOUT=1, WS_SLOW_CONSUMER_TIMEOUT=1)
+    system = launch.system(LOG_FORMAT="json", ACCESS_LOG=1, HARD_TASK_TIMEOUT=1, WS_SLOW_CONSUMER_TIMEOUT=1)
     async with client(system.url) as ws:
         ack, done = await ws.factorial(5)
         await ws.request({"type": "result", "task_id": ack["task_id"]})
@@ -151,3 +151,16 @@ def test_a_wildcard_bind_is_logged_as_the_address_bound_not_as_localhost(launch:
     listening = next(line for line in gateway.log().splitlines() if "listening" in line)
     assert f"ws://0.0.0.0:{port}/" in listening, listening
     assert "localhost" not in listening, listening
+
+
+async def test_without_access_log_no_line_per_request_but_every_error_is_logged(launch: Launcher) -> None:
+    server = launch.redis()
+    gateway, url = launch.gateway(server.url, LOG_FORMAT="json")  # ACCESS_LOG off: the default
+    async with client(url) as ws:
+        ack = await ws.request({"type": "factorial", "number": 5})  # no worker: it waits
+        refused = await ws.request({"type": "factorial", "number": -1})
+    assert ack["type"] == "result" and refused["type"] == "error"
+    wait_until(lambda: json_log(gateway, "error"), 10 * UNIT_S, what="the refusal logged")
+    assert json_log(gateway, "error")[0]["detail"] == refused["result"]
+    for access_event in ("connect", "request", "result", "disconnect"):
+        assert not json_log(gateway, access_event), access_event

@@ -169,7 +169,7 @@ def events_of(log: str) -> list[dict[str, Any]]:
 async def test_json_log_has_one_object_per_event_with_task_number_queue_and_duration(
     launch: Launcher, system: System
 ) -> None:
-    gateway, url = launch.gateway(system.redis_url, LOG_FORMAT="json")
+    gateway, url = launch.gateway(system.redis_url, LOG_FORMAT="json", ACCESS_LOG=1)
     async with client(url) as ws:
         ack, done = await ws.factorial(5)
         await ws.request({"type": "result", "task_id": ack["task_id"]})

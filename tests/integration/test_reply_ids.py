@@ -66,3 +66,20 @@ def test_the_cli_client_sends_a_frame_refused_for_its_rate_again_and_gets_every_
     results = sorted(reply["result"] for reply in replies if reply["type"] == "success")
     assert results == [120, 720, 5040], run.stdout + run.stderr
     assert run.returncode == 0
+
+
+async def test_requests_handled_together_are_acked_in_request_order(launch: Launcher) -> None:
+    """The gateway reads a connection's requests ahead and submits them together; a client
+    without ids still matches acks and refusals by position."""
+    server = launch.redis()
+    _, url = launch.gateway(server.url, RESULT_REUSE=0)  # no worker: every task waits
+    frames: list[str | dict[str, object]] = []
+    for index in range(150):
+        frames.append({"type": "factorial", "number": index % 7} if index % 5 else "{not json")
+    async with client(url) as ws:
+        for frame in frames:
+            await ws.send(frame)
+        replies = [await ws.recv() for _ in frames]
+    kinds = [reply["type"] for reply in replies]
+    assert kinds == ["error" if index % 5 == 0 else "result" for index in range(150)]
+    assert len({reply["task_id"] for reply in replies if reply["type"] == "result"}) == 120

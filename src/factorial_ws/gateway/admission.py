@@ -12,8 +12,9 @@ in within ``wait_s`` is refused with an honest "Server busy", which the client m
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections import deque
+
+from .deadlines import Deadlines
 
 
 class ServerBusy(Exception):
@@ -21,21 +22,43 @@ class ServerBusy(Exception):
 
 
 class Admission:
-    def __init__(self, at_once: int, wait_s: float) -> None:
-        self._slots = asyncio.Semaphore(at_once)
-        self._wait_s = wait_s
+    """``async with admission.turn():`` holds one of the slots for the block, first come first
+    served; raises ServerBusy if none frees up within ``wait_s`` (give or take a second: waits
+    share the timers of ``deadlines``). A class rather than a semaphore under ``asyncio.timeout``:
+    this is on every request's path, and a timer per waiting request cost more than the wait."""
 
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Hold one of the slots for the block; raises ServerBusy if none frees up in time."""
-        if self._slots.locked():
-            try:
-                await asyncio.wait_for(self._slots.acquire(), self._wait_s)
-            except TimeoutError:
-                raise ServerBusy from None
-        else:
-            await self._slots.acquire()  # a free slot: taken at once, no timer on the hot path
+    def __init__(self, at_once: int, wait_s: float, deadlines: Deadlines | None = None) -> None:
+        self._free = at_once
+        self._waiters: deque[asyncio.Future[bool]] = deque()  # True: granted a slot
+        self._wait_s = wait_s
+        self._deadlines = deadlines or Deadlines()
+
+    def turn(self) -> Admission:
+        return self
+
+    async def __aenter__(self) -> None:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._deadlines.expire(waiter, self._wait_s, False)
         try:
-            yield
-        finally:
-            self._slots.release()
+            granted = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._release()  # granted just as this was cancelled: give it back
+            raise
+        if not granted:
+            raise ServerBusy
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # not timed out, not cancelled
+                waiter.set_result(True)
+                return
+        self._free += 1

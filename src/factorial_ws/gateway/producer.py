@@ -14,14 +14,18 @@ creates.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import json
 import socket
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.exceptions import NoScriptError
 
 from ..config import Config
 from ..constants import (
@@ -36,6 +40,7 @@ from ..constants import (
     SUBMITTED_KEY_PREFIX,
     TASK_NAME_BY_QUEUE,
 )
+from .batching import Batcher
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
 # How long a task waits for its replicas before the client is told "Service unavailable".
@@ -87,6 +92,58 @@ def task_envelope(
         },
     }
     return json.dumps(envelope).encode()
+
+
+class Envelopes:
+    """``task_envelope``'s bytes at a fraction of its cost: Celery builds each kind of message
+    (queue, progress) once, with placeholders, and a request fills in its id, number, expiry
+    and delivery tag. Building the message anew took a sixth of the gateway's CPU per task."""
+
+    _FIELDS: Final = ("id", "argsrepr", "expires", "delivery_tag", "body")
+
+    def __init__(self, app: Celery, expires_s: float | None) -> None:
+        self._app = app
+        self._expires_s = expires_s
+        self._templates: dict[tuple[str, bool], str] = {}
+
+    def make(self, task_id: str, queue: str, number: int, progress: bool) -> bytes:
+        template = self._templates.get((queue, progress))
+        if template is None:
+            template = self._templates[(queue, progress)] = self._template(queue, progress)
+        expires = ""
+        if self._expires_s is not None:
+            expires = (datetime.now(UTC) + timedelta(seconds=self._expires_s)).isoformat()
+        return (
+            template
+            % {
+                "id": task_id,
+                "argsrepr": f"({number},)",
+                "expires": expires,
+                "delivery_tag": str(uuid.uuid4()),
+                "body": base64.b64encode(b"[[%d]" % number + self._body_tail).decode("ascii"),
+            }
+        ).encode()
+
+    @functools.cached_property
+    def _body_tail(self) -> bytes:
+        body = base64.b64decode(json.loads(task_envelope(self._app, "-", "soft", 0))["body"])
+        return body.removeprefix(b"[[0]")
+
+    def _template(self, queue: str, progress: bool) -> str:
+        marks = {name: f"\x00{name}\x00" for name in self._FIELDS}
+        envelope = json.loads(
+            task_envelope(self._app, marks["id"], queue, 0, expires_s=self._expires_s, progress=progress)
+        )
+        headers, properties = envelope["headers"], envelope["properties"]
+        headers["argsrepr"] = marks["argsrepr"]
+        if self._expires_s is not None:
+            headers["expires"] = marks["expires"]
+        properties["delivery_tag"] = marks["delivery_tag"]
+        envelope["body"] = marks["body"]
+        template = json.dumps(envelope).replace("%", "%%")
+        for name in self._FIELDS:
+            template = template.replace(json.dumps(marks[name]), f'"%({name})s"')
+        return template
 
 
 def submitted_record(queue: str, number: int) -> bytes:
@@ -185,6 +242,9 @@ return {'created', task_id, ahead_of_last()}
 """
 
 
+_ScriptCall = tuple[tuple[str, ...], tuple[bytes | str | int | float, ...]]  # one script call's keys, args
+
+
 class NotReplicated(aioredis.RedisError):
     """Fewer replicas than required confirmed the task in time: a failover could lose it."""
 
@@ -263,9 +323,13 @@ class Producer:
         self._app = app
         self._client = client
         self._expires_s = result_expires_s
-        self._submit = client.register_script(_SUBMIT_SCRIPT)
+        self._script_sha = hashlib.sha1(_SUBMIT_SCRIPT.encode()).hexdigest()
         self._min_replicas_ack = min_replicas_ack
         self._rules = rules
+        # The requests of one event-loop turn go to Redis in one pipeline (batching.py).
+        self._batcher: Batcher[_ScriptCall, tuple[list[Any], int]] = Batcher(self._run_batch)
+        # By TASK_EXPIRES: ``send`` sends tasks without one, ``submit`` by the rules.
+        self._envelopes = {expires_s: Envelopes(app, expires_s) for expires_s in {None, rules.task_expires_s}}
 
     async def send(self, task_id: str, queue: str, number: int, *, progress: bool = False) -> int | None:
         """Raises redis.RedisError when Redis cannot take the task, or NotReplicated when too
@@ -289,19 +353,17 @@ class Producer:
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
         hard = queue == HARD_QUEUE
-        keys = [
+        keys = (
             SUBMITTED_KEY_PREFIX + task_id,
             queue,
             NUMBER_KEY_PREFIX + str(number),
             CLIENT_KEY_PREFIX + client_host,
             KOMBU_UNACKED_KEY,
-        ]
-        args: list[bytes | str | int | float] = [
+        )
+        args = (
             task_id,
             submitted_record(queue, number),
-            task_envelope(
-                self._app, task_id, queue, number, expires_s=rules.task_expires_s, progress=progress
-            ),
+            self._envelopes[rules.task_expires_s].make(task_id, queue, number, progress),
             self._expires_s,
             int(rules.reuse),
             rules.pending_at_most_s or self._expires_s,
@@ -310,23 +372,45 @@ class Producer:
             RESULT_KEY_PREFIX,
             SUBMITTED_KEY_PREFIX,
             int(progress),
-        ]
-        replicas = self._min_replicas_ack
-        if not self._min_replicas_ack:
-            reply = await self._submit(keys=keys, args=args)
-        else:
-            # WAIT must follow the script on the same connection: one pipeline, one round trip.
-            pipe = self._client.pipeline(transaction=False)
-            await self._submit(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
-            reply, replicas = await pipe.execute()
+        )
+        reply, replicas = await self._batcher.call((keys, args))
         state, admitted_id = _text(reply[0]), _text(reply[1])
-        if state == "created" and int(replicas) < self._min_replicas_ack:
+        if state == "created" and replicas < self._min_replicas_ack:
             raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")
         if state in _REFUSALS:
             return _REFUSALS[state]
         ahead = int(reply[2]) if state == "created" and progress else None
         return Admitted(admitted_id, state, ahead)  # type: ignore[arg-type]
+
+    async def _run_batch(self, calls: list[_ScriptCall]) -> list[tuple[list[Any], int] | BaseException]:
+        """The script once per call, in one pipeline; with ``min_replicas_ack``, one WAIT after
+        them all (it covers every write before it on the connection). Each call's answer is its
+        script's reply and the replicas that confirmed, or the error its script raised."""
+        replies = await self._pipeline(calls)
+        if any(isinstance(reply, NoScriptError) for reply in replies[: len(calls)]):
+            # Redis lost its script cache (a restart, a failover): load it, then run the calls
+            # again. The script is idempotent, so the calls that ran are not sent twice.
+            await self._client.script_load(_SUBMIT_SCRIPT)
+            replies = await self._pipeline(calls)
+        replicas = 0
+        if self._min_replicas_ack:
+            last = replies[-1]
+            if isinstance(last, BaseException):
+                raise last
+            replicas = int(last)
+        return [
+            reply if isinstance(reply, BaseException) else (reply, replicas)
+            for reply in replies[: len(calls)]
+        ]
+
+    async def _pipeline(self, calls: list[_ScriptCall]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", self._script_sha, len(keys), *keys, *args)
+        if self._min_replicas_ack:
+            pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
 
 def _text(value: bytes | str) -> str:

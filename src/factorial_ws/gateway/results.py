@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -50,6 +52,7 @@ from ..constants import (
 )
 from ..protocol import Failure, Outcome, Pending, Started, Success
 from ..result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
+from .batching import Batcher
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +122,13 @@ class ResultHub:
         self._reader: asyncio.Task[None] | None = None
         self._read_since_pause = 0
         self._lost = False  # the subscription was lost and is not back yet
+        # SUBSCRIBE and UNSUBSCRIBE of one event-loop turn go as one command each (batching.py
+        # says why), in the order they were asked for, by one sender at a time.
+        self._commands: list[tuple[str, str]] = []
+        self._flush_scheduled = False
+        self._sending = asyncio.Lock()
+        self._senders: set[asyncio.Task[None]] = set()
+        self._snapshots: Batcher[str, tuple[int, bytes, int, int]] = Batcher(self._read_snapshots)
 
     # --- lifecycle ---
 
@@ -130,6 +140,9 @@ class ResultHub:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        for sender in list(self._senders):
+            sender.cancel()
+        await self._snapshots.close()
         await self._drop_pubsub()
 
     @property
@@ -160,12 +173,11 @@ class ResultHub:
         channel = self._channels.get(channel_name)
         if channel is None:
             channel = self._channels[channel_name] = _Channel()
-            await self._subscribe(channel_name)
+            self._queue("subscribe", channel_name)
         channel.watches.add(watch)
         try:
-            confirmed = await asyncio.wait_for(asyncio.shield(channel.subscribed), _CONFIRM_TIMEOUT_S)
-        except TimeoutError:
-            confirmed = False
+            # False when no confirmation came within _CONFIRM_TIMEOUT_S (_send_commands).
+            confirmed = await asyncio.shield(channel.subscribed)
         except BaseException:
             await self.release(watch)
             raise
@@ -184,19 +196,13 @@ class ResultHub:
         if channel.watches:
             return
         del self._channels[channel_name]
-        if self._pubsub is not None:
-            with contextlib.suppress(aioredis.RedisError):
-                await self._pubsub.unsubscribe(channel_name)
+        self._queue("unsubscribe", channel_name)
 
     async def snapshot(self, task_id: str) -> Snapshot:
         """The task's state now, from one round trip: finished, started, pending, or unknown."""
-        pipe = self._client.pipeline(transaction=False)
-        _read_note(pipe, task_id)
-        pipe.exists(SUBMITTED_KEY_PREFIX + task_id)
-        pipe.exists(CANCELLED_KEY_PREFIX + task_id)
         try:
-            size, head, submitted, cancelled = await pipe.execute()
-        except aioredis.RedisError:
+            size, head, submitted, cancelled = await self._snapshots.call(task_id)
+        except (aioredis.RedisError, OSError):
             raise ServiceUnavailable from None
         note = _note(size, head)
         if note is not None:
@@ -233,15 +239,59 @@ class ResultHub:
         subscribers = int(counts[0][1]) if counts else 0
         return max(0, subscribers - (1 if channel_name in self._channels else 0))
 
-    async def _subscribe(self, *channel_names: str) -> None:
+    async def _read_snapshots(self, task_ids: list[str]) -> list[tuple[int, bytes, int, int] | BaseException]:
+        """``snapshot``'s four reads for every task of a batch, in one pipeline."""
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in task_ids:
+            _read_note(pipe, task_id)
+            pipe.exists(SUBMITTED_KEY_PREFIX + task_id)
+            pipe.exists(CANCELLED_KEY_PREFIX + task_id)
+        replies = await pipe.execute(raise_on_error=False)
+        answers: list[tuple[int, bytes, int, int] | BaseException] = []
+        for start in range(0, len(replies), 4):
+            four = replies[start : start + 4]
+            failed = next((reply for reply in four if isinstance(reply, BaseException)), None)
+            answers.append(failed or tuple(four))
+        return answers
+
+    def _queue(self, command: str, channel_name: str) -> None:
+        """SUBSCRIBE or UNSUBSCRIBE on the next turn, with the others of this turn."""
+        self._commands.append((command, channel_name))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_commands)
+
+    def _flush_commands(self) -> None:
+        self._flush_scheduled = False
+        commands, self._commands = self._commands, []
         if self._pubsub is None:
-            return  # not connected: _run subscribes to every channel once it reconnects
-        self._unconfirmed.update(channel_names)
-        try:
-            await self._pubsub.subscribe(*channel_names)
-        except (aioredis.RedisError, OSError):
-            # The reader reconnects; meanwhile nobody waits for a confirmation that cannot come.
-            self._fail_confirmations()
+            return  # not connected: _connect subscribes to every channel still waited for
+        sender = asyncio.create_task(self._send_commands(self._pubsub, commands))
+        self._senders.add(sender)
+        sender.add_done_callback(self._senders.discard)
+
+    async def _send_commands(self, pubsub: PubSub, commands: list[tuple[str, str]]) -> None:
+        # One sender at a time (the lock is fair): a later turn's SUBSCRIBE of a channel must
+        # not overtake an earlier UNSUBSCRIBE of it.
+        async with self._sending:
+            for command, group in itertools.groupby(commands, key=operator.itemgetter(0)):
+                if pubsub is not self._pubsub:
+                    return  # that connection is gone; _connect subscribes anew
+                names = [name for _, name in group]
+                if command == "subscribe":
+                    names = [name for name in names if name in self._channels]  # released meanwhile
+                    if not names:
+                        continue
+                    self._unconfirmed.update(names)
+                    channels = [self._channels[name] for name in names]
+                    asyncio.get_running_loop().call_later(_CONFIRM_TIMEOUT_S, _give_up, channels)
+                try:
+                    await getattr(pubsub, command)(*names)
+                except (aioredis.RedisError, OSError):
+                    # The reader reconnects; meanwhile nobody waits for a confirmation that
+                    # cannot come.
+                    self._fail_confirmations()
+                    return
 
     def _fail_confirmations(self) -> None:
         """Answer every subscription still awaiting its confirmation with False: the connection
@@ -368,6 +418,13 @@ class ResultHub:
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _give_up(channels: list[_Channel]) -> None:
+    """No confirmation came in time: those still waiting for one are told False."""
+    for channel in channels:
+        if not channel.subscribed.done():
+            channel.subscribed.set_result(False)
 
 
 def _batches(items: list[str]) -> list[list[str]]:

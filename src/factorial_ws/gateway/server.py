@@ -14,6 +14,7 @@ import ssl
 from types import TracebackType
 
 import redis.asyncio as aioredis
+import uvloop
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -26,6 +27,7 @@ from ..processes import raise_open_files_limit
 from .admission import Admission
 from .big_results import ResultCache
 from .cancel import Canceller
+from .deadlines import Deadlines
 from .producer import Producer, Rules
 from .results import ResultHub
 from .routes import Routes, share_state_forever
@@ -40,6 +42,9 @@ _REDIS_COMMAND_TIMEOUT_S = 5.0
 _REDIS_POOL_SIZE = 64
 # The longest a request waits for its turn (admission.py) before it is refused as "Server busy".
 ADMISSION_WAIT_S = 60.0
+# Requests talking to Redis at once. Their commands go in batches (batching.py), so this bounds
+# the work in progress, not the connections used.
+ADMISSION_SLOTS = 1024
 # After Redis restarts, every pooled connection is one the server closed, and redis-py 8 does not
 # notice at checkout (it skips its check when RESP3 maintenance notifications are on, the
 # default): the first command on each fails with "Connection closed by server". One immediate
@@ -108,11 +113,11 @@ class Gateway:
             min_replicas_ack=config.redis_min_replicas_ack,
             rules=Rules.from_config(config),
         )
-        # As many requests at a time as the pool has connections: none waits for one there.
-        admission = Admission(_REDIS_POOL_SIZE, ADMISSION_WAIT_S)
+        deadlines = Deadlines()
+        admission = Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines)
         canceller = Canceller(app, self._client, config.result_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
-        services = Services(config, producer, hub, admission, ResultCache(self._client), canceller)
+        services = Services(config, producer, hub, admission, ResultCache(self._client), canceller, deadlines)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1
@@ -189,8 +194,10 @@ class Gateway:
 
 
 def run_gateway(config: Config, *, reuse_port: bool = False) -> None:
-    """Serve in this process until SIGINT or SIGTERM."""
-    asyncio.run(Gateway(config, reuse_port=reuse_port).serve_until_signalled())
+    """Serve in this process until SIGINT or SIGTERM, on uvloop (its sockets, timers and task
+    switches cost the gateway far less CPU than asyncio's own loop; docs/benchmarks.md)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(Gateway(config, reuse_port=reuse_port).serve_until_signalled())
 
 
 def _origins(config: Config) -> list[Origin | None] | None:

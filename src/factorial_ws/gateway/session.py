@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection
@@ -60,6 +60,8 @@ from ..protocol import started as started_reply
 from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
 from .cancel import Canceller
+from .deadlines import Deadlines
+from .order import READ_AHEAD, ReplyOrder, Turn
 from .outbox import Message, Outbox
 from .producer import Admitted, Producer, Refused
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
@@ -67,6 +69,7 @@ from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Wat
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "Internal error"
+TIMED_OUT: Final = Failure(TIMEOUT_ERROR)  # a wait that ran out
 BINARY_FRAME = INVALID_REQUEST + "binary frames are not supported; send JSON text"
 
 # Every refused request is logged, but a connection that keeps sending bad or refused frames must
@@ -86,6 +89,7 @@ class Services:
     admission: Admission
     results: ResultCache
     canceller: Canceller
+    deadlines: Deadlines
 
 
 @dataclass(eq=False)
@@ -103,6 +107,8 @@ class Session:
         self._config = services.config
         self._bucket = TokenBucket(self._config.rate_limit_per_s, self._config.rate_limit_burst)
         self._waits: set[asyncio.Task[None]] = set()
+        self._submitting: set[asyncio.Task[None]] = set()  # of _waits: not acked yet
+        self._closed = False
         # By task id: the requests waiting for it, by the asyncio task that waits.
         self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         self._peer = _peer(connection)
@@ -115,20 +121,28 @@ class Session:
         )
         self._refusal_log = TokenBucket(_REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_IN_A_ROW)
         self._refusals_unlogged = 0
+        self._order = ReplyOrder(READ_AHEAD)
 
     async def run(self) -> None:
-        logs.event(logger, "connect", peer=self._peer)
+        logs.access(logger, "connect", peer=self._peer)
         metrics.connections_open.inc()
         try:
             async for frame in self._connection:
                 await self._guarded(self._on_frame(frame), frame=frame)
+                # The requests read ahead are handled together (their Redis commands share a
+                # batch); past READ_AHEAD unanswered ones, the next frame waits (push-back).
+                await self._order.room()
         except ConnectionClosed:
             pass
         finally:
             metrics.connections_open.dec()
-            for wait in self._waits:
+            self._closed = True
+            # Requests still being submitted finish that (a client that submits and leaves
+            # still gets its tasks run, as when requests were handled one by one); the waits
+            # for results end now.
+            for wait in self._waits - self._submitting:
                 wait.cancel()
-            logs.event(logger, "disconnect", peer=self._peer, detail=len(self._waits) or None)
+            logs.access(logger, "disconnect", peer=self._peer, detail=len(self._waits) or None)
 
     # --- requests ---
 
@@ -137,18 +151,18 @@ class Session:
         # is held like any other.
         if not self._bucket.take():
             # Counted in the metrics, not logged: a flooding client must not flood the log.
-            await self._error(RATE_LIMITED, request_id=request_id_of(frame))
+            await self._error_in_order(RATE_LIMITED, None, request_id_of(frame))
             return
         if isinstance(frame, bytes):
             self._log_refusal(BINARY_FRAME)
-            await self._error(BINARY_FRAME, request_id=request_id_of(frame))
+            await self._error_in_order(BINARY_FRAME, None, request_id_of(frame))
             return
         try:
             request = parse_request(frame, max_number=self._config.max_number)
         except ProtocolError as exc:
             metrics.requests_total.labels("invalid").inc()
             self._log_refusal(exc.message)
-            await self._error(exc.message, request_id=exc.request_id)
+            await self._error_in_order(exc.message, None, exc.request_id)
             return
         if isinstance(request, FactorialRequest):
             metrics.requests_total.labels("factorial").inc()
@@ -159,31 +173,52 @@ class Session:
         if len(self._waits) >= self._config.max_tasks_in_flight:
             task_id = None if isinstance(request, FactorialRequest) else request.task_id
             self._log_refusal(TOO_MANY_IN_FLIGHT, task_id)
-            await self._error(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
+            await self._error_in_order(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
         if isinstance(request, FactorialRequest):
-            await self._submit(request)
+            task = self._spawn(self._submit(request, self._order.next_turn()), request.request_id)
+            self._submitting.add(task)
         elif isinstance(request, CancelRequest):
             self._spawn(self._cancel(request), request.request_id)
         else:
             self._spawn(self._look_up(request), request.request_id)
 
-    async def _submit(self, request: FactorialRequest) -> None:
+    async def _submit(self, request: FactorialRequest, turn: Turn) -> None:
+        """Send the task, then, in request order, its ack; then wait for and send its result."""
         queue = queue_for(request.number)
         started = time.monotonic()
         try:
-            async with self._services.admission.turn():
-                answer = await self._enqueue(new_task_id(), queue, request.number, request.progress)
-        except (ServiceUnavailable, ServerBusy) as exc:
-            await self._refuse(_refusal(exc), None, request.request_id)
+            try:
+                async with self._services.admission.turn():
+                    answer = await self._enqueue(new_task_id(), queue, request.number, request.progress)
+            except (ServiceUnavailable, ServerBusy) as exc:
+                await turn.come()
+                await self._refuse(_refusal(exc), None, request.request_id)
+                return
+            await turn.come()
+            if isinstance(answer, Refused):
+                await self._refuse(answer.message, None, request.request_id)
+                return
+            admitted, watch = answer
+            try:
+                await self._acknowledge(admitted, request, queue)
+            except BaseException:
+                await self._services.hub.release(watch)
+                raise
+        finally:
+            turn.end()
+            task = asyncio.current_task()
+            assert task is not None
+            self._submitting.discard(task)
+        if self._closed:
+            await self._services.hub.release(watch)  # acked to nobody: the task runs all the same
             return
-        if isinstance(answer, Refused):
-            await self._refuse(answer.message, None, request.request_id)
-            return
-        admitted, watch = answer
+        await self._deliver(watch, request, queue, started)
+
+    async def _acknowledge(self, admitted: Admitted, request: FactorialRequest, queue: str) -> None:
         counter = metrics.tasks_reused_total if admitted.reused else metrics.tasks_submitted_total
         counter.labels(queue).inc()
-        logs.event(
+        logs.access(
             logger,
             "request",
             task_id=admitted.task_id,
@@ -194,7 +229,6 @@ class Session:
         await self._send(ack(admitted.task_id, request.request_id))
         if admitted.ahead is not None:
             await self._send(queued_reply(admitted.task_id, admitted.ahead, request.request_id))
-        self._spawn(self._deliver(watch, request, queue, started), request.request_id)
 
     async def _enqueue(
         self, task_id: str, queue: str, number: int, progress: bool
@@ -263,14 +297,14 @@ class Session:
     async def _look_up(self, request: ResultRequest) -> None:
         task_id, request_id = request.task_id, request.request_id
         started = time.monotonic()
-        logs.event(logger, "request", task_id=task_id, detail="lookup")
+        logs.access(logger, "request", task_id=task_id, detail="lookup")
         try:
             async with self._services.admission.turn():
                 found = await self._outcome_or_watch(task_id, request.progress)
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), task_id, request_id)
             return
-        outcome: Ending | None
+        outcome: Ending
         if isinstance(found, Watch):
             try:
                 await self._send(pending(task_id, request_id))
@@ -295,17 +329,16 @@ class Session:
             return watch.outcome.result()
         return watch
 
-    async def _outcome(self, watch: Watch, request_id: RequestId | None) -> Ending | None:
-        """The task's outcome, or None when it did not come within the wait limit. Meanwhile
-        the request is one a cancel of the task ends, and hears ``started`` if it asked."""
+    async def _outcome(self, watch: Watch, request_id: RequestId | None) -> Ending:
+        """The task's outcome, or ``Timeout error`` when it did not come within the wait limit.
+        Meanwhile the request is one a cancel of the task ends, and hears ``started`` if it
+        asked."""
         wait = self._track(watch.task_id, request_id)
+        self._services.deadlines.expire(watch.outcome, self._config.hard_task_timeout_s, TIMED_OUT)
         try:
-            async with asyncio.timeout(self._config.hard_task_timeout_s):
-                if watch.started is not None:
-                    await self._report_started(watch, request_id)
-                outcome = await watch.outcome
-        except TimeoutError:
-            return None
+            if watch.started is not None:
+                await self._report_started(watch, request_id)
+            outcome = await watch.outcome
         finally:
             wait.waiting = False
         return await self._services.hub.named(watch.task_id, outcome)
@@ -337,7 +370,7 @@ class Session:
 
     async def _cancel(self, request: CancelRequest) -> None:
         task_id, request_id = request.task_id, request.request_id
-        logs.event(logger, "request", task_id=task_id, detail="cancel")
+        logs.access(logger, "request", task_id=task_id, detail="cancel")
         try:
             async with self._services.admission.turn():
                 answer = await self._take_back(task_id, request_id)
@@ -410,10 +443,8 @@ class Session:
 
     # --- replies ---
 
-    async def _send_outcome(self, task_id: str, outcome: Ending | None, request_id: RequestId | None) -> None:
-        if outcome is None:
-            await self._error(TIMEOUT_ERROR, task_id, request_id)
-        elif isinstance(outcome, Stored):
+    async def _send_outcome(self, task_id: str, outcome: Ending, request_id: RequestId | None) -> None:
+        if isinstance(outcome, Stored):
             await self._outbox.send_result(outcome.size, lambda: self._stored_reply(task_id, request_id))
         elif isinstance(outcome, Success):
             reply = outcome_reply(task_id, outcome, request_id)
@@ -444,6 +475,25 @@ class Session:
     ) -> None:
         await self._send(_counted_error(message, task_id, request_id))
 
+    async def _error_in_order(self, message: str, task_id: str | None, request_id: RequestId | None) -> None:
+        """An error that answers a request at once, after the replies owed to earlier requests."""
+        turn = self._order.next_turn()
+        if turn.now:
+            try:
+                await self._error(message, task_id, request_id)
+            finally:
+                turn.end()
+            return
+
+        async def after_the_others() -> None:
+            try:
+                await turn.come()
+                await self._error(message, task_id, request_id)
+            finally:
+                turn.end()
+
+        self._spawn(after_the_others(), request_id)
+
     async def _send(self, text: str) -> None:
         await self._outbox.send(text)
 
@@ -460,7 +510,7 @@ class Session:
     def _log_outcome(
         self,
         task_id: str,
-        outcome: Ending | None,
+        outcome: Ending,
         number: int | None,
         queue: str | None,
         duration_s: float,
@@ -468,8 +518,9 @@ class Session:
         if isinstance(outcome, Success | Stored):
             name, detail = "result", None
         else:
-            name, detail = "error", outcome.message if outcome else TIMEOUT_ERROR
-        logs.event(
+            name, detail = "error", outcome.message
+        log = logs.access if name == "result" else logs.event  # an error is always logged
+        log(
             logger,
             name,
             task_id=task_id,
@@ -481,10 +532,11 @@ class Session:
 
     # --- isolation ---
 
-    def _spawn(self, work: Coroutine[Any, Any, None], request_id: RequestId | None) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], request_id: RequestId | None) -> asyncio.Task[None]:
         task = asyncio.create_task(self._guarded(work, request_id=request_id))
         self._waits.add(task)
         task.add_done_callback(self._waits.discard)
+        return task
 
     async def _guarded(
         self,
