@@ -21,7 +21,7 @@ import queue
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Barrier
@@ -34,6 +34,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ..processes import cpu_seconds, raise_open_files_limit
+from .load import split
 
 REPLY_TIMEOUT_S = 60.0
 
@@ -107,6 +108,24 @@ def lookup_lane(stored: Sequence[tuple[str, int]], count: int, offset: int) -> L
         json.dumps({"type": "result", "task_id": task_id, "id": i}) for i, (task_id, _) in enumerate(picks)
     )
     return Lane(frames, tuple(result for _, result in picks))
+
+
+def spread(
+    requests: int, connections: int, processes: int, window: int, lane: Callable[[int, int], Lane]
+) -> list[Job]:
+    """``requests`` over ``connections`` over ``processes``: a job per process, whose connection
+    number ``index`` (counted over all processes) gets ``lane(count, index)``."""
+    jobs = []
+    index = 0
+    for share, share_connections in zip(
+        split(requests, processes), split(connections, processes), strict=True
+    ):
+        lanes = []
+        for count in split(share, share_connections):
+            lanes.append(lane(count, index))
+            index += 1
+        jobs.append(Job(tuple(lanes), window))
+    return jobs
 
 
 def judge(reply: str, outstanding: Mapping[int, Expected]) -> tuple[int | None, str | None]:

@@ -31,7 +31,6 @@ from ..processes import (
 )
 from ..supervisor.redis_server import RedisServer
 from . import load, pipelined
-from .load import split
 from .report import Row, cpu_ms_per, latency_rows, median
 from .system import System
 
@@ -65,7 +64,7 @@ class Plan:
     crowd_big_clients: int = 1000
     # Scenario 7: factorial(5) submissions per round over all connections (of PIPELINED_PROCESSES
     # client processes), with acks_window in flight on each connection.
-    acks_requests: int = 10_000
+    acks_requests: int = 6000
     acks_rounds: int = 5
     acks_connections: int = 20
     acks_window: int = 50
@@ -73,7 +72,7 @@ class Plan:
     # Scenario 8: a pool of stored results (factorial(1..stored_results)), then lookups of them
     # per round over all connections; raw_lookups per round for the raw Celery reference.
     stored_results: int = 300
-    lookups_requests: int = 15_000
+    lookups_requests: int = 10_000
     lookups_rounds: int = 5
     lookups_connections: int = 100
     lookups_window: int = 20
@@ -371,13 +370,13 @@ def scenario_acks(system: System, config: Config, plan: Plan, run: Run) -> None:
     if system.log_dir is None:
         run.notes.append("acks/s: skipped against a running system (it needs a gateway with no worker)")
         return
-    share = split(plan.acks_requests, PIPELINED_PROCESSES)
-    lanes = split(plan.acks_connections, PIPELINED_PROCESSES)
-    jobs = [
-        pipelined.Job(tuple(pipelined.ack_lane(n, load.SMALL) for n in split(requests, connections)),
-                      plan.acks_window)
-        for requests, connections in zip(share, lanes, strict=True)
-    ]  # fmt: skip
+    jobs = pipelined.spread(
+        plan.acks_requests,
+        plan.acks_connections,
+        PIPELINED_PROCESSES,
+        plan.acks_window,
+        lambda count, _: pipelined.ack_lane(count, load.SMALL),
+    )
     gateway: list[pipelined.Outcome] = []
     raw: list[load.Rate] = []
     with (
@@ -394,14 +393,14 @@ def scenario_acks(system: System, config: Config, plan: Plan, run: Run) -> None:
             redis_client.flushdb()
             gateway.append(clients.run(jobs, pid))
             _quiet(pid)  # the round's connections closed: their subscriptions are released
-    errors = sum(outcome.errors for outcome in gateway)
+    acks = plan.acks_requests * plan.acks_rounds
     run.rows += [
         Row(scenario, "acks/s (median)", median([o.rate for o in gateway]), "1/s", "raw Celery delay()",
             median([r.per_s for r in raw]), "value_min", ACKS_PER_S_MIN),
-        Row(scenario, "gateway CPU per ack", cpu_ms_per([o.gateway_cpu_s for o in gateway],
-            plan.acks_requests * plan.acks_rounds) or 0.0, "ms", "raw Celery client CPU per delay()",
+        Row(scenario, "gateway CPU per ack", cpu_ms_per([o.gateway_cpu_s for o in gateway], acks) or 0.0,
+            "ms", "raw Celery client CPU per delay()",
             cpu_ms_per([r.cpu_s for r in raw], plan.raw_submissions * plan.acks_rounds)),
-        Row(scenario, "errors", errors, "", check="value_max", limit=0),
+        Row(scenario, "errors", sum(o.errors for o in gateway), "", check="value_max", limit=0),
     ]  # fmt: skip
     run.notes.append(
         f"acks/s: {plan.acks_rounds} rounds of {plan.acks_requests} factorial(5) over "
@@ -435,23 +434,16 @@ def scenario_stored_results(system: System, config: Config, plan: Plan, run: Run
     """Lookups of finished small results: deliveries per second from many connections."""
     scenario = "8 stored results/s"
     stored = load.ws_stored_results(system.url, range(1, plan.stored_results + 1), window=50)
-    share = split(plan.lookups_requests, PIPELINED_PROCESSES)
-    lanes = split(plan.lookups_connections, PIPELINED_PROCESSES)
-    jobs: list[pipelined.Job] = []
-    for requests, connections in zip(share, lanes, strict=True):
-        spread = [
-            len(stored) * (len(jobs) * connections + k) // plan.lookups_connections
-            for k in range(connections)
-        ]
-        jobs.append(
-            pipelined.Job(
-                tuple(
-                    pipelined.lookup_lane(stored, n, offset)
-                    for n, offset in zip(split(requests, connections), spread, strict=True)
-                ),
-                plan.lookups_window,
-            )
-        )
+    # Connections start at offsets spread over the pool: at any moment they ask for different results.
+    jobs = pipelined.spread(
+        plan.lookups_requests,
+        plan.lookups_connections,
+        PIPELINED_PROCESSES,
+        plan.lookups_window,
+        lambda count, index: pipelined.lookup_lane(
+            stored, count, len(stored) * index // plan.lookups_connections
+        ),
+    )
     celery_app = load.raw_app(config, system.redis_url)
     gateway: list[pipelined.Outcome] = []
     raw: list[load.Rate] = []

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from factorial_ws.bench.pipelined import ACK, Report, ack_lane, combine, judge, lookup_lane
+from factorial_ws.bench.pipelined import ACK, Lane, Report, ack_lane, combine, judge, lookup_lane, spread
 
 
 def test_an_ack_lane_numbers_its_factorial_requests_and_expects_acks() -> None:
@@ -62,3 +62,16 @@ def test_a_round_spans_the_first_start_to_the_last_end_of_its_processes() -> Non
     assert outcome.rate == 950.0  # right replies only
     assert (outcome.ok, outcome.errors, outcome.clients_cpu_s) == (1900, 100, 0.5)
     assert outcome.reasons == {"wrong result": 100}
+
+
+def test_spread_shares_requests_over_processes_then_their_connections() -> None:
+    made: list[tuple[int, int]] = []
+
+    def lane(count: int, index: int) -> Lane:
+        made.append((count, index))
+        return ack_lane(count, 5)
+
+    jobs = spread(requests=10, connections=3, processes=2, window=4, lane=lane)
+    assert [[len(lane.frames) for lane in job.lanes] for job in jobs] == [[3, 2], [5]]
+    assert made == [(3, 0), (2, 1), (5, 2)]  # connections are numbered across processes
+    assert all(job.window == 4 for job in jobs)
