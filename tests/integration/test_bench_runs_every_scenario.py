@@ -26,6 +26,17 @@ TINY = Plan(
     big_repeats=1,
     isolation_requests=20,
     crowd_big_clients=20,
+    acks_requests=200,
+    acks_rounds=2,
+    acks_connections=4,
+    acks_window=10,
+    raw_submissions=50,
+    stored_results=30,
+    lookups_requests=200,
+    lookups_rounds=2,
+    lookups_connections=4,
+    lookups_window=10,
+    raw_lookups=40,
 )
 
 
@@ -38,7 +49,7 @@ def test_a_tiny_bench_runs_every_scenario_and_writes_its_report(
     report = json.loads((out / "bench.json").read_text())
     rows = {(row["scenario"], row["metric"]): row for row in report["rows"]}
     scenarios = {scenario.split()[0] for scenario, _ in rows}
-    assert scenarios == {"1", "2", "3", "4", "5", "6"}
+    assert scenarios == {"1", "2", "3", "4", "5", "6", "7", "8"}
     concurrency = "3 concurrency 60 conns"
     assert rows[(concurrency, "results delivered")]["value"] == 60
     assert rows[(concurrency, "errors")]["value"] == 0
@@ -46,6 +57,16 @@ def test_a_tiny_bench_runs_every_scenario_and_writes_its_report(
     assert rows[("2 throughput factorial(5)", "tasks computed")]["value"] == 100  # none reused
     latency = rows[("1 latency factorial(5)", "p50")]
     assert latency["value"] > 0 and latency["reference"] > 0 and latency["ratio"] > 0
+    cpu = rows[("2 throughput factorial(5)", "gateway CPU per request")]
+    assert cpu["value"] > 0 and cpu["reference"] > 0
+    acks = "7 acks/s, no worker"
+    assert rows[(acks, "errors")]["value"] == 0  # every submission acked, none refused
+    assert rows[(acks, "acks/s (median)")]["value"] > 0 and rows[(acks, "acks/s (median)")]["reference"] > 0
+    assert rows[(acks, "gateway CPU per ack")]["value"] > 0
+    stored = "8 stored results/s"
+    assert rows[(stored, "errors")]["value"] == 0  # every lookup brought its exact result
+    assert rows[(stored, "results/s (median)")]["reference"] > 0
+    assert rows[(stored, "gateway CPU per lookup")]["value"] > 0
     assert rows[(concurrency, "gateway peak RSS")]["value"] > 0
     assert rows[("4 factorial(1000000)", "end to end (median)")]["reference"] > 0
     crowd = "6 20 clients, same 1000000!"

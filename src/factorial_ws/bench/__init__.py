@@ -73,11 +73,11 @@ def run_sweep(config: Config, *, quick: bool, output: str, variants: tuple[Varia
             raw: list[float] = []
             gateway: list[float] = []
             for _ in range(plan.throughput_rounds):
-                raw.append(load.raw_throughput(celery_app, per_round))
+                raw.append(load.raw_throughput(celery_app, per_round).per_s)
                 gateway.append(
                     load.ws_throughput(
                         system.url, per_round, plan.throughput_connections, plan.throughput_window
-                    )[0]
+                    ).per_s
                 )
             raw_latency = load.raw_latency(celery_app, plan.latency_requests // 2)
             gateway_latency = load.ws_latency(system.url, plan.latency_requests // 2)

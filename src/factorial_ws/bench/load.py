@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
+import math
 import multiprocessing
 import queue
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import gmpy2
 from celery import Celery
@@ -31,7 +34,7 @@ from ..celeryapp import create_app
 from ..client import Client, FactorialWSError, TaskHandle
 from ..config import Config
 from ..constants import HARD_TASK_NAME, SOFT_TASK_NAME
-from ..processes import raise_open_files_limit
+from ..processes import cpu_seconds, raise_open_files_limit
 
 SETTINGS_VARIABLE = "FACTORIAL_WS_BENCH_CELERY"  # Celery overrides for the sweep's workers
 SMALL = 5
@@ -85,18 +88,75 @@ def raw_latency(app: Celery, count: int) -> list[float]:
     return samples
 
 
-def raw_throughput(app: Celery, count: int) -> float:
-    """Submit ``count`` tasks, then collect every result; tasks per second."""
-    task = app.tasks[SOFT_TASK_NAME]
+@dataclass(frozen=True)
+class Rate:
+    """Requests per second, and the CPU seconds the side measured used meanwhile (the gateway
+    process, or this process for the raw Celery client; None when it cannot be read)."""
+
+    per_s: float
+    cpu_s: float | None
+    errors: int = 0
+
+
+@contextlib.contextmanager
+def _timed(read_cpu: Callable[[], float] | None) -> Iterator[list[float]]:
+    """The yielded list then holds the block's wall seconds and the CPU seconds ``read_cpu``
+    counted meanwhile (NaN without it)."""
+    timing: list[float] = []
+    cpu_before = read_cpu() if read_cpu else 0.0
     started = time.perf_counter()
-    results: list[AsyncResult[Any]] = [task.delay(SMALL) for _ in range(count)]
-    values = ResultSet(results).join(timeout=REPLY_TIMEOUT_S)
-    seconds = time.perf_counter() - started
+    yield timing
+    timing.append(time.perf_counter() - started)
+    timing.append(read_cpu() - cpu_before if read_cpu else math.nan)
+
+
+def gateway_cpu(pid: int | None) -> Callable[[], float] | None:
+    """Reads the CPU seconds process ``pid`` has used (None without a process)."""
+    return None if pid is None else functools.partial(cpu_seconds, pid)
+
+
+def _rate(count: int, timing: list[float], errors: int = 0) -> Rate:
+    seconds, cpu_s = timing
+    return Rate(count / seconds, None if math.isnan(cpu_s) else cpu_s, errors)
+
+
+def raw_throughput(app: Celery, count: int) -> Rate:
+    """Submit ``count`` tasks, then collect every result; tasks per second, and this process's
+    CPU time (the raw client runs in it)."""
+    task = app.tasks[SOFT_TASK_NAME]
+    with _timed(time.process_time) as timing:
+        results: list[AsyncResult[Any]] = [task.delay(SMALL) for _ in range(count)]
+        values = ResultSet(results).join(timeout=REPLY_TIMEOUT_S)
     if any(value != SMALL_RESULT for value in values):
         raise RuntimeError("raw Celery returned a wrong result")
     for result in results:
         result.forget()
-    return count / seconds
+    return _rate(count, timing)
+
+
+def raw_submissions(app: Celery, count: int) -> Rate:
+    """``task.delay(5)`` ``count`` times, with no worker to run them: submissions per second,
+    and this process's CPU time."""
+    task = app.tasks[SOFT_TASK_NAME]
+    with _timed(time.process_time) as timing:
+        for _ in range(count):
+            task.delay(SMALL)
+    return _rate(count, timing)
+
+
+def raw_lookups(app: Celery, stored: Sequence[tuple[str, int]], count: int) -> Rate:
+    """``AsyncResult(id).get()`` of stored results, ``count`` times in turn over ``stored``:
+    lookups per second, this process's CPU time, and wrong results as errors. Celery's backend
+    keeps the results it has read in a cache; it is emptied before each pass over ``stored``,
+    so that every lookup reads Redis, as the gateway's do."""
+    errors = 0
+    with _timed(time.process_time) as timing:
+        for i in range(count):
+            if i % len(stored) == 0:
+                cast(Any, app.backend)._cache.clear()  # not in Celery's type stubs
+            task_id, expected = stored[i % len(stored)]
+            errors += int(AsyncResult(task_id, app=app).get(timeout=REPLY_TIMEOUT_S)) != expected
+    return _rate(count, timing, errors)
 
 
 def raw_hard(app: Celery, number: int) -> AsyncResult[Any]:
@@ -134,27 +194,30 @@ async def _probe(client: Client, count: int) -> list[float]:
     return samples
 
 
-def ws_throughput(url: str, count: int, connections: int, window: int) -> tuple[float, int]:
+def ws_throughput(
+    url: str, count: int, connections: int, window: int, gateway_pid: int | None = None
+) -> Rate:
     """``count`` requests over ``connections`` connections with ``window`` in flight on each;
-    returns tasks per second (successes only) and the number of error replies."""
-    return asyncio.run(_ws_throughput(url, count, connections, window))
+    returns tasks per second (successes only), the number of error replies and, with
+    ``gateway_pid``, the gateway's CPU seconds from the first request to the last result."""
+    return asyncio.run(_ws_throughput(url, count, connections, window, gateway_pid))
 
 
-async def _ws_throughput(url: str, count: int, connections: int, window: int) -> tuple[float, int]:
+async def _ws_throughput(
+    url: str, count: int, connections: int, window: int, gateway_pid: int | None
+) -> Rate:
     shares = split(count, connections)
     clients = [_client(url) for _ in range(connections)]
     try:
         for client in clients:
             await client.connect()
-        started = time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(_pipeline(client, share, window) for client, share in zip(clients, shares, strict=True))
-        )
-        seconds = time.perf_counter() - started
+        with _timed(gateway_cpu(gateway_pid)) as timing:
+            outcomes = await asyncio.gather(
+                *(_pipeline(client, share, window) for client, share in zip(clients, shares, strict=True))
+            )
     finally:
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
-    successes = sum(ok for ok, _ in outcomes)
-    return successes / seconds, sum(failed for _, failed in outcomes)
+    return _rate(sum(ok for ok, _ in outcomes), timing, sum(failed for _, failed in outcomes))
 
 
 async def _pipeline(client: Client, count: int, window: int) -> tuple[int, int]:
@@ -170,6 +233,27 @@ async def _pipeline(client: Client, count: int, window: int) -> tuple[int, int]:
 
     outcomes = await asyncio.gather(*(one() for _ in range(count)))
     return sum(outcomes), count - sum(outcomes)
+
+
+def ws_stored_results(url: str, numbers: Sequence[int], window: int) -> list[tuple[str, int]]:
+    """Compute ``number!`` for each of ``numbers`` through the gateway (``window`` in flight on
+    one connection); the ``(task_id, result)`` of each, once its result is stored."""
+    return asyncio.run(_ws_stored_results(url, numbers, window))
+
+
+async def _ws_stored_results(url: str, numbers: Sequence[int], window: int) -> list[tuple[str, int]]:
+    gate = asyncio.Semaphore(window)
+
+    async def one(client: Client, number: int) -> tuple[str, int]:
+        async with gate:
+            handle = await client.submit(number)
+            result = await asyncio.wait_for(handle.result(), REPLY_TIMEOUT_S)
+        if result != gmpy2.fac(number):
+            raise RuntimeError(f"factorial({number}) came back wrong")
+        return handle.task_id, result
+
+    async with _client(url) as client:
+        return list(await asyncio.gather(*(one(client, number) for number in numbers)))
 
 
 def ws_big(url: str, number: int, expected: str) -> float:

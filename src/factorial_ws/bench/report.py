@@ -31,6 +31,14 @@ def median(samples: Sequence[float]) -> float:
     return percentile(samples, 50)
 
 
+def cpu_ms_per(cpu_s: Sequence[float | None], count: int) -> float | None:
+    """Milliseconds of CPU per request: the CPU seconds of several rounds over the requests of
+    them all; None when a round's CPU could not be read, or there was no request."""
+    if count <= 0 or not cpu_s or any(seconds is None for seconds in cpu_s):
+        return None
+    return 1000 * sum(seconds or 0.0 for seconds in cpu_s) / count
+
+
 @dataclass(frozen=True)
 class Row:
     """One figure, its same-run reference and the target it is held to.

@@ -9,6 +9,7 @@ import pytest
 from factorial_ws.bench.report import (
     Row,
     all_met,
+    cpu_ms_per,
     latency_rows,
     median,
     percentile,
@@ -109,3 +110,10 @@ def test_json_keeps_every_figure_with_ratio_target_and_verdict() -> None:
     assert saved["value"] == 4.0 and saved["reference"] == 3.2
     assert saved["ratio"] == pytest.approx(1.25)
     assert saved["met"] is True and saved["target"] == "≤ 1.3x ref"
+
+
+def test_cpu_per_request_sums_the_rounds_and_needs_every_reading() -> None:
+    assert cpu_ms_per([0.5, 1.5], 4000) == pytest.approx(0.5)
+    assert cpu_ms_per([0.5, None], 4000) is None  # a round whose CPU could not be read
+    assert cpu_ms_per([], 10) is None
+    assert cpu_ms_per([1.0], 0) is None
