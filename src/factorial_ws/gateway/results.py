@@ -57,6 +57,7 @@ from .batching import Batcher
 logger = logging.getLogger(__name__)
 
 _CONFIRM_TIMEOUT_S = 5.0
+_LINGER_S = 0.1  # how long a channel of an ended task stays subscribed (_unsubscribe_later)
 # Channels per SUBSCRIBE (and keys per MGET) when the hub subscribes to every waiting task
 # again, and messages handled in a row before the reader lets other work run.
 _BATCH_SIZE = 250
@@ -109,6 +110,7 @@ class _Channel:
     subscribed: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    ended: bool = False  # its task's outcome came: nobody can cancel the task any more
 
 
 class ResultHub:
@@ -125,6 +127,7 @@ class ResultHub:
         # SUBSCRIBE and UNSUBSCRIBE of one event-loop turn go as one command each (batching.py
         # says why), in the order they were asked for, by one sender at a time.
         self._commands: list[tuple[str, str]] = []
+        self._lingering: list[str] = []  # channels of ended tasks, unsubscribed in a while
         self._flush_scheduled = False
         self._sending = asyncio.Lock()
         self._senders: set[asyncio.Task[None]] = set()
@@ -196,7 +199,26 @@ class ResultHub:
         if channel.watches:
             return
         del self._channels[channel_name]
-        self._queue("unsubscribe", channel_name)
+        if channel.ended:
+            self._unsubscribe_later(channel_name)
+        else:
+            self._queue("unsubscribe", channel_name)
+
+    def _unsubscribe_later(self, channel_name: str) -> None:
+        """UNSUBSCRIBE from the channel of a task that ended within _LINGER_S, with the others
+        of that time: one command and one read of confirmations for many tasks, where a task
+        each cost a round of syscalls. Harmless meanwhile: a note on a channel nobody waits for
+        is dropped, and a task that ended cannot be cancelled (the one thing a subscriber count
+        decides, ``waiters_elsewhere``). A channel watched again meanwhile is not dropped."""
+        self._lingering.append(channel_name)
+        if len(self._lingering) == 1:
+            asyncio.get_running_loop().call_later(_LINGER_S, self._unsubscribe_lingering)
+
+    def _unsubscribe_lingering(self) -> None:
+        lingering, self._lingering = self._lingering, []
+        for channel_name in lingering:
+            if channel_name not in self._channels:
+                self._queue("unsubscribe", channel_name)
 
     async def snapshot(self, task_id: str) -> Snapshot:
         """The task's state now, from one round trip: finished, started, pending, or unknown."""
@@ -409,6 +431,7 @@ class ResultHub:
             return
         if isinstance(outcome, Pending):
             return
+        channel.ended = True
         for watch in channel.watches:
             if not watch.outcome.done():
                 watch.outcome.set_result(outcome)
