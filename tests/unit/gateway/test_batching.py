@@ -7,14 +7,10 @@ import asyncio
 import json
 import signal
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 from celery import Celery
 
-from factorial_ws.celeryapp import create_app
-from factorial_ws.config import Config
 from factorial_ws.gateway.batching import Batcher
 from factorial_ws.gateway.producer import Admitted, Envelopes, Producer, task_envelope
 from factorial_ws.supervisor.redis_server import RedisServer
@@ -85,17 +81,6 @@ async def test_a_caller_cancelled_before_its_turn_sends_nothing() -> None:
 
 
 # --- the producer's batches, on a real Redis -----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def app() -> Celery:
-    return create_app(Config())
-
-
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    async with aioredis.Redis.from_url(redis_server.url) as client:
-        yield client
 
 
 def new_id() -> str:

@@ -22,11 +22,6 @@ from factorial_ws.supervisor.redis_server import RedisServer
 TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
 
 
-@pytest.fixture(scope="module")
-def app() -> Celery:
-    return create_app(Config())
-
-
 def envelope(app: Celery, queue: str, number: int) -> dict[str, Any]:
     payload = json.loads(task_envelope(app, TASK_ID, queue, number))
     assert isinstance(payload, dict)

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from celery import Celery
 
-from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config, ConfigError
 from factorial_ws.constants import SUBMITTED_KEY_PREFIX
 from factorial_ws.gateway.producer import REPLICA_ACK_TIMEOUT_MS, NotReplicated, Producer
-from factorial_ws.supervisor.redis_server import RedisServer
 
 TASK_ID = "5ee1a5d6-1f5c-4c53-9d0e-0d3d3a1b2c4d"
-
-
-@pytest.fixture(scope="module")
-def app() -> Celery:
-    return create_app(Config())
-
-
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    async with aioredis.Redis.from_url(redis_server.url) as client:
-        yield client
 
 
 def test_min_replicas_ack_defaults_to_no_wait_and_must_not_be_negative() -> None:

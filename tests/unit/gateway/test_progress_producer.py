@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
 from kombu.utils.json import dumps
 
-from factorial_ws.celeryapp import create_app
-from factorial_ws.config import Config
 from factorial_ws.constants import KOMBU_UNACKED_KEY, PROGRESS_HEADER
 from factorial_ws.gateway.producer import Producer, task_envelope
 from factorial_ws.protocol import new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
-
-
-@pytest.fixture(scope="module")
-def app() -> Celery:
-    return create_app(Config())
 
 
 def taken_by_a_worker(sync: redis.Redis, app: Celery, queue: str) -> None:
