@@ -187,7 +187,7 @@ def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task
 
     old.stop()
     expect_status(page, "closed")
-    new, _ = launch.gateway(redis_server.url, port=port, name="gateway-again", WS_TOKEN=TOKEN)
+    new, _ = launch.gateway(redis_server.url, port=port, name="gateway-again", WS_TOKEN=TOKEN, ACCESS_LOG=1)
     expect_status(page, "open")
     launch.worker(redis_server.url, queues="hard", concurrency=1)
 
