@@ -75,6 +75,21 @@ async def started(ws: Client, task_id: str, request_id: int) -> None:
     assert all(reply["task_id"] == task_id and reply["id"] == request_id for reply in replies)
 
 
+async def cancel(ws: Client, task_id: str, request_id: int) -> list[dict[str, Any]]:
+    """Cancel the task; every reply up to and including the cancel's own."""
+    await send(ws, request_id, type="cancel", task_id=task_id)
+    return await replies_until(ws, lambda reply: reply["type"] == "cancelled")
+
+
+async def cancel_own_wait(ws: Client, task_id: str, waiting_id: int, cancel_id: int) -> None:
+    """Cancel a task this connection waits for (request ``waiting_id``): that wait ends with
+    ``Task cancelled``, then the cancel is confirmed."""
+    assert await cancel(ws, task_id, cancel_id) == [
+        {"type": "error", "result": TASK_CANCELLED, "task_id": task_id, "id": waiting_id},
+        {"type": "cancelled", "task_id": task_id, "id": cancel_id},
+    ]
+
+
 def assert_discarded_unrun(worker: Proc, task_id: str) -> None:
     log = worker.log()
     assert f"Discarding revoked task: factorial_ws.factorial_hard[{task_id}]" in log
@@ -148,12 +163,7 @@ async def test_cancel_of_a_queued_task_means_its_worker_never_runs_it(launch: La
         await started(ws, busy, 1)
         task_id = await submit(ws, 2000, 2)
 
-        await send(ws, 3, type="cancel", task_id=task_id)
-        replies = await replies_until(ws, lambda reply: reply["type"] == "cancelled")
-        assert replies == [
-            {"type": "error", "result": TASK_CANCELLED, "task_id": task_id, "id": 2},
-            {"type": "cancelled", "task_id": task_id, "id": 3},
-        ]
+        await cancel_own_wait(ws, task_id, 2, 3)
         after = await submit(ws, 2001, 4)
         # The busy task's result, then the next one's: run one after the other, but delivered in
         # any order (the protocol's rule), since a 5.6 MB result is still being read from Redis
@@ -212,12 +222,7 @@ async def test_two_clients_on_one_computation_one_cancels_and_the_other_still_ge
         await send(other, 9, type="result", task_id=task_id)
         assert await recv_raw(other) == {"type": "pending", "task_id": task_id, "id": 9}
 
-        await send(canceller, 2, type="cancel", task_id=task_id)
-        replies = await replies_until(canceller, lambda reply: reply["type"] == "cancelled")
-        assert replies == [
-            {"type": "error", "result": TASK_CANCELLED, "task_id": task_id, "id": 1},
-            {"type": "cancelled", "task_id": task_id, "id": 2},
-        ]
+        await cancel_own_wait(canceller, task_id, 1, 2)
         result = await recv_raw(other, 60 * UNIT_S)
 
     assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)
@@ -267,8 +272,7 @@ async def test_a_task_cancelled_while_no_worker_runs_is_discarded_by_the_worker_
     _, url = launch.gateway(redis_url)
     async with client(url) as ws:
         task_id = await submit(ws, 3000, 1)
-        await send(ws, 2, type="cancel", task_id=task_id)
-        replies = await replies_until(ws, lambda reply: reply["type"] == "cancelled")
+        replies = await cancel(ws, task_id, 2)
         assert replies[-1] == {"type": "cancelled", "task_id": task_id, "id": 2}
 
         hard = launch.worker(redis_url, queues="hard", concurrency=1)
@@ -285,8 +289,7 @@ async def test_cancelling_twice_says_cancelled_twice(launch: Launcher) -> None:
     async with client(url) as ws:
         task_id = await submit(ws, 4000, 1)
         for request_id in (2, 3):
-            await send(ws, request_id, type="cancel", task_id=task_id)
-            replies = await replies_until(ws, lambda reply: reply["type"] == "cancelled")
+            replies = await cancel(ws, task_id, request_id)
             assert replies[-1] == {"type": "cancelled", "task_id": task_id, "id": request_id}
 
 
@@ -301,12 +304,7 @@ async def test_two_requests_for_one_number_share_a_task_and_one_cancel_leaves_th
         task_id = await submit(canceller, LONG_NUMBER, 1)
         assert await submit(other, LONG_NUMBER, 9) == task_id  # the same computation
 
-        await send(canceller, 2, type="cancel", task_id=task_id)
-        replies = await replies_until(canceller, lambda reply: reply["type"] == "cancelled")
-        assert replies == [
-            {"type": "error", "result": TASK_CANCELLED, "task_id": task_id, "id": 1},
-            {"type": "cancelled", "task_id": task_id, "id": 2},
-        ]
+        await cancel_own_wait(canceller, task_id, 1, 2)
         result = await recv_raw(other, 60 * UNIT_S)
 
     assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)

@@ -32,6 +32,7 @@ import json
 import logging
 import operator
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -318,9 +319,7 @@ class ResultHub:
     def _fail_confirmations(self) -> None:
         """Answer every subscription still awaiting its confirmation with False: the connection
         that would confirm it is gone, and the client must hear so at once."""
-        for channel in self._channels.values():
-            if not channel.subscribed.done():
-                channel.subscribed.set_result(False)
+        _give_up(self._channels.values())
 
     # --- the reader ---
 
@@ -443,8 +442,9 @@ class ResultHub:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-def _give_up(channels: list[_Channel]) -> None:
-    """No confirmation came in time: those still waiting for one are told False."""
+def _give_up(channels: Iterable[_Channel]) -> None:
+    """No confirmation will come (in time, or at all): those still waiting for one are told
+    False."""
     for channel in channels:
         if not channel.subscribed.done():
             channel.subscribed.set_result(False)
