@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from factorial_ws.gateway.results import ResultHub, result_key
+from factorial_ws.gateway.server import gateway_collector
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S
@@ -60,18 +61,21 @@ async def probed() -> AsyncIterator[LoopLag]:
 
 @contextlib.asynccontextmanager
 async def hub_on(redis_url: str) -> AsyncIterator[ResultHub]:
-    """A result hub wired as the gateway wires it: pooled commands, one pub/sub connection."""
+    """A result hub wired as the gateway wires it: pooled commands, one pub/sub connection, and
+    the garbage collector as the gateway runs it (else a full collection of this test process's
+    heap, every earlier test's objects, may land in the probed window and be counted)."""
     client = aioredis.Redis.from_url(redis_url)
     pubsub_client = aioredis.Redis.from_url(redis_url)
     hub = ResultHub(client, pubsub_client)
-    await hub.start()
-    try:
-        assert await hub.wait_connected(10 * UNIT_S)
-        yield hub
-    finally:
-        await hub.close()
-        await client.aclose()
-        await pubsub_client.aclose()
+    with gateway_collector():
+        await hub.start()
+        try:
+            assert await hub.wait_connected(10 * UNIT_S)
+            yield hub
+        finally:
+            await hub.close()
+            await client.aclose()
+            await pubsub_client.aclose()
 
 
 def _stored_success(digits: str) -> str:

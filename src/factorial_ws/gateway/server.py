@@ -7,11 +7,13 @@ on one port is the supervisor's job (``supervisor.gateways``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import ssl
+from collections.abc import Iterator
 from types import TracebackType
 
 import redis.asyncio as aioredis
@@ -198,13 +200,24 @@ class Gateway:
 def run_gateway(config: Config, *, reuse_port: bool = False) -> None:
     """Serve in this process until SIGINT or SIGTERM, on uvloop (its sockets, timers and task
     switches cost the gateway far less CPU than asyncio's own loop; docs/benchmarks.md)."""
-    # Every waiting request holds a few objects (its task, futures, a watch) for as long as it
-    # waits, so under load the cyclic collector's full passes walk tens of thousands of live
-    # objects, again and again: collected less often, they cost a few percent, not a quarter.
-    gc.freeze()  # what start-up imported is never garbage
-    gc.set_threshold(_GC_THRESHOLD, 50, 100)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with gateway_collector(), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(Gateway(config, reuse_port=reuse_port).serve_until_signalled())
+
+
+@contextlib.contextmanager
+def gateway_collector() -> Iterator[None]:
+    """The cyclic garbage collector as a gateway runs it. Every waiting request holds a few
+    objects (its task, futures, a watch) for as long as it waits, so under load the collector's
+    full passes walk tens of thousands of live objects, again and again, each holding the event
+    loop: collected less often, they cost a few percent of the CPU, not a quarter."""
+    thresholds = gc.get_threshold()
+    gc.freeze()  # what was there before (start-up's imports) is never garbage
+    gc.set_threshold(_GC_THRESHOLD, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _origins(config: Config) -> list[Origin | None] | None:
