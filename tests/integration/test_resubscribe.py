@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from factorial_ws.gateway.results import ResultHub, result_key
-from factorial_ws.gateway.server import gateway_collector
+from factorial_ws.processes import tuned_collector
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S
@@ -67,7 +67,7 @@ async def hub_on(redis_url: str) -> AsyncIterator[ResultHub]:
     client = aioredis.Redis.from_url(redis_url)
     pubsub_client = aioredis.Redis.from_url(redis_url)
     hub = ResultHub(client, pubsub_client)
-    with gateway_collector():
+    with tuned_collector():
         await hub.start()
         try:
             assert await hub.wait_connected(10 * UNIT_S)

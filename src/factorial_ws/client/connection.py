@@ -135,7 +135,9 @@ class Client:
 
     ``url``: ``ws://`` or ``wss://``; ``token``: sent as ``Authorization: Bearer``; ``ssl``: the
     context for ``wss://`` (e.g. ``ssl.create_default_context(cafile="ca.pem")`` for a private
-    certificate authority).
+    certificate authority); ``proxy``: websockets' option, ``True`` for the proxy the environment
+    names (``https_proxy`` and the like, looked up at each connection), a proxy URL, or ``None``
+    to connect directly.
 
     Timeouts: ``open_timeout_s`` for each handshake; keepalive pings every ``ping_interval_s``
     (``None``: none), the connection counts as lost without an answer within ``ping_timeout_s``.
@@ -159,6 +161,7 @@ class Client:
         *,
         token: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        proxy: str | Literal[True] | None = True,
         # Timeouts
         open_timeout_s: float = 10.0,
         ping_interval_s: float | None = 20.0,
@@ -181,6 +184,7 @@ class Client:
             "ping_timeout": ping_timeout_s,
             "max_size": None,  # a result can have millions of digits
             "compression": None,
+            "proxy": proxy,
         }
         if ssl is not None:
             self._connect_options["ssl"] = ssl

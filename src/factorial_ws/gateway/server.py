@@ -7,13 +7,10 @@ on one port is the supervisor's job (``supervisor.gateways``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import os
 import signal
 import ssl
-from collections.abc import Iterator
 from types import TracebackType
 
 import redis.asyncio as aioredis
@@ -26,7 +23,7 @@ from websockets.typing import Origin
 from .. import redis_clients
 from ..celeryapp import create_app
 from ..config import Config
-from ..processes import raise_open_files_limit
+from ..processes import raise_open_files_limit, tuned_collector
 from .admission import Admission
 from .big_results import ResultCache
 from .cancel import Canceller
@@ -39,7 +36,6 @@ from .session import Services, Session
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
-_GC_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 _CLOSE_TIMEOUT_S = 2.0
 _REDIS_CONNECT_TIMEOUT_S = 2.0
 _REDIS_COMMAND_TIMEOUT_S = 5.0
@@ -200,24 +196,8 @@ class Gateway:
 def run_gateway(config: Config, *, reuse_port: bool = False) -> None:
     """Serve in this process until SIGINT or SIGTERM, on uvloop (its sockets, timers and task
     switches cost the gateway far less CPU than asyncio's own loop; docs/benchmarks.md)."""
-    with gateway_collector(), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with tuned_collector(), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(Gateway(config, reuse_port=reuse_port).serve_until_signalled())
-
-
-@contextlib.contextmanager
-def gateway_collector() -> Iterator[None]:
-    """The cyclic garbage collector as a gateway runs it. Every waiting request holds a few
-    objects (its task, futures, a watch) for as long as it waits, so under load the collector's
-    full passes walk tens of thousands of live objects, again and again, each holding the event
-    loop: collected less often, they cost a few percent of the CPU, not a quarter."""
-    thresholds = gc.get_threshold()
-    gc.freeze()  # what was there before (start-up's imports) is never garbage
-    gc.set_threshold(_GC_THRESHOLD, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def _origins(config: Config) -> list[Origin | None] | None:

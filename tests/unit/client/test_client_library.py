@@ -61,6 +61,7 @@ from factorial_ws.constants import (
     UNKNOWN_TASK_ID,
     WORKER_LOST,
 )
+from factorial_ws.processes import free_port
 from support import UNIT_S
 
 TASK_ID = "8d5df9bd-922a-465d-a26b-c00df06a59ae"
@@ -376,6 +377,21 @@ async def test_many_requests_in_flight_on_one_connection_each_get_their_own_repl
 
     assert results == [int(gmpy2.fac(n)) for n in numbers]
     assert len(gateway.connections) == 1
+
+
+async def test_proxy_none_connects_directly_past_the_environments_proxy(
+    gateway: ScriptedGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ws_proxy", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ConnectionFailed):  # by default the environment's proxy is used...
+        async with quick_client(gateway.url, reconnect=False):
+            pass
+    async with quick_client(gateway.url, proxy=None) as client:  # ...unless told otherwise
+        lookup = asyncio.create_task(client.lookup(TASK_ID, digits=True))
+        connection, _ = await gateway.next_request()
+        await send_success(connection, TASK_ID, "120", 0)
+        assert await asyncio.wait_for(lookup, STEP_TIMEOUT_S) == "120"
 
 
 async def test_submit_returns_after_the_ack_with_the_task_id_and_an_awaitable_result(
