@@ -23,6 +23,7 @@ from support import (
     Proc,
     System,
     client,
+    paused,
     process_env,
     raw_websocket,
     wait_until,
@@ -90,13 +91,15 @@ async def test_service_unavailable_is_logged_with_peer_and_detail(launch: Launch
 
 
 async def test_every_log_event_and_field_the_operations_doc_lists_is_written(launch: Launcher) -> None:
-    # The gateway waits 1 s at most, so a large factorial ends in an `error` line of a task; a
-    # client that does not read its results is dropped after 1 s.
+    # The gateway waits 1 s at most, so a task the frozen worker cannot start ends in an `error`
+    # line of a task (not a large factorial: a fast machine computes 1000000! within the second);
+    # a client that does not read its results is dropped after 1 s.
     system = launch.system(LOG_FORMAT="json", ACCESS_LOG=1, HARD_TASK_TIMEOUT=1, WS_SLOW_CONSUMER_TIMEOUT=1)
     async with client(system.url) as ws:
         ack, done = await ws.factorial(5)
         await ws.request({"type": "result", "task_id": ack["task_id"]})
-        _, timed_out = await ws.factorial(1_000_000)
+        with paused(system.workers[0].pid):
+            _, timed_out = await ws.factorial(20)
         taken_back = await ws.request({"type": "factorial", "number": 999_999})
         await ws.send({"type": "cancel", "task_id": taken_back["task_id"]})
         assert [(await ws.recv())["type"] for _ in range(2)] == ["error", "cancelled"]
