@@ -1,5 +1,6 @@
 """The one process toolkit: start children that die with their parent, stop them (terminate,
-then kill), wait for a condition, and look at processes and ports from outside.
+then kill), wait for a condition, look at processes and ports from outside, and fit this process
+for thousands of connections (file descriptors, the garbage collector).
 
 `up`, the multi-process gateway, the private Redis, the benchmark and the tests all use these,
 so each of those things is written once.
@@ -162,9 +163,6 @@ def raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-# --- the commands of our processes --------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def tuned_collector() -> Iterator[None]:
     """The cyclic garbage collector of a process that holds many connections (the gateway, the
@@ -180,6 +178,9 @@ def tuned_collector() -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+# --- the commands of our processes --------------------------------------------------------------
 
 
 def worker_command(
