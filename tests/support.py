@@ -36,6 +36,7 @@ from factorial_ws.processes import (
     port_open,
     start_child,
     stop_child,
+    stop_children,
     worker_is_live,
 )
 from factorial_ws.redis_clients import sync_client
@@ -132,6 +133,21 @@ class System:
         return self.redis.url
 
 
+@dataclass(frozen=True)
+class _Stop:
+    """One thing a Launcher undoes at the end: a call, or a process to stop with a signal."""
+
+    call: Callable[[], object] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    stop_signal: int = signal.SIGTERM
+    # Stopped at once with its neighbours in the list that may be too (workers and gateways: a
+    # Celery worker's warm shutdown takes about 2 s, so one after another they add up).
+    together: bool = False
+
+    def stops_with(self, other: _Stop) -> bool:
+        return self.together and other.together and self.stop_signal == other.stop_signal
+
+
 class Launcher:
     """Starts the real processes of one test, and stops them all (newest first) when it ends:
     the ``launch`` fixture. Test bodies then need no ``finally:`` of their own."""
@@ -139,7 +155,7 @@ class Launcher:
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
         self.log_dir = tmp_dir / "logs"
-        self._stack = contextlib.ExitStack()
+        self._stops: list[_Stop] = []
 
     def __enter__(self) -> Launcher:
         return self
@@ -148,21 +164,44 @@ class Launcher:
         self.close()
 
     def close(self) -> None:
-        """Stop everything started so far, newest first (each stop runs even if one fails)."""
-        self._stack.close()
+        """Stop everything started so far, newest first (each stop runs even if one fails, and
+        the first failure is raised at the end); neighbouring workers and gateways together."""
+        stops, self._stops = self._stops[::-1], []
+        failures: list[BaseException] = []
+        while stops:
+            first = stops.pop(0)
+            try:
+                if first.call is not None:
+                    first.call()
+                    continue
+                batch = [first.process]
+                while stops and first.stops_with(stops[0]):
+                    batch.append(stops.pop(0).process)
+                stop_children([process for process in batch if process], STOP_TIMEOUT_S, (first.stop_signal,))
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def callback(self, function: Callable[..., object], *args: Any) -> None:
         """Call ``function(*args)`` at the end too, among the stops (newest first)."""
-        self._stack.callback(function, *args)
+        self._stops.append(_Stop(call=functools.partial(function, *args)))
 
     def process(
-        self, name: str, command: list[str], env: dict[str, str], *, stop_signal: int = signal.SIGTERM
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        *,
+        stop_signal: int = signal.SIGTERM,
+        together: bool = False,
     ) -> Proc:
         """Any command, run from the repository root; its output goes to ``log_dir/<name>.log``.
-        It dies with the test run however that ends, and gets ``stop_signal`` at the end."""
+        It dies with the test run however that ends, and gets ``stop_signal`` at the end
+        (``together``: at once with the neighbouring processes started so, see ``_Stop``)."""
         log_path = self.log_dir / f"{name}.log"
         proc = Proc(name, start_child(command, env, log_path=log_path, cwd=REPO), log_path)
-        self.callback(stop_child, proc.process, STOP_TIMEOUT_S, stop_signal)
+        self._stops.append(_Stop(process=proc.process, stop_signal=stop_signal, together=together))
         return proc
 
     def redis(
@@ -223,7 +262,8 @@ class Launcher:
         name = name or f"w{free_port()}"
         hostname = f"{name}@test"
         command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
-        proc = self.process(name, command, process_env(redis_url, **settings), stop_signal=stop_signal)
+        env = process_env(redis_url, **settings)
+        proc = self.process(name, command, env, stop_signal=stop_signal, together=True)
         with redis_client(redis_url, **settings) as client:
             alive = functools.partial(worker_is_live, client, hostname, queues.split(","))
             wait_until(alive, what=f"worker {hostname}", watch=[proc])
@@ -235,7 +275,7 @@ class Launcher:
         """The real gateway (``python -m factorial_ws serve``); returns it and its ws:// URL."""
         port = port or free_port()
         command = gateway_command("--host", "127.0.0.1", "--port", str(port))
-        proc = self.process(name, command, process_env(redis_url, **settings))
+        proc = self.process(name, command, process_env(redis_url, **settings), together=True)
         wait_until(lambda: port_open(port), what=f"gateway on port {port}", watch=[proc])
         return proc, f"ws://127.0.0.1:{port}/"
 
