@@ -353,6 +353,15 @@ async def gateway() -> AsyncIterator[ScriptedGateway]:
         await scripted.server.wait_closed()
 
 
+async def answered_lookup(client: Client, gateway: ScriptedGateway) -> tuple[dict[str, Any], str]:
+    """A lookup of TASK_ID with digits, which the scripted gateway answers with 120: the request
+    the client sent, and what the lookup returned."""
+    lookup = asyncio.create_task(client.lookup(TASK_ID, digits=True))
+    connection, request = await gateway.next_request()
+    await send_success(connection, TASK_ID, "120", request["id"])
+    return request, await asyncio.wait_for(lookup, STEP_TIMEOUT_S)
+
+
 def quick_client(url: str, **options: Any) -> Client:
     options.setdefault("backoff_initial_s", 0.02)
     options.setdefault("backoff_max_s", 0.1)
@@ -388,10 +397,8 @@ async def test_proxy_none_connects_directly_past_the_environments_proxy(
         async with quick_client(gateway.url, reconnect=False):
             pass
     async with quick_client(gateway.url, proxy=None) as client:  # ...unless told otherwise
-        lookup = asyncio.create_task(client.lookup(TASK_ID, digits=True))
-        connection, _ = await gateway.next_request()
-        await send_success(connection, TASK_ID, "120", 0)
-        assert await asyncio.wait_for(lookup, STEP_TIMEOUT_S) == "120"
+        _, digits = await answered_lookup(client, gateway)
+        assert digits == "120"
 
 
 async def test_submit_returns_after_the_ack_with_the_task_id_and_an_awaitable_result(
@@ -415,12 +422,9 @@ async def test_submit_returns_after_the_ack_with_the_task_id_and_an_awaitable_re
 
 async def test_digits_on_request_come_back_as_the_decimal_text(gateway: ScriptedGateway) -> None:
     async with quick_client(gateway.url) as client:
-        lookup = asyncio.create_task(client.lookup(TASK_ID, digits=True))
-        connection, request = await gateway.next_request()
-        assert request == {"type": "result", "task_id": TASK_ID, "id": 0}
-        await send_success(connection, TASK_ID, "120", 0)
-
-        assert await asyncio.wait_for(lookup, STEP_TIMEOUT_S) == "120"
+        request, digits = await answered_lookup(client, gateway)
+    assert request == {"type": "result", "task_id": TASK_ID, "id": 0}
+    assert digits == "120"
 
 
 async def test_an_error_reply_raises_its_typed_exception_and_the_connection_goes_on(
