@@ -275,9 +275,10 @@ class Rules:
 
 
 @dataclass(frozen=True)
-class Admitted:
-    """The task that answers the request: a new one (``created``), or the computation of the same
-    number already ``pending`` or ``done``."""
+class Accepted:
+    """The submission script took the request (not to be confused with ``admission``, the
+    gateway's gate before Redis): the task that answers it, a new one (``created``), or the
+    computation of the same number already ``pending`` or ``done``."""
 
     task_id: str
     state: Literal["created", "pending", "done"]
@@ -290,6 +291,9 @@ class Admitted:
 
 @dataclass(frozen=True)
 class Refused:
+    """The submission script turned the request away (the hard queue, or the client's share of
+    it, is full): the message the client gets."""
+
     message: str
 
 
@@ -337,19 +341,19 @@ class Producer:
         the task is pushed at most once, however often this is retried. With ``progress``,
         returns how many tasks were ahead of it: waiting in its queue, or taken by a worker
         (reserved or running) and not finished."""
-        admitted = await self._run(task_id, queue, number, "", Rules(), progress)
-        return admitted.ahead if isinstance(admitted, Admitted) else None
+        accepted = await self._run(task_id, queue, number, "", Rules(), progress)
+        return accepted.ahead if isinstance(accepted, Accepted) else None
 
     async def submit(
         self, task_id: str, queue: str, number: int, client_host: str, *, progress: bool = False
-    ) -> Admitted | Refused:
+    ) -> Accepted | Refused:
         """Queue ``number!`` as ``task_id``, name the task that already computes it, or refuse;
         raises as ``send`` does. With ``progress``, a created task's ``ahead`` is counted."""
         return await self._run(task_id, queue, number, client_host, self._rules, progress)
 
     async def _run(
         self, task_id: str, queue: str, number: int, client_host: str, rules: Rules, progress: bool
-    ) -> Admitted | Refused:
+    ) -> Accepted | Refused:
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
         hard = queue == HARD_QUEUE
@@ -374,13 +378,13 @@ class Producer:
             int(progress),
         )
         reply, replicas = await self._batcher.call((keys, args))
-        state, admitted_id = _text(reply[0]), _text(reply[1])
+        state, accepted_id = _text(reply[0]), _text(reply[1])
         if state == "created" and replicas < self._min_replicas_ack:
             raise NotReplicated(f"{replicas} of {self._min_replicas_ack} replicas confirmed the task")
         if state in _REFUSALS:
             return _REFUSALS[state]
         ahead = int(reply[2]) if state == "created" and progress else None
-        return Admitted(admitted_id, state, ahead)  # type: ignore[arg-type]
+        return Accepted(accepted_id, state, ahead)  # type: ignore[arg-type]
 
     async def _run_batch(self, calls: list[_ScriptCall]) -> list[tuple[list[Any], int] | BaseException]:
         """The script once per call, in one pipeline; with ``min_replicas_ack``, one WAIT after

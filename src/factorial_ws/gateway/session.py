@@ -63,7 +63,7 @@ from .cancel import Canceller
 from .deadlines import Deadlines
 from .order import READ_AHEAD, ReplyOrder, Turn
 from .outbox import Message, Outbox
-from .producer import Admitted, Producer, Refused
+from .producer import Accepted, Producer, Refused
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
 
 logger = logging.getLogger(__name__)
@@ -199,9 +199,9 @@ class Session:
             if isinstance(answer, Refused):
                 await self._refuse(answer.message, None, request.request_id)
                 return
-            admitted, watch = answer
+            accepted, watch = answer
             try:
-                await self._acknowledge(admitted, request, queue)
+                await self._acknowledge(accepted, request, queue)
             except BaseException:
                 await self._services.hub.release(watch)
                 raise
@@ -215,24 +215,24 @@ class Session:
             return
         await self._deliver(watch, request, queue, started)
 
-    async def _acknowledge(self, admitted: Admitted, request: FactorialRequest, queue: str) -> None:
-        counter = metrics.tasks_reused_total if admitted.reused else metrics.tasks_submitted_total
+    async def _acknowledge(self, accepted: Accepted, request: FactorialRequest, queue: str) -> None:
+        counter = metrics.tasks_reused_total if accepted.reused else metrics.tasks_submitted_total
         counter.labels(queue).inc()
         logs.access(
             logger,
             "request",
-            task_id=admitted.task_id,
+            task_id=accepted.task_id,
             number=request.number,
             queue=queue,
-            detail="reused" if admitted.reused else None,
+            detail="reused" if accepted.reused else None,
         )
-        await self._send(ack(admitted.task_id, request.request_id))
-        if admitted.ahead is not None:
-            await self._send(queued_reply(admitted.task_id, admitted.ahead, request.request_id))
+        await self._send(ack(accepted.task_id, request.request_id))
+        if accepted.ahead is not None:
+            await self._send(queued_reply(accepted.task_id, accepted.ahead, request.request_id))
 
     async def _enqueue(
         self, task_id: str, queue: str, number: int, progress: bool
-    ) -> tuple[Admitted, Watch] | Refused:
+    ) -> tuple[Accepted, Watch] | Refused:
         """Send ``number!`` as ``task_id``, or find the task that already computes it (the
         producer's rules may also refuse); with a watch on the task that answers."""
         try:
@@ -241,31 +241,31 @@ class Session:
                 # and read once (_watch), which also covers a new task that ends before the
                 # SUBSCRIBE. A process already subscribed to that task needs no round trip.
                 producer = self._services.producer
-                admitted = await producer.submit(task_id, queue, number, self._host, progress=progress)
-                if isinstance(admitted, Refused):
-                    return admitted
-                return admitted, await self._watch(admitted.task_id, progress)
+                accepted = await producer.submit(task_id, queue, number, self._host, progress=progress)
+                if isinstance(accepted, Refused):
+                    return accepted
+                return accepted, await self._watch(accepted.task_id, progress)
             return await self._send_new(task_id, queue, number, progress)
         except (aioredis.RedisError, OSError):
             raise ServiceUnavailable from None
 
     async def _send_new(
         self, task_id: str, queue: str, number: int, progress: bool
-    ) -> tuple[Admitted, Watch] | Refused:
+    ) -> tuple[Accepted, Watch] | Refused:
         """Every task is new: subscribed before it is sent, its result cannot be published unseen."""
         hub = self._services.hub
         watch = await hub.subscribe(task_id, progress=progress)
         try:
-            admitted = await self._services.producer.submit(
+            accepted = await self._services.producer.submit(
                 task_id, queue, number, self._host, progress=progress
             )
         except BaseException:
             await hub.release(watch)
             raise
-        if isinstance(admitted, Refused):
+        if isinstance(accepted, Refused):
             await hub.release(watch)
-            return admitted
-        return admitted, watch
+            return accepted
+        return accepted, watch
 
     async def _watch(self, task_id: str, progress: bool) -> Watch:
         """Wait for a task that may have ended (or started) already: subscribe, then read it

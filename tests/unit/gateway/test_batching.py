@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from factorial_ws.gateway.batching import Batcher
-from factorial_ws.gateway.producer import Admitted, Envelopes, Producer, task_envelope
+from factorial_ws.gateway.producer import Accepted, Envelopes, Producer, task_envelope
 from factorial_ws.supervisor.redis_server import RedisServer
 
 
@@ -92,8 +92,8 @@ async def test_submissions_of_one_turn_go_in_one_batch_and_each_gets_its_task(
 ) -> None:
     producer = Producer(app, client, result_expires_s=600)
     ids = [new_id() for _ in range(20)]
-    admitted = await asyncio.gather(*(producer.submit(task_id, "soft", 5, "h") for task_id in ids))
-    assert admitted == [Admitted(task_id, "created") for task_id in ids]
+    accepted = await asyncio.gather(*(producer.submit(task_id, "soft", 5, "h") for task_id in ids))
+    assert accepted == [Accepted(task_id, "created") for task_id in ids]
     queued = [json.loads(message)["headers"]["id"] for message in await client.lrange("soft", 0, -1)]
     assert sorted(queued) == sorted(ids)
 
@@ -107,7 +107,7 @@ async def test_a_failing_script_call_fails_its_request_alone(app: Celery, client
         producer.submit(hard_id, "hard", 5000, "h"),
         return_exceptions=True,
     )
-    assert soft == Admitted(soft_id, "created")
+    assert soft == Accepted(soft_id, "created")
     assert isinstance(hard, aioredis.ResponseError) and "WRONGTYPE" in str(hard)
 
 
@@ -116,7 +116,7 @@ async def test_a_script_flushed_from_redis_is_loaded_again(app: Celery, client: 
     await producer.submit(new_id(), "soft", 5, "h")
     await client.script_flush()  # as after a restart or a failover
     task_id = new_id()
-    assert await producer.submit(task_id, "soft", 5, "h") == Admitted(task_id, "created")
+    assert await producer.submit(task_id, "soft", 5, "h") == Accepted(task_id, "created")
 
 
 async def test_a_batch_interrupted_by_a_redis_disconnect_fails_every_request_of_it(
