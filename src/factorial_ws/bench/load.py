@@ -43,7 +43,17 @@ SMALL_RESULT = "120"
 HARD_LOAD_NUMBER = 300_000  # about 0.2 s of GMP work and 1.5 MB of digits per task
 HARD_LOAD_WINDOW = 4  # in flight at once: two running on the hard pool, two queued
 REPLY_TIMEOUT_S = 120.0
+_CLIENTS_EXIT_S = 5.0
 _CONNECT_CONCURRENCY = 64  # handshakes in progress per process (the listen backlog is 100)
+
+
+def end_client_processes(processes: Sequence[SpawnProcess], *, failed: bool) -> None:
+    """Let the bench's client processes finish (5 s; none after a failure), then kill the rest."""
+    for process in processes:
+        process.join(0 if failed else _CLIENTS_EXIT_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -364,11 +374,7 @@ class ConcurrencyLoad:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for process in self._processes:
-            process.join(5 if exc is None else 0)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        end_client_processes(self._processes, failed=exc is not None)
 
     def _collect(self, kind: str) -> list[tuple[str, int, int, float]]:
         """Every process's report of ``kind`` (a fast process may report "done" before a slow

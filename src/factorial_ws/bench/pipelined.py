@@ -34,7 +34,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ..processes import cpu_seconds, raise_open_files_limit
-from .load import split
+from .load import end_client_processes, split
 
 REPLY_TIMEOUT_S = 60.0
 
@@ -199,11 +199,7 @@ class PipelinedLoad:
     ) -> None:
         for commands in self._commands:
             commands.put(None)
-        for process in self._processes:
-            process.join(5 if exc is None else 0)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        end_client_processes(self._processes, failed=exc is not None)
 
     def run(self, jobs: Sequence[Job], gateway_pid: int | None) -> Outcome:
         """One round: each process connects its lanes; all start together; the gateway's CPU
