@@ -3,16 +3,33 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The one tool installed outside the lock: it installs the lock. Only Python and make are needed.
+UV_VERSION := 0.13.9
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 
-.PHONY: install run test test-fast lint format bench browser-deps clean
+.PHONY: install lock upgrade-lock run test test-fast lint format bench browser-deps clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the versions in uv.lock (--frozen: never re-resolved). --inexact keeps uv itself,
+# which is not in the lock.
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,monitor]'
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) sync --frozen --inexact --extra dev --extra monitor
 	touch $(STAMP)
+
+# After an edit of pyproject.toml's dependencies: the lock takes the change, nothing else moves.
+lock: $(BIN)/uv
+	$(UV) lock
+
+# The deliberate step that moves every pin to the newest allowed version; then `make lint test`.
+upgrade-lock: $(BIN)/uv
+	$(UV) lock --upgrade
+
+$(BIN)/uv:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 
 run: install
 	$(BIN)/factorial-ws up

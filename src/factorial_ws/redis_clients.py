@@ -128,7 +128,7 @@ def blocking_async_client(
 
 
 def _async_sentinel(config: Config) -> aiosentinel.Sentinel:
-    return aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+    return aiosentinel.Sentinel(
         sentinel_nodes(config.redis_url),
         sentinel_kwargs=_sentinel_options(config),
         **_master_options(config.redis_url),
@@ -142,12 +142,12 @@ def sync_client(config: Config, **options: Any) -> redis.Redis:
     """A blocking client of the master; ``options`` are redis-py's."""
     if not is_sentinel(config.redis_url):
         return redis.Redis.from_url(config.redis_url, **options)
-    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(
         sentinel_nodes(config.redis_url),
         sentinel_kwargs=_sentinel_options(config),
         **_master_options(config.redis_url),
     )
-    client: redis.Redis = sentinel.master_for(_master_name(config), **options)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(_master_name(config), **options)
     return client
 
 

@@ -439,7 +439,7 @@ class ResultHub:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
 
 def _give_up(channels: Iterable[_Channel]) -> None:
