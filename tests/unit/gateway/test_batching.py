@@ -80,6 +80,86 @@ async def test_a_caller_cancelled_before_its_turn_sends_nothing() -> None:
     assert recorder.batches == [[2]]
 
 
+class Gated:
+    """A batch function held at its round trip until the test opens the gate: the test acts on
+    the callers of a batch in flight, then lets the batch answer, or fail."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.batches: list[list[int]] = []
+
+    async def run(self, items: list[int]) -> list[int | BaseException]:
+        self.batches.append(items)
+        failure = await self.gate
+        if failure is not None:
+            raise failure
+        return [item * 2 for item in items]
+
+
+async def batch_in_flight(batcher: Batcher[int, int], items: list[int]) -> list[asyncio.Future[int]]:
+    """The calls of ``items``, sent as one batch that is now in flight."""
+    calls = [asyncio.ensure_future(batcher.call(item)) for item in items]
+    for _ in range(3):  # queued, flushed, the batch's task running
+        await asyncio.sleep(0)
+    assert batcher.in_flight == 1
+    return calls
+
+
+async def batch_ended(batcher: Batcher[int, int]) -> None:
+    """Let the loop run until the batch in flight has ended, a few turns at most."""
+    for _ in range(10):
+        if not batcher.in_flight:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the batch did not end")
+
+
+async def test_a_caller_cancelled_while_its_batch_fails_leaves_the_others_their_error() -> None:
+    gated = Gated()
+    batcher = Batcher(gated.run)
+    first, second, third = await batch_in_flight(batcher, [1, 2, 3])
+    first.cancel()  # its connection closed while the batch was in flight
+    await asyncio.sleep(0)
+    gated.gate.set_result(ConnectionError("gone"))
+    await batch_ended(batcher)
+    assert first.cancelled()
+    for call in (second, third):
+        assert call.done(), "a caller after the cancelled one was never answered"
+        assert isinstance(call.exception(), ConnectionError)
+
+
+async def test_a_caller_cancelled_while_its_batch_succeeds_leaves_the_others_their_answer() -> None:
+    gated = Gated()
+    batcher = Batcher(gated.run)
+    first, second, third = await batch_in_flight(batcher, [1, 2, 3])
+    second.cancel()
+    await asyncio.sleep(0)
+    gated.gate.set_result(None)
+    await batch_ended(batcher)
+    assert second.cancelled()
+    assert first.done() and first.result() == 2
+    assert third.done() and third.result() == 6
+
+
+async def test_closing_the_batcher_cancels_the_callers_of_the_batches_in_flight() -> None:
+    gated = Gated()
+    batcher = Batcher(gated.run)
+    calls = await batch_in_flight(batcher, [1, 2])
+    await batcher.close()
+    await asyncio.sleep(0)
+    assert all(call.cancelled() for call in calls)
+    assert batcher.in_flight == 0
+
+
+async def test_a_batch_with_the_wrong_number_of_answers_fails_each_caller() -> None:
+    async def short(items: list[int]) -> list[int | BaseException]:
+        return items[:-1]
+
+    batcher = Batcher(short)
+    answers = await asyncio.gather(batcher.call(1), batcher.call(2), return_exceptions=True)
+    assert [type(answer) for answer in answers] == [RuntimeError, RuntimeError]
+
+
 # --- the producer's batches, on a real Redis -----------------------------------------------------
 
 
