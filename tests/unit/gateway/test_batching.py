@@ -98,7 +98,7 @@ class Gated:
 
 async def batch_in_flight(batcher: Batcher[int, int], items: list[int]) -> list[asyncio.Future[int]]:
     """The calls of ``items``, sent as one batch that is now in flight."""
-    calls = [asyncio.ensure_future(batcher.call(item)) for item in items]
+    calls: list[asyncio.Future[int]] = [asyncio.ensure_future(batcher.call(item)) for item in items]
     for _ in range(3):  # queued, flushed, the batch's task running
         await asyncio.sleep(0)
     assert batcher.in_flight == 1
@@ -153,7 +153,7 @@ async def test_closing_the_batcher_cancels_the_callers_of_the_batches_in_flight(
 
 async def test_a_batch_with_the_wrong_number_of_answers_fails_each_caller() -> None:
     async def short(items: list[int]) -> list[int | BaseException]:
-        return items[:-1]
+        return [*items[:-1]]
 
     batcher = Batcher(short)
     answers = await asyncio.gather(batcher.call(1), batcher.call(2), return_exceptions=True)
