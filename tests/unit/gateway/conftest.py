@@ -3,7 +3,9 @@ private, real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,3 +25,14 @@ def app() -> Celery:
 async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     async with aioredis.Redis.from_url(redis_server.url) as client:
         yield client
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What the event loop's exception handler is given during the test (an error raised in a
+    callback, such as a future's done callback or a timer, reaches no test otherwise)."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    yield errors
+    loop.set_exception_handler(None)
