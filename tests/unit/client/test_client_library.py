@@ -407,7 +407,7 @@ async def test_submit_returns_after_the_ack_with_the_task_id_and_an_awaitable_re
     async with quick_client(gateway.url) as client:
         submitting = asyncio.create_task(client.submit(20))
         connection, request = await gateway.next_request()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05 * UNIT_S)
         assert not submitting.done()  # no ack yet
         await send(connection, type="result", task_id=TASK_ID, id=request["id"])
         handle = await asyncio.wait_for(submitting, STEP_TIMEOUT_S)

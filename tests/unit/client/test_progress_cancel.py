@@ -13,6 +13,7 @@ from factorial_ws.client import TaskCancelled, TaskFailed, TaskNotCancelled, Unk
 from factorial_ws.client.errors import error_for
 from factorial_ws.client.wire import Reply, Request, Step, parse_reply
 from factorial_ws.constants import TASK_CANCELLED, TASK_FAILED, TASK_NOT_CANCELLED, UNKNOWN_TASK_ID
+from support import UNIT_S
 
 from .test_client_library import (
     OTHER_ID,
@@ -114,7 +115,7 @@ async def test_a_progress_handle_goes_through_its_states_in_order(gateway: Scrip
         await send(connection, type="queued", task_id=TASK_ID, ahead=3, id=0)
         handle = await asyncio.wait_for(submitting, STEP_TIMEOUT_S)
         states = asyncio.create_task(collect_states(handle))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05 * UNIT_S)
         assert handle.ahead == 3
         await send(connection, type="started", task_id=TASK_ID, id=0)
         await send_success(connection, TASK_ID, "120", 0)
@@ -189,7 +190,7 @@ async def test_watch_gives_a_handle_for_a_task_id_with_its_progress(gateway: Scr
         assert request == {"type": "result", "task_id": TASK_ID, "id": 0, "progress": True}
         await send(connection, type="pending", task_id=TASK_ID, id=0)
         await send(connection, type="started", task_id=TASK_ID, id=0)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05 * UNIT_S)
         assert handle.task_id == TASK_ID and handle.state == "started"
         await send(connection, type="error", result=TASK_FAILED, task_id=TASK_ID, id=0)
 

@@ -14,6 +14,7 @@ from celery import Celery
 from factorial_ws.gateway.batching import Batcher
 from factorial_ws.gateway.producer import Accepted, Envelopes, Producer, task_envelope
 from factorial_ws.supervisor.redis_server import RedisServer
+from support import UNIT_S
 
 
 class Recorder:
@@ -210,13 +211,13 @@ async def test_a_batch_interrupted_by_a_redis_disconnect_fails_every_request_of_
         await producer.submit(new_id(), "soft", 5, "h")  # the script is loaded, the pool warm
         # Redis is made to hold the batch's replies, then dies with the batch in flight.
         sleeping = asyncio.ensure_future(other.eval(BUSY_FOR_2_S, 0))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2 * UNIT_S)
         batch = asyncio.gather(
             *(producer.submit(new_id(), "soft", 5, "h") for _ in range(10)), return_exceptions=True
         )
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2 * UNIT_S)
         redis_server.stop(signal.SIGKILL)
-        answers = await asyncio.wait_for(batch, 10)
+        answers = await asyncio.wait_for(batch, 10 * UNIT_S)
         sleeping.cancel()
         await asyncio.gather(sleeping, return_exceptions=True)
     assert len(answers) == 10
