@@ -1,0 +1,85 @@
+"""The result hub's catch-up after its subscription drops, against a private, real Redis: a
+result stored while the hub was away from its channels is delivered by the read it makes once
+subscribed again. (test_resubscribe.py times the same with 10,000 waiting tasks.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from factorial_ws.gateway.results import ResultHub, Watch, result_key
+from factorial_ws.protocol import Success, new_task_id
+from factorial_ws.result_backend import note_channel
+from factorial_ws.supervisor.redis_server import RedisServer
+from support import UNIT_S
+
+STEP_TIMEOUT_S = 5 * UNIT_S
+RESTORED = "result subscription restored"
+
+
+@pytest.fixture
+async def hub(redis_server: RedisServer) -> AsyncIterator[ResultHub]:
+    """A hub wired as the gateway wires it: pooled commands, and one pub/sub connection."""
+    async with (
+        aioredis.Redis.from_url(redis_server.url) as client,
+        aioredis.Redis.from_url(redis_server.url) as pubsub_client,
+    ):
+        hub = ResultHub(client, pubsub_client)
+        await hub.start()
+        try:
+            assert await hub.wait_connected(STEP_TIMEOUT_S)
+            yield hub
+        finally:
+            await hub.close()
+
+
+def success_meta(digits: str) -> str:
+    return json.dumps({"status": "SUCCESS", "result": digits, "task_id": None})
+
+
+async def published(client: aioredis.Redis, watch: Watch, digits: str) -> None:
+    """A worker's end of the task: its meta stored and announced on its channel."""
+    meta = success_meta(digits)
+    await client.set(result_key(watch.task_id), meta)
+    await client.publish(note_channel(watch.task_id), meta)
+
+
+async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + STEP_TIMEOUT_S
+    while text not in caplog.text:
+        assert loop.time() < end, f"no log line {text!r}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_result_whose_note_was_missed_is_delivered_once_the_subscription_is_back(
+    hub: ResultHub, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="factorial_ws.gateway.results")
+    stored, unfinished, marker = [await hub.subscribe(new_task_id()) for _ in range(3)]
+
+    # A result stored whose note the hub never hears, as when the note goes out while the
+    # subscription is down (stored first, so that no reconnection can come before it).
+    await client.set(result_key(stored.task_id), success_meta("120"))
+    killed = await client.client_kill_filter(_type="pubsub")
+    await logged(caplog, RESTORED)
+
+    # Subscribed again; a note published now is read only after the catch-up read is over.
+    await published(client, marker, "6")
+    assert await asyncio.wait_for(marker.outcome, STEP_TIMEOUT_S) == Success("6")
+    assert killed == 1
+    assert stored.outcome.done(), "the result stored during the drop was not caught up"
+    assert stored.outcome.result() == Success("120")
+    assert not unfinished.outcome.done()  # nothing stored: still waiting...
+
+    await published(client, unfinished, "24")  # ...and subscribed again
+    assert await asyncio.wait_for(unfinished.outcome, STEP_TIMEOUT_S) == Success("24")
+    assert hub.connected
+    for watch in (stored, unfinished, marker):
+        await hub.release(watch)
+    assert hub.waiting == 0
