@@ -209,6 +209,8 @@ class Config:
     soft_concurrency: int = setting(2, env="SOFT_CONCURRENCY", check=_positive)
     hard_concurrency: int = setting(2, env="HARD_CONCURRENCY", check=_positive)
     redis_maxmemory: str = setting("1gb", env="REDIS_MAXMEMORY", clean=str.lower, check=_redis_memory)
+    # The private Redis's port, the same at every start so its URL can be kept (0: any free one).
+    redis_port: int = setting(6380, env="REDIS_PORT", check=_port)
     # Above 0, `up` runs a master, this many replicas and three Sentinels instead of one Redis.
     redis_replicas: int = setting(0, env="REDIS_REPLICAS", check=_not_negative)
 

