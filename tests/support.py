@@ -62,6 +62,8 @@ def process_env(redis_url: str | None, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _OUR_VARIABLES}
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
+    else:  # for `up`: a private Redis on a port of its own, as tests run side by side
+        env["REDIS_PORT"] = str(processes.free_port())
     env.update({name: str(value) for name, value in settings.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -209,12 +209,14 @@ class Config:
     soft_concurrency: int = setting(2, env="SOFT_CONCURRENCY", check=_positive)
     hard_concurrency: int = setting(2, env="HARD_CONCURRENCY", check=_positive)
     redis_maxmemory: str = setting("1gb", env="REDIS_MAXMEMORY", clean=str.lower, check=_redis_memory)
+    # The private Redis's port, the same at every start so its URL can be kept (0: any free one).
+    redis_port: int = setting(6380, env="REDIS_PORT", check=_port)
     # Above 0, `up` runs a master, this many replicas and three Sentinels instead of one Redis.
     redis_replicas: int = setting(0, env="REDIS_REPLICAS", check=_not_negative)
 
     def __post_init__(self) -> None:
         for row in SETTINGS.values():
-            value = getattr(self, row.name)
+            written = value = getattr(self, row.name)
             if value is DERIVED:
                 continue
             if row.clean:
@@ -222,7 +224,8 @@ class Config:
                 object.__setattr__(self, row.name, value)
             problem = row.check(value) if row.check else None
             if problem:
-                raise ConfigError(f"{row.env}={value!r}: {problem}")
+                # As the user wrote it (before clean), in the variable's own syntax, not a repr.
+                raise ConfigError(f"{row.env}={_env_text(written)}: {problem}")
         # Derived from checked values, so a bad HARD_TASK_TIMEOUT is reported under its own name
         # rather than as the SOFT_TASK_TIMEOUT derived from it.
         for row in SETTINGS.values():
@@ -230,13 +233,13 @@ class Config:
                 object.__setattr__(self, row.name, row.derive(self))
         if self.visibility_timeout_s <= 2 * self.hard_task_timeout_s:
             raise ConfigError(
-                f"VISIBILITY_TIMEOUT={self.visibility_timeout_s!r}: must exceed twice "
+                f"VISIBILITY_TIMEOUT={_env_text(self.visibility_timeout_s)}: must exceed twice "
                 f"HARD_TASK_TIMEOUT ({self.hard_task_timeout_s:g} s), or a task still waiting "
                 "in a worker's prefetch buffer is delivered twice"
             )
         if self.soft_task_timeout_s > self.hard_task_timeout_s:
             raise ConfigError(
-                f"SOFT_TASK_TIMEOUT={self.soft_task_timeout_s!r}: must not exceed "
+                f"SOFT_TASK_TIMEOUT={_env_text(self.soft_task_timeout_s)}: must not exceed "
                 f"HARD_TASK_TIMEOUT ({self.hard_task_timeout_s:g} s), the longest the gateway "
                 "waits for any result"
             )
@@ -329,12 +332,12 @@ class Setting:
             return tuple(item.strip() for item in raw.split(",") if item.strip())
         if self.kind is bool:
             if raw.strip().lower() not in _BOOLS:
-                raise ConfigError(f"{self.env}={raw!r}: expected 1 or 0")
+                raise ConfigError(f"{self.env}={raw}: expected 1 or 0")
             return _BOOLS[raw.strip().lower()]
         try:
             return self.kind(raw)
         except ValueError:
-            raise ConfigError(f"{self.env}={raw!r}: expected {self.kind.__name__}") from None
+            raise ConfigError(f"{self.env}={raw}: expected {self.kind.__name__}") from None
 
 
 def _settings_table() -> dict[str, Setting]:

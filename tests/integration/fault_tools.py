@@ -104,12 +104,14 @@ def busy_pool_process(
     return found[0]
 
 
-def start_gateways(launch: Launcher, redis_url: str, processes: int = 2) -> tuple[Proc, int, list[int]]:
+def start_gateways(
+    launch: Launcher, redis_url: str, processes: int = 2, *, name: str = "gateways"
+) -> tuple[Proc, int, list[int]]:
     """`factorial-ws serve` with WS_PROCESSES: returns it, its port and its children's pids once
     each child listens (a child left behind by a failed test is killed at the end)."""
     port = free_port()
     command = gateway_command("--host", "127.0.0.1", "--port", str(port))
-    parent = launch.process("gateways", command, process_env(redis_url, WS_PROCESSES=processes))
+    parent = launch.process(name, command, process_env(redis_url, WS_PROCESSES=processes))
     wait_until(
         lambda: parent.log().count("gateway listening") == processes,
         what="every gateway child",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from factorial_ws.metrics import MULTIPROCESS_DIR_VARIABLE
 from factorial_ws.processes import port_open
 from support import UNIT_S, Launcher, wait_until
 
@@ -23,6 +24,28 @@ def test_gateway_children_die_with_their_parent_killed_with_sigkill_and_free_the
     kill(parent.pid, signal.SIGKILL)
     wait_gone(children, timeout_s=10 * UNIT_S)
     wait_until(lambda: not port_open(port), 5 * UNIT_S, what=f"port {port} to be released")
+
+
+def metrics_folder_of(pid: int) -> Path:
+    """The shared metrics folder a gateway child was given (its PROMETHEUS_MULTIPROC_DIR)."""
+    variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    prefix = MULTIPROCESS_DIR_VARIABLE.encode() + b"="
+    return Path(next(v for v in variables if v.startswith(prefix))[len(prefix) :].decode())
+
+
+def test_the_metrics_folder_of_a_parent_killed_with_sigkill_is_removed_by_the_next_start(
+    launch: Launcher,
+) -> None:
+    server = launch.redis()
+    parent, _, children = start_gateways(launch, server.url, PROCESSES)
+    folder = metrics_folder_of(children[0])
+    assert folder.is_dir(), folder
+    kill(parent.pid, signal.SIGKILL)
+    wait_gone(children, timeout_s=10 * UNIT_S)
+    assert folder.is_dir(), "a parent killed outright cannot remove it itself"
+    _, _, new_children = start_gateways(launch, server.url, PROCESSES, name="gateways again")
+    assert not folder.exists(), f"{folder} left by the killed parent is still there"
+    assert metrics_folder_of(new_children[0]).is_dir()
 
 
 def test_a_gateway_child_that_dies_is_started_again_after_a_backoff_and_logged(launch: Launcher) -> None:

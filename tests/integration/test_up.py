@@ -84,12 +84,16 @@ def test_up_serves_then_sigterm_stops_everything_and_a_restart_keeps_results(
     launch: Launcher, tmp_path: Path
 ) -> None:
     env = up_env(tmp_path / "data")
+    # The line to paste for the seed's commands and Flower, the same at every start.
+    redis_url_line = f"REDIS_URL=redis://127.0.0.1:{env['REDIS_PORT']}/0"
     up = start_up(launch, env)
+    assert redis_url_line in up.log(), up.log()
     task_id = assert_serves_factorial_of_5(env)
     stop_and_assert_nothing_left(launch, up, signal.SIGTERM)
 
     # The private Redis keeps its data on disk: the next run still knows the result.
-    start_up(launch, env, name="up-again")
+    again = start_up(launch, env, name="up-again")
+    assert redis_url_line in again.log(), again.log()
     looked_up = run_client(env, "--task-id", task_id)
     assert looked_up.returncode == 0, looked_up.stdout + looked_up.stderr
     assert json.loads(looked_up.stdout)["result"] == 120

@@ -3,6 +3,7 @@ exits non-zero and leaves nothing running."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from factorial_ws.processes import free_port, listening_pids
 from support import FACTORIAL_WS, PYTHON, UNIT_S, Launcher, Proc, process_env, wait_until
 
-from .test_up import up_env
+from .test_up import assert_serves_factorial_of_5, start_up, up_env
 
 HOLD_PORT = """
 import socket, sys, time
@@ -63,3 +64,17 @@ def test_up_on_a_taken_port_exits_non_zero_with_one_line_naming_it_and_leaves_no
     assert len(lines) == 1 and f"port {port}" in lines[0] and str(holder.pid) in lines[0], output
     assert started_by(tmp_path / "data") == []
     assert listening_pids(port) == {holder.pid}
+
+
+def test_up_whose_redis_port_is_taken_runs_its_redis_on_another_and_prints_its_url(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    redis_port = free_port()
+    holder = hold_port(launch, redis_port, "plain")
+    env = {**up_env(tmp_path / "data"), "REDIS_PORT": str(redis_port)}
+    up = start_up(launch, env)
+    assert f"port {redis_port} is taken" in up.log(), up.log()
+    found = re.search(r"REDIS_URL=redis://127\.0\.0\.1:(\d+)/0", up.log())
+    assert found and int(found[1]) != redis_port, up.log()
+    assert_serves_factorial_of_5(env)
+    assert listening_pids(redis_port) == {holder.pid}

@@ -19,7 +19,7 @@ def test_result_reuse_reads_as_a_switch(raw: str, value: bool) -> None:
 
 
 def test_result_reuse_refuses_anything_else_naming_the_variable() -> None:
-    with pytest.raises(ConfigError, match="RESULT_REUSE='maybe': expected 1 or 0"):
+    with pytest.raises(ConfigError, match="RESULT_REUSE=maybe: expected 1 or 0"):
         Config.from_env({"RESULT_REUSE": "maybe"})
 
 

@@ -79,7 +79,7 @@ def test_every_field_is_a_setting_with_its_own_variable_parsed_as_its_type() -> 
     ],
 )
 def test_unparsable_value_names_the_variable_and_the_expected_type(variable: str, value: str) -> None:
-    with pytest.raises(ConfigError, match=f"^{variable}='{value}': expected (int|float)$"):
+    with pytest.raises(ConfigError, match=f"^{variable}={value}: expected (int|float)$"):
         Config.from_env({variable: value})
 
 
@@ -246,3 +246,29 @@ def test_ws_processes_zero_means_one_gateway_process_per_core() -> None:
 def test_negative_ws_processes_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="WS_PROCESSES"):
         Config.from_env({"WS_PROCESSES": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "start"),
+    [
+        ({"WS_TLS_CERT": "/nonexistent"}, "WS_TLS_CERT=/nonexistent: no such file"),
+        ({"WS_ALLOWED_ORIGINS": "http://X.com/path"}, "WS_ALLOWED_ORIGINS=http://X.com/path: "),
+        (
+            {"WS_ALLOWED_ORIGINS": "https://ok.example, http://x.com/path"},
+            "WS_ALLOWED_ORIGINS=https://ok.example,",
+        ),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL=loud: must be one of"),
+        ({"WS_PORT": "http"}, "WS_PORT=http: expected int"),
+    ],
+)
+def test_a_refused_value_is_shown_as_the_user_wrote_it(environ: dict[str, str], start: str) -> None:
+    """Not as a Python repr (``PosixPath('/nonexistent')``, ``('http://x.com/path',)``)."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(environ)
+    assert str(caught.value).startswith(start), str(caught.value)
+
+
+def test_a_refused_value_given_as_a_flag_is_shown_as_text() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({}, tls_cert=Path("/nonexistent"), tls_key=Path("/nonexistent"))
+    assert str(caught.value).startswith("WS_TLS_CERT=/nonexistent: no such file"), str(caught.value)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from factorial_ws import constants
 from factorial_ws.config import Config, env_name
+from factorial_ws.gateway.server import ADMISSION_SLOTS
 from factorial_ws.gateway.session import BINARY_FRAME, INTERNAL_ERROR
+from factorial_ws.processes import QUIET_WORKER_OPTIONS
 from factorial_ws.supervisor.redis_server import private_redis
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -100,3 +102,92 @@ def redis_options(arguments: list[str]) -> dict[str, str]:
         else:
             current.append(argument)
     return {name: " ".join(values) for name, values in options.items()}
+
+
+# --- names and numbers the docs quote from the code ------------------------------------------
+
+
+README = DOCS.parent / "README.md"
+SOURCE = DOCS.parent / "src" / "factorial_ws"
+
+
+def every_doc() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def code_logger_names() -> set[str]:
+    """The names the package's modules log under: ``getLogger(__name__)`` is the module's own
+    dotted name, ``getLogger("name")`` the name given."""
+    names = set()
+    for path in SOURCE.rglob("*.py"):
+        module = ".".join(path.relative_to(SOURCE.parent).with_suffix("").parts)
+        text = path.read_text()
+        if "logging.getLogger(__name__)" in text:
+            names.add(module)
+        names.update(re.findall(r"logging\.getLogger\(\"([^\"]+)\"\)", text))
+    return names
+
+
+def documented_logger_names() -> dict[str, set[str]]:
+    """Logger names the docs show, in text log lines (``INFO name: ...``) and JSON ones
+    (``"logger": "name"``), by doc."""
+    pattern = re.compile(
+        r"\b(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (factorial_ws[\w.]*):|\"logger\": \"([^\"]+)\""
+    )
+    found: dict[str, set[str]] = {}
+    for doc in every_doc():
+        for match in pattern.finditer(doc.read_text()):
+            found.setdefault(doc.name, set()).add(match[1] or match[2])
+    return found
+
+
+def test_every_logger_the_docs_show_is_one_the_code_logs_under() -> None:
+    documented = documented_logger_names()
+    assert documented, "no log line found in the docs: has their form changed?"
+    known = code_logger_names()
+    assert "factorial_ws.gateway.session" in known, known
+    wrong = {doc: names - known for doc, names in documented.items() if names - known}
+    assert not wrong, f"loggers the code does not have: {wrong}; it has {sorted(known)}"
+
+
+def test_the_docs_give_the_admission_slots_of_a_gateway_process() -> None:
+    # "lets 64 requests at a time reach Redis", "at most 64 at a time per gateway process"
+    pattern = re.compile(r"(?:lets|at most) (\d+) (?:requests )?at a time")
+    stated = [(doc.name, int(n)) for doc in every_doc() for n in pattern.findall(doc.read_text())]
+    assert {name for name, _ in stated} >= {"README.md", "protocol.md", "faults.md"}, stated
+    wrong = [(name, n) for name, n in stated if n != ADMISSION_SLOTS]
+    assert not wrong, f"ADMISSION_SLOTS is {ADMISSION_SLOTS}: {wrong}"
+
+
+def _without_options(text: str) -> set[str]:
+    return set(re.findall(r"--without-[a-z]+", text))
+
+
+def test_the_worker_options_the_benchmarks_call_shipped_are_those_workers_run_with() -> None:
+    text = (DOCS / "benchmarks.md").read_text()
+    shipped_rows = [line for line in text.splitlines() if line.startswith("|") and "**shipped**" in line]
+    for row in shipped_rows:
+        assert _without_options(row) <= set(QUIET_WORKER_OPTIONS), row
+    paragraph = text[text.index("\nShipped: ") :].split("\n\n")[0]
+    assert _without_options(paragraph) == set(QUIET_WORKER_OPTIONS), paragraph
+
+
+def _section_titles(text: str) -> list[tuple[int, str]]:
+    """(offset, title) of each heading and each bold paragraph lead (``**Connections.**``)."""
+    pattern = re.compile(r"^#+ (.+)$|^\*\*([^*]+?)\.?\*\*", re.MULTILINE)
+    return [(match.start(), match[1] or match[2]) for match in pattern.finditer(text)]
+
+
+def test_a_section_the_docs_point_to_as_above_or_below_is_there() -> None:
+    wrong = []
+    for doc in every_doc():
+        text = doc.read_text()
+        titles = _section_titles(text)
+        for match in re.finditer(r"\"([^\"\n]+)\"\s+(below|above)\b", text):
+            title, where = match[1], match[2]
+            offsets = [offset for offset, heading in titles if heading.startswith(title)]
+            before = any(offset < match.start() for offset in offsets)
+            after = any(offset > match.start() for offset in offsets)
+            if not (after if where == "below" else before):
+                wrong.append(f'{doc.name}: "{title}" {where}')
+    assert not wrong, wrong

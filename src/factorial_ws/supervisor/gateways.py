@@ -5,18 +5,26 @@ folder, so any one of them reports the whole gateway."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import signal
 import tempfile
 import time
+from pathlib import Path
 
 from .. import metrics
 from ..config import Config
 from ..gateway.server import run_gateway
-from ..processes import gateway_command, stop_children
+from ..processes import gateway_command, stat_fields, stop_children
 from .child import SupervisedChild, running_processes
+from .pid_list import start_ticks
 
 WATCH_INTERVAL_S = 0.2
+# A shared metrics folder is named by its owner: <prefix><pid>-<start ticks>-<random>.
+_METRICS_FOLDER_PREFIX = "factorial-ws-metrics-"
+_METRICS_FOLDER_OWNER = re.compile(re.escape(_METRICS_FOLDER_PREFIX) + r"(\d+)-(\d+)-")
 
 
 def gateway_children(config: Config, env: dict[str, str]) -> list[SupervisedChild]:
@@ -33,11 +41,36 @@ def shared_metrics_folder(config: Config, env: dict[str, str]) -> tempfile.Tempo
     set in ``env`` for them, unless ``env`` names one already. Its owner removes it
     (``cleanup()``) once they have exited. The counters of a process that died (and was started
     again) stay in the sums; its gauges drop out."""
+    remove_orphaned_metrics_folders(Path(tempfile.gettempdir()))
     if config.gateway_processes == 1 or env.get(metrics.MULTIPROCESS_DIR_VARIABLE):
         return None
-    folder = tempfile.TemporaryDirectory(prefix="factorial-ws-metrics-")
+    pid = os.getpid()
+    folder = tempfile.TemporaryDirectory(prefix=f"{_METRICS_FOLDER_PREFIX}{pid}-{start_ticks(pid)}-")
     env[metrics.MULTIPROCESS_DIR_VARIABLE] = folder.name
     return folder
+
+
+def remove_orphaned_metrics_folders(parent: Path) -> None:
+    """Remove our metrics folders in ``parent`` whose owner is gone: one killed outright (SIGKILL)
+    cannot remove its own. Its gateway processes died with it (their parent-death signal), so
+    nothing writes there any more. The owner is its pid and start time, from the folder's name:
+    a later process that got the same pid is not taken for it."""
+    for folder in parent.glob(f"{_METRICS_FOLDER_PREFIX}*"):
+        owner = _METRICS_FOLDER_OWNER.match(folder.name)
+        if owner is None or _running(int(owner[1]), int(owner[2])):
+            continue
+        with contextlib.suppress(OSError):
+            if folder.stat().st_uid == os.getuid():
+                shutil.rmtree(folder)
+
+
+def _running(pid: int, ticks: int) -> bool:
+    """The process that started at ``ticks`` still runs: not gone, not another with its pid, and
+    not a zombie (dead, only not yet waited for by its parent)."""
+    try:
+        return start_ticks(pid) == ticks and stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False
 
 
 def run_gateways(config: Config, *, reuse_port: bool = False) -> int:

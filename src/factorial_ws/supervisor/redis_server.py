@@ -16,7 +16,7 @@ from urllib.parse import quote
 import redis
 
 from ..config import Config
-from ..processes import ChildExited, free_port, start_child, stop_child, wait_until
+from ..processes import ChildExited, free_port, port_taken, start_child, stop_child, wait_until
 
 _START_TIMEOUT_S = 15.0
 # Pub/sub output buffer of one subscriber: hard limit, soft limit, seconds over the soft one.
@@ -153,9 +153,12 @@ class RedisServer:
 
 
 def private_redis(config: Config) -> RedisServer:
-    """The Redis `factorial-ws up` runs when no REDIS_URL is given, sized for big results."""
+    """The Redis `factorial-ws up` runs when no REDIS_URL is given, sized for big results, on
+    ``REDIS_PORT``, or on a free port when another process listens there."""
+    port = config.redis_port if not port_taken("127.0.0.1", config.redis_port) else 0
     return RedisServer(
         config.data_dir / "redis",
+        port=port,
         death_signal=signal.SIGTERM,  # SIGTERM: Redis flushes its AOF
         maxmemory=config.redis_maxmemory,
         pubsub_output_limit=PUBSUB_OUTPUT_LIMIT,

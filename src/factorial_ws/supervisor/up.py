@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import tempfile
 import time
@@ -81,6 +82,11 @@ class Supervisor:
                 f"(page: {self.config.page_url}; Ctrl-C stops it)",
                 flush=True,
             )
+            if self.own_redis:
+                print(
+                    f"its Redis, for the seed's commands and Flower: {_redis_variables(self.config)}",
+                    flush=True,
+                )
             return self._watch()
         except RedisServerError as exc:
             logger.error("%s", exc)
@@ -122,6 +128,13 @@ class Supervisor:
             self._start_group()
         elif self.own_redis:
             self.redis = private_redis(self.config).start()
+            if self.config.redis_port and self.redis.port != self.config.redis_port:
+                logger.warning(
+                    "port %d is taken by another process; the private Redis listens on %d instead, "
+                    "for this run (REDIS_PORT sets another)",
+                    self.config.redis_port,
+                    self.redis.port,
+                )
             self.config = self.config.replace(redis_url=self.redis.url)
             logger.info("private Redis on %s, data in %s", self.redis.url, self.redis.data_dir)
         env = {**os.environ, **self.config.to_env()}
@@ -197,6 +210,12 @@ class Supervisor:
 
 def _worker(queue: str, concurrency: int) -> list[str]:
     return worker_command(queue, concurrency=concurrency, hostname=f"{queue}@%h")
+
+
+def _redis_variables(config: Config) -> str:
+    """The variables that point a process at this Redis, as a line to paste into a shell."""
+    variables = {"REDIS_URL": config.redis_url, "REDIS_SENTINEL_MASTER": config.redis_sentinel_master}
+    return " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items() if value)
 
 
 def _sockets_beside(port: int, pids: set[int]) -> set[int]:
