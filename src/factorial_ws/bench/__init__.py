@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config import Config
 from ..processes import raise_open_files_limit
-from . import load
+from . import load, reference
 from .report import Row, all_met, median, render_json, render_markdown, render_table
 from .scenarios import SCENARIOS, Plan, Run
 from .system import VARIANTS, System, Variant, private_system
@@ -67,19 +67,19 @@ def run_sweep(config: Config, *, quick: bool, output: str, variants: tuple[Varia
             tempfile.TemporaryDirectory(prefix="factorial-ws-sweep-") as work,
             private_system(config, Path(work), variant) as system,
         ):
-            celery_app = load.raw_app(config, system.redis_url)
-            load.raw_latency(celery_app, 20)
+            celery_app = reference.raw_app(config, system.redis_url)
+            reference.raw_latency(celery_app, 20)
             load.ws_latency(system.url, 20)
             raw: list[float] = []
             gateway: list[float] = []
             for _ in range(plan.throughput_rounds):
-                raw.append(load.raw_throughput(celery_app, per_round).per_s)
+                raw.append(reference.raw_throughput(celery_app, per_round).per_s)
                 gateway.append(
                     load.ws_throughput(
                         system.url, per_round, plan.throughput_connections, plan.throughput_window
                     ).per_s
                 )
-            raw_latency = load.raw_latency(celery_app, plan.latency_requests // 2)
+            raw_latency = reference.raw_latency(celery_app, plan.latency_requests // 2)
             gateway_latency = load.ws_latency(system.url, plan.latency_requests // 2)
         defaults_raw = defaults_raw or median(raw)
         rows += [

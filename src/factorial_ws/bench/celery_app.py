@@ -10,7 +10,7 @@ import os
 
 from ..constants import TASK_NAME_BY_QUEUE
 from ..worker import app
-from .load import SETTINGS_VARIABLE
+from .system import SETTINGS_VARIABLE
 
 
 def apply_overrides(overrides: dict[str, object]) -> None:

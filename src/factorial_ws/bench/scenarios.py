@@ -7,30 +7,20 @@ import hashlib
 import os
 import signal
 import subprocess
-import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import gmpy2
 import redis
 
 from ..config import Config
-from ..processes import (
-    cpu_seconds,
-    free_port,
-    gateway_command,
-    memory_kib,
-    port_open,
-    start_child,
-    stop_child,
-    wait_until,
-)
-from ..supervisor.redis_server import RedisServer
+from ..processes import memory_kib
 from . import load, pipelined
+from .crowd import ConcurrencyLoad
+from .extra_gateways import reusing_gateway, workerless_gateway
+from .gauges import Rate, cpu_s, peak_rss_mib, quiet, tasks_sent
+from .reference import bare_gmpy2, raw_app, raw_latency, raw_lookups, raw_submissions, raw_throughput
 from .report import Row, cpu_ms_per, latency_rows, median
 from .system import System
 
@@ -100,14 +90,14 @@ class Run:
 
 def scenario_latency(system: System, config: Config, plan: Plan, run: Run) -> None:
     """Sequential factorial(5): over one WebSocket, and through a raw Celery client."""
-    celery_app = load.raw_app(config, system.redis_url)
+    celery_app = raw_app(config, system.redis_url)
     gateway: list[float] = []
     raw: list[float] = []
     per_round = max(1, plan.latency_requests // plan.latency_rounds)
-    load.raw_latency(celery_app, 20)  # warm up both paths
+    raw_latency(celery_app, 20)  # warm up both paths
     load.ws_latency(system.url, 20)
     for _ in range(plan.latency_rounds):
-        raw += load.raw_latency(celery_app, per_round)
+        raw += raw_latency(celery_app, per_round)
         gateway += load.ws_latency(system.url, per_round)
     run.samples["gateway (WebSocket)"] = gateway
     run.samples["raw Celery"] = raw
@@ -118,13 +108,13 @@ def scenario_latency(system: System, config: Config, plan: Plan, run: Run) -> No
 
 def scenario_throughput(system: System, config: Config, plan: Plan, run: Run) -> None:
     """factorial(5) from many connections with many in flight each, and from raw Celery."""
-    celery_app = load.raw_app(config, system.redis_url)
-    gateway: list[load.Rate] = []
-    raw: list[load.Rate] = []
+    celery_app = raw_app(config, system.redis_url)
+    gateway: list[Rate] = []
+    raw: list[Rate] = []
     per_round = max(1, plan.throughput_requests // plan.throughput_rounds)
-    sent_before = _tasks_sent(system.url, "soft")
+    sent_before = tasks_sent(system.url, "soft")
     for _ in range(plan.throughput_rounds):
-        raw.append(load.raw_throughput(celery_app, per_round))
+        raw.append(raw_throughput(celery_app, per_round))
         gateway.append(
             load.ws_throughput(
                 system.url, per_round, plan.throughput_connections, plan.throughput_window, system.gateway_pid
@@ -145,7 +135,7 @@ def scenario_throughput(system: System, config: Config, plan: Plan, run: Run) ->
                 raw_ms, "value_max", GATEWAY_CPU_PER_REQUEST_MAX_MS)
         )  # fmt: skip
     # Every request computed, as raw Celery computes each: no result reused (RESULT_REUSE=0).
-    computed = _tasks_sent(system.url, "soft") - sent_before
+    computed = tasks_sent(system.url, "soft") - sent_before
     run.rows.append(
         Row(
             scenario,
@@ -185,13 +175,13 @@ def scenario_concurrency(system: System, config: Config, plan: Plan, run: Run) -
     waiting_cpu: list[float] = []
     with (
         _paused(system.soft_worker) as resume,
-        load.ConcurrencyLoad(system.url, count, plan.concurrency_processes) as crowd,
+        ConcurrencyLoad(system.url, count, plan.concurrency_processes) as crowd,
     ):
         # The crowd's processes are started but still importing: every connection is in here.
-        with _cpu_s(system.gateway_pid) as connecting_cpu:
+        with cpu_s(system.gateway_pid) as connecting_cpu:
             acked = crowd.wait_acked()
         if system.soft_worker is not None:
-            with _cpu_s(system.gateway_pid) as waiting_cpu:
+            with cpu_s(system.gateway_pid) as waiting_cpu:
                 time.sleep(plan.waiting_window_s)  # every task is queued: the gateway only waits
         resume()
         resumed = time.monotonic()
@@ -226,7 +216,7 @@ def scenario_big(system: System, config: Config, plan: Plan, run: Run) -> None:
     reference: list[float] = []
     gateway: list[float] = []
     for _ in range(plan.big_repeats):  # interleaved, so a burst of load elsewhere hits both
-        seconds, digits = load.bare_gmpy2(BIG_NUMBER)
+        seconds, digits = bare_gmpy2(BIG_NUMBER)
         reference.append(seconds)
         gateway.append(load.ws_big(system.url, BIG_NUMBER, digits))
     run.rows.append(
@@ -249,17 +239,17 @@ def scenario_isolation(system: System, config: Config, plan: Plan, run: Run) -> 
 def scenario_crowd_big(system: System, config: Config, plan: Plan, run: Run) -> None:
     """Many clients ask for the same 1000000! at once, through a gateway that reuses results."""
     scenario = f"6 {plan.crowd_big_clients} clients, same {BIG_NUMBER}!"
-    with _reusing_gateway(system, config) as (url, pid):
+    with reusing_gateway(system, config) as (url, pid):
         # One client first, on a number as large (and not computed yet): the reference.
         solo_digits = str(gmpy2.fac(BIG_NUMBER - 1).digits())
-        with _peak_rss_mib(pid) as solo_rss, _cpu_s(pid) as solo_cpu:
+        with peak_rss_mib(pid) as solo_rss, cpu_s(pid) as solo_cpu:
             solo_s = load.ws_big(url, BIG_NUMBER - 1, solo_digits)
         digits_sha256 = hashlib.sha256(gmpy2.fac(BIG_NUMBER).digits().encode()).hexdigest()
-        tasks_before = _tasks_sent(url, "hard")
+        tasks_before = tasks_sent(url, "hard")
         with (
-            _peak_rss_mib(pid) as crowd_rss,
-            _cpu_s(pid) as crowd_cpu,
-            load.ConcurrencyLoad(
+            peak_rss_mib(pid) as crowd_rss,
+            cpu_s(pid) as crowd_cpu,
+            ConcurrencyLoad(
                 url,
                 plan.crowd_big_clients,
                 plan.concurrency_processes,
@@ -269,7 +259,7 @@ def scenario_crowd_big(system: System, config: Config, plan: Plan, run: Run) -> 
         ):
             acked = crowd.wait_acked()
             done = crowd.wait_done()
-        computed = _tasks_sent(url, "hard") - tasks_before
+        computed = tasks_sent(url, "hard") - tasks_before
     count = plan.crowd_big_clients
     run.rows += [
         Row(scenario, "exact results delivered", done.delivered, "", check="value_min", limit=count),
@@ -289,87 +279,6 @@ def scenario_crowd_big(system: System, config: Config, plan: Plan, run: Run) -> 
     )
 
 
-_CROWD_PATIENCE_S = 600.0
-
-
-@contextlib.contextmanager
-def _reusing_gateway(system: System, config: Config) -> Iterator[tuple[str, int | None]]:
-    """A gateway with RESULT_REUSE=1 on the system's Redis (the bench's own runs with reuse off,
-    so that every request is computed, as with raw Celery); a running system as it is."""
-    if system.log_dir is None:
-        yield system.url, system.gateway_pid
-        return
-    reusing = config.replace(
-        redis_url=system.redis_url,
-        result_reuse=True,
-        # The crowd's processes share the machine's cores with the gateway and the workers, so
-        # each of its connections reads far slower than a client of its own would: the gateway
-        # must not drop them as slow consumers (nor time their keepalive pongs out) meanwhile.
-        slow_consumer_timeout_s=_CROWD_PATIENCE_S,
-        ping_timeout_s=_CROWD_PATIENCE_S,
-    )
-    with _extra_gateway(reusing, system.log_dir / "gateway-reuse.log") as (url, pid):
-        yield url, pid
-
-
-@contextlib.contextmanager
-def _extra_gateway(config: Config, log_path: Path) -> Iterator[tuple[str, int]]:
-    """One more gateway process with ``config``, on a port of its own; its URL and pid."""
-    port = free_port()
-    config = config.replace(ws_host="127.0.0.1", ws_port=port, ws_processes=1)
-    env = {**os.environ, **config.to_env()}
-    gateway = start_child(gateway_command(), env, log_path=log_path)
-    try:
-        wait_until(lambda: port_open(port), 60, f"the gateway of {log_path.name}", watch=[gateway])
-        yield f"ws://127.0.0.1:{port}/", gateway.pid
-    finally:
-        stop_child(gateway)
-
-
-@contextlib.contextmanager
-def _peak_rss_mib(pid: int | None) -> Iterator[list[float]]:
-    """Samples the process's resident memory while the block runs; the yielded list then holds
-    the growth of its peak over its size at the start, in MiB (empty without a process)."""
-    growth: list[float] = []
-    if pid is None:
-        yield growth
-        return
-    start_kib = peak_kib = memory_kib(pid, "VmRSS")
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak_kib
-        while not stop.wait(0.02):
-            peak_kib = max(peak_kib, memory_kib(pid, "VmRSS"))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield growth
-    finally:
-        stop.set()
-        sampler.join()
-        growth.append((peak_kib - start_kib) / 1024)
-
-
-@contextlib.contextmanager
-def _cpu_s(pid: int | None) -> Iterator[list[float]]:
-    """The yielded list then holds the CPU seconds the process used during the block."""
-    used: list[float] = []
-    before = cpu_seconds(pid) if pid is not None else 0.0
-    yield used
-    if pid is not None:
-        used.append(cpu_seconds(pid) - before)
-
-
-# Limits of the workerless gateway of scenario 7, high enough never to refuse: its ceiling is
-# what is measured, not its protection against one flooding client.
-_UNLIMITED = 10**9
-# The acks scenario's tasks never run: its gateway must not answer them "Timeout error" (after
-# HARD_TASK_TIMEOUT) while a round on a slow machine still counts replies.
-_NEVER_S = 3600.0
-
-
 def scenario_acks(system: System, config: Config, plan: Plan, run: Run) -> None:
     """Acknowledged factorial(5) submissions per second, one gateway process, no worker."""
     scenario = "7 acks/s, no worker"
@@ -384,21 +293,21 @@ def scenario_acks(system: System, config: Config, plan: Plan, run: Run) -> None:
         lambda count, _: pipelined.ack_lane(count, load.SMALL),
     )
     gateway: list[pipelined.Outcome] = []
-    raw: list[load.Rate] = []
+    raw: list[Rate] = []
     with (
-        _workerless_gateway(config, system.log_dir) as (url, pid, redis_url),
+        workerless_gateway(config, system.log_dir) as (url, pid, redis_url),
         pipelined.PipelinedLoad(url, PIPELINED_PROCESSES) as clients,
         redis.Redis.from_url(redis_url) as redis_client,
     ):
-        celery_app = load.raw_app(config, redis_url)
-        load.raw_submissions(celery_app, 100)  # warm up both paths
+        celery_app = raw_app(config, redis_url)
+        raw_submissions(celery_app, 100)  # warm up both paths
         clients.run([pipelined.Job(job.lanes[:1], plan.acks_window) for job in jobs], pid)
         for _ in range(plan.acks_rounds):
             redis_client.flushdb()  # every round starts on an empty Redis
-            raw.append(load.raw_submissions(celery_app, plan.raw_submissions))
+            raw.append(raw_submissions(celery_app, plan.raw_submissions))
             redis_client.flushdb()
             gateway.append(clients.run(jobs, pid))
-            _quiet(pid)  # the round's connections closed: their subscriptions are released
+            quiet(pid)  # the round's connections closed: their subscriptions are released
     acks = plan.acks_requests * plan.acks_rounds
     run.rows += [
         Row(scenario, "acks/s (median)", median([o.rate for o in gateway]), "1/s", "raw Celery delay()",
@@ -416,26 +325,6 @@ def scenario_acks(system: System, config: Config, plan: Plan, run: Run) -> None:
     )
 
 
-@contextlib.contextmanager
-def _workerless_gateway(config: Config, log_dir: Path) -> Iterator[tuple[str, int, str]]:
-    """A gateway on an empty Redis of its own (no worker, nothing persisted, so the disk is not
-    measured), with reuse off and no limit that would refuse: its URL, pid and Redis URL."""
-    with (
-        tempfile.TemporaryDirectory(prefix="factorial-ws-acks-") as work,
-        RedisServer(Path(work), persistent=False) as server,
-    ):
-        workerless = config.replace(
-            redis_url=server.url,
-            result_reuse=False,
-            rate_limit_per_s=float(_UNLIMITED),
-            rate_limit_burst=_UNLIMITED,
-            max_tasks_in_flight=_UNLIMITED,
-            hard_task_timeout_s=_NEVER_S,
-        )
-        with _extra_gateway(workerless, log_dir / "gateway-acks.log") as (url, pid):
-            yield url, pid, server.url
-
-
 def scenario_stored_results(system: System, config: Config, plan: Plan, run: Run) -> None:
     """Lookups of finished small results: deliveries per second from many connections."""
     scenario = "8 stored results/s"
@@ -450,16 +339,16 @@ def scenario_stored_results(system: System, config: Config, plan: Plan, run: Run
             stored, count, len(stored) * index // plan.lookups_connections
         ),
     )
-    celery_app = load.raw_app(config, system.redis_url)
+    celery_app = raw_app(config, system.redis_url)
     gateway: list[pipelined.Outcome] = []
-    raw: list[load.Rate] = []
+    raw: list[Rate] = []
     with pipelined.PipelinedLoad(system.url, PIPELINED_PROCESSES) as clients:
-        load.raw_lookups(celery_app, stored, 50)  # warm up both paths
+        raw_lookups(celery_app, stored, 50)  # warm up both paths
         clients.run([pipelined.Job(job.lanes[:1], plan.lookups_window) for job in jobs], system.gateway_pid)
         for _ in range(plan.lookups_rounds):
-            raw.append(load.raw_lookups(celery_app, stored, plan.raw_lookups))
+            raw.append(raw_lookups(celery_app, stored, plan.raw_lookups))
             gateway.append(clients.run(jobs, system.gateway_pid))
-            _quiet(system.gateway_pid)
+            quiet(system.gateway_pid)
     errors = sum(outcome.errors for outcome in gateway) + sum(rate.errors for rate in raw)
     run.rows += [
         Row(scenario, "results/s (median)", median([o.rate for o in gateway]), "1/s",
@@ -507,30 +396,6 @@ def _reasons(outcomes: list[pipelined.Outcome]) -> str:
         for reason, count in outcome.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + count
     return f"; errors: {reasons}" if reasons else ""
-
-
-def _quiet(pid: int | None, timeout_s: float = 5.0) -> None:
-    """Wait until the process uses under a twentieth of a core (or ``timeout_s`` has passed), so
-    that the previous round's leftovers (connections closing, subscriptions released) are not
-    measured with the next round."""
-    if pid is None:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        before = cpu_seconds(pid)
-        time.sleep(0.2)
-        if cpu_seconds(pid) - before < 0.01:
-            return
-
-
-def _tasks_sent(url: str, queue: str) -> float:
-    """The gateway's count of tasks it sent to ``queue`` (GET /metrics)."""
-    http_url = url.replace("ws://", "http://").rstrip("/") + "/metrics"
-    with urllib.request.urlopen(http_url, timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(f'factorial_ws_tasks_submitted_total{{queue="{queue}"}}'):
-                return float(line.split()[-1])
-    return 0.0
 
 
 SCENARIOS = (

@@ -28,8 +28,8 @@ from ..processes import (
     worker_command,
 )
 from ..supervisor.redis_server import RedisServer
-from .load import SETTINGS_VARIABLE
 
+SETTINGS_VARIABLE = "FACTORIAL_WS_BENCH_CELERY"  # Celery overrides for the sweep's workers
 _START_TIMEOUT_S = 60.0
 
 
