@@ -6,10 +6,11 @@
         print(await client.factorial(20))
 
 ``wire`` is the protocol without I/O, ``connection`` the connection that survives gateway
-restarts, ``errors`` the exceptions, ``command`` the ``factorial-ws client`` command.
+restarts (``reconnection`` opens it again after a drop), ``handle`` a submitted task as its
+caller holds it, ``errors`` the exceptions, ``command`` the ``factorial-ws client`` command.
 """
 
-from .connection import Client, TaskHandle
+from .connection import Client
 from .errors import (
     ClientClosed,
     ConnectionFailed,
@@ -33,6 +34,7 @@ from .errors import (
     UnknownTaskId,
     WorkerLost,
 )
+from .handle import TaskHandle
 
 __all__ = [
     "Client",

@@ -15,115 +15,28 @@ import itertools
 import logging
 import ssl as ssl_module
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Literal, overload
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from ..limits import TokenBucket
-from .errors import ClientClosed, ConnectionFailed, ConnectionLost, FactorialWSError, HandshakeRefused
-from .wire import FINAL_STATES, Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
+from .errors import (
+    ClientClosed,
+    ConnectionFailed,
+    ConnectionLost,
+    FactorialWSError,
+    HandshakeRefused,
+    describe_failure,
+    describe_refusal,
+)
+from .handle import Pending, TaskHandle
+from .reconnection import reopen
+from .wire import Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
 
 logger = logging.getLogger(__name__)
-
-ResultT = TypeVar("ResultT", int, str)
-
-
-class _Pending:
-    """A request of a caller, as the connection tracks it."""
-
-    def __init__(self, request: Request) -> None:
-        loop = asyncio.get_running_loop()
-        self.request = request
-        self.accepted: asyncio.Future[str] = loop.create_future()  # the task id
-        self.outcome: asyncio.Future[str] = loop.create_future()  # the digits (a cancel's outcome)
-        self.changed = asyncio.Event()  # set, and replaced, at each new state of the request
-        self.request_id = -1  # of the current ask
-        self.generation = -1  # the connection the current ask went out on
-        self.retry_since: float | None = None  # first "not now" error of a run of them
-        self.retries = 0
-        if request.task_id is not None:
-            self.accepted.set_result(request.task_id)
-
-    def notify(self) -> None:
-        """Wake whoever waits for the request's next state."""
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
-
-
-class TaskHandle(Generic[ResultT]):
-    """A submitted factorial: ``task_id`` at once, the result when awaited.
-
-        handle = await client.submit(1000000, progress=True)
-        print(handle.task_id)
-        async for state in handle.states():   # pending, queued, started, done
-            print(state, handle.ahead)
-        n = await handle          # or: await handle.result()
-
-    Awaiting may be cancelled (``asyncio.timeout``) and started again: the request goes on.
-    ``await handle.cancel()`` takes the task back (see ``Client.cancel``); awaiting the handle
-    then raises ``TaskCancelled``.
-
-    ``state``: ``pending`` once acked; with ``progress=True`` also ``queued`` (``ahead``: tasks
-    that were before it in its queue when it was sent) and ``started`` (a worker runs it); in
-    the end ``done``, ``error`` or ``cancelled``. Without ``progress`` the gateway sends no
-    states between the ack and the result.
-    """
-
-    def __init__(self, client: Client, pending: _Pending, convert: Callable[[str], ResultT]) -> None:
-        self._client = client
-        self._pending = pending
-        self._convert: Callable[[str], ResultT] = convert
-
-    @property
-    def task_id(self) -> str:
-        return self._pending.accepted.result()
-
-    @property
-    def number(self) -> int | None:
-        return self._pending.request.number
-
-    @property
-    def state(self) -> str:
-        return self._pending.request.state
-
-    @property
-    def ahead(self) -> int | None:
-        """From the ``queued`` reply: tasks ahead of this one in its queue when it was sent."""
-        return self._pending.request.ahead
-
-    async def states(self) -> AsyncIterator[str]:
-        """Every state of the request, from the first, as it comes; ends with the final one."""
-        seen = 0
-        while True:
-            changed = self._pending.changed
-            history = self._pending.request.history
-            while seen < len(history):
-                seen += 1
-                yield history[seen - 1]
-            if self.state in FINAL_STATES:
-                return
-            await changed.wait()
-
-    async def cancel(self) -> bool:
-        """Take the task back: True once cancelled, False if it had ended first."""
-        return await self._client.cancel(self.task_id)
-
-    def done(self) -> bool:
-        return self._pending.outcome.done()
-
-    async def result(self) -> ResultT:
-        # Shielded: a caller's timeout must not cancel the future that other awaits share.
-        return self._convert(await asyncio.shield(self._pending.outcome))
-
-    def __await__(self) -> Generator[Any, None, ResultT]:
-        return self.result().__await__()
-
-    def __repr__(self) -> str:
-        state = "done" if self.done() else "waiting"
-        return f"<TaskHandle {self.task_id} {state}>"
 
 
 class Client:
@@ -199,8 +112,8 @@ class Client:
         self._ws: ClientConnection | None = None
         self._generation = 0
         self._ids = itertools.count()
-        self._waiting: dict[_Pending, None] = {}  # every request awaited, in call order
-        self._by_id: dict[str, _Pending] = {}  # by the id of its current ask
+        self._waiting: dict[Pending, None] = {}  # every request awaited, in call order
+        self._by_id: dict[str, Pending] = {}  # by the id of its current ask
         self._reader: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[tuple[ClientConnection, str]] = asyncio.Queue()
         self._background: set[asyncio.Task[None]] = set()
@@ -289,7 +202,7 @@ class Client:
         ``progress`` its ``state`` says when a worker starts it."""
         return self._handle(self._register(Request(task_id=task_id, progress=progress)), digits)
 
-    def _handle(self, pending: _Pending, digits: bool) -> TaskHandle[int] | TaskHandle[str]:
+    def _handle(self, pending: Pending, digits: bool) -> TaskHandle[int] | TaskHandle[str]:
         if digits:
             return TaskHandle(self, pending, str)
         return TaskHandle(self, pending, digits_to_int)
@@ -318,17 +231,17 @@ class Client:
         same Redis, within its ``RESULT_EXPIRES``); waits if it is still running."""
         return await self._result(self._register(Request(task_id=task_id)), digits)
 
-    def _register(self, request: Request) -> _Pending:
+    def _register(self, request: Request) -> Pending:
         if self._finished is not None:
             raise self._finished
         if self._reader is None:
             raise ClientClosed("not connected: use `async with Client(...)` or `await client.connect()`")
-        pending = _Pending(request)
+        pending = Pending(request)
         self._waiting[pending] = None
         self._ask(pending)
         return pending
 
-    async def _accepted(self, pending: _Pending) -> _Pending:
+    async def _accepted(self, pending: Pending) -> Pending:
         try:
             await asyncio.shield(pending.accepted)
         except asyncio.CancelledError:
@@ -336,7 +249,7 @@ class Client:
             raise
         return pending
 
-    async def _result(self, pending: _Pending, digits: bool) -> int | str:
+    async def _result(self, pending: Pending, digits: bool) -> int | str:
         try:
             text = await asyncio.shield(pending.outcome)
         except asyncio.CancelledError:
@@ -344,14 +257,14 @@ class Client:
             raise
         return text if digits else digits_to_int(text)
 
-    def _forget(self, pending: _Pending) -> None:
+    def _forget(self, pending: Pending) -> None:
         self._drop(pending)
         pending.accepted.cancel()
         pending.outcome.cancel()
 
     # --- sending -----------------------------------------------------------------------------
 
-    def _ask(self, pending: _Pending) -> None:
+    def _ask(self, pending: Pending) -> None:
         """Ask on the current connection, unless this connection has been asked already or
         there is none (the reconnection asks then). The request id is taken here, in call
         order, and one writer sends the frames in that order."""
@@ -422,7 +335,7 @@ class Client:
         elif reply.request_id is None and reply.type == "error":
             self._resynchronise(reply)
 
-    def _step(self, pending: _Pending, step: Step) -> None:
+    def _step(self, pending: Pending, step: Step) -> None:
         request = pending.request
         if step is Step.ACKED:
             assert request.task_id is not None
@@ -445,7 +358,7 @@ class Client:
         if step in (Step.ACKED, Step.PROGRESS, Step.DONE):
             pending.notify()  # FAILED notifies in _fail
 
-    def _ask_later(self, pending: _Pending) -> None:
+    def _ask_later(self, pending: Pending) -> None:
         """Ask again after a delay, for as long as a reconnection would be tried."""
         now = time.monotonic()
         pending.retry_since = pending.retry_since or now
@@ -467,12 +380,12 @@ class Client:
         if self._ws is not None:
             self._spawn(self._ws.close())
 
-    def _drop(self, pending: _Pending) -> None:
+    def _drop(self, pending: Pending) -> None:
         """No longer awaited: no more asks, and late replies to it are ignored."""
         self._waiting.pop(pending, None)
         self._by_id.pop(str(pending.request_id), None)
 
-    def _fail(self, pending: _Pending, error: FactorialWSError) -> None:
+    def _fail(self, pending: Pending, error: FactorialWSError) -> None:
         self._drop(pending)
         pending.request.fail(error)
         for future in (pending.accepted, pending.outcome):
@@ -505,34 +418,7 @@ class Client:
         """A new connection after a drop, or ``ConnectionLost``."""
         if not self._reconnect:
             raise ConnectionLost(f"{self.url}: the connection was lost")
-        started = time.monotonic()
-        last = "no attempt made"
-        for attempt in itertools.count():
-            delay_s = backoff_delay_s(attempt, *self._backoff)
-            if self._reconnect_timeout_s is not None:
-                left_s = self._reconnect_timeout_s - (time.monotonic() - started)
-                if left_s <= 0:
-                    break
-                delay_s = min(delay_s, left_s)
-            await asyncio.sleep(delay_s)
-            try:
-                ws = await self._open()
-            except HandshakeRefused as exc:
-                if exc.status_code < 500:  # a token or origin refused now is refused for good
-                    raise
-                last = exc.message
-            except ConnectionFailed as exc:
-                if isinstance(exc.__cause__, ssl_module.SSLCertVerificationError):
-                    raise
-                last = exc.message
-            else:
-                logger.info("reconnected to %s after %d attempts", self.url, attempt + 1)
-                return ws
-            logger.info("reconnecting to %s: %s", self.url, last)
-        raise ConnectionLost(
-            f"{self.url}: the connection was lost and could not be opened again "
-            f"within {self._reconnect_timeout_s:g} s: {last}"
-        )
+        return await reopen(self._open, self.url, self._reconnect_timeout_s, self._backoff)
 
 
 def _checked(number: int) -> int:
@@ -544,41 +430,3 @@ def _checked(number: int) -> int:
 def _resolve(future: asyncio.Future[str], value: str) -> None:
     if not future.done():
         future.set_result(value)
-
-
-# --- one line per connection problem ------------------------------------------------------------
-
-
-def describe_refusal(url: str, exc: InvalidStatus) -> str:
-    """``url: refused: HTTP 401 Missing or wrong token`` (the status and the gateway's reason)."""
-    response = exc.response
-    reason = response.body.decode(errors="replace").strip().splitlines() if response.body else []
-    text = reason[0] if reason else response.reason_phrase
-    return f"{url}: the gateway refused the connection: HTTP {response.status_code} {text}"
-
-
-def describe_failure(url: str, exc: BaseException, open_timeout_s: float) -> str:
-    """One line naming why a connection could not be opened."""
-    if isinstance(exc, ssl_module.SSLCertVerificationError):
-        cause = f"the server's TLS certificate is not trusted ({exc.verify_message})"
-    elif isinstance(exc, ssl_module.SSLError | ConnectionResetError) and url.startswith("wss://"):
-        cause = f"TLS handshake failed ({_text_of(exc)}); is it a plain ws:// server?"
-    elif isinstance(exc, ConnectionRefusedError):
-        cause = "connection refused; is the gateway running?"
-    elif isinstance(exc, TimeoutError):
-        cause = f"no answer within {open_timeout_s:g} s"
-    elif isinstance(exc, InvalidURI):
-        cause = f"not a WebSocket URL ({exc.msg})"
-    elif isinstance(exc, WebSocketException) and url.startswith("ws://"):
-        cause = f"no valid WebSocket handshake ({exc}); if the gateway serves TLS, use wss://"
-    else:
-        cause = _text_of(exc)
-    return f"{url}: cannot connect: {cause}"
-
-
-def _text_of(exc: BaseException) -> str:
-    if isinstance(exc, ssl_module.SSLError) and exc.reason:
-        return str(exc.reason)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

@@ -14,6 +14,10 @@ gateway's messages are still caught by ``except FactorialWSError``.
 
 from __future__ import annotations
 
+import ssl as ssl_module
+
+from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
+
 from ..constants import (
     CLIENT_BUSY,
     HARD_QUEUE_FULL,
@@ -167,3 +171,41 @@ def error_for(message: str, task_id: str | None = None) -> FactorialWSError:
     if message.startswith(INVALID_REQUEST):
         return InvalidRequest(message, task_id)
     return _BY_MESSAGE.get(message, FactorialWSError)(message, task_id)
+
+
+# --- one line per connection problem ------------------------------------------------------------
+
+
+def describe_refusal(url: str, exc: InvalidStatus) -> str:
+    """``url: refused: HTTP 401 Missing or wrong token`` (the status and the gateway's reason)."""
+    response = exc.response
+    reason = response.body.decode(errors="replace").strip().splitlines() if response.body else []
+    text = reason[0] if reason else response.reason_phrase
+    return f"{url}: the gateway refused the connection: HTTP {response.status_code} {text}"
+
+
+def describe_failure(url: str, exc: BaseException, open_timeout_s: float) -> str:
+    """One line naming why a connection could not be opened."""
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        cause = f"the server's TLS certificate is not trusted ({exc.verify_message})"
+    elif isinstance(exc, ssl_module.SSLError | ConnectionResetError) and url.startswith("wss://"):
+        cause = f"TLS handshake failed ({_text_of(exc)}); is it a plain ws:// server?"
+    elif isinstance(exc, ConnectionRefusedError):
+        cause = "connection refused; is the gateway running?"
+    elif isinstance(exc, TimeoutError):
+        cause = f"no answer within {open_timeout_s:g} s"
+    elif isinstance(exc, InvalidURI):
+        cause = f"not a WebSocket URL ({exc.msg})"
+    elif isinstance(exc, WebSocketException) and url.startswith("ws://"):
+        cause = f"no valid WebSocket handshake ({exc}); if the gateway serves TLS, use wss://"
+    else:
+        cause = _text_of(exc)
+    return f"{url}: cannot connect: {cause}"
+
+
+def _text_of(exc: BaseException) -> str:
+    if isinstance(exc, ssl_module.SSLError) and exc.reason:
+        return str(exc.reason)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -45,8 +45,7 @@ from factorial_ws.client import (
     WorkerLost,
 )
 from factorial_ws.client.command import connection_problem
-from factorial_ws.client.connection import describe_failure, describe_refusal
-from factorial_ws.client.errors import error_for
+from factorial_ws.client.errors import describe_failure, describe_refusal, error_for
 from factorial_ws.client.wire import Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
 from factorial_ws.constants import (
     INVALID_REQUEST,
