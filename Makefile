@@ -46,13 +46,13 @@ test-fast: install
 	$(BIN)/python -m pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check src tests *.py
-	$(BIN)/ruff format --check src tests *.py
+	$(BIN)/ruff check src tests examples *.py
+	$(BIN)/ruff format --check src tests examples *.py
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix src tests *.py
-	$(BIN)/ruff format src tests *.py
+	$(BIN)/ruff check --fix src tests examples *.py
+	$(BIN)/ruff format src tests examples *.py
 
 bench: install
 	$(BIN)/factorial-ws bench

@@ -42,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--replicas", type=int, help="overrides REDIS_REPLICAS: a master, N replicas and three Sentinels"
     )
+    up.add_argument("--tasks", help="overrides TASKS: the catalog to serve, as module:attribute")
 
     serve = command("serve", "run the gateway only")
     serve.add_argument("--host", help="overrides WS_HOST")
     serve.add_argument("--port", type=int, help="overrides WS_PORT")
     serve.add_argument("--processes", type=int, help="overrides WS_PROCESSES")
+    serve.add_argument("--tasks", help="overrides TASKS: the catalog to serve, as module:attribute")
     # Set by a parent gateway for its children: bind with SO_REUSEPORT.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
@@ -79,12 +81,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             ws_port=getattr(args, "port", None),
             ws_processes=getattr(args, "processes", None),
             redis_replicas=getattr(args, "replicas", None),
+            tasks=getattr(args, "tasks", None),
         )
+        if args.command in ("serve", "up"):
+            _check_catalog(config)
     except ConfigError as exc:
         print(f"factorial-ws: {exc}", file=sys.stderr)
         return 1
     logs.configure(config.log_level, config.log_format, access=config.access_log)
     return _COMMANDS[args.command](config, args)
+
+
+def _check_catalog(config: Config) -> None:
+    """Load the catalog once before anything starts, so a wrong one is one line and exit 1,
+    not a gateway that dies in each child (CatalogError is a ConfigError)."""
+    if config.tasks is not None:
+        from .catalog import load_catalog
+
+        load_catalog(config)
 
 
 def _up(config: Config, args: argparse.Namespace) -> int:

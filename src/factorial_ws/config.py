@@ -95,6 +95,13 @@ def _redis_memory(value: str) -> str | None:
     return None if re.fullmatch(r"\d+(b|k|kb|m|mb|g|gb)?", value.lower()) else "must be like 512mb or 2gb"
 
 
+def _import_string(value: str | None) -> str | None:
+    if value is None:
+        return None
+    module, _, attribute = value.partition(":")
+    return None if module and attribute else "must be an import string, module:attribute"
+
+
 def _existing_file(value: Path | None) -> str | None:
     return None if value is None or value.is_file() else "no such file"
 
@@ -203,6 +210,14 @@ class Config:
     log_format: str = setting("text", env="LOG_FORMAT", check=_one_of("text", "json"))
     # One line per connection, request and result (errors are logged either way).
     access_log: bool = setting(False, env="ACCESS_LOG")
+
+    # Catalog: the tasks clients may call, as module:attribute naming a factorial_ws.Catalog
+    # (unset: the built-in catalog, factorial alone).
+    tasks: str | None = setting(None, env="TASKS", check=_import_string)
+    # A task that raised is answered "Task failed: <exception type>"; with this, also its message.
+    task_error_messages: bool = setting(False, env="TASK_ERROR_MESSAGES")
+    # At most this many `progress` messages a second per task and connection (the latest wins).
+    progress_per_s: float = setting(4.0, env="PROGRESS_PER_S", check=_positive)
 
     # `factorial-ws up`: private Redis data and worker pool sizes.
     data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")

@@ -2,6 +2,7 @@
 
 Requests (JSON text frames):
     {"type": "factorial", "number": 5[, "progress": true]}
+    {"type": "<a catalog task>", ...its parameters[, "progress": true]}
     {"type": "result", "task_id": "<uuid>"[, "progress": true]}
     {"type": "cancel", "task_id": "<uuid>"}
 Any may carry an "id" (string or integer) that every reply to it echoes.
@@ -10,7 +11,10 @@ Replies:
     {"type": "result", "task_id": ...}                 ack of a factorial request (seed)
     {"type": "queued", "task_id": ..., "ahead": 3}      after the ack, when progress was asked for
     {"type": "started", "task_id": ...}                 a worker started it (progress asked for)
-    {"type": "success", "task_id": ..., "result": 120}  the exact factorial (seed)
+    {"type": "progress", "task_id": ..., "state": "PROGRESS", "info": {...}}
+                                                        a task's own state (progress asked for)
+    {"type": "success", "task_id": ..., "result": 120}  the exact factorial (seed), or what a
+                                                        catalog task returned
     {"type": "pending", "task_id": ...}                 a looked-up task is still running
     {"type": "cancelled", "task_id": ...}               a cancel took the task back
     {"type": "error", "result": "<message>"[, "task_id": ...]}
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .constants import (
     HARD_QUEUE,
@@ -31,6 +35,11 @@ from .constants import (
     SOFT_QUEUE_MAX_NUMBER,
     UNKNOWN_TASK,
 )
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .catalog import Catalog, Entry
 
 RequestId = str | int
 MAX_REQUEST_ID_CHARS: Final = 128
@@ -66,13 +75,30 @@ class CancelRequest:
     request_id: RequestId | None = None
 
 
-Request = FactorialRequest | ResultRequest | CancelRequest
+@dataclass(frozen=True)
+class TaskRequest:
+    """A request for a catalog task: its entry and its validated parameters."""
+
+    entry: Entry
+    params: BaseModel
+    request_id: RequestId | None = None
+    progress: bool = False  # also send "queued", "started" and the task's own states
+
+
+Request = FactorialRequest | TaskRequest | ResultRequest | CancelRequest
 
 
 # Outcomes of a task, as read from the result backend.
 @dataclass(frozen=True)
 class Success:
     digits: str  # the factorial in decimal, as the worker stored it
+
+
+@dataclass(frozen=True)
+class Returned:
+    """What a catalog task returned, as JSON text."""
+
+    json_text: str
 
 
 @dataclass(frozen=True)
@@ -90,7 +116,15 @@ class Started:
     """Still running, and a worker said when it started (only tasks sent with progress do)."""
 
 
-Outcome = Success | Failure
+@dataclass(frozen=True)
+class Progress:
+    """Still running, in a state of the task's own (``self.update_state``), with its meta."""
+
+    state: str
+    info_json: str  # the meta, as JSON text
+
+
+Outcome = Success | Returned | Failure
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -113,8 +147,9 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_request(frame: str, *, max_number: int) -> Request:
-    """Turn one text frame into a request, or raise ProtocolError with the reply's message."""
+def parse_request(frame: str, *, max_number: int, catalog: Catalog | None = None) -> Request:
+    """Turn one text frame into a request, or raise ProtocolError with the reply's message.
+    Without a catalog, the built-in one: factorial alone."""
     try:
         data = json.loads(frame, parse_int=_parse_int, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
@@ -123,9 +158,13 @@ def parse_request(frame: str, *, max_number: int) -> Request:
         raise ProtocolError(INVALID_REQUEST + "expected a JSON object")
     request_id = _request_id(data)
     kind = data.get("type")
-    if kind == "factorial":
+    entry = _entry(catalog, kind)
+    if kind == "factorial" and (catalog is None or (entry is not None and entry.builtin)):
+        # The built-in factorial: the seed's parser and messages, and a fraction of the cost.
         number = _number(data, max_number, request_id)
         return FactorialRequest(number, request_id, _progress(data, request_id))
+    if entry is not None:
+        return TaskRequest(entry, _params(entry, data, request_id), request_id, _progress(data, request_id))
     if kind == "result":
         return ResultRequest(_task_id(data, request_id), request_id, _progress(data, request_id))
     if kind == "cancel":
@@ -133,6 +172,33 @@ def parse_request(frame: str, *, max_number: int) -> Request:
     if "type" not in data:
         raise ProtocolError(INVALID_REQUEST + "missing field 'type'", request_id)
     raise ProtocolError(UNKNOWN_TASK, request_id)
+
+
+def _entry(catalog: Catalog | None, kind: object) -> Entry | None:
+    return catalog.get(kind) if catalog is not None and isinstance(kind, str) else None
+
+
+def _params(entry: Entry, data: dict[str, Any], request_id: RequestId | None) -> BaseModel:
+    from .catalog import InvalidParams  # only a gateway with a catalog loads pydantic
+
+    try:
+        _refuse_huge_ints(data)
+        return entry.validate(data)
+    except InvalidParams as exc:
+        raise ProtocolError(INVALID_REQUEST + str(exc), request_id) from None
+
+
+def _refuse_huge_ints(value: Any, where: str = "") -> None:
+    """Integer literals longer than _MAX_INT_DIGITS were not parsed (``_HugeInt``): refuse them
+    by their field rather than let a model see the placeholder."""
+    from .catalog import InvalidParams
+
+    if isinstance(value, _HugeInt):
+        raise InvalidParams(f"{where}: integer too long")
+    if isinstance(value, dict | list):
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in children:
+            _refuse_huge_ints(child, f"{where}.{key}" if where else str(key))
 
 
 def request_id_of(frame: str | bytes) -> RequestId | None:
@@ -255,6 +321,19 @@ def success(task_id: str, digits: str, request_id: RequestId | None = None) -> s
     return head + digits + tail
 
 
+def returned(task_id: str, json_text: str, request_id: RequestId | None = None) -> str:
+    """A catalog task's ``success``: its result's JSON text spliced in as it is."""
+    head, tail = success_around(task_id, request_id)
+    return head + json_text + tail
+
+
+def progress(task_id: str, state: str, info_json: str, request_id: RequestId | None = None) -> str:
+    """A task's own state (``update_state``): its name and its meta, spliced in as JSON text."""
+    head = f'{{"type": "progress", "task_id": {json.dumps(task_id)}, "state": {json.dumps(state)}, "info": '
+    tail = "" if request_id is None else ", " + json.dumps("id") + ": " + json.dumps(request_id)
+    return head + info_json + tail + "}"
+
+
 def success_around(task_id: str, request_id: RequestId | None = None) -> tuple[str, str]:
     """The text of a ``success`` reply before and after its digits, for a caller that sends the
     digits from elsewhere (``gateway.big_results`` streams them from Redis' bytes)."""
@@ -265,4 +344,6 @@ def success_around(task_id: str, request_id: RequestId | None = None) -> tuple[s
 def outcome_reply(task_id: str, outcome: Outcome, request_id: RequestId | None = None) -> str:
     if isinstance(outcome, Success):
         return success(task_id, outcome.digits, request_id)
+    if isinstance(outcome, Returned):
+        return returned(task_id, outcome.json_text, request_id)
     return error(outcome.message, task_id, request_id)

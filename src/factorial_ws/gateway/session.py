@@ -43,8 +43,10 @@ from ..protocol import (
     ProtocolError,
     RequestId,
     ResultRequest,
+    Returned,
     Started,
     Success,
+    TaskRequest,
     ack,
     error,
     new_task_id,
@@ -171,7 +173,7 @@ class Session:
         else:
             metrics.requests_total.labels("result").inc()
         if len(self._waits) >= self._config.max_tasks_in_flight:
-            task_id = None if isinstance(request, FactorialRequest) else request.task_id
+            task_id = None if isinstance(request, FactorialRequest | TaskRequest) else request.task_id
             self._log_refusal(TOO_MANY_IN_FLIGHT, task_id)
             await self._error_in_order(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
@@ -180,7 +182,7 @@ class Session:
             self._submitting.add(task)
         elif isinstance(request, CancelRequest):
             self._spawn(self._cancel(request), request.request_id)
-        else:
+        elif isinstance(request, ResultRequest):
             self._spawn(self._look_up(request), request.request_id)
 
     async def _submit(self, request: FactorialRequest, turn: Turn) -> None:
@@ -446,7 +448,7 @@ class Session:
     async def _send_outcome(self, task_id: str, outcome: Ending, request_id: RequestId | None) -> None:
         if isinstance(outcome, Stored):
             await self._outbox.send_result(outcome.size, lambda: self._stored_reply(task_id, request_id))
-        elif isinstance(outcome, Success):
+        elif isinstance(outcome, Success | Returned):
             reply = outcome_reply(task_id, outcome, request_id)
             await self._outbox.send_result(len(reply), lambda: _ready(reply))
         else:
@@ -460,7 +462,7 @@ class Session:
             result = Failure(SERVICE_UNAVAILABLE)
         if isinstance(result, BigResult):
             return result.reply(task_id, request_id)
-        if isinstance(result, Success):
+        if isinstance(result, Success | Returned):
             return outcome_reply(task_id, result, request_id)
         message = UNKNOWN_TASK_ID if result is None else result.message  # None: expired meanwhile
         logs.event(logger, "error", task_id=task_id, peer=self._peer, detail=message)
@@ -515,7 +517,7 @@ class Session:
         queue: str | None,
         duration_s: float,
     ) -> None:
-        if isinstance(outcome, Success | Stored):
+        if isinstance(outcome, Success | Returned | Stored):
             name, detail = "result", None
         else:
             name, detail = "error", outcome.message
