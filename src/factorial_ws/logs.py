@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-EVENT_FIELDS = ("event", "task_id", "number", "queue", "duration_ms", "peer", "suppressed", "detail")
+EVENT_FIELDS = ("event", "task_id", "task", "number", "queue", "duration_ms", "peer", "suppressed", "detail")
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,6 +9,11 @@ key; that is also where a redelivered (restored) message goes.
 
 A request with progress also learns, in that same step, how many tasks are ahead of a task it
 creates.
+
+A catalog task (``Call``) goes the same way: its message is the one ``apply_async`` would send
+for the task its entry names, with the parameters as keyword arguments, on the entry's queue;
+identical requests of an entry that shares results share a task by their parameters (``share_key``)
+as factorials do by their number.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import hashlib
 import json
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import redis.asyncio as aioredis
 from celery import Celery
+from celery.app.amqp import task_message
 from redis.exceptions import NoScriptError
 
 from ..config import Config
@@ -37,10 +43,16 @@ from ..constants import (
     NUMBER_KEY_PREFIX,
     PROGRESS_HEADER,
     RESULT_KEY_PREFIX,
+    SHARED_KEY_PREFIX,
     SUBMITTED_KEY_PREFIX,
     TASK_NAME_BY_QUEUE,
 )
 from .batching import Batcher
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from ..catalog import Entry
 
 _ORIGIN = f"gateway@{socket.gethostname()}"
 # How long a task waits for its replicas before the client is told "Service unavailable".
@@ -75,6 +87,64 @@ def task_envelope(
         time_limit=task.time_limit,
         soft_time_limit=task.soft_time_limit,
     )
+    return _envelope(message, queue, progress)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A request for a catalog task, as its entry made it: what to send, where, and what the
+    request stands for."""
+
+    name: str  # the catalog entry (the request's type)
+    celery_task: str  # the task's registered name
+    kwargs: dict[str, Any]  # the validated parameters, as JSON values
+    queue: str
+    cost: int = 1
+    share_key: str | None = None  # identical requests share one task (None: never)
+    soft_time_limit_s: float | None = None
+    time_limit_s: float | None = None
+
+    @classmethod
+    def of(cls, entry: Entry, params: BaseModel) -> Call:
+        share_key = entry.share_key(params) if entry.share_results else None
+        return cls(
+            entry.name,
+            entry.task_name(params),
+            entry.kwargs(params),
+            entry.queue_of(params),
+            entry.cost_of(params),
+            share_key,
+            entry.soft_time_limit_s,
+            entry.time_limit_s,
+        )
+
+    @property
+    def shared_key(self) -> str:
+        """The Redis key naming the task of these parameters (the parameters may be long)."""
+        digest = hashlib.sha256((self.share_key or "").encode()).hexdigest()
+        return SHARED_KEY_PREFIX + digest
+
+
+def call_envelope(
+    app: Celery, task_id: str, call: Call, *, expires_s: float | None = None, progress: bool = False
+) -> bytes:
+    """The bytes kombu's Redis transport would LPUSH for ``apply_async(kwargs=call.kwargs)`` of
+    the task ``call`` names, on its queue, with its time limits."""
+    message = app.amqp.as_task_v2(
+        task_id,
+        call.celery_task,
+        args=(),
+        kwargs=call.kwargs,
+        origin=_ORIGIN,
+        expires=expires_s,
+        # (celery-types says int; Celery takes float seconds)
+        time_limit=call.time_limit_s,  # type: ignore[arg-type]
+        soft_time_limit=call.soft_time_limit_s,  # type: ignore[arg-type]
+    )
+    return _envelope(message, call.queue, progress)
+
+
+def _envelope(message: task_message, queue: str, progress: bool) -> bytes:
     body = json.dumps(message.body).encode()
     headers = {**message.headers, PROGRESS_HEADER: True} if progress else message.headers
     envelope: dict[str, Any] = {
@@ -148,6 +218,11 @@ class Envelopes:
 
 def submitted_record(queue: str, number: int) -> bytes:
     return json.dumps({"queue": queue, "number": number}).encode()
+
+
+def call_record(call: Call) -> bytes:
+    """A catalog task's record: lookups read from it which task it is (``results.look``)."""
+    return json.dumps({"queue": call.queue, "task": call.name}).encode()
 
 
 # One atomic step per request (a Lua script): reuse the task of the same number if it can still
@@ -351,23 +426,39 @@ class Producer:
         raises as ``send`` does. With ``progress``, a created task's ``ahead`` is counted."""
         return await self._run(task_id, queue, number, client_host, self._rules, progress)
 
+    async def submit_call(
+        self, task_id: str, call: Call, client_host: str, *, progress: bool = False
+    ) -> Accepted | Refused:
+        """``submit`` for a catalog task: queue it as ``task_id``, or name the task of identical
+        parameters when its entry shares results."""
+        rules = replace(self._rules, reuse=call.share_key is not None)
+        return await self._run(task_id, call.queue, call, client_host, rules, progress)
+
     async def _run(
-        self, task_id: str, queue: str, number: int, client_host: str, rules: Rules, progress: bool
+        self, task_id: str, queue: str, work: int | Call, client_host: str, rules: Rules, progress: bool
     ) -> Accepted | Refused:
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
         hard = queue == HARD_QUEUE
+        if isinstance(work, Call):
+            shared_key, record = work.shared_key, call_record(work)
+            envelope = call_envelope(
+                self._app, task_id, work, expires_s=rules.task_expires_s, progress=progress
+            )
+        else:
+            shared_key, record = NUMBER_KEY_PREFIX + str(work), submitted_record(queue, work)
+            envelope = self._envelopes[rules.task_expires_s].make(task_id, queue, work, progress)
         keys = (
             SUBMITTED_KEY_PREFIX + task_id,
             queue,
-            NUMBER_KEY_PREFIX + str(number),
+            shared_key,
             CLIENT_KEY_PREFIX + client_host,
             KOMBU_UNACKED_KEY,
         )
         args = (
             task_id,
-            submitted_record(queue, number),
-            self._envelopes[rules.task_expires_s].make(task_id, queue, number, progress),
+            record,
+            envelope,
             self._expires_s,
             int(rules.reuse),
             rules.pending_at_most_s or self._expires_s,

@@ -21,6 +21,12 @@ which workers store, and so note, only for tasks sent with progress). Since each
 waits for a task is subscribed to its note channel, Redis' count of the channel's subscribers
 tells how many gateway processes wait for it (``waiters_elsewhere``): what a cancel asks before
 it stops a task.
+
+A catalog task (``catalog_task``) runs on the user's stock Celery workers, which know nothing of
+our note channel: its watches listen on Celery's own channel, ``celery-task-meta-<id>``, where
+the backend publishes every state it stores, the task's own states (``Progress``) included, and
+its meta is read by ``task_states``. A lookup learns which kind a task is from its record
+(``look``).
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
+from ..catalog import DEFAULT_MAX_RESULT_BYTES, Catalog
 from ..constants import (
     CANCELLED_KEY_PREFIX,
     NOTE_CHANNEL_PREFIX,
     RESULT_KEY_PREFIX,
+    RESULT_TOO_LARGE,
     RESULTS_IDLE_CHANNEL,
     SUBMITTED_KEY_PREFIX,
     TASK_CANCELLED,
@@ -51,9 +59,11 @@ from ..constants import (
     TIMEOUT_ERROR,
     WORKER_LOST,
 )
-from ..protocol import Failure, Outcome, Pending, Started, Success
+from ..protocol import Failure, Outcome, Pending, Progress, Started, Success
 from ..result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
 from .batching import Batcher
+from .progress import Latest
+from .task_states import catalog_state
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +90,7 @@ class Stored:
     is sent (``big_results``)."""
 
     size: int
+    catalog_task: str | None = None  # read with ``ResultHub.read_catalog_result``
 
 
 Ending = Outcome | Stored  # how a task ended, as far as the hub reads it
@@ -88,6 +99,27 @@ Snapshot = Ending | Pending | Started | Unknown
 
 def result_key(task_id: str) -> str:
     return RESULT_KEY_PREFIX + task_id
+
+
+def channel_of(task_id: str, catalog: bool) -> str:
+    """Where a task's states are announced: our note channel for factorial, Celery's own (the
+    meta's key) for a catalog task run by a stock worker."""
+    return result_key(task_id) if catalog else note_channel(task_id)
+
+
+def _task_id_of(channel_name: str) -> str:
+    return channel_name.removeprefix(NOTE_CHANNEL_PREFIX).removeprefix(RESULT_KEY_PREFIX)
+
+
+def catalog_task_of(record: bytes | None) -> str | None:
+    """The catalog task a submitted record names (None: factorial, or no record)."""
+    if not record:
+        return None
+    try:
+        task = json.loads(record).get("task")
+    except (ValueError, AttributeError):
+        return None
+    return task if isinstance(task, str) else None
 
 
 @dataclass(eq=False)
@@ -100,6 +132,8 @@ class Watch:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     started: asyncio.Future[None] | None = None
+    catalog_task: str | None = None  # a catalog task's name: Celery's channel, any JSON result
+    progress: Latest[Progress] | None = None  # a catalog task's own states, with progress
 
 
 @dataclass(eq=False)
@@ -112,11 +146,21 @@ class _Channel:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     ended: bool = False  # its task's outcome came: nobody can cancel the task any more
+    catalog_task: str | None = None  # read its notes as this catalog task's metas
 
 
 class ResultHub:
-    def __init__(self, client: aioredis.Redis, pubsub_client: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        pubsub_client: aioredis.Redis,
+        *,
+        catalog: Catalog | None = None,
+        task_error_messages: bool = False,
+    ) -> None:
         self._client = client  # pooled commands: GET, MGET
+        self._catalog = Catalog() if catalog is None else catalog  # the limits of catalog tasks
+        self._error_messages = task_error_messages  # TASK_ERROR_MESSAGES, for catalog tasks
         self._pubsub_client = pubsub_client  # no retries of its own: the hub reconnects
         self._channels: dict[str, _Channel] = {}
         self._unconfirmed: Counter[str] = Counter()
@@ -132,7 +176,7 @@ class ResultHub:
         self._flush_scheduled = False
         self._sending = asyncio.Lock()
         self._senders: set[asyncio.Task[None]] = set()
-        self._snapshots: Batcher[str, tuple[int, bytes, int, int]] = Batcher(self._read_snapshots)
+        self._snapshots: Batcher[str, tuple[int, bytes, bytes | None, int]] = Batcher(self._read_snapshots)
 
     # --- lifecycle ---
 
@@ -165,18 +209,26 @@ class ResultHub:
 
     # --- waiting ---
 
-    async def subscribe(self, task_id: str, *, progress: bool = False) -> Watch:
+    async def subscribe(
+        self,
+        task_id: str,
+        *,
+        progress: bool = False,
+        catalog_task: str | None = None,
+    ) -> Watch:
         """Start waiting for a task; returns once Redis has confirmed the subscription, so a
-        result stored from then on cannot be missed. Pair with ``release``."""
+        result stored from then on cannot be missed. Pair with ``release``. ``catalog_task``:
+        the name of a catalog task (None: factorial)."""
         if not self.connected:
             raise ServiceUnavailable
-        watch = Watch(task_id)
+        watch = Watch(task_id, catalog_task=catalog_task)
         if progress:
             watch.started = asyncio.get_running_loop().create_future()
-        channel_name = note_channel(task_id)
+            watch.progress = None if catalog_task is None else Latest()
+        channel_name = channel_of(task_id, catalog_task is not None)
         channel = self._channels.get(channel_name)
         if channel is None:
-            channel = self._channels[channel_name] = _Channel()
+            channel = self._channels[channel_name] = _Channel(catalog_task=catalog_task)
             self._queue("subscribe", channel_name)
         channel.watches.add(watch)
         try:
@@ -192,7 +244,7 @@ class ResultHub:
 
     async def release(self, watch: Watch) -> None:
         """Stop waiting; the last waiter of a channel unsubscribes from it."""
-        channel_name = note_channel(watch.task_id)
+        channel_name = channel_of(watch.task_id, watch.catalog_task is not None)
         channel = self._channels.get(channel_name)
         if channel is None:
             return
@@ -223,14 +275,52 @@ class ResultHub:
 
     async def snapshot(self, task_id: str) -> Snapshot:
         """The task's state now, from one round trip: finished, started, pending, or unknown."""
+        return (await self.look(task_id))[0]
+
+    async def look(self, task_id: str) -> tuple[Snapshot, str | None]:
+        """``snapshot``, and the catalog task it is (None: factorial), from its record. A
+        catalog task's large result is ``Stored``: read it with ``read_catalog_result``."""
         try:
-            size, head, submitted, cancelled = await self._snapshots.call(task_id)
+            size, head, record, cancelled = await self._snapshots.call(task_id)
         except (aioredis.RedisError, OSError):
             raise ServiceUnavailable from None
+        catalog_task = catalog_task_of(record)
         note = _note(size, head)
         if note is not None:
-            return _cancelled_if_marked(read_note(note), bool(cancelled))
-        return Pending() if submitted else Unknown()
+            state = self._read(note, catalog_task)
+            return _cancelled_if_marked(_without_progress(state), bool(cancelled)), catalog_task
+        return (Pending() if record is not None else Unknown()), catalog_task
+
+    async def read_catalog_result(self, task_id: str, catalog_task: str) -> Ending | None:
+        """A catalog task's stored outcome, read whole unless it is too large (None: nothing
+        stored, or not an end)."""
+        key = result_key(task_id)
+        max_result_bytes = self._max_result_bytes(catalog_task)
+        try:
+            size = await self._client.strlen(key)
+            if size > max_result_bytes:
+                return Failure(RESULT_TOO_LARGE)
+            meta = await self._client.get(key) if size else None
+        except (aioredis.RedisError, OSError):
+            raise ServiceUnavailable from None
+        if meta is None:
+            return None
+        state = catalog_state(meta, max_result_bytes=max_result_bytes, error_messages=self._error_messages)
+        return None if isinstance(state, Pending | Started | Progress) else state
+
+    def _read(self, note: bytes | str, catalog_task: str | None) -> Ending | Pending | Started | Progress:
+        if catalog_task is None:
+            return read_note(note)
+        size = stored_size(note)
+        if size is not None:
+            return Stored(size, catalog_task)
+        return catalog_state(
+            note, max_result_bytes=self._max_result_bytes(catalog_task), error_messages=self._error_messages
+        )
+
+    def _max_result_bytes(self, catalog_task: str) -> int:
+        entry = self._catalog.get(catalog_task)
+        return DEFAULT_MAX_RESULT_BYTES if entry is None else entry.max_result_bytes
 
     async def named(self, task_id: str, outcome: Ending) -> Ending:
         """The outcome a watch received, with a revoked task that a client cancelled (a marker
@@ -246,31 +336,34 @@ class ResultHub:
 
     def local_waiters(self, task_id: str) -> int:
         """Watches of this process on the task."""
-        channel = self._channels.get(note_channel(task_id))
-        return 0 if channel is None else len(channel.watches)
+        channels = (self._channels.get(channel_of(task_id, catalog)) for catalog in (False, True))
+        return sum(len(channel.watches) for channel in channels if channel is not None)
 
     async def waiters_elsewhere(self, task_id: str) -> int:
         """Other processes subscribed to the task's note channel: gateway processes that wait
         for it. This process, subscribed while it has a watch on the task, is not counted."""
         if not self.connected:
             raise ServiceUnavailable  # our own subscription may not be in Redis' count now
-        channel_name = note_channel(task_id)
+        # Either channel: the kind of the task is not known here, and one of them has nobody.
+        names = [channel_of(task_id, catalog) for catalog in (False, True)]
         try:
-            counts = await self._client.pubsub_numsub(channel_name)
+            counts = await self._client.pubsub_numsub(*names)
         except aioredis.RedisError:
             raise ServiceUnavailable from None
-        subscribers = int(counts[0][1]) if counts else 0
-        return max(0, subscribers - (1 if channel_name in self._channels else 0))
+        subscribers = sum(int(count) for _, count in counts)
+        return max(0, subscribers - sum(name in self._channels for name in names))
 
-    async def _read_snapshots(self, task_ids: list[str]) -> list[tuple[int, bytes, int, int] | BaseException]:
-        """``snapshot``'s four reads for every task of a batch, in one pipeline."""
+    async def _read_snapshots(
+        self, task_ids: list[str]
+    ) -> list[tuple[int, bytes, bytes | None, int] | BaseException]:
+        """``look``'s four reads for every task of a batch, in one pipeline."""
         pipe = self._client.pipeline(transaction=False)
         for task_id in task_ids:
             _read_note(pipe, task_id)
-            pipe.exists(SUBMITTED_KEY_PREFIX + task_id)
+            pipe.get(SUBMITTED_KEY_PREFIX + task_id)  # the record: which kind of task
             pipe.exists(CANCELLED_KEY_PREFIX + task_id)
         replies = await pipe.execute(raise_on_error=False)
-        answers: list[tuple[int, bytes, int, int] | BaseException] = []
+        answers: list[tuple[int, bytes, bytes | None, int] | BaseException] = []
         for start in range(0, len(replies), 4):
             four = replies[start : start + 4]
             failed = next((reply for reply in four if isinstance(reply, BaseException)), None)
@@ -377,7 +470,7 @@ class ResultHub:
     async def _catch_up(self, channel_names: list[str]) -> None:
         """Deliver results stored while the subscription was down."""
         for batch in _batches(channel_names):
-            notes = await read_notes(self._client, [name.removeprefix(NOTE_CHANNEL_PREFIX) for name in batch])
+            notes = await read_notes(self._client, [_task_id_of(name) for name in batch])
             for name, note in zip(batch, notes, strict=True):
                 if note is not None:
                     self._deliver(name, note)
@@ -422,11 +515,14 @@ class ResultHub:
         channel = self._channels.get(channel_name)
         if channel is None:
             return
-        outcome = read_note(note)
-        if isinstance(outcome, Started):
+        outcome = self._read(note, channel.catalog_task)
+        if isinstance(outcome, Started | Progress):
+            # A task's own state also says that it started (and comes after STARTED, if any).
             for watch in channel.watches:
                 if watch.started is not None and not watch.started.done():
                     watch.started.set_result(None)
+                if isinstance(outcome, Progress) and watch.progress is not None:
+                    watch.progress.put(outcome)
             return
         if isinstance(outcome, Pending):
             return
@@ -514,6 +610,11 @@ def outcome_from_meta(raw: bytes | str) -> Outcome | Pending | Started:
         # Discarded unstarted past its expiry (TASK_EXPIRES): nobody got it computed in time.
         return Failure(TIMEOUT_ERROR if _expired(meta.get("result")) else TASK_REVOKED)
     return Failure(_failure_message(meta.get("result")))
+
+
+def _without_progress(state: Ending | Pending | Started | Progress) -> Ending | Pending | Started:
+    """A task in a state of its own is running, as far as a snapshot goes."""
+    return Started() if isinstance(state, Progress) else state
 
 
 def _cancelled_if_marked(outcome: Ending | Pending | Started, marked: bool) -> Ending | Pending | Started:

@@ -19,6 +19,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .. import metrics
+from ..catalog import Catalog, factorial_catalog
 from ..config import Config
 from ..constants import QUEUES, WORKER_STALE_S, WORKERS_KEY_PREFIX
 from .results import ResultHub
@@ -74,6 +75,7 @@ class Routes:
         client: aioredis.Redis,
         hub: ResultHub,
         open_connections: Callable[[], int],
+        catalog: Catalog | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -81,6 +83,11 @@ class Routes:
         self._open_connections = open_connections
         self._page = _load_page()
         self._script = _load_page(_SCRIPT_FILE)
+        # The catalog does not change while the gateway runs: its description is made once.
+        catalog = catalog or factorial_catalog(config)
+        self._tasks = json.dumps(catalog.describe(), indent=2).encode()
+        # The package's workers beat on factorial's queues; stock workers of catalog tasks do not.
+        self._watched_queues = QUEUES if any(entry.builtin for entry in catalog) else ()
 
     async def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         if is_websocket_upgrade(request):
@@ -91,6 +98,10 @@ class Routes:
         if path == "/metrics":
             share_state(self._hub)
             return response(HTTPStatus.OK, metrics.render(), metrics.CONTENT_TYPE)
+        if path == "/tasks":
+            tasks = response(HTTPStatus.OK, self._tasks, "application/json")
+            tasks.headers["Access-Control-Allow-Origin"] = "*"  # pages of other origins build forms
+            return tasks
         if path in ("/", "/index.html") and self._page is not None:
             return response(HTTPStatus.OK, self._page, "text/html; charset=utf-8")
         if path == "/client.js" and self._script is not None:
@@ -109,7 +120,7 @@ class Routes:
         return None  # the Origin allow-list is websockets' own `origins` check
 
     async def _health(self) -> Response:
-        report = await health_report(self._client, self._hub)
+        report = await health_report(self._client, self._hub, self._watched_queues)
         status = HTTPStatus.OK if not report["problems"] else HTTPStatus.SERVICE_UNAVAILABLE
         body = json.dumps(report, indent=2).encode()
         return response(status, body, "application/json")
@@ -131,9 +142,11 @@ async def share_state_forever(hub: ResultHub) -> None:
         await asyncio.sleep(_SHARE_INTERVAL_S)
 
 
-async def health_report(client: aioredis.Redis, hub: ResultHub) -> dict[str, Any]:
+async def health_report(
+    client: aioredis.Redis, hub: ResultHub, queues: tuple[str, ...] = QUEUES
+) -> dict[str, Any]:
     """Whether this gateway, all its processes, can serve: Redis, every process's result
-    subscription, a live worker per queue."""
+    subscription, a live worker per queue of ``queues`` (factorial's, whose workers beat)."""
     share_state(hub)
     processes, subscribed = metrics.gateway_totals()
     processes = max(processes, 1)  # this one, before its first share
@@ -148,7 +161,7 @@ async def health_report(client: aioredis.Redis, hub: ResultHub) -> dict[str, Any
     try:
         pipe = client.pipeline(transaction=False)
         since = time.time() - WORKER_STALE_S
-        for queue in QUEUES:
+        for queue in queues:
             pipe.zcount(WORKERS_KEY_PREFIX + queue, since, "+inf")
             pipe.llen(queue)
         replies = await pipe.execute()
@@ -156,7 +169,7 @@ async def health_report(client: aioredis.Redis, hub: ResultHub) -> dict[str, Any
         report["problems"].append("Redis is unreachable")
         return report
     report["redis"] = True
-    for index, queue in enumerate(QUEUES):
+    for index, queue in enumerate(queues):
         report["workers"][queue] = int(replies[2 * index])
         report["queue_depth"][queue] = int(replies[2 * index + 1])
         if not report["workers"][queue]:

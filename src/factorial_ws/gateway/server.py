@@ -21,6 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
 from .. import redis_clients
+from ..catalog import load_catalog
 from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit, tuned_collector
@@ -101,7 +102,10 @@ class Gateway:
             **({} if config.redis_url.startswith("unix:") else {"socket_keepalive": True}),
             retry=Retry(NoBackoff(), 0),
         )
-        hub = self._hub = ResultHub(self._client, self._pubsub_client)
+        catalog = load_catalog(config)
+        hub = self._hub = ResultHub(
+            self._client, self._pubsub_client, catalog=catalog, task_error_messages=config.task_error_messages
+        )
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
@@ -117,7 +121,8 @@ class Gateway:
         admission = Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines)
         canceller = Canceller(app, self._client, config.result_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
-        services = Services(config, producer, hub, admission, ResultCache(self._client), canceller, deadlines)
+        results = ResultCache(self._client)
+        services = Services(config, producer, hub, admission, results, canceller, deadlines, catalog)
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1
@@ -126,7 +131,7 @@ class Gateway:
             finally:
                 self._sessions -= 1
 
-        routes = Routes(config, self._client, hub, self._open_connections)
+        routes = Routes(config, self._client, hub, self._open_connections, catalog)
         self._sharing = asyncio.create_task(share_state_forever(hub), name="share-state")
         self._server = await serve(
             handler,

@@ -6,6 +6,10 @@ workers finish them. A request with progress also hears ``queued`` right after i
 created the task) and ``started`` when a worker starts it. A cancel ends this connection's waits
 for the task (each with ``Task cancelled``) before its own reply, and revokes the task unless
 someone else waits for it.
+
+A catalog task is served the same way (``TaskRequest``: its entry makes a ``Call`` of the
+parameters); a client that asked for progress also hears the task's own states, at most
+PROGRESS_PER_S a second (``progress.relay``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from .. import logs, metrics
+from ..catalog import Catalog
 from ..config import Config
 from ..constants import (
     INVALID_REQUEST,
@@ -29,6 +34,7 @@ from ..constants import (
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
     TASK_CANCELLED,
+    TASK_FAILED,
     TASK_NOT_CANCELLED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
@@ -40,6 +46,7 @@ from ..protocol import (
     FactorialRequest,
     Failure,
     Pending,
+    Progress,
     ProtocolError,
     RequestId,
     ResultRequest,
@@ -57,6 +64,7 @@ from ..protocol import (
     request_id_of,
 )
 from ..protocol import cancelled as cancelled_reply
+from ..protocol import progress as progress_reply
 from ..protocol import queued as queued_reply
 from ..protocol import started as started_reply
 from .admission import Admission, ServerBusy
@@ -65,11 +73,13 @@ from .cancel import Canceller
 from .deadlines import Deadlines
 from .order import READ_AHEAD, ReplyOrder, Turn
 from .outbox import Message, Outbox
-from .producer import Accepted, Producer, Refused
+from .producer import Accepted, Call, Producer, Refused
+from .progress import relay
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
 
 logger = logging.getLogger(__name__)
 
+Submission = FactorialRequest | TaskRequest  # a request that sends a task
 INTERNAL_ERROR = "Internal error"
 TIMED_OUT: Final = Failure(TIMEOUT_ERROR)  # a wait that ran out
 BINARY_FRAME = INVALID_REQUEST + "binary frames are not supported; send JSON text"
@@ -92,6 +102,7 @@ class Services:
     results: ResultCache
     canceller: Canceller
     deadlines: Deadlines
+    catalog: Catalog
 
 
 @dataclass(eq=False)
@@ -160,7 +171,7 @@ class Session:
             await self._error_in_order(BINARY_FRAME, None, request_id_of(frame))
             return
         try:
-            request = parse_request(frame, max_number=self._config.max_number)
+            request = parse_request(frame, max_number=self._config.max_number, catalog=self._services.catalog)
         except ProtocolError as exc:
             metrics.requests_total.labels("invalid").inc()
             self._log_refusal(exc.message)
@@ -168,16 +179,18 @@ class Session:
             return
         if isinstance(request, FactorialRequest):
             metrics.requests_total.labels("factorial").inc()
+        elif isinstance(request, TaskRequest):
+            metrics.requests_total.labels(request.entry.name).inc()
         elif isinstance(request, CancelRequest):
             metrics.requests_total.labels("cancel").inc()
         else:
             metrics.requests_total.labels("result").inc()
         if len(self._waits) >= self._config.max_tasks_in_flight:
-            task_id = None if isinstance(request, FactorialRequest | TaskRequest) else request.task_id
+            task_id = None if isinstance(request, Submission) else request.task_id
             self._log_refusal(TOO_MANY_IN_FLIGHT, task_id)
             await self._error_in_order(TOO_MANY_IN_FLIGHT, task_id, request.request_id)
             return
-        if isinstance(request, FactorialRequest):
+        if isinstance(request, Submission):
             task = self._spawn(self._submit(request, self._order.next_turn()), request.request_id)
             self._submitting.add(task)
         elif isinstance(request, CancelRequest):
@@ -185,14 +198,15 @@ class Session:
         elif isinstance(request, ResultRequest):
             self._spawn(self._look_up(request), request.request_id)
 
-    async def _submit(self, request: FactorialRequest, turn: Turn) -> None:
+    async def _submit(self, request: Submission, turn: Turn) -> None:
         """Send the task, then, in request order, its ack; then wait for and send its result."""
-        queue = queue_for(request.number)
         started = time.monotonic()
         try:
+            work = request.number if isinstance(request, FactorialRequest) else _call(request)
+            queue = queue_for(work) if isinstance(work, int) else work.queue
             try:
                 async with self._services.admission.turn():
-                    answer = await self._enqueue(new_task_id(), queue, request.number, request.progress)
+                    answer = await self._enqueue(new_task_id(), queue, work, request.progress)
             except (ServiceUnavailable, ServerBusy) as exc:
                 await turn.come()
                 await self._refuse(_refusal(exc), None, request.request_id)
@@ -217,14 +231,15 @@ class Session:
             return
         await self._deliver(watch, request, queue, started)
 
-    async def _acknowledge(self, accepted: Accepted, request: FactorialRequest, queue: str) -> None:
+    async def _acknowledge(self, accepted: Accepted, request: Submission, queue: str) -> None:
         counter = metrics.tasks_reused_total if accepted.reused else metrics.tasks_submitted_total
         counter.labels(queue).inc()
         logs.access(
             logger,
             "request",
             task_id=accepted.task_id,
-            number=request.number,
+            task=_task_name(request),
+            number=_number(request),
             queue=queue,
             detail="reused" if accepted.reused else None,
         )
@@ -233,34 +248,43 @@ class Session:
             await self._send(queued_reply(accepted.task_id, accepted.ahead, request.request_id))
 
     async def _enqueue(
-        self, task_id: str, queue: str, number: int, progress: bool
+        self, task_id: str, queue: str, work: int | Call, progress: bool
     ) -> tuple[Accepted, Watch] | Refused:
-        """Send ``number!`` as ``task_id``, or find the task that already computes it (the
-        producer's rules may also refuse); with a watch on the task that answers."""
+        """Send ``number!`` (or a catalog task's call) as ``task_id``, or find the task that
+        already computes it (the producer's rules may also refuse); with a watch on the task
+        that answers."""
+        catalog_task = work.name if isinstance(work, Call) else None
+        shared = self._config.result_reuse if isinstance(work, int) else work.share_key is not None
         try:
-            if self._config.result_reuse:
+            if shared:
                 # The answer may be a task that exists, even one that ended: watched afterwards,
                 # and read once (_watch), which also covers a new task that ends before the
                 # SUBSCRIBE. A process already subscribed to that task needs no round trip.
-                producer = self._services.producer
-                accepted = await producer.submit(task_id, queue, number, self._host, progress=progress)
+                accepted = await self._produce(task_id, queue, work, progress)
                 if isinstance(accepted, Refused):
                     return accepted
-                return accepted, await self._watch(accepted.task_id, progress)
-            return await self._send_new(task_id, queue, number, progress)
+                return accepted, await self._watch(accepted.task_id, progress, catalog_task)
+            return await self._send_new(task_id, queue, work, progress)
         except (aioredis.RedisError, OSError):
             raise ServiceUnavailable from None
 
+    async def _produce(
+        self, task_id: str, queue: str, work: int | Call, progress: bool
+    ) -> Accepted | Refused:
+        producer = self._services.producer
+        if isinstance(work, Call):
+            return await producer.submit_call(task_id, work, self._host, progress=progress)
+        return await producer.submit(task_id, queue, work, self._host, progress=progress)
+
     async def _send_new(
-        self, task_id: str, queue: str, number: int, progress: bool
+        self, task_id: str, queue: str, work: int | Call, progress: bool
     ) -> tuple[Accepted, Watch] | Refused:
         """Every task is new: subscribed before it is sent, its result cannot be published unseen."""
         hub = self._services.hub
-        watch = await hub.subscribe(task_id, progress=progress)
+        catalog_task = work.name if isinstance(work, Call) else None
+        watch = await hub.subscribe(task_id, progress=progress, catalog_task=catalog_task)
         try:
-            accepted = await self._services.producer.submit(
-                task_id, queue, number, self._host, progress=progress
-            )
+            accepted = await self._produce(task_id, queue, work, progress)
         except BaseException:
             await hub.release(watch)
             raise
@@ -269,31 +293,31 @@ class Session:
             return accepted
         return accepted, watch
 
-    async def _watch(self, task_id: str, progress: bool) -> Watch:
+    async def _watch(self, task_id: str, progress: bool, catalog_task: str | None = None) -> Watch:
         """Wait for a task that may have ended (or started) already: subscribe, then read it
         once, now that the subscription is in force. Pair with ``hub.release``."""
         hub = self._services.hub
-        watch = await hub.subscribe(task_id, progress=progress)
+        watch = await hub.subscribe(task_id, progress=progress, catalog_task=catalog_task)
         try:
             snapshot = await hub.snapshot(task_id)
         except BaseException:
             await hub.release(watch)
             raise
-        if isinstance(snapshot, Success | Failure | Stored) and not watch.outcome.done():
+        if isinstance(snapshot, Success | Returned | Failure | Stored) and not watch.outcome.done():
             watch.outcome.set_result(snapshot)
         if isinstance(snapshot, Started) and watch.started is not None and not watch.started.done():
             watch.started.set_result(None)  # started before we subscribed: say so at once
         return watch
 
-    async def _deliver(self, watch: Watch, request: FactorialRequest, queue: str, started: float) -> None:
+    async def _deliver(self, watch: Watch, request: Submission, queue: str, started: float) -> None:
         try:
             outcome = await self._outcome(watch, request.request_id)
         finally:
             await self._services.hub.release(watch)
         duration_s = time.monotonic() - started
-        if isinstance(outcome, Success | Stored):
+        if isinstance(outcome, Success | Returned | Stored):
             metrics.result_seconds.labels(queue).observe(duration_s)
-        self._log_outcome(watch.task_id, outcome, request.number, queue, duration_s)
+        self._log_outcome(watch.task_id, outcome, _number(request), queue, duration_s)
         await self._send_outcome(watch.task_id, outcome, request.request_id)
 
     async def _look_up(self, request: ResultRequest) -> None:
@@ -321,11 +345,11 @@ class Session:
     async def _outcome_or_watch(self, task_id: str, progress: bool) -> Ending | Unknown | Watch:
         """The task's outcome if it has one (Unknown if no such task), else a watch on it."""
         hub = self._services.hub
-        snapshot = await hub.snapshot(task_id)
+        snapshot, catalog_task = await hub.look(task_id)
         if not isinstance(snapshot, Pending | Started):
             return snapshot
         # It may end between that read and the SUBSCRIBE: _watch reads it again.
-        watch = await self._watch(task_id, progress)
+        watch = await self._watch(task_id, progress, catalog_task)
         if watch.outcome.done():
             await hub.release(watch)
             return watch.outcome.result()
@@ -340,6 +364,8 @@ class Session:
         try:
             if watch.started is not None:
                 await self._report_started(watch, request_id)
+            if watch.progress is not None:
+                await self._report_progress(watch, request_id)
             outcome = await watch.outcome
         finally:
             wait.waiting = False
@@ -352,6 +378,15 @@ class Session:
         # A worker publishes STARTED before the result, so both may be in: started goes first.
         if watch.started.done():
             await self._send(started_reply(watch.task_id, request_id))
+
+    async def _report_progress(self, watch: Watch, request_id: RequestId | None) -> None:
+        """The task's own states until it ends, the latest at most PROGRESS_PER_S a second."""
+        assert watch.progress is not None
+
+        async def send(state: Progress) -> None:
+            await self._send(progress_reply(watch.task_id, state.state, state.info_json, request_id))
+
+        await relay(watch.progress, watch.outcome, send, 1.0 / self._config.progress_per_s)
 
     def _track(self, task_id: str, request_id: RequestId | None) -> _Wait:
         """Register the current asyncio task as a request waiting for ``task_id``, until it ends."""
@@ -402,7 +437,7 @@ class Session:
             elif not self._waiting_for.get(task_id):
                 await self._refuse(TASK_NOT_CANCELLED, task_id, request_id)  # nothing of ours to end
                 return None
-        if isinstance(snapshot, Success | Stored) or (
+        if isinstance(snapshot, Success | Returned | Stored) or (
             isinstance(snapshot, Failure) and snapshot.message != TASK_CANCELLED
         ):
             return snapshot
@@ -446,13 +481,33 @@ class Session:
     # --- replies ---
 
     async def _send_outcome(self, task_id: str, outcome: Ending, request_id: RequestId | None) -> None:
-        if isinstance(outcome, Stored):
+        if isinstance(outcome, Stored) and outcome.catalog_task is not None:
+            await self._send_catalog_result(task_id, outcome.catalog_task, outcome.size, request_id)
+        elif isinstance(outcome, Stored):
             await self._outbox.send_result(outcome.size, lambda: self._stored_reply(task_id, request_id))
         elif isinstance(outcome, Success | Returned):
             reply = outcome_reply(task_id, outcome, request_id)
             await self._outbox.send_result(len(reply), lambda: _ready(reply))
         else:
             await self._error(outcome.message, task_id, request_id)
+
+    async def _send_catalog_result(
+        self, task_id: str, catalog_task: str, size: int, request_id: RequestId | None
+    ) -> None:
+        """A catalog task's large result: read whole (once per request: such results are rare,
+        and bounded by their entry's max_result_bytes), then sent within the output budget."""
+
+        async def reply() -> Message:
+            try:
+                result = await self._services.hub.read_catalog_result(task_id, catalog_task)
+            except ServiceUnavailable:
+                result = Failure(SERVICE_UNAVAILABLE)
+            if isinstance(result, Returned):
+                return outcome_reply(task_id, result, request_id)
+            message = UNKNOWN_TASK_ID if result is None else getattr(result, "message", TASK_FAILED)
+            return _counted_error(message, task_id, request_id)
+
+        await self._outbox.send_result(size, reply)
 
     async def _stored_reply(self, task_id: str, request_id: RequestId | None) -> Message:
         """The reply for a large stored result, read once per process (big_results)."""
@@ -558,6 +613,18 @@ class Session:
             if frame is not None:
                 request_id = request_id_of(frame)
             await self._error(INTERNAL_ERROR, request_id=request_id)
+
+
+def _call(request: TaskRequest) -> Call:
+    return Call.of(request.entry, request.params)
+
+
+def _task_name(request: Submission) -> str:
+    return "factorial" if isinstance(request, FactorialRequest) else request.entry.name
+
+
+def _number(request: Submission) -> int | None:
+    return request.number if isinstance(request, FactorialRequest) else None
 
 
 def _refusal(exc: ServiceUnavailable | ServerBusy) -> str:

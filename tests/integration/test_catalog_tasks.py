@@ -1,0 +1,217 @@
+"""Exposing a user's own Celery tasks, exactly as the README says: its stock worker command
+(`celery -A examples.wordcount.tasks worker ...`, an app that does not import factorial-ws) and
+`factorial-ws serve --tasks examples.wordcount.catalog:catalog`; then every reply a client of a
+catalog task gets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factorial_ws.processes import free_port, port_open
+from support import REPO, UNIT_S, Client, Launcher, Proc, client, process_env, wait_until
+
+BIN = Path(sys.executable).parent  # the virtualenv's celery and factorial-ws, as when it is active
+README = REPO / "README.md"
+PROGRESS_PER_S = 4
+
+
+def readme_command(starts_with: str) -> list[str]:
+    """The one command of the README's "Expose your own Celery tasks" that starts so."""
+    section = README.read_text().split("## Expose your own Celery tasks", 1)[1].split("\n## ", 1)[0]
+    found = [line.strip() for line in section.splitlines() if line.startswith("    " + starts_with)]
+    assert len(found) == 1, f"the README's section shows no single command starting {starts_with!r}"
+    return found[0].split()
+
+
+@pytest.fixture(scope="module")
+def wordcount(module_launch: Launcher) -> tuple[str, Proc]:
+    """Redis, the README's stock worker and gateway; the gateway's URL, and the worker."""
+    port = free_port()
+    env = process_env(
+        module_launch.redis().url, WS_HOST="127.0.0.1", WS_PORT=port, PROGRESS_PER_S=PROGRESS_PER_S
+    )
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    worker = module_launch.process("worker", readme_command("celery -A "), env)
+    gateway = module_launch.process("gateway", readme_command("factorial-ws serve "), env)
+    wait_until(lambda: " ready." in worker.log(), what="the stock Celery worker", watch=[worker])
+    wait_until(lambda: port_open(port), what="factorial-ws serve --tasks", watch=[gateway])
+    return f"ws://127.0.0.1:{port}/", worker
+
+
+async def replies_until_final(ws: Client, timeout_s: float = 15 * UNIT_S) -> list[dict[str, Any]]:
+    """Every reply up to the first success or error."""
+    replies = [await ws.recv(timeout_s)]
+    while replies[-1]["type"] not in ("success", "error"):
+        replies.append(await ws.recv(timeout_s))
+    return replies
+
+
+async def test_a_task_that_returns_a_dict_is_answered_with_that_dict(wordcount: tuple[str, Proc]) -> None:
+    async with client(wordcount[0]) as ws:
+        ack = await ws.request({"type": "count_words", "text": "a b a", "id": "r1"})
+        done = await ws.recv()
+    assert ack == {"type": "result", "task_id": ack["task_id"], "id": "r1"}
+    assert done == {"type": "success", "task_id": ack["task_id"], "result": {"a": 2, "b": 1}, "id": "r1"}
+
+
+async def test_progress_states_reach_a_client_that_asked_coalesced_to_the_rate(
+    wordcount: tuple[str, Proc],
+) -> None:
+    steps = 40
+    async with client(wordcount[0]) as ws:
+        await ws.send({"type": "slow_count", "n": steps, "delay_s": 0.025, "progress": True})
+        started_s = time.monotonic()
+        replies = await replies_until_final(ws)
+        duration_s = time.monotonic() - started_s
+    kinds = [reply["type"] for reply in replies]
+    assert kinds[:3] == ["result", "queued", "started"], kinds
+    assert kinds[-1] == "success" and replies[-1]["result"] == {"counted": steps}
+    progress = [reply for reply in replies if reply["type"] == "progress"]
+    assert progress, kinds
+    assert all(reply["state"] == "PROGRESS" and reply["info"]["total"] == steps for reply in progress)
+    # 40 states in about a second: at most PROGRESS_PER_S a second reach the client (one more
+    # for the first, sent at once), each the latest at its time, so they only go forward.
+    assert len(progress) <= 1 + duration_s * PROGRESS_PER_S + 1, (len(progress), duration_s)
+    currents = [reply["info"]["current"] for reply in progress]
+    assert currents == sorted(currents) and len(set(currents)) == len(currents)
+    assert len(progress) < steps
+
+
+async def test_progress_states_are_not_sent_to_a_client_that_did_not_ask(wordcount: tuple[str, Proc]) -> None:
+    async with client(wordcount[0]) as ws:
+        await ws.send({"type": "slow_count", "n": 5, "delay_s": 0.02})
+        kinds = [reply["type"] for reply in await replies_until_final(ws)]
+    assert kinds == ["result", "success"]
+
+
+async def test_a_task_that_raises_is_named_by_its_exception_type_only(wordcount: tuple[str, Proc]) -> None:
+    async with client(wordcount[0]) as ws:
+        ack = await ws.request({"type": "explode"})
+        failed = await ws.recv()
+    assert failed == {"type": "error", "result": "Task failed: ValueError", "task_id": ack["task_id"]}
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"type": "count_words", "txt": "a"}, "Invalid request: text: Field required"),
+        (
+            {"type": "count_words", "text": "a", "txt": "a"},
+            "Invalid request: txt: Extra inputs are not permitted",
+        ),
+        ({"type": "slow_count", "n": 0}, "Invalid request: n: Input should be greater than or equal to 1"),
+        ({"type": "sum", "a": 1}, "Unknown task"),
+        ({"type": "factorial", "number": 5}, "Unknown task"),  # not in this catalog
+    ],
+)
+async def test_bad_parameters_and_unknown_types_get_one_error_and_the_connection_goes_on(
+    wordcount: tuple[str, Proc], message: dict[str, Any], expected: str
+) -> None:
+    async with client(wordcount[0]) as ws:
+        assert await ws.request({**message, "id": 3}) == {"type": "error", "result": expected, "id": 3}
+        ack = await ws.request({"type": "count_words", "text": "still here"})
+        assert (await ws.recv())["result"] == {"still": 1, "here": 1}
+        assert ack["type"] == "result"
+
+
+async def test_a_catalog_task_is_looked_up_by_id_running_and_done(wordcount: tuple[str, Proc]) -> None:
+    async with client(wordcount[0]) as ws:
+        ack = await ws.request({"type": "slow_count", "n": 10, "delay_s": 0.1})
+        task_id = ack["task_id"]
+        async with client(wordcount[0]) as other:
+            assert await other.request({"type": "result", "task_id": task_id}) == {
+                "type": "pending",
+                "task_id": task_id,
+            }
+            assert await other.recv() == {"type": "success", "task_id": task_id, "result": {"counted": 10}}
+            # Done: the stored result, at once.
+            assert await other.request({"type": "result", "task_id": task_id}) == {
+                "type": "success",
+                "task_id": task_id,
+                "result": {"counted": 10},
+            }
+        assert (await ws.recv())["type"] == "success"
+
+
+async def test_a_lookup_with_progress_hears_the_tasks_own_states(wordcount: tuple[str, Proc]) -> None:
+    async with client(wordcount[0]) as ws:
+        ack = await ws.request({"type": "slow_count", "n": 20, "delay_s": 0.1})
+        async with client(wordcount[0]) as other:
+            await other.send({"type": "result", "task_id": ack["task_id"], "progress": True})
+            kinds = [reply["type"] for reply in await replies_until_final(other)]
+    assert kinds[0] == "pending" and "progress" in kinds and kinds[-1] == "success", kinds
+
+
+async def test_a_running_catalog_task_is_cancelled(wordcount: tuple[str, Proc]) -> None:
+    async with client(wordcount[0]) as ws:
+        await ws.send({"type": "slow_count", "n": 100, "delay_s": 0.1, "progress": True, "id": 1})
+        replies = [await ws.recv() for _ in range(3)]  # result, queued, started
+        assert [reply["type"] for reply in replies] == ["result", "queued", "started"]
+        task_id = replies[0]["task_id"]
+        await ws.send({"type": "cancel", "task_id": task_id, "id": 2})
+        ending = [await ws.recv()]
+        while ending[-1].get("id") != 2:
+            ending.append(await ws.recv())
+    ends = [reply for reply in ending if reply["type"] != "progress"]
+    assert ends == [
+        {"type": "error", "result": "Task cancelled", "task_id": task_id, "id": 1},
+        {"type": "cancelled", "task_id": task_id, "id": 2},
+    ]
+
+
+async def test_identical_requests_share_a_computation_only_where_the_entry_allows(
+    wordcount: tuple[str, Proc],
+) -> None:
+    text = f"shared {time.time()}"
+    async with client(wordcount[0]) as ws:
+        first = await ws.request({"type": "count_words", "text": text})
+        await ws.recv()
+        second = await ws.request({"type": "count_words", "text": text})
+        assert (await ws.recv())["type"] == "success"
+        assert second["task_id"] == first["task_id"]  # count_words: share_results=True
+        third = await ws.request({"type": "slow_count", "n": 1, "delay_s": 0})
+        await ws.recv()
+        fourth = await ws.request({"type": "slow_count", "n": 1, "delay_s": 0})
+        await ws.recv()
+        assert third["task_id"] != fourth["task_id"]  # slow_count: not shared
+
+
+def test_get_tasks_lists_the_catalog_with_each_tasks_json_schema(wordcount: tuple[str, Proc]) -> None:
+    url = wordcount[0].replace("ws://", "http://") + "tasks"
+    with urllib.request.urlopen(url, timeout=10 * UNIT_S) as reply:
+        tasks = json.loads(reply.read())
+    assert list(tasks) == ["count_words", "slow_count", "explode"]
+    assert tasks["count_words"]["params"]["required"] == ["text"]
+    assert tasks["slow_count"]["params"]["properties"]["n"]["maximum"] == 100
+    assert tasks["explode"]["params"]["properties"] == {}
+
+
+def test_the_worker_is_a_stock_celery_worker_of_an_app_that_does_not_import_factorial_ws(
+    wordcount: tuple[str, Proc],
+) -> None:
+    tasks_source = (REPO / "examples" / "wordcount" / "tasks.py").read_text()
+    assert not re.search(r"^\s*(from|import) factorial_ws", tasks_source, re.MULTILINE)
+    assert readme_command("celery -A ")[:4] == ["celery", "-A", "examples.wordcount.tasks", "worker"]
+    assert "[tasks]" in wordcount[1].log() and "wordcount.count_words" in wordcount[1].log()
+
+
+async def test_many_requests_in_flight_on_one_connection_all_get_their_result(
+    wordcount: tuple[str, Proc],
+) -> None:
+    async with client(wordcount[0]) as ws:
+        for index in range(20):
+            await ws.send({"type": "count_words", "text": f"w{index} x", "id": index})
+        replies = [await ws.recv() for _ in range(40)]
+    results = {reply["id"]: reply["result"] for reply in replies if reply["type"] == "success"}
+    assert results == {index: {f"w{index}": 1, "x": 1} for index in range(20)}
+    await asyncio.sleep(0)
