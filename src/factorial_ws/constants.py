@@ -7,6 +7,8 @@ SOFT_QUEUE: Final = "soft"
 HARD_QUEUE: Final = "hard"
 QUEUES: Final = (SOFT_QUEUE, HARD_QUEUE)
 SOFT_QUEUE_MAX_NUMBER: Final = 1000
+# MAX_NUMBER's default: the largest factorial computed (1000000! has 5,565,709 digits).
+DEFAULT_MAX_NUMBER: Final = 1_000_000
 SOFT_TASK_NAME: Final = "factorial_ws.factorial_soft"
 HARD_TASK_NAME: Final = "factorial_ws.factorial_hard"
 TASK_NAME_BY_QUEUE: Final = {SOFT_QUEUE: SOFT_TASK_NAME, HARD_QUEUE: HARD_TASK_NAME}

@@ -21,10 +21,27 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.frames import CloseCode
 
 from ..limits import TokenBucket
-from .errors import ClientClosed, ConnectionFailed, ConnectionLost, FactorialWSError, HandshakeRefused
-from .wire import FINAL_STATES, Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
+from .errors import (
+    ClientClosed,
+    ConnectionFailed,
+    ConnectionLost,
+    FactorialWSError,
+    HandshakeRefused,
+    ReplyTooLarge,
+)
+from .wire import (
+    FINAL_STATES,
+    MAX_REPLY_BYTES,
+    Reply,
+    Request,
+    Step,
+    backoff_delay_s,
+    digits_to_int,
+    parse_reply,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +166,12 @@ class Client:
 
     Limits: frames are paced to ``rate_limit_per_s`` with bursts of ``rate_limit_burst`` (9/10
     of the gateway's defaults, 200/s and 400, leaving room for frames that the network delays
-    and then delivers together; ``None``: no pacing), so a busy client is not refused.
+    and then delivers together; ``None``: no pacing), so a busy client is not refused. A reply
+    larger than ``max_reply_bytes`` is not read (``None``: any size): the default holds the
+    largest reply of a gateway with the default ``MAX_NUMBER`` (1000000!, 5.6 MB), so a broken
+    or hostile server cannot make the client buffer more; raise it for a gateway with a larger
+    ``MAX_NUMBER``. Every request awaited on the connection that got such a frame then raises
+    ``ReplyTooLarge``, and the client reconnects for the others.
 
     ``on_frame`` is called with the text of every frame received, before it is handled (the
     ``factorial-ws client`` command prints them).
@@ -174,6 +196,7 @@ class Client:
         # Limits
         rate_limit_per_s: float | None = 180.0,
         rate_limit_burst: int = 360,
+        max_reply_bytes: int | None = MAX_REPLY_BYTES,
         on_frame: Callable[[str], object] | None = None,
     ) -> None:
         self.url = url
@@ -182,7 +205,7 @@ class Client:
             "open_timeout": open_timeout_s,
             "ping_interval": ping_interval_s,
             "ping_timeout": ping_timeout_s,
-            "max_size": None,  # a result can have millions of digits
+            "max_size": max_reply_bytes,
             "compression": None,
             "proxy": proxy,
         }
@@ -391,6 +414,7 @@ class Client:
             while True:
                 await self._read(ws)
                 self._ws = None
+                self._fail_if_sent_too_much(ws)
                 ws = await self._reopen()
                 for pending in list(self._waiting):
                     self._ask(pending)
@@ -409,6 +433,18 @@ class Client:
                     self._dispatch(frame)
         except ConnectionClosed:
             pass
+
+    def _fail_if_sent_too_much(self, ws: ClientConnection) -> None:
+        """A connection that websockets closed for a frame over ``max_size``: the frame was not
+        read, so the request it answered is unknown, and asking again would bring it again.
+        Every request awaited fails instead of being asked again on the next connection."""
+        close = ws.protocol.close_sent
+        if close is None or close.code != CloseCode.MESSAGE_TOO_BIG:
+            return
+        max_size = self._connect_options["max_size"]
+        error = ReplyTooLarge(f"{self.url}: the gateway sent a frame over max_reply_bytes ({max_size} bytes)")
+        for pending in list(self._waiting):
+            self._fail(pending, error)
 
     def _dispatch(self, frame: str) -> None:
         try:
