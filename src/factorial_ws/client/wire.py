@@ -55,7 +55,6 @@ OUTCOME_ERRORS: Final = frozenset({TASK_FAILED, WORKER_LOST, TIMEOUT_ERROR, TASK
 FINAL_STATES: Final = frozenset({"done", "error", "cancelled"})
 
 
-
 def factorial_digits_at_most(number: int) -> int:
     """How many decimal digits ``number``! has, from lgamma (the float may be off by one at a
     power of ten, so one more)."""

@@ -24,7 +24,9 @@ LARGEST_RESULT_DIGITS = 5_565_709
 
 
 def success_frame(digits: str, request_id: object) -> str:
-    return f'{{"type": "success", "task_id": "{TASK_ID}", "result": {digits}, "id": {json.dumps(request_id)}}}'
+    return (
+        f'{{"type": "success", "task_id": "{TASK_ID}", "result": {digits}, "id": {json.dumps(request_id)}}}'
+    )
 
 
 @contextlib.asynccontextmanager
