@@ -179,6 +179,13 @@ class Config:
     max_message_bytes: int = setting(64 * 1024, env="WS_MAX_MESSAGE_BYTES", check=_positive)
     max_tasks_in_flight: int = setting(256, env="WS_MAX_TASKS_IN_FLIGHT", check=_positive)
     max_output_bytes: int = setting(16 * 1024 * 1024, env="WS_MAX_OUTPUT_BYTES", check=_positive)
+    # Distinct results a gateway process reads from Redis and sends, over all its connections.
+    max_output_bytes_per_process: int = setting(
+        128 * 1024 * 1024, env="WS_MAX_OUTPUT_BYTES_PER_PROCESS", check=_positive
+    )
+    # A result must leave at this rate at least (after WS_SLOW_CONSUMER_TIMEOUT), or its client
+    # is a slow consumer: the budgets above are then held for a bounded time.
+    min_output_bytes_per_s: int = setting(64 * 1024, env="WS_MIN_OUTPUT_RATE", check=_positive)
     rate_limit_per_s: float = setting(200.0, env="WS_RATE_LIMIT", check=_positive)
     rate_limit_burst: int = setting(400, env="WS_RATE_BURST", check=_positive)
     max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)
