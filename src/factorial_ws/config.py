@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .constants import DEFAULT_PORT
+from .constants import DEFAULT_MAX_NUMBER, DEFAULT_PORT
 
 T = TypeVar("T")
 Check = Callable[[T], str | None]  # the problem with a value, or None if it can work
@@ -181,11 +181,18 @@ class Config:
     slow_consumer_timeout_s: float = setting(30.0, env="WS_SLOW_CONSUMER_TIMEOUT", check=_positive)
 
     # Limits
-    max_number: int = setting(1_000_000, env="MAX_NUMBER", check=_positive)
+    max_number: int = setting(DEFAULT_MAX_NUMBER, env="MAX_NUMBER", check=_positive)
     max_task_attempts: int = setting(3, env="MAX_TASK_ATTEMPTS", check=_positive)
     max_message_bytes: int = setting(64 * 1024, env="WS_MAX_MESSAGE_BYTES", check=_positive)
     max_tasks_in_flight: int = setting(256, env="WS_MAX_TASKS_IN_FLIGHT", check=_positive)
     max_output_bytes: int = setting(16 * 1024 * 1024, env="WS_MAX_OUTPUT_BYTES", check=_positive)
+    # Distinct results a gateway process reads from Redis and sends, over all its connections.
+    max_output_bytes_per_process: int = setting(
+        128 * 1024 * 1024, env="WS_MAX_OUTPUT_BYTES_PER_PROCESS", check=_positive
+    )
+    # A result must leave at this rate at least (after WS_SLOW_CONSUMER_TIMEOUT), or its client
+    # is a slow consumer: the budgets above are then held for a bounded time.
+    min_output_bytes_per_s: int = setting(64 * 1024, env="WS_MIN_OUTPUT_RATE", check=_positive)
     rate_limit_per_s: float = setting(200.0, env="WS_RATE_LIMIT", check=_positive)
     rate_limit_burst: int = setting(400, env="WS_RATE_BURST", check=_positive)
     max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)

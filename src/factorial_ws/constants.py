@@ -7,6 +7,8 @@ SOFT_QUEUE: Final = "soft"
 HARD_QUEUE: Final = "hard"
 QUEUES: Final = (SOFT_QUEUE, HARD_QUEUE)
 SOFT_QUEUE_MAX_NUMBER: Final = 1000
+# MAX_NUMBER's default: the largest factorial computed (1000000! has 5,565,709 digits).
+DEFAULT_MAX_NUMBER: Final = 1_000_000
 SOFT_TASK_NAME: Final = "factorial_ws.factorial_soft"
 HARD_TASK_NAME: Final = "factorial_ws.factorial_hard"
 TASK_NAME_BY_QUEUE: Final = {SOFT_QUEUE: SOFT_TASK_NAME, HARD_QUEUE: HARD_TASK_NAME}
@@ -19,6 +21,12 @@ SUBMITTED_KEY_PREFIX: Final = KEY_PREFIX + "task:"  # marks an id as known once 
 ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count per task
 HANDED_BACK_KEY_PREFIX: Final = KEY_PREFIX + "handed-back:"  # held at a worker's shutdown, not lost
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
+# A lost computation (its worker killed outright) is told by these: a worker process's run (a
+# random id per start, so a worker restarted under the same hostname is another run) lives while
+# its heartbeat does, and a task started records the run that computes it.
+WORKER_RUN_KEY_PREFIX: Final = KEY_PREFIX + "worker-run:"  # run id -> hostname, expires when stale
+RUNNING_KEY_PREFIX: Final = KEY_PREFIX + "running:"  # task id -> the worker run computing it
+REPLACES_KEY_PREFIX: Final = KEY_PREFIX + "replaces:"  # task id -> the lost tasks it stands in for
 NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
 # A catalog task's parameters (a digest of its share key) -> the task that computes them (reuse).
 SHARED_KEY_PREFIX: Final = KEY_PREFIX + "shared:"
@@ -43,6 +51,12 @@ PROGRESS_HEADER: Final = "factorial_ws_progress"
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
 WORKER_STALE_S: Final = 15.0
+# A worker run's key (WORKER_RUN_KEY_PREFIX) is refreshed this often and lapses this long after
+# its last refresh: a computation killed with its worker is known lost before a restarted worker
+# is up (a Celery worker takes 2-5 s to start), while a pool that holds the GIL in GMP (threads,
+# solo: 1000000! takes about 1 s) does not pass for dead.
+WORKER_RUN_BEAT_S: Final = 1.0
+WORKER_RUN_LEASE_S: Final = 5.0
 
 # Error messages. The first three are the seed's, kept to the letter.
 JSON_DECODE_ERROR: Final = "JSON decode error"

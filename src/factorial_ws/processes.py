@@ -163,6 +163,22 @@ def raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# glibc's mallopt parameter: allocations this large get pages of their own (mmap).
+_M_MMAP_THRESHOLD = -3
+_LARGE_ALLOCATION_BYTES = 256 * 1024
+
+
+def return_large_allocations() -> None:
+    """Results of megabytes come and go (read from Redis, sent, dropped). glibc raises its mmap
+    threshold after the first such block is freed, so the later ones come from the heap, whose
+    freed middle is never given back: a gateway that once held 128 MiB of results kept its peak
+    RSS for good. A fixed threshold gives every large block pages of its own, returned when it
+    is freed; a syscall pair per block of megabytes costs nothing next to copying it. Linux
+    with glibc only; elsewhere nothing is changed."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _LARGE_ALLOCATION_BYTES)
+
+
 @contextlib.contextmanager
 def tuned_collector() -> Iterator[None]:
     """The cyclic garbage collector of a process that holds many connections (the gateway, the

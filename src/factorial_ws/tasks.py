@@ -70,7 +70,7 @@ def register_tasks(app: Celery, config: Config) -> None:
 _redis_clients: dict[Config, redis.Redis] = {}
 
 
-def _redis(config: Config) -> redis.Redis:
+def process_client(config: Config) -> redis.Redis:
     """One client per process (pool children are forked, so created lazily after the fork)."""
     if config not in _redis_clients:
         _redis_clients[config] = sync_client(config)
@@ -82,7 +82,7 @@ def _count_attempt(task: Task[Any, Any], config: Config) -> None:
     A first delivery costs nothing, so the common path makes no extra Redis call."""
     if not (task.request.delivery_info or {}).get("redelivered"):
         return
-    client = _redis(config)
+    client = process_client(config)
     if client.delete(HANDED_BACK_KEY_PREFIX + str(task.request.id)):
         return  # handed back by a worker shutting down: its worker did not die
     key = ATTEMPTS_KEY_PREFIX + str(task.request.id)

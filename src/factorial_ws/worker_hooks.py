@@ -2,18 +2,21 @@
 for its config: a worker whose pool cannot enforce time limits says so, pool processes die with
 their worker, a heartbeat tells the gateways' health check which queues have a live worker, a
 worker shutting down marks the tasks it hands back so that their next start is not counted as
-a death (tasks.py), a task whose message asks for progress stores Celery's STARTED state, and
-cancelled tasks stay revoked in a worker that missed the gateway's revoke broadcast
-(``CancelledTasks``)."""
+a death (tasks.py), a task whose message asks for progress stores Celery's STARTED state, a
+task records which worker run computes it (so the gateways tell a computation lost with its
+worker, ``RunningTasks``), and cancelled tasks stay revoked in a worker that missed the
+gateway's revoke broadcast (``CancelledTasks``)."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import signal
 import threading
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -26,13 +29,18 @@ from .constants import (
     CANCELLED_KEY,
     CANCELLED_RELOAD_S,
     PROGRESS_HEADER,
+    REPLACES_KEY_PREFIX,
+    RUNNING_KEY_PREFIX,
     WORKER_HEARTBEAT_S,
+    WORKER_RUN_BEAT_S,
+    WORKER_RUN_KEY_PREFIX,
+    WORKER_RUN_LEASE_S,
     WORKER_STALE_S,
     WORKERS_KEY_PREFIX,
 )
 from .processes import set_parent_death_signal
 from .redis_clients import sync_client
-from .tasks import mark_handed_back
+from .tasks import mark_handed_back, process_client
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,9 @@ def install(app: Celery, config: Config) -> None:
     signals.worker_ready.connect(functools.partial(_start_heartbeat, config), weak=False)
     signals.worker_shutting_down.connect(functools.partial(_mark_tasks_held, config), weak=False)
     signals.task_prerun.connect(_report_started, weak=False)
+    running = RunningTasks(config)
+    signals.task_prerun.connect(running.started, weak=False)
+    signals.task_postrun.connect(running.ended, weak=False)
 
     class CancelledTasksOfThisConfig(CancelledTasks):
         worker_config = config
@@ -92,18 +103,22 @@ def _start_heartbeat(config: Config, sender: Any, **_: Any) -> None:
 
 
 def _beat(client: redis.Redis, hostname: str, queues: list[str]) -> None:
-    while True:
+    """The queues' heartbeat every WORKER_HEARTBEAT_S, this run's lease every WORKER_RUN_BEAT_S."""
+    beats_per_heartbeat = round(WORKER_HEARTBEAT_S / WORKER_RUN_BEAT_S)
+    for beat in itertools.count():
         now = time.time()
         try:
             pipe = client.pipeline(transaction=False)
-            for queue in queues:
-                key = WORKERS_KEY_PREFIX + queue
-                pipe.zadd(key, {hostname: now})
-                pipe.zremrangebyscore(key, 0, now - WORKER_STALE_S * 4)
+            pipe.set(WORKER_RUN_KEY_PREFIX + WORKER_RUN_ID, hostname, px=int(WORKER_RUN_LEASE_S * 1000))
+            if beat % beats_per_heartbeat == 0:
+                for queue in queues:
+                    key = WORKERS_KEY_PREFIX + queue
+                    pipe.zadd(key, {hostname: now})
+                    pipe.zremrangebyscore(key, 0, now - WORKER_STALE_S * 4)
             pipe.execute()
         except redis.RedisError:
             logger.debug("heartbeat failed", exc_info=True)
-        time.sleep(WORKER_HEARTBEAT_S)
+        time.sleep(WORKER_RUN_BEAT_S)
 
 
 def _report_started(task: Task[Any, Any], task_id: str, **_: Any) -> None:
@@ -112,6 +127,49 @@ def _report_started(task: Task[Any, Any], task_id: str, **_: Any) -> None:
     if task.request.get(PROGRESS_HEADER):
         meta = {"pid": os.getpid(), "hostname": task.request.hostname}
         task.backend.store_result(task_id, meta, states.STARTED, request=task.request)
+
+
+# This start of the worker: its pool processes, forked from it, inherit the id. The hostname
+# would not do: a worker restarted under the same name (``up`` does) beats for it again at once.
+WORKER_RUN_ID = uuid.uuid4().hex
+
+
+class RunningTasks:
+    """Which worker run computes each task, for the gateways' result reuse (producer.py): a task
+    started by a run whose heartbeat is gone (SIGKILL of the worker, a lost machine) is lost
+    until the visibility timeout hands its message out again, so a request for its number gets
+    a new task instead of joining it. The new task then also stores its result under the ids of
+    the tasks it replaced (``REPLACES_KEY_PREFIX``, written by the gateway's script), so whoever
+    waited for those gets it too. A lost task delivered again later computes and stores the
+    same result: harmless.
+
+    Costs one SET when a task starts and one round trip when it ends, in the pool process; a
+    failed write only loses the early detection (the visibility timeout still recovers)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        # Until the lost message can be redelivered, and it runs to its time limit.
+        self._record_s = config.visibility_timeout_s + int(config.hard_task_timeout_s) + 1
+
+    def started(self, task_id: str, **_: Any) -> None:
+        try:
+            process_client(self._config).set(RUNNING_KEY_PREFIX + task_id, WORKER_RUN_ID, ex=self._record_s)
+        except redis.RedisError:
+            logger.debug("could not record the start of task %s", task_id, exc_info=True)
+
+    def ended(
+        self, task: Task[Any, Any], task_id: str, retval: Any = None, state: str = "", **_: Any
+    ) -> None:
+        try:
+            pipe = process_client(self._config).pipeline(transaction=False)
+            pipe.delete(RUNNING_KEY_PREFIX + task_id)
+            pipe.get(REPLACES_KEY_PREFIX + task_id)
+            replaced: bytes | None = pipe.execute()[1]
+            if state == states.SUCCESS and replaced:
+                for lost_id in replaced.decode().split():
+                    task.backend.store_result(lost_id, retval, states.SUCCESS)
+        except redis.RedisError:
+            logger.debug("could not record the end of task %s", task_id, exc_info=True)
 
 
 class CancelledTasks(bootsteps.StartStopStep):

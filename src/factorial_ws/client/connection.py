@@ -21,6 +21,7 @@ from typing import Any, Literal, overload
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
 from ..limits import TokenBucket
 from .errors import (
@@ -29,12 +30,13 @@ from .errors import (
     ConnectionLost,
     FactorialWSError,
     HandshakeRefused,
+    ReplyTooLarge,
     describe_failure,
     describe_refusal,
 )
 from .handle import Pending, TaskHandle
 from .reconnection import reopen
-from .wire import Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
+from .wire import MAX_REPLY_BYTES, Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,12 @@ class Client:
 
     Limits: frames are paced to ``rate_limit_per_s`` with bursts of ``rate_limit_burst`` (9/10
     of the gateway's defaults, 200/s and 400, leaving room for frames that the network delays
-    and then delivers together; ``None``: no pacing), so a busy client is not refused.
+    and then delivers together; ``None``: no pacing), so a busy client is not refused. A reply
+    larger than ``max_reply_bytes`` is not read (``None``: any size): the default holds the
+    largest reply of a gateway with the default ``MAX_NUMBER`` (1000000!, 5.6 MB), so a broken
+    or hostile server cannot make the client buffer more; raise it for a gateway with a larger
+    ``MAX_NUMBER``. Every request awaited on the connection that got such a frame then raises
+    ``ReplyTooLarge``, and the client reconnects for the others.
 
     ``on_frame`` is called with the text of every frame received, before it is handled (the
     ``factorial-ws client`` command prints them).
@@ -87,6 +94,7 @@ class Client:
         # Limits
         rate_limit_per_s: float | None = 180.0,
         rate_limit_burst: int = 360,
+        max_reply_bytes: int | None = MAX_REPLY_BYTES,
         on_frame: Callable[[str], object] | None = None,
     ) -> None:
         self.url = url
@@ -95,7 +103,7 @@ class Client:
             "open_timeout": open_timeout_s,
             "ping_interval": ping_interval_s,
             "ping_timeout": ping_timeout_s,
-            "max_size": None,  # a result can have millions of digits
+            "max_size": max_reply_bytes,
             "compression": None,
             "proxy": proxy,
         }
@@ -304,6 +312,7 @@ class Client:
             while True:
                 await self._read(ws)
                 self._ws = None
+                self._fail_if_sent_too_much(ws)
                 ws = await self._reopen()
                 for pending in list(self._waiting):
                     self._ask(pending)
@@ -322,6 +331,18 @@ class Client:
                     self._dispatch(frame)
         except ConnectionClosed:
             pass
+
+    def _fail_if_sent_too_much(self, ws: ClientConnection) -> None:
+        """A connection that websockets closed for a frame over ``max_size``: the frame was not
+        read, so the request it answered is unknown, and asking again would bring it again.
+        Every request awaited fails instead of being asked again on the next connection."""
+        close = ws.protocol.close_sent
+        if close is None or close.code != CloseCode.MESSAGE_TOO_BIG:
+            return
+        max_size = self._connect_options["max_size"]
+        error = ReplyTooLarge(f"{self.url}: the gateway sent a frame over max_reply_bytes ({max_size} bytes)")
+        for pending in list(self._waiting):
+            self._fail(pending, error)
 
     def _dispatch(self, frame: str) -> None:
         try:

@@ -142,6 +142,12 @@ class ConnectionLost(FactorialWSError):
     the client does not reconnect). The task may still finish: look it up by ``task_id``."""
 
 
+class ReplyTooLarge(FactorialWSError):
+    """The gateway sent a frame larger than ``max_reply_bytes`` (by default, larger than any
+    reply a gateway sends): every request awaited on that connection fails with this (the frame
+    cannot be read, so which of them it answered is unknown), and the client reconnects."""
+
+
 class ClientClosed(FactorialWSError):
     """The client was closed while this request was waiting, or before it was made."""
 

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import random
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..constants import (
+    DEFAULT_MAX_NUMBER,
     HARD_QUEUE_FULL,
     RATE_LIMITED,
     SERVER_BUSY,
@@ -51,6 +53,17 @@ TRANSIENT_ERRORS: Final = frozenset(
 OUTCOME_ERRORS: Final = frozenset({TASK_FAILED, WORKER_LOST, TIMEOUT_ERROR, TASK_REVOKED, TASK_CANCELLED})
 # States a request ends in.
 FINAL_STATES: Final = frozenset({"done", "error", "cancelled"})
+
+
+def factorial_digits_at_most(number: int) -> int:
+    """How many decimal digits ``number``! has, from lgamma (the float may be off by one at a
+    power of ten, so one more)."""
+    return int(math.lgamma(number + 1) / math.log(10)) + 2
+
+
+# The largest reply a gateway of the default MAX_NUMBER sends: the success of 1000000!, its
+# digits in a JSON envelope of a few hundred bytes (a task id, a request id).
+MAX_REPLY_BYTES: Final = factorial_digits_at_most(DEFAULT_MAX_NUMBER) + 4096
 
 # int() of a decimal string is quadratic in CPython 3.11 and refuses more than 4300 digits by
 # default (sys.set_int_max_str_digits); GMP converts 5.5 million digits in well under a second.

@@ -28,6 +28,7 @@ FRAGMENT_BYTES: Final = 64 * 1024
 
 # How Celery's JSON backend writes a success meta: the status first, then the result string.
 _SUCCESS_HEAD: Final = re.compile(rb'\{"status": "SUCCESS", "result": "')
+_DIGITS: Final = re.compile(rb"[0-9]+")
 
 
 @dataclass(eq=False, slots=True, weakref_slot=True)
@@ -60,20 +61,28 @@ def big_result(meta: bytes) -> BigResult | None:
         return None
     start = head.end()
     end = meta.find(b'"', start)
-    if end <= start or not meta[start:end].isdigit():
+    # Matched in place: a slice would copy the digits (megabytes) for the check alone.
+    if end <= start or _DIGITS.fullmatch(meta, start, end) is None:
         return None
     return BigResult(meta, start, end)
+
+
+# Reads of large results at once. A read briefly holds a second copy of its result (the Redis
+# client's buffer), which the output budgets do not count: this bounds those copies.
+READS_AT_ONCE: Final = 4
 
 
 class ResultCache:
     """Large results of one gateway process, each read from Redis once while anyone uses it.
 
     An entry lives as long as a connection holds it (it is weakly referenced here): the memory
-    of large results is what the connections are sending, which their budgets bound.
+    of large results is what the connections are sending, which their budgets bound, plus the
+    reads under way (``READS_AT_ONCE``).
     """
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+        self._reading = asyncio.Semaphore(READS_AT_ONCE)
         self._held: weakref.WeakValueDictionary[str, BigResult] = weakref.WeakValueDictionary()
         self._reads: dict[str, asyncio.Future[BigResult | Outcome | None]] = {}
 
@@ -93,7 +102,8 @@ class ResultCache:
 
     async def _read(self, task_id: str) -> BigResult | Outcome | None:
         try:
-            meta = await self._client.get(result_key(task_id))
+            async with self._reading:
+                meta = await self._client.get(result_key(task_id))
         except aioredis.RedisError:
             raise ServiceUnavailable from None
         if meta is None:

@@ -1,12 +1,18 @@
-"""What one connection sends, held to a byte budget and a deadline.
+"""What one connection sends, held to byte budgets and deadlines.
 
 websockets' ``send`` waits while the socket is full, but whatever waits to be sent stays in the
-gateway's memory. So results are budgeted per connection: a result is made (read from Redis,
-streamed) only while the bytes of results this connection is sending stay within
-``WS_MAX_OUTPUT_BYTES``; the others wait. A client that does not read is a slow consumer once a
-result has waited ``WS_SLOW_CONSUMER_TIMEOUT`` for the budget, or a send has made no progress for
-that long: its connection is closed (1008, "slow consumer"). Its tasks are not affected, and
-their results can be looked up by id.
+gateway's memory. So results are budgeted twice before they are made (read from Redis,
+streamed): per connection, the bytes of results it is sending stay within
+``WS_MAX_OUTPUT_BYTES``; per process, the distinct results all its connections are sending stay
+within ``WS_MAX_OUTPUT_BYTES_PER_PROCESS`` (``OutputBudget``: a result that several connections
+send counts once, as the process holds it once). A result without room waits, unread, in order.
+
+A client that does not read is a slow consumer once a send has made no progress for
+``WS_SLOW_CONSUMER_TIMEOUT``, or a result has taken longer than that plus its size at
+``WS_MIN_OUTPUT_RATE`` (a client that takes a fragment now and then would otherwise hold its
+share of the budgets for ever): its connection is closed (1008, "slow consumer"). Its tasks are
+not affected, and their results can be looked up by id. Waiting for room is never held against a
+connection: the sends ahead of it are the ones bounded in time.
 """
 
 from __future__ import annotations
@@ -35,22 +41,99 @@ Fragments = Iterable[bytes | memoryview]
 Message = str | Fragments  # a text frame, or a text message sent in fragments
 
 
+class OutputBudget:
+    """The bytes of results one gateway process is making or sending, over all its connections.
+
+    A result named by a ``key`` (its task id) counts once however many connections send it: the
+    process holds its bytes once (``big_results``). Others count each time. A result waits, in
+    order of asking, while the budget has no room for it; one larger than the whole budget still
+    goes, alone."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self._limit_bytes = limit_bytes
+        self._in_use = 0
+        self._held: dict[str, list[int]] = {}  # key -> [size, senders]
+        self._waiters: deque[tuple[int, str | None, asyncio.Future[None]]] = deque()
+
+    @property
+    def in_use_bytes(self) -> int:
+        return self._in_use
+
+    async def acquire(self, size: int, key: str | None = None) -> None:
+        if (key is not None and key in self._held) or (not self._waiters and self._fits(size)):
+            self._take(size, key)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (size, key, waiter)
+        self._waiters.append(entry)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release(size, key)  # granted just as this was cancelled: give it back
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def release(self, size: int, key: str | None = None) -> None:
+        if key is not None and key in self._held:
+            held = self._held[key]
+            held[1] -= 1
+            if held[1] > 0:
+                return  # other connections still send it
+            del self._held[key]
+            size = held[0]
+        self._in_use -= size
+        while self._waiters:
+            size, key, waiter = self._waiters[0]
+            if not (key is not None and key in self._held) and not self._fits(size):
+                break
+            self._waiters.popleft()
+            if not waiter.done():
+                self._take(size, key)
+                waiter.set_result(None)
+
+    def _fits(self, size: int) -> bool:
+        return self._in_use == 0 or self._in_use + size <= self._limit_bytes
+
+    def _take(self, size: int, key: str | None) -> None:
+        if key is None:
+            self._in_use += size
+        elif key in self._held:
+            self._held[key][1] += 1
+        else:
+            self._held[key] = [size, 1]
+            self._in_use += size
+
+
 class Outbox:
     def __init__(
-        self, connection: ServerConnection, *, budget_bytes: int, slow_consumer_timeout_s: float, peer: str
+        self,
+        connection: ServerConnection,
+        *,
+        budget_bytes: int,
+        slow_consumer_timeout_s: float,
+        peer: str,
+        process_budget: OutputBudget | None = None,
+        min_bytes_per_s: float | None = None,
     ) -> None:
         self._connection = connection
         self._budget_bytes = budget_bytes
         self._timeout_s = slow_consumer_timeout_s
         self._peer = peer
+        self._process_budget = process_budget
+        self._min_bytes_per_s = min_bytes_per_s
+        self._rate_bound = False  # the message being sent is due by its minimum rate, not progress
         self._in_use = 0  # bytes of results being made or sent
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._dropped = False
         self._flush_scheduled = False
 
-    async def send(self, message: Message) -> None:
-        """Send a message that is not budgeted (ack, pending, error). Returns quietly when the
-        connection is closed or gets closed as a slow consumer meanwhile."""
+    async def send(self, message: Message, size: int = 0) -> None:
+        """Send a message (ack, pending, error: not budgeted; a result of ``size`` bytes through
+        ``send_result``). Returns quietly when the connection is closed or gets closed as a slow
+        consumer meanwhile."""
         if self._dropped:
             return
         if isinstance(message, str) and self._queue_frame(message):
@@ -60,19 +143,29 @@ class Outbox:
                 if isinstance(message, str):
                     await self._connection.send(message)
                 else:
-                    await self._connection.send(self._progressing(message, deadline), text=True)
+                    await self._connection.send(self._progressing(message, deadline, size), text=True)
         except TimeoutError:
-            self._drop("a reply made no progress")
+            self._drop(self._why_late(size))
         except ConnectionClosed:
             pass
 
-    async def send_result(self, size: int, make: Callable[[], Awaitable[Message]]) -> None:
-        """Send a result of about ``size`` bytes once the budget has room for it; ``make``
-        builds the message (reading the result from Redis, say) only then."""
+    async def send_result(
+        self, size: int, make: Callable[[], Awaitable[Message]], *, shared_key: str | None = None
+    ) -> None:
+        """Send a result of about ``size`` bytes once both budgets have room for it; ``make``
+        builds the message (reading the result from Redis, say) only then. ``shared_key``
+        names a result the process holds once for every connection that sends it."""
         if not await self._reserve(size):
             return
         try:
-            await self.send(await make())
+            if self._process_budget is not None:
+                await self._process_budget.acquire(size, shared_key)
+            try:
+                if not self._dropped:  # while it waited for the process budget
+                    await self.send(await make(), size)
+            finally:
+                if self._process_budget is not None:
+                    self._process_budget.release(size, shared_key)
         finally:
             self._release(size)
 
@@ -120,12 +213,11 @@ class Outbox:
         waiter = asyncio.get_running_loop().create_future()
         entry = (size, waiter)
         self._waiters.append(entry)
+        # No deadline of its own: the sends ahead of it have theirs (a slow consumer is dropped
+        # by those, which wakes this), and waiting behind the process budget is no fault of
+        # this client.
         try:
-            async with asyncio.timeout(self._timeout_s):
-                await waiter
-        except TimeoutError:
-            self._drop(f"{self._in_use} bytes of results unread, {size} more waiting")
-            return False
+            await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled() and not self._dropped:
                 self._release(size)  # granted just as this was cancelled: give it back
@@ -147,13 +239,28 @@ class Outbox:
                 self._in_use += size
                 waiter.set_result(None)
 
-    def _progressing(self, fragments: Fragments, deadline: asyncio.Timeout) -> Iterator[bytes | memoryview]:
+    def _why_late(self, size: int) -> str:
+        if self._rate_bound:
+            rate = f"{self._min_bytes_per_s:g} bytes/s"
+            return f"a result of {size} bytes not sent within {self._timeout_s:g} s plus its size at {rate}"
+        return f"a reply made no progress for {self._timeout_s:g} s"
+
+    def _progressing(
+        self, fragments: Fragments, deadline: asyncio.Timeout, size: int
+    ) -> Iterator[bytes | memoryview]:
         """The fragments; websockets takes the next one once the socket took the previous one,
-        so each one taken moves the deadline."""
+        so each one taken moves the deadline, but never past the whole message's: its size at
+        the minimum rate, after the slow-consumer timeout."""
         loop = asyncio.get_running_loop()
+        last_s = float("inf")
+        if self._min_bytes_per_s is not None:
+            last_s = loop.time() + self._timeout_s + size / self._min_bytes_per_s
         for fragment in fragments:
-            deadline.reschedule(loop.time() + self._timeout_s)
+            next_s = loop.time() + self._timeout_s
+            self._rate_bound = last_s < next_s
+            deadline.reschedule(min(next_s, last_s))
             yield fragment
+        self._rate_bound = False
 
     # --- slow consumers ---
 
@@ -162,7 +269,7 @@ class Outbox:
             return
         self._dropped = True
         metrics.slow_consumers_total.inc()
-        logs.event(logger, "slow_consumer", peer=self._peer, detail=f"{detail} for {self._timeout_s:g} s")
+        logs.event(logger, "slow_consumer", peer=self._peer, detail=detail)
         for _, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)

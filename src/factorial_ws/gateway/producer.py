@@ -42,10 +42,13 @@ from ..constants import (
     KOMBU_UNACKED_KEY,
     NUMBER_KEY_PREFIX,
     PROGRESS_HEADER,
+    REPLACES_KEY_PREFIX,
     RESULT_KEY_PREFIX,
+    RUNNING_KEY_PREFIX,
     SHARED_KEY_PREFIX,
     SUBMITTED_KEY_PREFIX,
     TASK_NAME_BY_QUEUE,
+    WORKER_RUN_KEY_PREFIX,
 )
 from .batching import Batcher
 
@@ -258,6 +261,20 @@ local function finished(id)
   return redis.call('EXISTS', meta_prefix .. id) == 1
 end
 
+local running_prefix, worker_run_prefix, replaces_prefix = ARGV[12], ARGV[13], ARGV[14]
+
+-- A task a worker started, whose worker run's heartbeat is gone (it was killed outright): its
+-- message comes back only after the visibility timeout. The task created instead (ARGV[1])
+-- will also store its result for it and for those it replaced in turn (worker_hooks.py), so
+-- their waiters get it too; marked now, in case it is created.
+local function lost(id)
+  local run = redis.call('GET', running_prefix .. id)
+  if not run or redis.call('EXISTS', worker_run_prefix .. run) == 1 then return false end
+  local earlier = redis.call('GET', replaces_prefix .. id)
+  redis.call('SET', replaces_prefix .. ARGV[1], earlier and (id .. ' ' .. earlier) or id, 'EX', expires_s)
+  return true
+end
+
 -- 'done', 'pending', or nil when the task cannot give a result any more.
 local function state_of(id)
   local head = redis.call('GETRANGE', meta_prefix .. id, 0, 63)
@@ -266,6 +283,7 @@ local function state_of(id)
     if status == 'SUCCESS' then return 'done' end
     if status == 'FAILURE' or status == 'REVOKED' then return nil end
   end
+  if lost(id) then return nil end
   local ttl_ms = redis.call('PTTL', record_prefix .. id)
   if ttl_ms < 0 then return nil end
   if expires_s * 1000 - ttl_ms > pending_at_most_s * 1000 then return nil end
@@ -467,6 +485,9 @@ class Producer:
             RESULT_KEY_PREFIX,
             SUBMITTED_KEY_PREFIX,
             int(progress),
+            RUNNING_KEY_PREFIX,
+            WORKER_RUN_KEY_PREFIX,
+            REPLACES_KEY_PREFIX,
         )
         reply, replicas = await self._batcher.call((keys, args))
         state, accepted_id = _text(reply[0]), _text(reply[1])

@@ -24,11 +24,12 @@ from .. import redis_clients
 from ..catalog import load_catalog
 from ..celeryapp import create_app
 from ..config import Config
-from ..processes import raise_open_files_limit, tuned_collector
+from ..processes import raise_open_files_limit, return_large_allocations, tuned_collector
 from .admission import Admission
 from .big_results import ResultCache
 from .cancel import Canceller
 from .deadlines import Deadlines
+from .outbox import OutputBudget
 from .producer import Producer, Rules
 from .results import ResultHub
 from .routes import Routes, share_state_forever
@@ -85,6 +86,7 @@ class Gateway:
     async def start(self) -> None:
         config = self.config
         raise_open_files_limit()
+        return_large_allocations()
         # A burst of requests waits for a pooled connection rather than failing: redis-py's
         # default pool refuses its 101st concurrent command ("Too many connections").
         self._client = redis_clients.blocking_async_client(
@@ -121,8 +123,11 @@ class Gateway:
         admission = Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines)
         canceller = Canceller(app, self._client, config.result_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
+        output_budget = OutputBudget(config.max_output_bytes_per_process)
         results = ResultCache(self._client)
-        services = Services(config, producer, hub, admission, results, canceller, deadlines, catalog)
+        services = Services(
+            config, producer, hub, admission, results, canceller, deadlines, output_budget, catalog
+        )
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1

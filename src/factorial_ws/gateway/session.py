@@ -72,7 +72,7 @@ from .big_results import BigResult, ResultCache
 from .cancel import Canceller
 from .deadlines import Deadlines
 from .order import READ_AHEAD, ReplyOrder, Turn
-from .outbox import Message, Outbox
+from .outbox import Message, Outbox, OutputBudget
 from .producer import Accepted, Call, Producer, Refused
 from .progress import relay
 from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
@@ -102,6 +102,7 @@ class Services:
     results: ResultCache
     canceller: Canceller
     deadlines: Deadlines
+    output_budget: OutputBudget  # WS_MAX_OUTPUT_BYTES_PER_PROCESS
     catalog: Catalog
 
 
@@ -131,6 +132,8 @@ class Session:
             budget_bytes=self._config.max_output_bytes,
             slow_consumer_timeout_s=self._config.slow_consumer_timeout_s,
             peer=self._peer,
+            process_budget=services.output_budget,
+            min_bytes_per_s=self._config.min_output_bytes_per_s,
         )
         self._refusal_log = TokenBucket(_REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_IN_A_ROW)
         self._refusals_unlogged = 0
@@ -484,7 +487,9 @@ class Session:
         if isinstance(outcome, Stored) and outcome.catalog_task is not None:
             await self._send_catalog_result(task_id, outcome.catalog_task, outcome.size, request_id)
         elif isinstance(outcome, Stored):
-            await self._outbox.send_result(outcome.size, lambda: self._stored_reply(task_id, request_id))
+            await self._outbox.send_result(
+                outcome.size, lambda: self._stored_reply(task_id, request_id), shared_key=task_id
+            )
         elif isinstance(outcome, Success | Returned):
             reply = outcome_reply(task_id, outcome, request_id)
             await self._outbox.send_result(len(reply), lambda: _ready(reply))
