@@ -1,0 +1,117 @@
+"""A catalog task's message is the one apply_async sends for the task its entry names (its
+parameters as keyword arguments, its queue, its time limits), and its submission records which
+task it is, shares by parameters only where the entry allows, and is found by a lookup."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from celery import Celery
+from kombu import Connection
+from kombu.transport.virtual import Channel, Message
+from pydantic import BaseModel
+
+from factorial_ws import Catalog
+from factorial_ws.constants import SUBMITTED_KEY_PREFIX
+from factorial_ws.gateway.producer import Call, Producer, Rules, call_envelope
+from factorial_ws.gateway.results import ResultHub, catalog_task_of
+
+TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
+OTHER_ID = "3f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
+
+
+class Words(BaseModel):
+    text: str
+
+
+def words_call(*, share: bool = False, **limits: Any) -> Call:
+    catalog = Catalog()
+    entry = catalog.add(
+        "count_words",
+        celery_task="app.count_words",
+        params=Words,
+        queue=lambda params: "long" if len(params.text) > 5 else "words",
+        timeout=5,
+        share_results=share,
+        cost=lambda params: len(params.text),
+        **limits,
+    )
+    return Call.of(entry, entry.validate({"text": "a b a"}))
+
+
+def envelope(app: Celery, call: Call, **options: Any) -> dict[str, Any]:
+    payload = json.loads(call_envelope(app, TASK_ID, call, **options))
+    assert isinstance(payload, dict)
+    return payload
+
+
+def test_a_call_is_what_its_entry_makes_of_the_parameters() -> None:
+    call = words_call(share=True)
+    assert (call.name, call.celery_task, call.queue, call.cost) == (
+        "count_words",
+        "app.count_words",
+        "words",
+        5,
+    )
+    assert call.kwargs == {"text": "a b a"}
+    assert call.share_key == 'count_words:{"text":"a b a"}'
+    assert words_call().share_key is None
+
+
+def test_the_message_names_the_task_and_carries_the_parameters_as_keyword_arguments(app: Celery) -> None:
+    payload = envelope(app, words_call())
+    assert payload["headers"]["task"] == "app.count_words"
+    assert payload["headers"]["id"] == TASK_ID
+    args, kwargs, _ = json.loads(base64.b64decode(payload["body"]))
+    assert (args, kwargs) == ([], {"text": "a b a"})
+    assert payload["properties"]["delivery_info"] == {"exchange": "", "routing_key": "words"}
+
+
+def test_the_time_limits_go_with_the_message_as_apply_async_sends_them(app: Celery) -> None:
+    headers = envelope(app, words_call(soft_time_limit=3, time_limit=4))["headers"]
+    assert headers["timelimit"] == [4.0, 3.0]
+    assert envelope(app, words_call())["headers"]["timelimit"] == [None, None]
+
+
+def test_kombu_decodes_a_catalog_message(app: Celery) -> None:
+    with Connection("memory://") as connection:
+        message = Message(envelope(app, words_call()), channel=cast(Channel, connection.channel()))
+        assert message.decode()[1] == {"text": "a b a"}
+        assert message.headers["task"] == "app.count_words"
+
+
+async def test_a_submitted_call_is_queued_and_recorded_as_its_catalog_task(
+    app: Celery, client: aioredis.Redis
+) -> None:
+    accepted = await Producer(app, client, 600).submit_call(TASK_ID, words_call(), "127.0.0.1")
+    assert accepted.task_id == TASK_ID  # type: ignore[union-attr]
+    assert await client.llen("words") == 1
+    record = await client.get(SUBMITTED_KEY_PREFIX + TASK_ID)
+    assert catalog_task_of(record) == "count_words"
+
+
+async def test_identical_calls_share_a_task_only_when_the_entry_shares_results(
+    app: Celery, client: aioredis.Redis
+) -> None:
+    producer = Producer(app, client, 600, rules=Rules(reuse=True))
+    await producer.submit_call(TASK_ID, words_call(), "127.0.0.1")
+    alone = await producer.submit_call(OTHER_ID, words_call(), "127.0.0.1")
+    assert alone.task_id == OTHER_ID  # type: ignore[union-attr]
+
+    first = await producer.submit_call("4f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09", words_call(share=True), "h")
+    joined = await producer.submit_call("5f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09", words_call(share=True), "h")
+    assert joined.task_id == first.task_id and joined.state == "pending"  # type: ignore[union-attr]
+
+
+async def test_a_lookup_learns_the_catalog_task_from_the_record(app: Celery, client: aioredis.Redis) -> None:
+    await Producer(app, client, 600).submit_call(TASK_ID, words_call(), "127.0.0.1")
+    await Producer(app, client, 600).submit(OTHER_ID, "soft", 5, "127.0.0.1")
+    hub = ResultHub(client, client)
+    assert (await hub.look(TASK_ID))[1] == "count_words"
+    assert (await hub.look(OTHER_ID))[1] is None
+    await client.set("celery-task-meta-" + TASK_ID, json.dumps({"status": "SUCCESS", "result": {"a": 2}}))
+    snapshot, _ = await hub.look(TASK_ID)
+    assert snapshot.json_text == '{"a": 2}'  # type: ignore[union-attr]
