@@ -111,7 +111,7 @@ def _task_id_of(channel_name: str) -> str:
     return channel_name.removeprefix(NOTE_CHANNEL_PREFIX).removeprefix(RESULT_KEY_PREFIX)
 
 
-def catalog_task_of(record: bytes | None) -> str | None:
+def catalog_task_of(record: bytes | str | None) -> str | None:
     """The catalog task a submitted record names (None: factorial, or no record)."""
     if not record:
         return None
