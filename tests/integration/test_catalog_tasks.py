@@ -215,3 +215,42 @@ async def test_many_requests_in_flight_on_one_connection_all_get_their_result(
     results = {reply["id"]: reply["result"] for reply in replies if reply["type"] == "success"}
     assert results == {index: {f"w{index}": 1, "x": 1} for index in range(20)}
     await asyncio.sleep(0)
+
+
+# --- the client library ----------------------------------------------------------------------
+
+
+async def test_client_call_returns_the_result_and_raises_the_tasks_failure(
+    wordcount: tuple[str, Proc],
+) -> None:
+    from factorial_ws import Client, InvalidRequest, TaskFailed, UnknownTask
+
+    async with Client(wordcount[0]) as ws:
+        assert await ws.call("count_words", text="to be or not to be") == {
+            "to": 2,
+            "be": 2,
+            "or": 1,
+            "not": 1,
+        }
+        with pytest.raises(TaskFailed, match=r"^Task failed: ValueError "):
+            await ws.call("explode")
+        with pytest.raises(InvalidRequest, match=r"^Invalid request: text: Field required"):
+            await ws.call("count_words")
+        with pytest.raises(UnknownTask):
+            await ws.call("no_such_task")
+
+
+async def test_client_call_handle_follows_progress_and_cancels(wordcount: tuple[str, Proc]) -> None:
+    from factorial_ws import Client, TaskCancelled
+
+    async with Client(wordcount[0]) as ws:
+        handle = await ws.submit_call("slow_count", n=8, delay_s=0.05, progress=True)
+        states = [state async for state in handle.states()]
+        assert await handle == {"counted": 8}
+        assert states[0] == "pending" and "progress" in states and states[-1] == "done", states
+        assert handle.info["total"] == 8
+
+        long = await ws.submit_call("slow_count", n=100, delay_s=0.1)
+        assert await long.cancel() is True
+        with pytest.raises(TaskCancelled):
+            await long

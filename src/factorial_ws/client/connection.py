@@ -36,7 +36,17 @@ from .errors import (
 )
 from .handle import Pending, TaskHandle
 from .reconnection import reopen
-from .wire import MAX_REPLY_BYTES, Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
+from .wire import (
+    MAX_REPLY_BYTES,
+    Reply,
+    Request,
+    Step,
+    backoff_delay_s,
+    call_fields,
+    call_result,
+    digits_to_int,
+    parse_reply,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +219,19 @@ class Client:
         """A handle for a task submitted before (as ``lookup``, which awaits it at once); with
         ``progress`` its ``state`` says when a worker starts it."""
         return self._handle(self._register(Request(task_id=task_id, progress=progress)), digits)
+
+    async def call(self, name: str, /, **params: Any) -> Any:
+        """Call the catalog task ``name`` with ``params``; its result, any JSON value (a task
+        that raised raises ``TaskFailed``, bad parameters ``InvalidRequest``)."""
+        handle = await self.submit_call(name, **params)
+        return await handle
+
+    async def submit_call(self, name: str, /, *, progress: bool = False, **params: Any) -> TaskHandle[Any]:
+        """Send a catalog task's request and return once the gateway has acked it, with a handle
+        as ``submit`` gives; with ``progress`` its ``state`` also goes ``progress`` at each of the
+        task's own states, whose meta is the handle's ``info``."""
+        request = Request(call=call_fields(name, params), progress=progress)
+        return TaskHandle(self, await self._accepted(self._register(request)), call_result)
 
     def _handle(self, pending: Pending, digits: bool) -> TaskHandle[int] | TaskHandle[str]:
         if digits:

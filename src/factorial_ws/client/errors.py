@@ -176,6 +176,8 @@ def error_for(message: str, task_id: str | None = None) -> FactorialWSError:
     """The exception for an error reply's message; the root class for a message not known."""
     if message.startswith(INVALID_REQUEST):
         return InvalidRequest(message, task_id)
+    if message not in _BY_MESSAGE and message.startswith(TASK_FAILED + ": "):
+        return TaskFailed(message, task_id)  # a catalog task's failure: "Task failed: ValueError"
     return _BY_MESSAGE.get(message, FactorialWSError)(message, task_id)
 
 

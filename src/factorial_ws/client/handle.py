@@ -12,7 +12,7 @@ from .wire import FINAL_STATES, Request
 if TYPE_CHECKING:
     from .connection import Client
 
-ResultT = TypeVar("ResultT", int, str)
+ResultT = TypeVar("ResultT")  # int or str for a factorial, any JSON value for a catalog task
 
 
 class Pending:
@@ -72,6 +72,11 @@ class TaskHandle(Generic[ResultT]):
     @property
     def state(self) -> str:
         return self._pending.request.state
+
+    @property
+    def info(self) -> Any:
+        """A catalog task's latest own state's meta (``progress``), e.g. {"current": 3, "total": 10}."""
+        return self._pending.request.info
 
     @property
     def ahead(self) -> int | None:

@@ -14,10 +14,12 @@ gateway has acked it (a factorial that was never acked is sent again as a factor
 - after ``Rate limit exceeded``, later, whoever asked: the gateway did not serve the frame.
 
 A request made with ``progress`` asks for it on every ask and records what it hears as its
-``state``: ``pending`` (acked), ``queued`` (with ``ahead``), ``started``, then ``done``,
-``error`` or ``cancelled``. A cancel is a request too, asked again after a drop like the others
-(cancelling twice is harmless); it ends ``cancelled``, or ``finished`` when the gateway answered
-with the task's own outcome (the task had ended first).
+``state``: ``pending`` (acked), ``queued`` (with ``ahead``), ``started``, ``progress`` (a
+catalog task's own state, in ``info``), then ``done``, ``error`` or ``cancelled``. A catalog
+task's request (``call``: its ``type`` and parameters) ends with the success frame itself, whose
+``result`` is any JSON value (``call_result``). A cancel is a request too, asked again after a
+drop like the others (cancelling twice is harmless); it ends ``cancelled``, or ``finished`` when
+the gateway answered with the task's own outcome (the task had ended first).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import enum
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..constants import (
     DEFAULT_MAX_NUMBER,
     HARD_QUEUE_FULL,
+    INVALID_REQUEST,
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
@@ -78,6 +81,24 @@ def lookup_frame(task_id: str, request_id: int, *, progress: bool = False) -> st
     return _frame({"type": "result", "task_id": task_id, "id": request_id}, progress)
 
 
+def call_frame(fields: dict[str, Any], request_id: int, *, progress: bool = False) -> str:
+    """A catalog task's request: its ``type`` and parameters."""
+    return _frame({**fields, "id": request_id}, progress)
+
+
+def call_fields(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``{"type": name, **params}``; ValueError for a parameter named like a protocol field."""
+    reserved = {"type", "id", "progress"} & params.keys()
+    if reserved:
+        raise ValueError(f"{INVALID_REQUEST}{sorted(reserved)[0]!r} is a protocol field, not a parameter")
+    return {"type": name, **params}
+
+
+def call_result(frame: str) -> Any:
+    """The result of a catalog task's success frame: any JSON value, parsed as JSON parses it."""
+    return json.loads(frame)["result"]
+
+
 def cancel_frame(task_id: str, request_id: int) -> str:
     return json.dumps({"type": "cancel", "task_id": task_id, "id": request_id})
 
@@ -99,6 +120,9 @@ class Reply:
     request_id: str | None = None
     result: str | None = None
     ahead: int | None = None  # of a "queued" reply
+    state: str | None = None  # of a "progress" reply
+    # The reply as it came (a catalog task's result and info are read from it).
+    frame: str = field(default="", compare=False, repr=False)
 
 
 def parse_reply(frame: str) -> Reply:
@@ -113,6 +137,8 @@ def parse_reply(frame: str) -> Reply:
         request_id=_text(data.get("id")),
         result=_text(data.get("result")),
         ahead=_count(data.get("ahead")),
+        state=_text(data.get("state")),
+        frame=frame,
     )
 
 
@@ -123,6 +149,11 @@ def _count(value: Any) -> int | None:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _is_outcome(message: str | None) -> bool:
+    """An error that is a task's own outcome (a catalog task's failure names its exception)."""
+    return message in OUTCOME_ERRORS or (message or "").startswith(TASK_FAILED + ": ")
 
 
 def digits_to_int(digits: str) -> int:
@@ -168,11 +199,14 @@ class Request:
         number: int | None = None,
         task_id: str | None = None,
         cancel: str | None = None,
+        call: dict[str, Any] | None = None,
         progress: bool = False,
     ) -> None:
-        if [number, task_id, cancel].count(None) != 2:
-            raise ValueError("a request is a factorial (number), a lookup (task_id) or a cancel")
+        if [number, task_id, cancel, call].count(None) != 3:
+            raise ValueError("a request is a factorial (number), a call, a lookup (task_id) or a cancel")
         self.number = number
+        self.call = call  # a catalog task's type and parameters
+        self.info: Any = None  # the latest own state's meta, of a call with progress
         self.task_id = task_id if cancel is None else cancel
         self.is_cancel = cancel is not None
         self.progress = progress and not self.is_cancel
@@ -194,6 +228,8 @@ class Request:
         self.confirmed = False
         self.retry = self.asks > 0
         self.asks += 1
+        if self.task_id is None and self.call is not None:
+            return call_frame(self.call, request_id, progress=self.progress)
         if self.task_id is None:
             assert self.number is not None
             return factorial_frame(self.number, request_id, progress=self.progress)
@@ -219,6 +255,14 @@ class Request:
         if reply.type == "started" and self.state in ("pending", "queued"):
             self._enter("started")
             return Step.PROGRESS
+        if reply.type == "progress" and self.state not in FINAL_STATES:
+            self.info = json.loads(reply.frame).get("info")
+            self._enter("progress")
+            return Step.PROGRESS
+        if reply.type == "success" and self.call is not None:
+            self.digits = reply.frame  # read by call_result
+            self._enter("done")
+            return Step.DONE
         if reply.type == "success":
             return self._success(reply.result)
         if reply.type == "error":
@@ -238,7 +282,7 @@ class Request:
     def _on_cancel_reply(self, reply: Reply) -> Step:
         if reply.type == "cancelled":
             self.cancel_outcome = "cancelled"
-        elif reply.type == "success" or (reply.type == "error" and reply.result in OUTCOME_ERRORS):
+        elif reply.type == "success" or (reply.type == "error" and _is_outcome(reply.result)):
             self.cancel_outcome = "finished"  # it ended before the cancel: its outcome came instead
         elif reply.type == "error":
             return self._error(reply.result or "", reply.task_id)
