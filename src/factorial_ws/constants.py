@@ -54,6 +54,8 @@ TOO_MANY_IN_FLIGHT: Final = "Too many tasks in flight"
 RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
+# Redis was full (maxmemory, noeviction) when the worker came to store the result.
+STORAGE_FULL: Final = "Task failed: storage full"
 TASK_REVOKED: Final = "Task revoked"
 TASK_CANCELLED: Final = "Task cancelled"
 TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"

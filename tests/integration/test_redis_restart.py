@@ -7,6 +7,10 @@ import asyncio
 import signal
 from typing import Any
 
+import kombu
+import redis
+
+import factorial_ws.redis_clients  # noqa: F401 - our transports behind redis:// URLs
 from support import UNIT_S, Client, Launcher, client, wait_until
 
 from .probes import hub_subscribed, redis_answers
@@ -65,3 +69,25 @@ async def test_every_request_after_a_redis_restart_succeeds_at_the_first_try(lau
     assert waited == {"type": "success", "task_id": waiting["task_id"], "result": 720, "id": "waiting"}
     # The catch-up read after the reconnection worked at once: the subscription was lost once.
     assert gateway.log().count("lost the result subscription") == 1, gateway.log()
+
+
+def test_a_broker_channel_closed_again_after_redis_died_raises_a_connection_error(launch: Launcher) -> None:
+    """What a worker's consumer does when Redis dies under it while it holds a task: its
+    connection is collected (the channel's close fails on the dead socket of its BRPOP, before
+    the restore of unacknowledged messages), then the channel is closed again. The restore then
+    raised AttributeError ('NoneType' object has no attribute 'hostname'), which Celery calls
+    unrecoverable: the worker exited. A connection error is what Celery ignores."""
+    server = launch.redis(persistent=False)
+    connection = kombu.Connection(server.url)
+    channel = connection.channel()
+    queue = kombu.Queue("restart-test", routing_key="restart-test")
+    kombu.Producer(channel).publish({"n": 1}, routing_key="restart-test", declare=[queue])
+    assert channel.basic_get("restart-test", no_ack=False) is not None  # held, unacknowledged
+    channel.basic_consume("restart-test", False, lambda message: None, "consumer")
+    connection.transport.cycle._register_BRPOP(channel)  # waiting in BRPOP, as a worker does
+    server.stop()
+    connection.collect()
+    try:
+        channel.close()
+    except redis.ConnectionError:
+        pass  # what kombu and Celery expect of a dead broker

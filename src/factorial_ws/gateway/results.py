@@ -46,6 +46,7 @@ from ..constants import (
     RESULTS_IDLE_CHANNEL,
     SUBMITTED_KEY_PREFIX,
     TASK_CANCELLED,
+    STORAGE_FULL,
     TASK_FAILED,
     TASK_REVOKED,
     TIMEOUT_ERROR,
@@ -530,4 +531,6 @@ def _failure_message(result: Any) -> str:
         return TIMEOUT_ERROR
     if exc_type == "AttemptsExhausted":
         return WORKER_LOST
+    if exc_type == "StorageFull":  # announced, not stored (result_backend.py)
+        return STORAGE_FULL
     return TASK_FAILED
