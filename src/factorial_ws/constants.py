@@ -23,6 +23,11 @@ NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that com
 CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
+# Hash: a child of `up` that keeps failing -> what /healthz says of it. Rewritten by `up` every
+# SUPERVISOR_REPORT_S while any child fails, and gone SUPERVISOR_REPORT_TTL_S after `up` is.
+SUPERVISOR_PROBLEMS_KEY: Final = KEY_PREFIX + "supervisor-problems"
+SUPERVISOR_REPORT_S: Final = 1.0
+SUPERVISOR_REPORT_TTL_S: Final = 5
 CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
 CANCELLED_KEY: Final = KEY_PREFIX + "cancelled"  # sorted set: cancelled task id -> when (workers load it)
 # Workers read new entries of CANCELLED_KEY this often, in case they missed a revoke broadcast.
@@ -61,5 +66,6 @@ TASK_CANCELLED: Final = "Task cancelled"
 TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
 HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
+STORAGE_NEARLY_FULL: Final = "Server busy: storage nearly full"
 
 DEFAULT_PORT: Final = 25000

@@ -26,9 +26,8 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -179,7 +178,8 @@ class _QoS(kombu_redis.QoS):
         if pipe is not None:
             yield pipe
         else:
-            with self.channel.conn_or_acquire(client) as acquired:
+            channel: Any = self.channel
+            with channel.conn_or_acquire(client) as acquired:
                 yield acquired.pipeline(transaction=False)
 
     def append(self, message: Any, delivery_tag: Any) -> None:
@@ -209,7 +209,7 @@ class _ChannelMixin:
     And a full Redis (``_QoS``) no longer stops the acknowledgements.
     """
 
-    QoS = _QoS
+    QoS: Any = _QoS
     connection: Any
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:

@@ -4,6 +4,7 @@ restart succeeds on every pooled connection, and nothing is retried by the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Any
 
@@ -79,15 +80,14 @@ def test_a_broker_channel_closed_again_after_redis_died_raises_a_connection_erro
     unrecoverable: the worker exited. A connection error is what Celery ignores."""
     server = launch.redis(persistent=False)
     connection = kombu.Connection(server.url)
-    channel = connection.channel()
+    channel: Any = connection.channel()  # kombu's Redis channel (its stubs know a generic one)
     queue = kombu.Queue("restart-test", routing_key="restart-test")
     kombu.Producer(channel).publish({"n": 1}, routing_key="restart-test", declare=[queue])
     assert channel.basic_get("restart-test", no_ack=False) is not None  # held, unacknowledged
     channel.basic_consume("restart-test", False, lambda message: None, "consumer")
-    connection.transport.cycle._register_BRPOP(channel)  # waiting in BRPOP, as a worker does
+    transport: Any = connection.transport
+    transport.cycle._register_BRPOP(channel)  # waiting in BRPOP, as a worker does
     server.stop()
     connection.collect()
-    try:
+    with contextlib.suppress(redis.ConnectionError):  # what kombu and Celery expect of a dead broker
         channel.close()
-    except redis.ConnectionError:
-        pass  # what kombu and Celery expect of a dead broker

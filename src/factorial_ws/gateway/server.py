@@ -28,6 +28,7 @@ from .admission import Admission
 from .big_results import ResultCache
 from .cancel import Canceller
 from .deadlines import Deadlines
+from .memory import MemoryGauge
 from .producer import Producer, Rules
 from .results import ResultHub
 from .routes import Routes, share_state_forever
@@ -68,6 +69,7 @@ class Gateway:
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
         self._warm_up: asyncio.Task[None] | None = None
+        self._memory_polls: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -117,7 +119,11 @@ class Gateway:
         admission = Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines)
         canceller = Canceller(app, self._client, config.result_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
-        services = Services(config, producer, hub, admission, ResultCache(self._client), canceller, deadlines)
+        memory = MemoryGauge(self._client, config.redis_memory_high_water)
+        self._memory_polls = asyncio.create_task(memory.run(), name="memory-gauge")
+        services = Services(
+            config, producer, hub, admission, ResultCache(self._client), canceller, deadlines, memory
+        )
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1
@@ -126,7 +132,7 @@ class Gateway:
             finally:
                 self._sessions -= 1
 
-        routes = Routes(config, self._client, hub, self._open_connections)
+        routes = Routes(config, self._client, hub, memory, self._open_connections)
         self._sharing = asyncio.create_task(share_state_forever(hub), name="share-state")
         self._server = await serve(
             handler,
@@ -175,8 +181,9 @@ class Gateway:
                 await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
             except TimeoutError:
                 logger.warning("connections still open after %.0f s; dropping them", SHUTDOWN_GRACE_S)
-        if self._sharing is not None:
-            self._sharing.cancel()
+        for background in (self._sharing, self._memory_polls):
+            if background is not None:
+                background.cancel()
         if self._hub is not None:
             await self._hub.close()
         for client in (self._client, self._pubsub_client):
