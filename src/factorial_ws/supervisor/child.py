@@ -64,8 +64,8 @@ class SupervisedChild:
         self.last_code = code
         delay_s = min(FIRST_RESTART_DELAY_S * 2 ** (len(self.exits) - 1), MAX_RESTART_DELAY_S)
         logger.warning(
-            "%s %d exited (code %s, %d times within %.0f s); starting another in %g s",
-            self.name, self.process.pid, code, len(self.exits), RESTART_WINDOW_S, delay_s,
+            "%s %d exited (code %s); starting another in %g s (exit %d within %.0f s)",
+            self.name, self.process.pid, code, delay_s, len(self.exits), RESTART_WINDOW_S,
         )  # fmt: skip
         self.restart_at = now + delay_s
 
