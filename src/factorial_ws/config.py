@@ -69,6 +69,10 @@ def _not_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def _fraction(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be above 0 and at most 1"
+
+
 def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
 
@@ -194,6 +198,8 @@ class Config:
     # Admission to the hard queue (0: no limit): its length, and unfinished tasks per client address.
     hard_queue_limit: int = setting(env="HARD_QUEUE_LIMIT", check=_not_negative, derive=_hard_queue_limit)
     hard_tasks_per_client: int = setting(8, env="HARD_TASKS_PER_CLIENT", check=_not_negative)
+    # Past this fraction of Redis' maxmemory, new large tasks are refused (1: only when full).
+    redis_memory_high_water: float = setting(0.8, env="REDIS_MEMORY_HIGH_WATER", check=_fraction)
 
     # Security
     token: str | None = setting(None, env="WS_TOKEN")

@@ -31,6 +31,11 @@ NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that com
 CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
+# Hash: a child of `up` that keeps failing -> what /healthz says of it. Rewritten by `up` every
+# SUPERVISOR_REPORT_S while any child fails, and gone SUPERVISOR_REPORT_TTL_S after `up` is.
+SUPERVISOR_PROBLEMS_KEY: Final = KEY_PREFIX + "supervisor-problems"
+SUPERVISOR_REPORT_S: Final = 1.0
+SUPERVISOR_REPORT_TTL_S: Final = 5
 CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
 CANCELLED_KEY: Final = KEY_PREFIX + "cancelled"  # sorted set: cancelled task id -> when (workers load it)
 # Workers read new entries of CANCELLED_KEY this often, in case they missed a revoke broadcast.
@@ -68,10 +73,13 @@ TOO_MANY_IN_FLIGHT: Final = "Too many tasks in flight"
 RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
+# Redis was full (maxmemory, noeviction) when the worker came to store the result.
+STORAGE_FULL: Final = "Task failed: storage full"
 TASK_REVOKED: Final = "Task revoked"
 TASK_CANCELLED: Final = "Task cancelled"
 TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
 HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
+STORAGE_NEARLY_FULL: Final = "Server busy: storage nearly full"
 
 DEFAULT_PORT: Final = 25000

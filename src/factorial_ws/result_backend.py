@@ -14,12 +14,16 @@ with one GET per process. Celery's own channel still gets the full meta, so a Ce
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Final
 
+import redis
 from celery.app.backends import by_url
 from celery.backends.redis import RedisBackend, SentinelBackend
 
-from .constants import NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX
+from .constants import NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX, SUBMITTED_KEY_PREFIX
+
+logger = logging.getLogger(__name__)
 
 # Metas up to this size travel whole in the note (so small results need no second read); a
 # larger one is announced by size. Far below Redis' 32 MB output-buffer limit even when hundreds
@@ -52,6 +56,24 @@ def stored_size(note: bytes | str) -> int | None:
     return size if isinstance(size, int) else None
 
 
+class StorageFull(Exception):
+    """Redis was full (over ``maxmemory``, noeviction) when the task's result came to be stored."""
+
+
+def storage_full_meta(task_id: str) -> bytes:
+    """The FAILURE meta announced, not stored, for a result Redis had no room for."""
+    result = {"exc_type": StorageFull.__name__, "exc_module": __name__, "exc_message": ["Redis is full"]}
+    return json.dumps({"status": "FAILURE", "result": result, "task_id": task_id}).encode()
+
+
+def _status(meta: bytes | str) -> str | None:
+    try:
+        status = json.loads(meta).get("status")
+    except (ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
 class NotingBackendMixin:
     """Celery's ``_set`` of a Redis backend (SET with expiry, PUBLISH on the key's channel), in
     the same transaction a note on our channel for each task result."""
@@ -67,6 +89,33 @@ class NotingBackendMixin:
         super().__init__(*args, **kwargs)
 
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
+        try:
+            self._store_and_announce(key, value, expires)
+        except redis.OutOfMemoryError:
+            name = key.decode() if isinstance(key, bytes) else key
+            if not name.startswith(RESULT_KEY_PREFIX):
+                raise  # not a task's state (Celery's group results): nobody of ours waits on it
+            self._announce_unstored(name.removeprefix(RESULT_KEY_PREFIX), value)
+
+    def _announce_unstored(self, task_id: str, value: bytes | str) -> None:
+        """Redis is full: a STARTED state is only a progress report, and is dropped; an outcome
+        is announced as ``StorageFull`` to whoever waits (PUBLISH and DEL are allowed in a full
+        Redis, outside a transaction), and the task's submission record is deleted so that the
+        next request for its number starts a new task rather than join one that will never
+        answer. Raising instead would fail the task in the worker's main process, which also
+        could not store that, and stop nobody waiting from waiting."""
+        if _status(value) == "STARTED":
+            logger.warning("Redis is full: the start of task %s is not reported", task_id)
+            return
+        logger.error("Redis is full: the result of task %s is not stored; its clients are told so", task_id)
+        failure = storage_full_meta(task_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.publish(RESULT_KEY_PREFIX + task_id, failure)
+            pipe.publish(note_channel(task_id), failure)
+            pipe.delete(SUBMITTED_KEY_PREFIX + task_id)
+            pipe.execute()
+
+    def _store_and_announce(self, key: bytes | str, value: bytes | str, expires: int | None) -> None:
         if expires is None:
             expires = self.expires
         with self.client.pipeline() as pipe:

@@ -26,6 +26,8 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    STORAGE_FULL,
+    STORAGE_NEARLY_FULL,
     TASK_CANCELLED,
     TASK_FAILED,
     TASK_NOT_CANCELLED,
@@ -85,6 +87,11 @@ class HardQueueFull(ServerBusy):
     """``Server busy: too many large tasks queued``: the ``hard`` queue is at its limit."""
 
 
+class StorageNearlyFull(ServerBusy):
+    """``Server busy: storage nearly full``: Redis is past the gateway's high-water mark of its
+    memory (REDIS_MEMORY_HIGH_WATER), so new large tasks wait; small ones and lookups go on."""
+
+
 class TooManyInFlight(FactorialWSError):
     """``Too many tasks in flight``: this connection already waits for the gateway's maximum."""
 
@@ -104,6 +111,11 @@ class TaskFailed(FactorialWSError):
 
 class WorkerLost(TaskFailed):
     """``Task failed: its worker died on every attempt``."""
+
+
+class StorageFull(TaskFailed):
+    """``Task failed: storage full``: the task ran, but Redis was full when its result came to be
+    stored; ask again once there is room (the number is computed again)."""
 
 
 class TaskRevoked(FactorialWSError):
@@ -161,11 +173,13 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     SERVICE_UNAVAILABLE: ServiceUnavailable,
     SERVER_BUSY: ServerBusy,
     HARD_QUEUE_FULL: HardQueueFull,
+    STORAGE_NEARLY_FULL: StorageNearlyFull,
     CLIENT_BUSY: TooManyQueued,
     TOO_MANY_IN_FLIGHT: TooManyInFlight,
     RATE_LIMITED: RateLimited,
     TASK_FAILED: TaskFailed,
     WORKER_LOST: WorkerLost,
+    STORAGE_FULL: StorageFull,
     TASK_REVOKED: TaskRevoked,
     TASK_CANCELLED: TaskCancelled,
     TASK_NOT_CANCELLED: TaskNotCancelled,

@@ -28,6 +28,7 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    STORAGE_NEARLY_FULL,
     TASK_CANCELLED,
     TASK_NOT_CANCELLED,
     TIMEOUT_ERROR,
@@ -61,6 +62,7 @@ from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
 from .cancel import Canceller
 from .deadlines import Deadlines
+from .memory import MemoryGauge
 from .order import READ_AHEAD, ReplyOrder, Turn
 from .outbox import Message, Outbox, OutputBudget
 from .producer import Accepted, Producer, Refused
@@ -91,6 +93,7 @@ class Services:
     canceller: Canceller
     deadlines: Deadlines
     output_budget: OutputBudget  # WS_MAX_OUTPUT_BYTES_PER_PROCESS
+    memory: MemoryGauge
 
 
 @dataclass(eq=False)
@@ -191,6 +194,10 @@ class Session:
         queue = queue_for(request.number)
         started = time.monotonic()
         try:
+            if self._services.memory.refuses(queue):  # Redis nearly full: large work waits
+                await turn.come()
+                await self._refuse(STORAGE_NEARLY_FULL, None, request.request_id)
+                return
             try:
                 async with self._services.admission.turn():
                     answer = await self._enqueue(new_task_id(), queue, request.number, request.progress)
