@@ -20,7 +20,13 @@ ATTEMPTS_KEY_PREFIX: Final = KEY_PREFIX + "attempts:"  # worker-side start count
 HANDED_BACK_KEY_PREFIX: Final = KEY_PREFIX + "handed-back:"  # held at a worker's shutdown, not lost
 WORKERS_KEY_PREFIX: Final = KEY_PREFIX + "workers:"  # sorted set per queue: hostname -> last seen
 NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
-CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
+# The budgets of a queue (gateway/producer.py): a list beside it of "<cost> <address>" per task
+# pushed, the cost still queued by address (a hash), and in all.
+QUEUED_LEDGER_KEY_PREFIX: Final = KEY_PREFIX + "queued:"
+QUEUED_COSTS_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost-by-address:"
+QUEUED_COST_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost:"
+# A hash per client address: the result bytes its tasks stored, by time bucket (result_backend.py).
+STORED_BYTES_KEY_PREFIX: Final = KEY_PREFIX + "stored-bytes:"
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
 CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
@@ -37,6 +43,8 @@ RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
 
 # A task message with this header set asks its worker to store Celery's STARTED state.
 PROGRESS_HEADER: Final = "factorial_ws_progress"
+# The client address a task message was sent for: its worker charges the stored result to it.
+CLIENT_HEADER: Final = "factorial_ws_client"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
@@ -59,5 +67,6 @@ TASK_CANCELLED: Final = "Task cancelled"
 TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
 HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
+CLIENT_STORED_TOO_MUCH: Final = "Too much stored from this address; retry later"
 
 DEFAULT_PORT: Final = 25000
