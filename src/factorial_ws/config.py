@@ -155,7 +155,16 @@ def _stored_bytes_per_client(config: Config) -> int:
     return redis_memory_bytes(config.redis_maxmemory) // 4
 
 
-_REDIS_MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 1024**2, "g": 10**9, "gb": 1024**3}
+_REDIS_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1024,
+    "m": 10**6,
+    "mb": 1024**2,
+    "g": 10**9,
+    "gb": 1024**3,
+}
 
 
 def redis_memory_bytes(value: str) -> int:

@@ -42,8 +42,9 @@ async def test_hard_tasks_are_budgeted_by_cost_per_client_address_and_per_queue(
     launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
     # 1001! to 1007! have 18060 digits in all: an address may queue 8 numbers just over 1000; the
     # queue, about 10 of them.
-    budgets = {"HARD_QUEUE_DIGITS_PER_CLIENT": 20_000, "HARD_QUEUE_MAX_DIGITS": 26_000}
-    _, url = launch.gateway(server.url, RESULT_REUSE=0, **budgets)
+    _, url = launch.gateway(
+        server.url, RESULT_REUSE=0, HARD_QUEUE_DIGITS_PER_CLIENT=20_000, HARD_QUEUE_MAX_DIGITS=26_000
+    )
     store = redis.Redis.from_url(server.url)
 
     # One address: 8 hard tasks, then refused, on this connection and on any later one.

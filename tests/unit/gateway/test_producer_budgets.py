@@ -48,7 +48,7 @@ async def ask_until_refused(
     producer: Producer, number: int, address: str, *, progress: bool = False, at_most: int = 40
 ) -> list[Accepted]:
     """Ask for ``number`` again and again (result reuse off: a task each time) until refused."""
-    accepted = []
+    accepted: list[Accepted] = []
     for _ in range(at_most):
         answer = await producer.submit(new_task_id(), "hard", number, address, progress=progress)
         if isinstance(answer, Refused):
