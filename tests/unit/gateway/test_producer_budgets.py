@@ -10,6 +10,7 @@ with progress, the REVOKED state of a cancelled one)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -19,12 +20,15 @@ from celery import Celery
 from factorial_ws.config import Config
 from factorial_ws.constants import (
     CLIENT_BUSY,
+    CLIENT_STORED_TOO_MUCH,
     HARD_QUEUE,
     HARD_QUEUE_FULL,
     RESULT_KEY_PREFIX,
+    STORED_BYTES_KEY_PREFIX,
 )
 from factorial_ws.gateway.producer import Accepted, Producer, Refused, Rules
 from factorial_ws.protocol import new_task_id
+from factorial_ws.result_backend import stored_bucket_s
 from factorial_ws.supervisor.redis_server import RedisServer
 
 VICTIM = "127.0.0.99"
@@ -155,3 +159,26 @@ async def test_a_cancelled_task_counts_until_a_worker_discards_it(
     assert sync.llen(HARD_QUEUE) == len(queued)
     worker_takes(sync, len(queued))  # and discards them, as revoked
     assert len(await ask_until_refused(producer, 2000, address)) == len(queued)
+
+
+# --- stored bytes -----------------------------------------------------------------------------
+
+
+async def test_stored_bytes_count_over_their_retention_and_then_are_forgotten(
+    app: Celery, client: aioredis.Redis, sync: redis.Redis
+) -> None:
+    producer = producer_for(app, client, RESULT_EXPIRES=3600, STORED_BYTES_PER_CLIENT=1_000_000)
+    bucket_s = stored_bucket_s(3600)
+    now_bucket = int(time.time() // bucket_s)
+    key = STORED_BYTES_KEY_PREFIX + "127.0.0.2"
+    # Stored over an hour ago (all expired by now): it no longer counts, and is dropped.
+    sync.hset(key, str(now_bucket - 3600 // bucket_s - 2), 5_000_000)
+    assert isinstance(await producer.submit(new_task_id(), "soft", 5, "127.0.0.2"), Accepted)
+    assert sync.hkeys(key) == []
+    # Stored within the hour: refused, soft numbers too; another address is not.
+    sync.hset(key, str(now_bucket - 3600 // bucket_s + 1), 1_000_000)
+    assert await producer.submit(new_task_id(), "soft", 6, "127.0.0.2") == Refused(CLIENT_STORED_TOO_MUCH)
+    assert isinstance(await producer.submit(new_task_id(), "soft", 6, "127.0.0.3"), Accepted)
+    # A number computed (or being computed) already is still answered: it stores nothing new.
+    reused = await producer.submit(new_task_id(), "soft", 6, "127.0.0.2")
+    assert isinstance(reused, Accepted) and reused.state == "pending"
