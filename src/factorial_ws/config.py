@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .constants import DEFAULT_PORT
+from .costs import factorial_cost
 
 T = TypeVar("T")
 Check = Callable[[T], str | None]  # the problem with a value, or None if it can work
@@ -140,13 +141,9 @@ def _task_expires(config: Config) -> float:
     return float(2 * _visibility_timeout(config))
 
 
-# The digits of 1000000! (costs.factorial_cost), which a hard worker process computes in about 1 s.
-_MILLION_FACTORIAL_DIGITS = 5_565_709
-
-
 def _hard_queue_max_digits(config: Config) -> int:
-    # About 25 s of a hard pool's work: 25 numbers near a million per worker process.
-    return 25 * config.hard_concurrency * _MILLION_FACTORIAL_DIGITS
+    # About 25 s of a hard pool's work: 25 numbers near a million (1 s each) per worker process.
+    return 25 * config.hard_concurrency * factorial_cost(1_000_000)
 
 
 def _stored_bytes_per_client(config: Config) -> int:
