@@ -18,7 +18,7 @@ import time
 import redis
 
 from factorial_ws.constants import CLIENT_BUSY, HARD_QUEUE, HARD_QUEUE_FULL, HARD_TASK_NAME
-from support import UNIT_S, Launcher, client, wait_until
+from support import UNIT_S, Launcher, System, client, wait_until
 
 from .fault_tools import LONG_NUMBER, http_get
 
@@ -70,8 +70,7 @@ async def test_hard_tasks_are_budgeted_by_cost_per_client_address_and_per_queue(
         assert done["type"] == "success" and done["task_id"] == ack["task_id"]
 
 
-async def test_one_client_pipelining_200_numbers_up_to_3000_gets_all_200_results(launch: Launcher) -> None:
-    system = launch.system()
+async def test_one_client_pipelining_200_numbers_up_to_3000_gets_all_200_results(system: System) -> None:
     numbers = random.Random(17).choices(range(3001), k=200)
     finals: dict[int, dict[str, object]] = {}  # by request id: its success or error
     async with client(system.url) as ws:
