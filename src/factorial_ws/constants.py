@@ -28,7 +28,13 @@ WORKER_RUN_KEY_PREFIX: Final = KEY_PREFIX + "worker-run:"  # run id -> hostname,
 RUNNING_KEY_PREFIX: Final = KEY_PREFIX + "running:"  # task id -> the worker run computing it
 REPLACES_KEY_PREFIX: Final = KEY_PREFIX + "replaces:"  # task id -> the lost tasks it stands in for
 NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
-CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
+# The budgets of a queue (gateway/producer.py): a list beside it of "<cost> <address>" per task
+# pushed, the cost still queued by address (a hash), and in all.
+QUEUED_LEDGER_KEY_PREFIX: Final = KEY_PREFIX + "queued:"
+QUEUED_COSTS_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost-by-address:"
+QUEUED_COST_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost:"
+# A hash per client address: the result bytes its tasks stored, by time bucket (result_backend.py).
+STORED_BYTES_KEY_PREFIX: Final = KEY_PREFIX + "stored-bytes:"
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
 # Hash: a child of `up` that keeps failing -> what /healthz says of it. Rewritten by `up` every
@@ -50,6 +56,8 @@ RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
 
 # A task message with this header set asks its worker to store Celery's STARTED state.
 PROGRESS_HEADER: Final = "factorial_ws_progress"
+# The client address a task message was sent for: its worker charges the stored result to it.
+CLIENT_HEADER: Final = "factorial_ws_client"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
@@ -81,5 +89,6 @@ TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
 HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
 STORAGE_NEARLY_FULL: Final = "Server busy: storage nearly full"
+CLIENT_STORED_TOO_MUCH: Final = "Too much stored from this address; retry later"
 
 DEFAULT_PORT: Final = 25000

@@ -9,19 +9,33 @@ the gateways listen on ``factorial-ws:done:<id>`` instead, where this backend pu
 itself when it is small, and only its size when it is large; a gateway then reads a large result
 with one GET per process. Celery's own channel still gets the full meta, so a Celery client
 (``AsyncResult.get()``) works as before.
+
+It also charges each stored meta's bytes to the client address its task was sent for (the task
+message's ``CLIENT_HEADER``), in the same transaction: a hash per address of time buckets
+(``stored_bucket_s`` wide) that the gateways' submission script sums over the results'
+retention, to refuse an address that made Redis store too much (STORED_BYTES_PER_CLIENT).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
+from contextvars import ContextVar
 from typing import Any, Final
 
 import redis
 from celery.app.backends import by_url
 from celery.backends.redis import RedisBackend, SentinelBackend
 
-from .constants import NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX, SUBMITTED_KEY_PREFIX
+from .constants import (
+    CLIENT_HEADER,
+    NOTE_CHANNEL_PREFIX,
+    RESULT_KEY_PREFIX,
+    STORED_BYTES_KEY_PREFIX,
+    SUBMITTED_KEY_PREFIX,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +44,17 @@ logger = logging.getLogger(__name__)
 # of notes are in flight at once.
 NOTE_INLINE_MAX_BYTES: Final = 64 * 1024
 _STORED_NOTE_PREFIX: Final = b'{"stored_bytes": '
+
+
+# The client address the meta being stored is charged to ("": nobody), set around Celery's
+# _store_result, which knows the task's request, for _set, which does not.
+_charged_to: ContextVar[str] = ContextVar("charged_to", default="")
+
+
+def stored_bucket_s(result_expires_s: int) -> int:
+    """The width of a stored-bytes bucket: a sixtieth of the retention (a minute of an hour), so
+    a stored result counts at most that much longer than it is kept."""
+    return max(1, math.ceil(result_expires_s / 60))
 
 
 def note_channel(task_id: str) -> str:
@@ -88,6 +113,15 @@ class NotingBackendMixin:
         kwargs["url"] = url or celery_url
         super().__init__(*args, **kwargs)
 
+    def _store_result(
+        self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        charged = _charged_to.set(_client_of(request))
+        try:
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)  # type: ignore[misc]
+        finally:
+            _charged_to.reset(charged)
+
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
         try:
             self._store_and_announce(key, value, expires)
@@ -127,7 +161,25 @@ class NotingBackendMixin:
             name = key.decode() if isinstance(key, bytes) else key
             if name.startswith(RESULT_KEY_PREFIX):
                 pipe.publish(note_channel(name.removeprefix(RESULT_KEY_PREFIX)), note_for(value))
+                self._charge(pipe, len(key) + len(value))
             pipe.execute()
+
+    def _charge(self, pipe: Any, size: int) -> None:
+        """Add ``size`` to the stored bytes of the address the meta is charged to, in the bucket
+        of now (this machine's clock: a bucket is a minute wide, far beyond clock differences)."""
+        address = _charged_to.get()
+        if not address or not self.expires:
+            return
+        bucket_s = stored_bucket_s(self.expires)
+        key = STORED_BYTES_KEY_PREFIX + address
+        pipe.hincrby(key, str(int(time.time() // bucket_s)), size)
+        pipe.expire(key, self.expires + bucket_s)
+
+
+def _client_of(request: Any) -> str:
+    """The client address a task's request names (a Celery Context, or a dict); "" if none."""
+    value = request.get(CLIENT_HEADER) if isinstance(request, dict) else getattr(request, CLIENT_HEADER, None)
+    return value if isinstance(value, str) else ""
 
 
 class NotingRedisBackend(NotingBackendMixin, RedisBackend):

@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from ..constants import (
     CLIENT_BUSY,
+    CLIENT_STORED_TOO_MUCH,
     HARD_QUEUE_FULL,
     INVALID_REQUEST,
     JSON_DECODE_ERROR,
@@ -97,8 +98,15 @@ class TooManyInFlight(FactorialWSError):
 
 
 class TooManyQueued(FactorialWSError):
-    """``Too many large tasks queued from this address``: this client address already has the
-    gateway's maximum of unfinished large tasks; wait for one of their results."""
+    """``Too many large tasks queued from this address``: this client address already has its
+    budget of large numbers waiting in the queue (counted in their digits); wait until workers
+    have taken some."""
+
+
+class StoredTooMuch(FactorialWSError):
+    """``Too much stored from this address; retry later``: results computed for this client
+    address fill its share of Redis (counted while they are kept, an hour by default); results
+    stored already, and lookups, still work."""
 
 
 class RateLimited(FactorialWSError):
@@ -175,6 +183,7 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     HARD_QUEUE_FULL: HardQueueFull,
     STORAGE_NEARLY_FULL: StorageNearlyFull,
     CLIENT_BUSY: TooManyQueued,
+    CLIENT_STORED_TOO_MUCH: StoredTooMuch,
     TOO_MANY_IN_FLIGHT: TooManyInFlight,
     RATE_LIMITED: RateLimited,
     TASK_FAILED: TaskFailed,

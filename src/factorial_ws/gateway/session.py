@@ -116,7 +116,7 @@ class Session:
         # By task id: the requests waiting for it, by the asyncio task that waits.
         self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         self._peer = _peer(connection)
-        self._host = _host(connection)  # the client address, which HARD_TASKS_PER_CLIENT counts by
+        self._host = _host(connection)  # the client address, which the budgets count by
         self._outbox = Outbox(
             connection,
             budget_bytes=self._config.max_output_bytes,
