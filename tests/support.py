@@ -19,10 +19,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from websockets.asyncio.client import ClientConnection, connect
@@ -30,6 +32,7 @@ from websockets.frames import Frame, Opcode
 
 from factorial_ws import processes
 from factorial_ws.config import Config, env_name
+from factorial_ws.gateway.routes import RESPONSE_CACHE_S
 from factorial_ws.processes import (
     free_port,
     gateway_command,
@@ -55,6 +58,27 @@ STOP_TIMEOUT_S = 15 * UNIT_S
 
 # Variables of ours that must not leak from the developer's shell into the processes under test.
 _OUR_VARIABLES = {env_name(f.name) for f in dataclasses.fields(Config)}
+
+
+# The gateway builds /healthz and /metrics at most once a second per process and answers that build
+# meanwhile (gateway/routes.py): a test reading one again sooner would see the state before its
+# last step. Each read waits until the previous read of the same page has ended that long ago.
+_STATUS_PAGE_READS: dict[str, float] = {}
+
+
+@contextlib.contextmanager
+def fresh_status_page(url: str) -> Iterator[None]:
+    """Around a GET of ``url`` (/healthz or /metrics): its answer is built after the GET began."""
+    if urlsplit(url).path not in ("/healthz", "/metrics"):
+        yield
+        return
+    last_s = _STATUS_PAGE_READS.get(url)
+    if last_s is not None:
+        time.sleep(max(0.0, last_s + RESPONSE_CACHE_S - time.monotonic()))
+    try:
+        yield
+    finally:
+        _STATUS_PAGE_READS[url] = time.monotonic()
 
 
 def process_env(redis_url: str | None, **settings: Any) -> dict[str, str]:

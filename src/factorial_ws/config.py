@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .constants import DEFAULT_MAX_NUMBER, DEFAULT_PORT
+from .costs import factorial_cost
 
 T = TypeVar("T")
 Check = Callable[[T], str | None]  # the problem with a value, or None if it can work
@@ -67,6 +68,10 @@ def _positive(value: float) -> str | None:
 
 def _not_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 or more"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be above 0 and at most 1"
 
 
 def _port(value: int) -> str | None:
@@ -147,9 +152,35 @@ def _task_expires(config: Config) -> float:
     return float(2 * _visibility_timeout(config))
 
 
-def _hard_queue_limit(config: Config) -> int:
-    # About 25 s of a hard pool's work at 1 s per 1000000!.
-    return 25 * config.hard_concurrency
+def _hard_queue_max_digits(config: Config) -> int:
+    # About 25 s of a hard pool's work: 25 numbers near a million (1 s each) per worker process.
+    return 25 * config.hard_concurrency * factorial_cost(1_000_000)
+
+
+def _stored_bytes_per_client(config: Config) -> int:
+    # A quarter of what `up` lets its private Redis hold: four addresses at their budget leave it
+    # room, and the gateways' memory guard refuses large work before Redis is full.
+    return redis_memory_bytes(config.redis_maxmemory) // 4
+
+
+_REDIS_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1024,
+    "m": 10**6,
+    "mb": 1024**2,
+    "g": 10**9,
+    "gb": 1024**3,
+}
+
+
+def redis_memory_bytes(value: str) -> int:
+    """Redis' own reading of a ``maxmemory`` value (``512mb``, ``1gb``, ``1000000``)."""
+    match = re.fullmatch(r"(\d+)([a-z]*)", value.lower())
+    if not match or match[2] not in _REDIS_MEMORY_UNITS:
+        raise ValueError(f"not a Redis memory size: {value!r}")
+    return int(match[1]) * _REDIS_MEMORY_UNITS[match[2]]
 
 
 @dataclass(frozen=True)
@@ -198,9 +229,21 @@ class Config:
     max_connections: int = setting(20_000, env="WS_MAX_CONNECTIONS", check=_positive)
     # One computation per number: a request reuses a queued, running or stored task of its number.
     result_reuse: bool = setting(True, env="RESULT_REUSE")
-    # Admission to the hard queue (0: no limit): its length, and unfinished tasks per client address.
-    hard_queue_limit: int = setting(env="HARD_QUEUE_LIMIT", check=_not_negative, derive=_hard_queue_limit)
-    hard_tasks_per_client: int = setting(8, env="HARD_TASKS_PER_CLIENT", check=_not_negative)
+    # Budgets of the hard queue (0: none), in cost: the digits of n! (costs.py), counted from a
+    # task's submission until a worker takes it out of the queue. Past the queue's budget, an
+    # address below its fair share of it is still admitted.
+    hard_queue_max_digits: int = setting(
+        env="HARD_QUEUE_MAX_DIGITS", check=_not_negative, derive=_hard_queue_max_digits
+    )
+    hard_queue_digits_per_client: int = setting(
+        45_000_000, env="HARD_QUEUE_DIGITS_PER_CLIENT", check=_not_negative
+    )
+    # The bytes of the results one client address's tasks stored, each over its RESULT_EXPIRES.
+    stored_bytes_per_client: int = setting(
+        env="STORED_BYTES_PER_CLIENT", check=_not_negative, derive=_stored_bytes_per_client
+    )
+    # Past this fraction of Redis' maxmemory, new large tasks are refused (1: only when full).
+    redis_memory_high_water: float = setting(0.8, env="REDIS_MEMORY_HIGH_WATER", check=_fraction)
 
     # Security
     token: str | None = setting(None, env="WS_TOKEN")
@@ -225,6 +268,11 @@ class Config:
     task_error_messages: bool = setting(False, env="TASK_ERROR_MESSAGES")
     # At most this many `progress` messages a second per task and connection (the latest wins).
     progress_per_s: float = setting(4.0, env="PROGRESS_PER_S", check=_positive)
+    # The budgets of a catalog task's queue (any queue but soft and hard), in its entries' cost
+    # (default 1 per request), counted until a worker takes the task, as HARD_QUEUE_MAX_DIGITS
+    # and HARD_QUEUE_DIGITS_PER_CLIENT count the hard queue's (0: no limit).
+    queue_max_cost: int = setting(10_000, env="QUEUE_MAX_COST", check=_not_negative)
+    queue_cost_per_client: int = setting(1_000, env="QUEUE_COST_PER_CLIENT", check=_not_negative)
 
     # `factorial-ws up`: private Redis data and worker pool sizes.
     data_dir: Path = setting(Path(".factorial-ws"), env="FACTORIAL_WS_DATA_DIR")
@@ -277,6 +325,9 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build from environment variables (``os.environ`` by default), then ``overrides``."""
         environ = os.environ if environ is None else environ
+        for retired, successor in RETIRED_SETTINGS.items():
+            if environ.get(retired):
+                raise ConfigError(f"{retired} is retired: {successor}")
         values: dict[str, Any] = {}
         for row in SETTINGS.values():
             raw = environ.get(row.env)
@@ -326,6 +377,15 @@ class Config:
         scheme = "https" if self.tls_cert else "http"
         return f"{scheme}://{self.client_host}:{self.ws_port}/"
 
+
+# Settings that no longer exist, and what replaces each: set, they stop the process rather than
+# be ignored, since the limit their operator meant would silently be gone.
+RETIRED_SETTINGS: Mapping[str, str] = {
+    "HARD_QUEUE_LIMIT": "the hard queue is budgeted in digits of n!, not tasks: use HARD_QUEUE_MAX_DIGITS",
+    "HARD_TASKS_PER_CLIENT": (
+        "a client address is budgeted in digits of n! queued, not tasks: use HARD_QUEUE_DIGITS_PER_CLIENT"
+    ),
+}
 
 _LIST = tuple[str, ...]  # a comma-separated variable
 _PARSED_KINDS: tuple[Any, ...] = (int, float, str, Path, bool, _LIST)

@@ -30,9 +30,20 @@ REPLACES_KEY_PREFIX: Final = KEY_PREFIX + "replaces:"  # task id -> the lost tas
 NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
 # A catalog task's parameters (a digest of its share key) -> the task that computes them (reuse).
 SHARED_KEY_PREFIX: Final = KEY_PREFIX + "shared:"
-CLIENT_KEY_PREFIX: Final = KEY_PREFIX + "client:"  # sorted set per address: its unfinished hard tasks
+# The budgets of a queue (gateway/producer.py): a list beside it of "<cost> <address>" per task
+# pushed, the cost still queued by address (a hash), and in all.
+QUEUED_LEDGER_KEY_PREFIX: Final = KEY_PREFIX + "queued:"
+QUEUED_COSTS_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost-by-address:"
+QUEUED_COST_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost:"
+# A hash per client address: the result bytes its tasks stored, by time bucket (result_backend.py).
+STORED_BYTES_KEY_PREFIX: Final = KEY_PREFIX + "stored-bytes:"
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"
+# Hash: a child of `up` that keeps failing -> what /healthz says of it. Rewritten by `up` every
+# SUPERVISOR_REPORT_S while any child fails, and gone SUPERVISOR_REPORT_TTL_S after `up` is.
+SUPERVISOR_PROBLEMS_KEY: Final = KEY_PREFIX + "supervisor-problems"
+SUPERVISOR_REPORT_S: Final = 1.0
+SUPERVISOR_REPORT_TTL_S: Final = 5
 CANCELLED_KEY_PREFIX: Final = KEY_PREFIX + "cancelled:"  # marks a task id cancelled by a client
 CANCELLED_KEY: Final = KEY_PREFIX + "cancelled"  # sorted set: cancelled task id -> when (workers load it)
 # Workers read new entries of CANCELLED_KEY this often, in case they missed a revoke broadcast.
@@ -47,6 +58,8 @@ RESULTS_IDLE_CHANNEL: Final = KEY_PREFIX + "hub"
 
 # A task message with this header set asks its worker to store Celery's STARTED state.
 PROGRESS_HEADER: Final = "factorial_ws_progress"
+# The client address a task message was sent for: its worker charges the stored result to it.
+CLIENT_HEADER: Final = "factorial_ws_client"
 
 # Workers refresh their heartbeat this often; a worker unseen for WORKER_STALE_S is gone.
 WORKER_HEARTBEAT_S: Final = 5.0
@@ -71,10 +84,14 @@ RATE_LIMITED: Final = "Rate limit exceeded"
 TASK_FAILED: Final = "Task failed"
 RESULT_TOO_LARGE: Final = "Task failed: its result is larger than its task allows"
 WORKER_LOST: Final = "Task failed: its worker died on every attempt"
+# Redis was full (maxmemory, noeviction) when the worker came to store the result.
+STORAGE_FULL: Final = "Task failed: storage full"
 TASK_REVOKED: Final = "Task revoked"
 TASK_CANCELLED: Final = "Task cancelled"
 TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
 HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
+STORAGE_NEARLY_FULL: Final = "Server busy: storage nearly full"
+CLIENT_STORED_TOO_MUCH: Final = "Too much stored from this address; retry later"
 
 DEFAULT_PORT: Final = 25000

@@ -15,7 +15,10 @@ password, when they have one, is ``REDIS_SENTINEL_PASSWORD``.
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
@@ -23,12 +26,14 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .config import Config
+
+logger = logging.getLogger(__name__)
 
 SENTINEL_SCHEME = "sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -154,18 +159,58 @@ def sync_client(config: Config, **options: Any) -> redis.Redis:
 # --- Celery: the workers' broker and result backend --------------------------------------------
 
 
-class _SentinelChannel(kombu_redis.SentinelChannel):
-    """kombu's Sentinel channel, with one failure turned into the connection error it is.
+class _QoS(kombu_redis.QoS):
+    """kombu's record of the messages a worker holds, kept working when Redis is full.
+
+    Redis refuses every command queued in a MULTI once it is over ``maxmemory`` (noeviction),
+    even one that frees memory: kombu's acknowledgement (ZREM and HDEL in a transaction) then
+    raised OutOfMemoryError in the worker's main process, which Celery calls unrecoverable, and
+    the worker exited. Both commands are allowed on their own, so they go in a plain pipeline
+    (kombu's restore reads the hash and tolerates an entry missing from either).
+
+    A message BRPOP has already taken cannot be recorded as unacknowledged then (ZADD and HSET
+    are refused): it is delivered all the same, held in this worker's memory only (lost if the
+    worker dies before finishing it) rather than lost at once with the worker.
+    """
+
+    @contextmanager
+    def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
+        if pipe is not None:
+            yield pipe
+        else:
+            channel: Any = self.channel
+            with channel.conn_or_acquire(client) as acquired:
+                yield acquired.pipeline(transaction=False)
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        try:
+            super().append(message, delivery_tag)
+        except redis.OutOfMemoryError:
+            logger.warning(
+                "Redis is full: task message %s is held in memory only, not in the unacked hash",
+                delivery_tag,
+            )
+            virtual.QoS.append(self, message, delivery_tag)
+
+
+class _ChannelMixin:
+    """kombu's Redis channels with two failures turned into what they are.
 
     When a worker's broker connection drops while it holds an unacknowledged task, Celery
     closes the connection twice (``collect()``, then ``close()``). If the first close fails
     on the dead socket before it reaches the restore of unacknowledged tasks, the second one
     attempts that restore after kombu has cleared the connection's parameters, and the
-    AttributeError it then raises is not a connection error: Celery calls it unrecoverable and
-    the worker exits (seen in about one failover in two, kombu 5.7). Raised as a connection
-    error, it is ignored like the failed restore of a plain Redis URL: the task stays in
-    Redis' ``unacked`` hash and is redelivered after ``VISIBILITY_TIMEOUT``.
+    AttributeError it then raises ('NoneType' object has no attribute 'hostname') is not a
+    connection error: Celery calls it unrecoverable and the worker exits (seen in about one
+    Sentinel failover in two, and in 1 of 11 restarts of a plain Redis, kombu 5.7). Raised as
+    a connection error, it is ignored like any failed restore: the task stays in Redis'
+    ``unacked`` hash and is redelivered after ``VISIBILITY_TIMEOUT``.
+
+    And a full Redis (``_QoS``) no longer stops the acknowledgements.
     """
+
+    QoS: Any = _QoS
+    connection: Any
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:
@@ -174,13 +219,28 @@ class _SentinelChannel(kombu_redis.SentinelChannel):
         return params
 
 
+class _Channel(_ChannelMixin, kombu_redis.Channel):
+    pass
+
+
+class _SentinelChannel(_ChannelMixin, kombu_redis.SentinelChannel):
+    pass
+
+
+class Transport(kombu_redis.Transport):
+    Channel = _Channel
+
+
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = _SentinelChannel
 
 
-# The transport behind sentinel:// URLs in every process that builds our Celery app. The URL's
-# scheme picks the transport, and also when kombu switches to the next Sentinel of the URL,
-# so the alias is what must change (a `broker_transport` setting is lost at the first switch).
+# The transports behind redis://, rediss://, redis+socket:// and sentinel:// URLs in every
+# process that builds our Celery app. The URL's scheme picks the transport, and also when kombu
+# switches to the next Sentinel of the URL, so the alias is what must change (a
+# `broker_transport` setting is lost at the first switch).
+for _scheme in ("redis", "rediss"):
+    TRANSPORT_ALIASES[_scheme] = f"{__name__}:Transport"
 TRANSPORT_ALIASES[SENTINEL_SCHEME] = f"{__name__}:SentinelTransport"
 
 

@@ -26,6 +26,7 @@ from support import (
     Launcher,
     Proc,
     client,
+    fresh_status_page,
     process_env,
     wait_until,
 )
@@ -171,7 +172,7 @@ def assert_success(reply: dict[str, Any], task_id: str, number: int) -> None:
 
 def http_get(url: str, path: str) -> str:
     http_url = url.replace("ws://", "http://").rstrip("/") + path
-    with urllib.request.urlopen(http_url, timeout=5 * UNIT_S) as response:
+    with fresh_status_page(http_url), urllib.request.urlopen(http_url, timeout=5 * UNIT_S) as response:
         return str(response.read().decode())
 
 

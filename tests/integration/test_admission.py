@@ -1,6 +1,8 @@
-"""Admission control of the hard queue: a client address keeps at most HARD_TASKS_PER_CLIENT
-unfinished hard tasks (across all its connections, closed ones too), the hard queue holds at most
-HARD_QUEUE_LIMIT, and a queued task nobody can wait for any more expires unrun (TASK_EXPIRES).
+"""Admission control of the hard queue, in cost (the digits of n!): a client address may have at
+most HARD_QUEUE_DIGITS_PER_CLIENT of work queued (across all its connections, closed ones too),
+the hard queue HARD_QUEUE_MAX_DIGITS in all, past which an address below its fair share is still
+admitted; a task counts until a worker takes it out of the queue; and a queued task nobody can
+wait for any more expires unrun (TASK_EXPIRES).
 
 Clients come from several loopback addresses (127.0.0.2, 127.0.0.3...: Linux routes all of
 127/8 to the loopback interface), so each is a client address of its own to the gateway.
@@ -10,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 
 import redis
 
 from factorial_ws.constants import CLIENT_BUSY, HARD_QUEUE, HARD_QUEUE_FULL, HARD_TASK_NAME
-from support import UNIT_S, Launcher, client, wait_until
+from support import UNIT_S, Launcher, System, client, wait_until
 
 from .fault_tools import LONG_NUMBER, http_get
+
+# The cost of one LONG_NUMBER! (1000000!): its digits.
+LONG_NUMBER_DIGITS = 5_565_709
 
 
 def address(n: int) -> dict[str, object]:
@@ -31,10 +37,14 @@ async def ask(url: str, numbers: list[int], source: int) -> list[dict[str, objec
         return [await ws.request({"type": "factorial", "number": n, "id": n}) for n in numbers]
 
 
-async def test_hard_tasks_are_capped_per_client_address_and_per_queue(launch: Launcher) -> None:
+async def test_hard_tasks_are_budgeted_by_cost_per_client_address_and_per_queue(launch: Launcher) -> None:
     server = launch.redis()
     launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
-    _, url = launch.gateway(server.url, RESULT_REUSE=0, HARD_QUEUE_LIMIT=10, HARD_TASKS_PER_CLIENT=8)
+    # 1001! to 1007! have 18060 digits in all: an address may queue 8 numbers just over 1000; the
+    # queue, about 10 of them.
+    _, url = launch.gateway(
+        server.url, RESULT_REUSE=0, HARD_QUEUE_DIGITS_PER_CLIENT=20_000, HARD_QUEUE_MAX_DIGITS=26_000
+    )
     store = redis.Redis.from_url(server.url)
 
     # One address: 8 hard tasks, then refused, on this connection and on any later one.
@@ -42,7 +52,9 @@ async def test_hard_tasks_are_capped_per_client_address_and_per_queue(launch: La
     assert [reply["type"] for reply in replies] == ["result"] * 8 + ["error"] * 2
     assert replies[8] == {"type": "error", "result": CLIENT_BUSY, "id": 1009}
     assert (await ask(url, [2000], source=2))[0]["result"] == CLIENT_BUSY
-    # Soft tasks are not capped; other addresses are not affected, up to the queue's limit.
+    # Soft tasks are not budgeted; another address is not affected: 3001! (9131 digits) fits the
+    # queue's budget; past it, 3002! fits the address's fair share (half the budget, with two
+    # addresses queueing); 3003! does not.
     async with client(url, **address(2)) as ws:
         assert (await ws.factorial(5))[1]["result"] == 120
     replies = await ask(url, [3001, 3002, 3003], source=3)
@@ -50,12 +62,103 @@ async def test_hard_tasks_are_capped_per_client_address_and_per_queue(launch: La
     assert replies[2] == {"type": "error", "result": HARD_QUEUE_FULL, "id": 3003}
     assert store.llen(HARD_QUEUE) == 10
 
-    # Once a hard worker has done the address's tasks, it may queue again.
+    # Once a hard worker has taken the address's tasks out of the queue, it may queue again.
     launch.worker(server.url, queues="hard", concurrency=1)
     wait_until(lambda: store.llen(HARD_QUEUE) == 0, 30 * UNIT_S, "the hard queue to drain")
     async with client(url, **address(2)) as ws:
         ack, done = await ws.factorial(2000)
         assert done["type"] == "success" and done["task_id"] == ack["task_id"]
+
+
+async def test_one_client_pipelining_200_numbers_up_to_3000_gets_all_200_results(system: System) -> None:
+    numbers = random.Random(17).choices(range(3001), k=200)
+    finals: dict[int, dict[str, object]] = {}  # by request id: its success or error
+    async with client(system.url) as ws:
+        for request_id, number in enumerate(numbers):
+            await ws.send({"type": "factorial", "number": number, "id": request_id})
+        while len(finals) < len(numbers):
+            reply = await ws.recv(30 * UNIT_S)
+            if reply["type"] != "result":  # an ack: its result follows
+                finals[reply["id"]] = reply
+    errors = [reply for reply in finals.values() if reply["type"] == "error"]
+    print(f"200 pipelined numbers up to 3000: {len(finals) - len(errors)} results, {len(errors)} errors")
+    assert not errors, f"{len(errors)} errors, the first: {errors[0]}"
+
+
+async def test_four_connections_flooding_numbers_near_a_million_leave_at_most_100_queued(
+    launch: Launcher,
+) -> None:
+    server = launch.redis(persistent=False)
+    _, url = launch.gateway(server.url)  # the default budgets; no worker: nothing leaves the queue
+    store = redis.Redis.from_url(server.url)
+
+    async def flood(source: int) -> None:
+        async with client(url, **address(source)) as ws:
+            for i in range(256):
+                await ws.send({"type": "factorial", "number": LONG_NUMBER - 256 * source - i})
+        # Closed without reading a single reply.
+
+    await asyncio.gather(*(flood(source) for source in range(2, 6)))
+
+    def every_frame_answered() -> bool:
+        counts = metrics(url)
+        return counts["submitted"] + counts[HARD_QUEUE_FULL] + counts[CLIENT_BUSY] == 4 * 256
+
+    wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
+    queued = store.llen(HARD_QUEUE)
+    print(f"after the flood of 4 x 256 numbers near 1000000: {queued} queued; {metrics(url)}")
+    assert 0 < queued <= 100
+
+
+async def test_addresses_asking_many_cheap_numbers_do_not_lock_another_address_out(
+    launch: Launcher,
+) -> None:
+    server = launch.redis(persistent=False)
+    launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
+    # A queue budget of about 50 numbers just over 1000, as the queue's length once was.
+    _, url = launch.gateway(server.url, HARD_QUEUE_MAX_DIGITS=130_000)
+    cheap = iter(range(1001, 3000))
+
+    async def pipeline_cheap(source: int) -> None:
+        async with client(url, **address(source)) as ws:
+            for _ in range(10):
+                await ws.send({"type": "factorial", "number": next(cheap)})
+            for _ in range(10):
+                await ws.recv()
+
+    await asyncio.gather(*(pipeline_cheap(source) for source in range(2, 12)))
+    # The victim, with nothing of its own queued, is below its share of the full queue.
+    replies = await ask(url, [5000], source=99)
+    assert replies[0]["type"] == "result", replies
+    # The cheap addresses are over theirs.
+    for source in range(2, 12):
+        replies = await ask(url, [next(cheap)], source=source)
+        assert replies[0]["result"] == HARD_QUEUE_FULL, (source, replies)
+
+
+async def test_a_submit_and_cancel_loop_holds_no_more_than_its_addresss_budget(launch: Launcher) -> None:
+    server = launch.redis(persistent=False)
+    launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
+    _, url = launch.gateway(server.url, HARD_QUEUE_DIGITS_PER_CLIENT=8 * 2568)
+    store = redis.Redis.from_url(server.url)
+    answers: dict[str, int] = {"accepted": 0, CLIENT_BUSY: 0}
+    async with client(url, **address(2)) as looper:
+        for number in range(1001, 1061):
+            ack = await looper.request({"type": "factorial", "number": number})
+            if ack["type"] == "error":
+                answers[ack["result"]] = answers.get(ack["result"], 0) + 1
+                continue
+            answers["accepted"] += 1
+            await looper.send({"type": "cancel", "task_id": ack["task_id"]})
+            # Its wait ends with "Task cancelled", and the cancel is answered.
+            replies = [await looper.recv(), await looper.recv()]
+            assert "cancelled" in {reply["type"] for reply in replies}, replies
+    # Cancelled tasks stay in the queue until a worker discards them, and count until then.
+    print(f"60 submit-and-cancel cycles: {answers}; {store.llen(HARD_QUEUE)} queued")
+    assert answers == {"accepted": 8, CLIENT_BUSY: 52}
+    assert store.llen(HARD_QUEUE) == 8
+    replies = await ask(url, [5000], source=3)
+    assert replies[0]["type"] == "result", replies
 
 
 async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_prompt(
@@ -64,8 +167,8 @@ async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_p
     server = launch.redis()
     worker = launch.worker(server.url, concurrency=2)
     # Without reuse, as the flood was first seen: every request for 1000000! would be a task. The
-    # limit per client address is 4 rather than the default 8, to spare the suite 4 s of CPU.
-    _, url = launch.gateway(server.url, RESULT_REUSE=0, HARD_TASKS_PER_CLIENT=4)
+    # budget per client address is 4 of them rather than the default 8, to spare the suite CPU.
+    _, url = launch.gateway(server.url, RESULT_REUSE=0, HARD_QUEUE_DIGITS_PER_CLIENT=4 * LONG_NUMBER_DIGITS)
     store = redis.Redis.from_url(server.url)
     frame = json.dumps({"type": "factorial", "number": LONG_NUMBER})
     deepest = 0
@@ -90,8 +193,8 @@ async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_p
     ended = worker.log().count("succeeded in")
     print(f"after the flood: at most {deepest} queued; {ended} tasks ended meanwhile; {counts}")
     assert deepest <= 4
-    # At most 4 unfinished at any time: more tasks only as earlier ones ended.
-    assert counts["submitted"] <= 4 + ended
+    # At most 4 queued at any time, and the 2 the worker holds: more tasks only as earlier ones ended.
+    assert counts["submitted"] <= 4 + 2 + ended
 
     # The backlog is done well within 30 s; then a new client's 1001! is answered at once.
     wait_until(lambda: worker.log().count("succeeded in") >= counts["submitted"], 30 * UNIT_S, "the backlog")

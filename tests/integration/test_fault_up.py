@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
+import urllib.error
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from factorial_ws.constants import HARD_QUEUE, QUEUES, WORKERS_KEY_PREFIX
-from factorial_ws.processes import free_port
+from factorial_ws.processes import command_line, free_port
 from support import UNIT_S, Launcher, Proc, client, process_env, wait_until
 
 from .fault_tools import (
     SLOW_NUMBER,
     assert_success,
+    children_of,
     descendants_of,
+    http_get,
     is_running,
     kill_if_running,
     result_by_id,
@@ -81,3 +86,51 @@ async def test_up_killed_with_sigkill_and_restarted_keeps_queued_tasks_and_resul
     expected = {ack["task_id"]: 5, **queued, running: SLOW_NUMBER}
     for task_id, number in expected.items():
         assert_success(await result_by_id(url, task_id), task_id, number)
+
+
+def _hard_worker_pid(up: Proc) -> int | None:
+    """The main process of `up`'s hard worker (its pool processes are its children)."""
+    for pid in children_of(up.pid):
+        if " -Q hard " in command_line(pid):
+            return pid
+    return None
+
+
+def _health(url: str) -> dict[str, Any]:
+    try:
+        return json.loads(http_get(url, "/healthz"))  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as error:  # 503 while something is wrong, with the report
+        return json.loads(error.read())  # type: ignore[no-any-return]
+
+
+async def test_up_keeps_the_rest_serving_while_its_hard_worker_keeps_dying_and_healthz_names_it(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    """The issue's case: the hard worker exited 6 times within 60 s and `up` gave up, taking the
+    gateway and Redis with it. Now it is started again later and later, for as long as it takes."""
+    ws_port = free_port()
+    url = f"ws://127.0.0.1:{ws_port}/"
+    settings = {"FACTORIAL_WS_DATA_DIR": tmp_path / "data", "WS_HOST": "127.0.0.1", "WS_PORT": ws_port}
+    up, _ = start_up(launch, "up", settings)
+    killed: set[int] = set()
+    for _ in range(7):
+        wait_until(
+            lambda: (_hard_worker_pid(up) or 0) not in killed | {0},
+            60 * UNIT_S,
+            "a new hard worker",
+            watch=[up],
+        )
+        pid = _hard_worker_pid(up)
+        assert pid is not None
+        kill_if_running([pid])
+        killed.add(pid)
+    reported = "hard worker exited 7 times in the last 60 s (last code -9); next start in"
+
+    def named() -> bool:
+        return any(problem.startswith(reported) for problem in _health(url)["problems"])
+
+    wait_until(named, 10 * UNIT_S, "/healthz to name the hard worker", watch=[up])
+    assert up.alive(), up.log()[-3000:]
+    async with client(url) as ws:  # the gateway, Redis and the soft worker still serve
+        _, done = await ws.factorial(5)
+        assert done["result"] == 120, done

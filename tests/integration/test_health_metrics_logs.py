@@ -16,7 +16,7 @@ from factorial_ws.constants import (
     JSON_DECODE_ERROR,
 )
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Launcher, Proc, System, client, wait_until
+from support import UNIT_S, Launcher, Proc, System, client, fresh_status_page, wait_until
 
 HTTP_TIMEOUT_S = 10 * UNIT_S
 LONG_DIGIT_RUN = re.compile(r"\d{1000}")
@@ -34,11 +34,12 @@ class HttpReply:
 
 def http_get(ws_url: str, path: str) -> HttpReply:
     url = ws_url.replace("ws://", "http://").rstrip("/") + path
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as reply:
-            return HttpReply(reply.status, reply.headers["Content-Type"], reply.read().decode())
-    except urllib.error.HTTPError as reply:
-        return HttpReply(reply.code, reply.headers["Content-Type"], reply.read().decode())
+    with fresh_status_page(url):
+        try:
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as reply:
+                return HttpReply(reply.status, reply.headers["Content-Type"], reply.read().decode())
+        except urllib.error.HTTPError as reply:
+            return HttpReply(reply.code, reply.headers["Content-Type"], reply.read().decode())
 
 
 def scrape(ws_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

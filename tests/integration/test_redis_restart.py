@@ -4,9 +4,14 @@ restart succeeds on every pooled connection, and nothing is retried by the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Any
 
+import kombu
+import redis
+
+import factorial_ws.redis_clients  # noqa: F401 - our transports behind redis:// URLs
 from support import UNIT_S, Client, Launcher, client, wait_until
 
 from .probes import hub_subscribed, redis_answers
@@ -14,6 +19,7 @@ from .probes import hub_subscribed, redis_answers
 # As many requests at once as the gateway has pooled Redis connections, so that every one of them
 # was opened before the restart and is used again after it.
 PARALLEL = 64
+_HUB_LONGEST_BACKOFF_S = 2.0  # results.py: the longest wait between reconnection attempts
 
 
 async def _lookups(ws: Client, task_ids: list[str]) -> list[dict[str, Any]]:
@@ -65,3 +71,51 @@ async def test_every_request_after_a_redis_restart_succeeds_at_the_first_try(lau
     assert waited == {"type": "success", "task_id": waiting["task_id"], "result": 720, "id": "waiting"}
     # The catch-up read after the reconnection worked at once: the subscription was lost once.
     assert gateway.log().count("lost the result subscription") == 1, gateway.log()
+
+
+def test_a_broker_channel_closed_again_after_redis_died_raises_a_connection_error(launch: Launcher) -> None:
+    """What a worker's consumer does when Redis dies under it while it holds a task: its
+    connection is collected (the channel's close fails on the dead socket of its BRPOP, before
+    the restore of unacknowledged messages), then the channel is closed again. The restore then
+    raised AttributeError ('NoneType' object has no attribute 'hostname'), which Celery calls
+    unrecoverable: the worker exited. A connection error is what Celery ignores."""
+    server = launch.redis(persistent=False)
+    connection = kombu.Connection(server.url)
+    channel: Any = connection.channel()  # kombu's Redis channel (its stubs know a generic one)
+    queue = kombu.Queue("restart-test", routing_key="restart-test")
+    kombu.Producer(channel).publish({"n": 1}, routing_key="restart-test", declare=[queue])
+    assert channel.basic_get("restart-test", no_ack=False) is not None  # held, unacknowledged
+    channel.basic_consume("restart-test", False, lambda message: None, "consumer")
+    transport: Any = connection.transport
+    transport.cycle._register_BRPOP(channel)  # waiting in BRPOP, as a worker does
+    server.stop()
+    connection.collect()
+    with contextlib.suppress(redis.ConnectionError):  # what kombu and Celery expect of a dead broker
+        channel.close()
+
+
+async def test_requests_sent_as_soon_as_a_restarted_redis_answers_are_accepted(launch: Launcher) -> None:
+    """The gateway's result subscription reconnects with a backoff (up to 2 s between attempts
+    during a long outage): requests that came between Redis answering again and the next
+    attempt were refused 'Service unavailable' (about 108 in the 0.9 s after PING answered, in
+    the issue's load). A request now makes the attempt at once, and waits for it."""
+    server = launch.redis()
+    launch.worker(server.url, concurrency=2)
+    gateway, url = launch.gateway(server.url)
+    async with client(url) as ws:
+        _, done = await ws.factorial(5)
+        assert done["result"] == 120, done
+        server.stop()
+        await asyncio.sleep(_HUB_LONGEST_BACKOFF_S * 2)  # the hub now retries every 2 s
+        server = launch.redis(port=server.port)  # returns once Redis answers PING
+        for index in range(PARALLEL):
+            await ws.send({"type": "factorial", "number": 5, "id": index})
+        finals: dict[int, dict[str, Any]] = {}  # by request id: its success or error
+        while len(finals) < PARALLEL:
+            reply = await ws.recv(30 * UNIT_S)
+            if reply["type"] in ("success", "error"):
+                finals[reply["id"]] = reply
+    refused = [final for final in finals.values() if final["type"] == "error"]
+    assert not refused, f"{len(refused)} of {PARALLEL} refused: {refused[:2]}"
+    assert [final["result"] for final in finals.values()] == [120] * PARALLEL, finals
+    assert gateway.alive()

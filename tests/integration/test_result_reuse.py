@@ -66,8 +66,7 @@ async def test_with_result_reuse_off_every_request_is_its_own_task(launch: Launc
     server = launch.redis()
     worker = launch.worker(server.url, concurrency=2)
     _, url = launch.gateway(server.url, RESULT_REUSE=0)
-    number = 500  # the same crowd as above, on a number that costs nothing (a soft one: 50 hard
-    # tasks from one address would be more than HARD_TASKS_PER_CLIENT allows)
+    number = 500  # the same crowd as above, on a number that costs nothing (a soft one)
 
     replies = await crowd(url, number, CLIENTS)
 

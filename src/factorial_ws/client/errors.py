@@ -20,12 +20,15 @@ from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from ..constants import (
     CLIENT_BUSY,
+    CLIENT_STORED_TOO_MUCH,
     HARD_QUEUE_FULL,
     INVALID_REQUEST,
     JSON_DECODE_ERROR,
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    STORAGE_FULL,
+    STORAGE_NEARLY_FULL,
     TASK_CANCELLED,
     TASK_FAILED,
     TASK_NOT_CANCELLED,
@@ -85,13 +88,25 @@ class HardQueueFull(ServerBusy):
     """``Server busy: too many large tasks queued``: the ``hard`` queue is at its limit."""
 
 
+class StorageNearlyFull(ServerBusy):
+    """``Server busy: storage nearly full``: Redis is past the gateway's high-water mark of its
+    memory (REDIS_MEMORY_HIGH_WATER), so new large tasks wait; small ones and lookups go on."""
+
+
 class TooManyInFlight(FactorialWSError):
     """``Too many tasks in flight``: this connection already waits for the gateway's maximum."""
 
 
 class TooManyQueued(FactorialWSError):
-    """``Too many large tasks queued from this address``: this client address already has the
-    gateway's maximum of unfinished large tasks; wait for one of their results."""
+    """``Too many large tasks queued from this address``: this client address already has its
+    budget of large numbers waiting in the queue (counted in their digits); wait until workers
+    have taken some."""
+
+
+class StoredTooMuch(FactorialWSError):
+    """``Too much stored from this address; retry later``: results computed for this client
+    address fill its share of Redis (counted while they are kept, an hour by default); results
+    stored already, and lookups, still work."""
 
 
 class RateLimited(FactorialWSError):
@@ -104,6 +119,11 @@ class TaskFailed(FactorialWSError):
 
 class WorkerLost(TaskFailed):
     """``Task failed: its worker died on every attempt``."""
+
+
+class StorageFull(TaskFailed):
+    """``Task failed: storage full``: the task ran, but Redis was full when its result came to be
+    stored; ask again once there is room (the number is computed again)."""
 
 
 class TaskRevoked(FactorialWSError):
@@ -161,11 +181,14 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     SERVICE_UNAVAILABLE: ServiceUnavailable,
     SERVER_BUSY: ServerBusy,
     HARD_QUEUE_FULL: HardQueueFull,
+    STORAGE_NEARLY_FULL: StorageNearlyFull,
     CLIENT_BUSY: TooManyQueued,
+    CLIENT_STORED_TOO_MUCH: StoredTooMuch,
     TOO_MANY_IN_FLIGHT: TooManyInFlight,
     RATE_LIMITED: RateLimited,
     TASK_FAILED: TaskFailed,
     WORKER_LOST: WorkerLost,
+    STORAGE_FULL: StorageFull,
     TASK_REVOKED: TaskRevoked,
     TASK_CANCELLED: TaskCancelled,
     TASK_NOT_CANCELLED: TaskNotCancelled,

@@ -38,6 +38,8 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    STORAGE_FULL,
+    STORAGE_NEARLY_FULL,
     TASK_CANCELLED,
     TASK_FAILED,
     TASK_REVOKED,
@@ -50,10 +52,12 @@ from .errors import FactorialWSError, TaskCancelled, error_for
 # Errors that say "not now" rather than "never": a task the library re-asks for by itself is
 # asked again after a delay instead of failing.
 TRANSIENT_ERRORS: Final = frozenset(
-    {SERVICE_UNAVAILABLE, SERVER_BUSY, HARD_QUEUE_FULL, RATE_LIMITED, TOO_MANY_IN_FLIGHT}
+    {SERVICE_UNAVAILABLE, SERVER_BUSY, HARD_QUEUE_FULL, STORAGE_NEARLY_FULL, RATE_LIMITED, TOO_MANY_IN_FLIGHT}
 )
 # Errors that are a task's own outcome: the answer to a cancel of a task that had ended.
-OUTCOME_ERRORS: Final = frozenset({TASK_FAILED, WORKER_LOST, TIMEOUT_ERROR, TASK_REVOKED, TASK_CANCELLED})
+OUTCOME_ERRORS: Final = frozenset(
+    {TASK_FAILED, WORKER_LOST, STORAGE_FULL, TIMEOUT_ERROR, TASK_REVOKED, TASK_CANCELLED}
+)
 # States a request ends in.
 FINAL_STATES: Final = frozenset({"done", "error", "cancelled"})
 

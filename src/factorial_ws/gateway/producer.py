@@ -36,20 +36,28 @@ from redis.exceptions import NoScriptError
 from ..config import Config
 from ..constants import (
     CLIENT_BUSY,
-    CLIENT_KEY_PREFIX,
+    CLIENT_HEADER,
+    CLIENT_STORED_TOO_MUCH,
     HARD_QUEUE,
     HARD_QUEUE_FULL,
     KOMBU_UNACKED_KEY,
     NUMBER_KEY_PREFIX,
     PROGRESS_HEADER,
+    QUEUED_COST_KEY_PREFIX,
+    QUEUED_COSTS_KEY_PREFIX,
+    QUEUED_LEDGER_KEY_PREFIX,
     REPLACES_KEY_PREFIX,
     RESULT_KEY_PREFIX,
     RUNNING_KEY_PREFIX,
     SHARED_KEY_PREFIX,
+    SOFT_QUEUE,
+    STORED_BYTES_KEY_PREFIX,
     SUBMITTED_KEY_PREFIX,
     TASK_NAME_BY_QUEUE,
     WORKER_RUN_KEY_PREFIX,
 )
+from ..costs import factorial_cost
+from ..result_backend import stored_bucket_s
 from .batching import Batcher
 
 if TYPE_CHECKING:
@@ -70,10 +78,12 @@ def task_envelope(
     *,
     expires_s: float | None = None,
     progress: bool = False,
+    client_host: str = "",
 ) -> bytes:
     """The bytes kombu's Redis transport would LPUSH for ``task.apply_async((number,))``
     (with ``expires=expires_s``: a worker discards the task once that many seconds have passed;
-    with ``progress``, a header that asks the worker to store Celery's STARTED state)."""
+    with ``progress``, a header that asks the worker to store Celery's STARTED state; and a header
+    naming the client address that the stored result is charged to, "" for nobody)."""
     # The reprs are given: Celery's own saferepr of the arguments was a third of this
     # function's cost on the gateway's hot path.
     task = app.tasks[TASK_NAME_BY_QUEUE[queue]]
@@ -90,7 +100,7 @@ def task_envelope(
         time_limit=task.time_limit,
         soft_time_limit=task.soft_time_limit,
     )
-    return _envelope(message, queue, progress)
+    return _envelope(message, queue, progress, client_host)
 
 
 @dataclass(frozen=True)
@@ -129,10 +139,18 @@ class Call:
 
 
 def call_envelope(
-    app: Celery, task_id: str, call: Call, *, expires_s: float | None = None, progress: bool = False
+    app: Celery,
+    task_id: str,
+    call: Call,
+    *,
+    expires_s: float | None = None,
+    progress: bool = False,
+    client_host: str = "",
 ) -> bytes:
     """The bytes kombu's Redis transport would LPUSH for ``apply_async(kwargs=call.kwargs)`` of
-    the task ``call`` names, on its queue, with its time limits."""
+    the task ``call`` names, on its queue, with its time limits (and, as for factorial, the
+    client address its stored result is charged to by a worker of ours: a stock worker ignores
+    the header)."""
     message = app.amqp.as_task_v2(
         task_id,
         call.celery_task,
@@ -144,12 +162,13 @@ def call_envelope(
         time_limit=call.time_limit_s,  # type: ignore[arg-type]
         soft_time_limit=call.soft_time_limit_s,  # type: ignore[arg-type]
     )
-    return _envelope(message, call.queue, progress)
+    return _envelope(message, call.queue, progress, client_host)
 
 
-def _envelope(message: task_message, queue: str, progress: bool) -> bytes:
+def _envelope(message: task_message, queue: str, progress: bool, client_host: str) -> bytes:
     body = json.dumps(message.body).encode()
     headers = {**message.headers, PROGRESS_HEADER: True} if progress else message.headers
+    headers = {**headers, CLIENT_HEADER: client_host}
     envelope: dict[str, Any] = {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
@@ -169,17 +188,18 @@ def _envelope(message: task_message, queue: str, progress: bool) -> bytes:
 
 class Envelopes:
     """``task_envelope``'s bytes at a fraction of its cost: Celery builds each kind of message
-    (queue, progress) once, with placeholders, and a request fills in its id, number, expiry
-    and delivery tag. Building the message anew took a sixth of the gateway's CPU per task."""
+    (queue, progress) once, with placeholders, and a request fills in its id, number, expiry,
+    delivery tag and client address. Building the message anew took a sixth of the gateway's CPU
+    per task."""
 
-    _FIELDS: Final = ("id", "argsrepr", "expires", "delivery_tag", "body")
+    _FIELDS: Final = ("id", "argsrepr", "expires", "delivery_tag", "body", "client")
 
     def __init__(self, app: Celery, expires_s: float | None) -> None:
         self._app = app
         self._expires_s = expires_s
         self._templates: dict[tuple[str, bool], str] = {}
 
-    def make(self, task_id: str, queue: str, number: int, progress: bool) -> bytes:
+    def make(self, task_id: str, queue: str, number: int, progress: bool, client_host: str = "") -> bytes:
         template = self._templates.get((queue, progress))
         if template is None:
             template = self._templates[(queue, progress)] = self._template(queue, progress)
@@ -194,6 +214,8 @@ class Envelopes:
                 "expires": expires,
                 "delivery_tag": str(uuid.uuid4()),
                 "body": base64.b64encode(b"[[%d]" % number + self._body_tail).decode("ascii"),
+                # Escaped as a JSON string's content (an address is plain ASCII, but be safe).
+                "client": json.dumps(client_host)[1:-1],
             }
         ).encode()
 
@@ -205,7 +227,15 @@ class Envelopes:
     def _template(self, queue: str, progress: bool) -> str:
         marks = {name: f"\x00{name}\x00" for name in self._FIELDS}
         envelope = json.loads(
-            task_envelope(self._app, marks["id"], queue, 0, expires_s=self._expires_s, progress=progress)
+            task_envelope(
+                self._app,
+                marks["id"],
+                queue,
+                0,
+                expires_s=self._expires_s,
+                progress=progress,
+                client_host=marks["client"],
+            )
         )
         headers, properties = envelope["headers"], envelope["properties"]
         headers["argsrepr"] = marks["argsrepr"]
@@ -229,23 +259,41 @@ def call_record(call: Call) -> bytes:
 
 
 # One atomic step per request (a Lua script): reuse the task of the same number if it can still
-# give a result; else refuse if the hard queue, or the client address's share of it, is full;
-# else mark the id as known and push its task. A call repeated because its reply was lost (the
-# connection dropped after Redis ran it) finds the mark and pushes nothing, so the pool may
-# retry it like a read. The script reads keys it is not given (the meta and record of the task
-# of the same number): fine on one Redis, which is all Celery's Redis transport supports.
+# give a result; else refuse if the client address stored too many result bytes, or if the hard
+# queue's budget, or the address's own, is spent; else mark the id as known and push its task.
+# A call repeated because its reply was lost (the connection dropped after Redis ran it) finds the
+# mark and pushes nothing, so the pool may retry it like a read. The script reads keys it is not
+# given (the meta and record of the task of the same number): fine on one Redis, which is all
+# Celery's Redis transport supports.
 #
-# With progress (ARGV[11]), a created task's reply also says how many tasks were ahead of it:
+# With progress (ARGV[9]), a created task's reply also says how many tasks were ahead of it:
 # the queue's length before the push, and the tasks of that queue that workers have taken and
-# not finished. kombu keeps each message a worker has taken in the ``unacked`` hash (KEYS[5])
+# not finished. kombu keeps each message a worker has taken in the ``unacked`` hash (KEYS[4])
 # until it is acknowledged, which (acks_late) is once the task is done; the value is JSON
 # ``[message, exchange, routing_key]``, so the queue (our routing key) ends it.
+#
+# The budgets count a task's cost from its push until a worker takes it out of the queue, however
+# it ends (run, discarded as revoked or expired, cancelled while queued). The ledger (KEYS[5]) is
+# a list beside the queue: "<cost> <address>" for each task this script pushed, pushed at the
+# same end (LPUSH). Workers take tasks from the other end (kombu's BRPOP), oldest first, so the
+# tasks still queued are the ledger's newest LLEN(queue) entries: its older ones have left and
+# are forgotten, their cost taken off their address's total (KEYS[6], a hash) and the queue's
+# (KEYS[7]). A task that went back to the queue (a worker lost, a restore) or one pushed by
+# another client of Celery makes the queue longer than the ledger: the ledger forgets less, which
+# errs towards refusing, until the queue drains.
+#
+# The bytes an address stored (KEYS[8]) are a hash of time buckets (ARGV[15] seconds wide) that
+# the workers' result backend fills (result_backend.py); a bucket whose results have all expired
+# no longer counts, and is deleted.
 _SUBMIT_SCRIPT: Final = """
-local record_key, queue, number_key, client_key, unacked = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local record_key, queue, number_key, unacked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ledger, address_costs, queue_cost, stored_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local task_id, record, envelope = ARGV[1], ARGV[2], ARGV[3]
 local expires_s, reuse, pending_at_most_s = tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
-local queue_limit, client_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
-local meta_prefix, record_prefix, progress = ARGV[9], ARGV[10], ARGV[11] == '1'
+local meta_prefix, record_prefix, progress = ARGV[7], ARGV[8], ARGV[9] == '1'
+local address, cost = ARGV[10], tonumber(ARGV[11])
+local queue_max, address_max = tonumber(ARGV[12]), tonumber(ARGV[13])
+local stored_max, bucket_s = tonumber(ARGV[14]), tonumber(ARGV[15])
 
 local function ahead_of_last()
   if not progress then return -1 end
@@ -257,11 +305,7 @@ local function ahead_of_last()
   return ahead
 end
 
-local function finished(id)
-  return redis.call('EXISTS', meta_prefix .. id) == 1
-end
-
-local running_prefix, worker_run_prefix, replaces_prefix = ARGV[12], ARGV[13], ARGV[14]
+local running_prefix, worker_run_prefix, replaces_prefix = ARGV[16], ARGV[17], ARGV[18]
 
 -- A task a worker started, whose worker run's heartbeat is gone (it was killed outright): its
 -- message comes back only after the visibility timeout. The task created instead (ARGV[1])
@@ -299,38 +343,80 @@ if reuse then
     if state then return {state, existing} end
   end
 end
-local now = tonumber(redis.call('TIME')[1])
--- The address's unfinished tasks; those that ended, or are too old to end at all, are dropped.
-local unfinished, gone = 0, {}
-if client_limit > 0 then
-  local members = redis.call('ZRANGE', client_key, 0, -1, 'WITHSCORES')
-  for i = 1, #members, 2 do
-    local id, since = members[i], tonumber(members[i + 1])
-    if since < now - pending_at_most_s or finished(id) then
-      gone[#gone + 1] = id
+local now_s = tonumber(redis.call('TIME')[1])
+
+-- Reads only, so far: the first write below decides whether Redis, out of memory, refuses it.
+-- The address's stored bytes, from the buckets whose results have not all expired yet.
+local stored, expired_buckets = 0, {}
+if stored_max > 0 then
+  local buckets = redis.call('HGETALL', stored_key)
+  for i = 1, #buckets, 2 do
+    if (tonumber(buckets[i]) + 1) * bucket_s + expires_s > now_s then
+      stored = stored + tonumber(buckets[i + 1])
     else
-      unfinished = unfinished + 1
+      expired_buckets[#expired_buckets + 1] = buckets[i]
     end
   end
 end
+-- The costs still queued: the ledger's entries past the queue's length have left it.
+local budgeted = queue_max > 0 or address_max > 0
+local left, total, own, addresses = 0, 0, 0, 0
+local left_by_address = {}
+if budgeted then
+  left = math.max(0, redis.call('LLEN', ledger) - redis.call('LLEN', queue))
+  local left_entries = left > 0 and redis.call('LRANGE', ledger, -left, -1) or {}
+  local left_cost = 0
+  for _, entry in ipairs(left_entries) do
+    local entry_cost, entry_address = string.match(entry, '^(%d+) (.*)$')
+    left_by_address[entry_address] = (left_by_address[entry_address] or 0) + tonumber(entry_cost)
+    left_cost = left_cost + tonumber(entry_cost)
+  end
+  total = tonumber(redis.call('GET', queue_cost) or '0') - left_cost
+  own = tonumber(redis.call('HGET', address_costs, address) or '0') - (left_by_address[address] or 0)
+  addresses = redis.call('HLEN', address_costs)
+  for entry_address, entry_cost in pairs(left_by_address) do
+    if tonumber(redis.call('HGET', address_costs, entry_address) or '0') <= entry_cost then
+      addresses = addresses - 1
+    end
+  end
+  if own <= 0 then addresses = addresses + 1 end
+end
+
 local refused
-if client_limit > 0 and unfinished >= client_limit then
+if stored_max > 0 and stored >= stored_max then
+  refused = 'stored_too_much'
+elseif address_max > 0 and own >= address_max then
   refused = 'client_busy'
-elseif queue_limit > 0 and redis.call('LLEN', queue) >= queue_limit then
-  refused = 'queue_busy'
-else
+elseif queue_max > 0 and total >= queue_max then
+  -- Past the queue's budget, an address below its fair share of it is still admitted, so that
+  -- addresses asking for much cannot lock out one that asks for little; up to twice the budget.
+  if total >= 2 * queue_max or own >= queue_max / addresses then refused = 'queue_busy' end
+end
+
+if not refused then
   -- The first write is a SET, which Redis refuses outright when it is out of memory (after any
   -- other write, a script is let through so it cannot stop half-way).
   redis.call('SET', record_key, record, 'EX', expires_s)
   if reuse then redis.call('SET', number_key, task_id, 'EX', expires_s) end
-  redis.call('LPUSH', queue, envelope)
-  if client_limit > 0 then
-    redis.call('ZADD', client_key, now, task_id)
-    redis.call('EXPIRE', client_key, math.ceil(pending_at_most_s))
-  end
 end
-if #gone > 0 then redis.call('ZREM', client_key, unpack(gone)) end
+-- Forget what has left the queue (RPOP comes first: Redis lets it through when out of memory).
+if left > 0 then
+  redis.call('RPOP', ledger, left)
+  for entry_address, entry_cost in pairs(left_by_address) do
+    if redis.call('HINCRBY', address_costs, entry_address, -entry_cost) <= 0 then
+      redis.call('HDEL', address_costs, entry_address)
+    end
+  end
+  if total <= 0 then redis.call('DEL', queue_cost) else redis.call('SET', queue_cost, total) end
+end
+if #expired_buckets > 0 then redis.call('HDEL', stored_key, unpack(expired_buckets)) end
 if refused then return {refused, ''} end
+redis.call('LPUSH', queue, envelope)
+if budgeted then
+  redis.call('LPUSH', ledger, cost .. ' ' .. address)
+  redis.call('HINCRBY', address_costs, address, cost)
+  redis.call('INCRBY', queue_cost, cost)
+end
 return {'created', task_id, ahead_of_last()}
 """
 
@@ -349,21 +435,27 @@ class Rules:
     reuse: bool = False  # RESULT_REUSE
     task_expires_s: float | None = None  # TASK_EXPIRES: Celery's expires on the message
     pending_at_most_s: float = 0.0  # after this, a task without a result never gets one
-    hard_queue_limit: int = 0  # HARD_QUEUE_LIMIT (0: none)
-    hard_tasks_per_client: int = 0  # HARD_TASKS_PER_CLIENT (0: none)
+    hard_queue_max_digits: int = 0  # HARD_QUEUE_MAX_DIGITS (0: none)
+    hard_queue_digits_per_client: int = 0  # HARD_QUEUE_DIGITS_PER_CLIENT (0: none)
+    stored_bytes_per_client: int = 0  # STORED_BYTES_PER_CLIENT (0: none)
+    # The budgets of every other queue (a catalog task's), in its entries' cost (0: none).
+    queue_max_cost: int = 0  # QUEUE_MAX_COST
+    queue_cost_per_client: int = 0  # QUEUE_COST_PER_CLIENT
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
         # A task starts before it expires, then runs at most MAX_TASK_ATTEMPTS times; one older
-        # than that without a result was lost: its number is computed again, and it no longer
-        # counts against its client.
+        # than that without a result was lost: its number is computed again.
         pending_at_most_s = config.task_expires_s + config.max_task_attempts * config.hard_task_timeout_s
         return cls(
             config.result_reuse,
             config.task_expires_s,
             pending_at_most_s,
-            config.hard_queue_limit,
-            config.hard_tasks_per_client,
+            config.hard_queue_max_digits,
+            config.hard_queue_digits_per_client,
+            config.stored_bytes_per_client,
+            config.queue_max_cost,
+            config.queue_cost_per_client,
         )
 
 
@@ -384,13 +476,17 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Refused:
-    """The submission script turned the request away (the hard queue, or the client's share of
-    it, is full): the message the client gets."""
+    """The submission script turned the request away (the hard queue's budget, or the client
+    address's, is spent, or the address stored too much): the message the client gets."""
 
     message: str
 
 
-_REFUSALS: Final = {"queue_busy": Refused(HARD_QUEUE_FULL), "client_busy": Refused(CLIENT_BUSY)}
+_REFUSALS: Final = {
+    "queue_busy": Refused(HARD_QUEUE_FULL),
+    "client_busy": Refused(CLIENT_BUSY),
+    "stored_too_much": Refused(CLIENT_STORED_TOO_MUCH),
+}
 
 
 class Producer:
@@ -398,11 +494,11 @@ class Producer:
     "never heard of": Celery reports both as PENDING).
 
     ``submit`` follows ``rules``: it reuses the task of the same number (n! is a pure function),
-    refuses when the hard queue or the client address's share of it is full, and sends tasks
-    that expire unrun. The unfinished hard tasks of an address are a sorted set in Redis
-    (``factorial-ws:client:<address>``), so they are counted over all its connections, closed
-    ones included, on every gateway of that Redis; a task leaves it when its result is stored.
-    ``send`` always sends a new task.
+    refuses when the hard queue's budget or the client address's is spent (in cost: the digits
+    of n!, costs.py) or when the address stored too many result bytes, and sends tasks that
+    expire unrun. What an address has queued and stored is kept in Redis, so it is counted over
+    all its connections, closed ones included, on every gateway of that Redis; a task counts
+    until a worker takes it out of the queue. ``send`` always sends a new task.
 
     With ``min_replicas_ack``, a new task is acknowledged only once that many replicas hold it
     (Redis ``WAIT``), so a task whose client got its ack survives the loss of the master.
@@ -457,21 +553,30 @@ class Producer:
     ) -> Accepted | Refused:
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
-        hard = queue == HARD_QUEUE
+        queue_max, address_max = _budgets(rules, queue)
         if isinstance(work, Call):
-            shared_key, record = work.shared_key, call_record(work)
+            shared_key, record, cost = work.shared_key, call_record(work), work.cost
             envelope = call_envelope(
-                self._app, task_id, work, expires_s=rules.task_expires_s, progress=progress
+                self._app,
+                task_id,
+                work,
+                expires_s=rules.task_expires_s,
+                progress=progress,
+                client_host=client_host,
             )
         else:
             shared_key, record = NUMBER_KEY_PREFIX + str(work), submitted_record(queue, work)
-            envelope = self._envelopes[rules.task_expires_s].make(task_id, queue, work, progress)
+            envelope = self._envelopes[rules.task_expires_s].make(task_id, queue, work, progress, client_host)
+            cost = factorial_cost(work)
         keys = (
             SUBMITTED_KEY_PREFIX + task_id,
             queue,
             shared_key,
-            CLIENT_KEY_PREFIX + client_host,
             KOMBU_UNACKED_KEY,
+            QUEUED_LEDGER_KEY_PREFIX + queue,
+            QUEUED_COSTS_KEY_PREFIX + queue,
+            QUEUED_COST_KEY_PREFIX + queue,
+            STORED_BYTES_KEY_PREFIX + client_host,
         )
         args = (
             task_id,
@@ -480,11 +585,15 @@ class Producer:
             self._expires_s,
             int(rules.reuse),
             rules.pending_at_most_s or self._expires_s,
-            rules.hard_queue_limit if hard else 0,
-            rules.hard_tasks_per_client if hard else 0,
             RESULT_KEY_PREFIX,
             SUBMITTED_KEY_PREFIX,
             int(progress),
+            client_host,
+            cost,
+            queue_max,
+            address_max,
+            rules.stored_bytes_per_client if client_host else 0,
+            stored_bucket_s(self._expires_s),
             RUNNING_KEY_PREFIX,
             WORKER_RUN_KEY_PREFIX,
             REPLACES_KEY_PREFIX,
@@ -527,6 +636,16 @@ class Producer:
             pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
+
+
+def _budgets(rules: Rules, queue: str) -> tuple[int, int]:
+    """The queue's budget and an address's share of it, in cost: the hard queue's in digits,
+    none for the soft queue (its tasks are cheap), the catalog's in its entries' costs."""
+    if queue == HARD_QUEUE:
+        return rules.hard_queue_max_digits, rules.hard_queue_digits_per_client
+    if queue == SOFT_QUEUE:
+        return 0, 0
+    return rules.queue_max_cost, rules.queue_cost_per_client
 
 
 def _text(value: bytes | str) -> str:

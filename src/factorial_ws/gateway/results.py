@@ -52,6 +52,7 @@ from ..constants import (
     RESULT_KEY_PREFIX,
     RESULT_TOO_LARGE,
     RESULTS_IDLE_CHANNEL,
+    STORAGE_FULL,
     SUBMITTED_KEY_PREFIX,
     TASK_CANCELLED,
     TASK_FAILED,
@@ -74,6 +75,10 @@ _LINGER_S = 0.1  # how long a channel of an ended task stays subscribed (_unsubs
 _BATCH_SIZE = 250
 _MESSAGES_PER_TURN = 100
 _RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+# While the subscription is down, a request cuts the backoff short (at most one attempt per
+# _RECONNECT_DELAYS_S[0]) and waits up to this for that attempt: a Redis that is back serves
+# the request, one that refuses connections is known within milliseconds.
+_RECONNECT_WAIT_S = 1.0
 
 
 class ServiceUnavailable(Exception):
@@ -169,6 +174,8 @@ class ResultHub:
         self._reader: asyncio.Task[None] | None = None
         self._read_since_pause = 0
         self._lost = False  # the subscription was lost and is not back yet
+        self._wake = asyncio.Event()  # a request asks for a reconnection attempt now
+        self._attempt: asyncio.Future[None] | None = None  # the next attempt, once it ends
         # SUBSCRIBE and UNSUBSCRIBE of one event-loop turn go as one command each (batching.py
         # says why), in the order they were asked for, by one sender at a time.
         self._commands: list[tuple[str, str]] = []
@@ -219,6 +226,8 @@ class ResultHub:
         """Start waiting for a task; returns once Redis has confirmed the subscription, so a
         result stored from then on cannot be missed. Pair with ``release``. ``catalog_task``:
         the name of a catalog task (None: factorial)."""
+        if not self.connected:
+            await self._reconnect_now()
         if not self.connected:
             raise ServiceUnavailable
         watch = Watch(task_id, catalog_task=catalog_task)
@@ -414,6 +423,31 @@ class ResultHub:
         that would confirm it is gone, and the client must hear so at once."""
         _give_up(self._channels.values())
 
+    async def _reconnect_now(self) -> None:
+        """Ask for a reconnection attempt without waiting out the backoff, and wait (bounded)
+        for it to end. Without this, requests that came after a restarted Redis answered were
+        refused until the hub's next attempt, up to 2 s later."""
+        if self._attempt is None:
+            self._attempt = asyncio.get_running_loop().create_future()
+        attempt = self._attempt
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(attempt), _RECONNECT_WAIT_S)
+
+    def _attempt_ended(self) -> None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None and not attempt.done():
+            attempt.set_result(None)
+
+    async def _back_off(self, delay_s: float) -> None:
+        """Sleep ``delay_s`` before the next attempt, or less when a request asks for one (but
+        at least the shortest delay, so a flood of requests cannot make a flood of attempts)."""
+        shortest_s = min(delay_s, _RECONNECT_DELAYS_S[0])
+        await asyncio.sleep(shortest_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay_s - shortest_s)
+        self._wake.clear()
+
     # --- the reader ---
 
     async def _run(self) -> None:
@@ -431,7 +465,8 @@ class ResultHub:
                 self._connected.clear()
                 self._fail_confirmations()
                 await self._drop_pubsub()
-                await asyncio.sleep(_RECONNECT_DELAYS_S[min(attempt, len(_RECONNECT_DELAYS_S) - 1)])
+                self._attempt_ended()
+                await self._back_off(_RECONNECT_DELAYS_S[min(attempt, len(_RECONNECT_DELAYS_S) - 1)])
                 attempt += 1
 
     async def _connect(self) -> None:
@@ -452,6 +487,7 @@ class ResultHub:
             await pubsub.subscribe(*batch)
             await self._read_confirmations(pubsub, len(batch))
         self._connected.set()
+        self._attempt_ended()
         if self._lost:
             self._lost = False
             logger.info("result subscription restored; checking %d waiting tasks", len(names) - 1)
@@ -631,4 +667,6 @@ def _failure_message(result: Any) -> str:
         return TIMEOUT_ERROR
     if exc_type == "AttemptsExhausted":
         return WORKER_LOST
+    if exc_type == "StorageFull":  # announced, not stored (result_backend.py)
+        return STORAGE_FULL
     return TASK_FAILED

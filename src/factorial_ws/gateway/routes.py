@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -21,13 +23,38 @@ from websockets.http11 import Request, Response
 from .. import metrics
 from ..catalog import Catalog, factorial_catalog
 from ..config import Config
-from ..constants import QUEUES, WORKER_STALE_S, WORKERS_KEY_PREFIX
+from ..constants import QUEUES, SUPERVISOR_PROBLEMS_KEY, WORKER_STALE_S, WORKERS_KEY_PREFIX
+from .memory import MemoryGauge
 from .results import ResultHub
 
 _PAGE_FILE = "index.html"
 _SCRIPT_FILE = "client.js"  # the browser client module, for the page and for users' own pages
 WEBSOCKET_PATH = "/"  # the only path that takes a WebSocket handshake (with any query)
 _SHARE_INTERVAL_S = 1.0
+# /healthz and /metrics are unauthenticated and cost about a millisecond of CPU each to build:
+# each is built at most once per this interval and the same bytes answered meanwhile, so a
+# flood of GETs costs no more than one build a second.
+RESPONSE_CACHE_S = 1.0
+
+
+class CachedResponse:
+    """The last response built by ``build``, reused for ``ttl_s`` (a new one is built by the
+    first request after that; requests arriving during the build share it)."""
+
+    def __init__(self, build: Callable[[], Awaitable[Response]], ttl_s: float) -> None:
+        self._build = build
+        self._ttl_s = ttl_s
+        self._built: asyncio.Future[Response] | None = None
+        self._built_at = -math.inf
+
+    async def get(self) -> Response:
+        now = time.monotonic()
+        if self._built is None or now - self._built_at >= self._ttl_s:
+            self._built_at = now
+            self._built = asyncio.ensure_future(self._build())
+        response = await asyncio.shield(self._built)
+        # A fresh copy of the headers: websockets may add its own to the response it sends.
+        return dataclasses.replace(response, headers=Headers(response.headers))
 
 
 def response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -74,12 +101,16 @@ class Routes:
         config: Config,
         client: aioredis.Redis,
         hub: ResultHub,
+        memory: MemoryGauge,
         open_connections: Callable[[], int],
         catalog: Catalog | None = None,
     ) -> None:
         self._config = config
         self._client = client
         self._hub = hub
+        self._memory = memory
+        self._health = CachedResponse(self._build_health, RESPONSE_CACHE_S)
+        self._metrics = CachedResponse(self._build_metrics, RESPONSE_CACHE_S)
         self._open_connections = open_connections
         self._page = _load_page()
         self._script = _load_page(_SCRIPT_FILE)
@@ -94,10 +125,9 @@ class Routes:
             return self._check_handshake(request)
         path = urlsplit(request.path).path
         if path == "/healthz":
-            return await self._health()
+            return await self._health.get()
         if path == "/metrics":
-            share_state(self._hub)
-            return response(HTTPStatus.OK, metrics.render(), metrics.CONTENT_TYPE)
+            return await self._metrics.get()
         if path == "/tasks":
             tasks = response(HTTPStatus.OK, self._tasks, "application/json")
             tasks.headers["Access-Control-Allow-Origin"] = "*"  # pages of other origins build forms
@@ -119,8 +149,12 @@ class Routes:
             return text_response(HTTPStatus.UNAUTHORIZED, "Missing or wrong token")
         return None  # the Origin allow-list is websockets' own `origins` check
 
-    async def _health(self) -> Response:
-        report = await health_report(self._client, self._hub, self._watched_queues)
+    async def _build_metrics(self) -> Response:
+        share_state(self._hub)
+        return response(HTTPStatus.OK, metrics.render(), metrics.CONTENT_TYPE)
+
+    async def _build_health(self) -> Response:
+        report = await health_report(self._client, self._hub, self._memory, self._watched_queues)
         status = HTTPStatus.OK if not report["problems"] else HTTPStatus.SERVICE_UNAVAILABLE
         body = json.dumps(report, indent=2).encode()
         return response(status, body, "application/json")
@@ -143,10 +177,11 @@ async def share_state_forever(hub: ResultHub) -> None:
 
 
 async def health_report(
-    client: aioredis.Redis, hub: ResultHub, queues: tuple[str, ...] = QUEUES
+    client: aioredis.Redis, hub: ResultHub, memory: MemoryGauge, queues: tuple[str, ...] = QUEUES
 ) -> dict[str, Any]:
-    """Whether this gateway, all its processes, can serve: Redis, every process's result
-    subscription, a live worker per queue of ``queues`` (factorial's, whose workers beat)."""
+    """Whether this gateway, all its processes, can serve: Redis and how full it is, every
+    process's result subscription, a live worker per queue of ``queues`` (factorial's, whose
+    workers beat), and the children of `up` that keep failing (``SUPERVISOR_PROBLEMS_KEY``)."""
     share_state(hub)
     processes, subscribed = metrics.gateway_totals()
     processes = max(processes, 1)  # this one, before its first share
@@ -156,6 +191,7 @@ async def health_report(
         "gateway_processes": processes,
         "workers": {},
         "queue_depth": {},
+        "memory": memory.report(),
         "problems": [],
     }
     try:
@@ -164,6 +200,7 @@ async def health_report(
         for queue in queues:
             pipe.zcount(WORKERS_KEY_PREFIX + queue, since, "+inf")
             pipe.llen(queue)
+        pipe.hvals(SUPERVISOR_PROBLEMS_KEY)
         replies = await pipe.execute()
     except (aioredis.RedisError, OSError):
         report["problems"].append("Redis is unreachable")
@@ -174,10 +211,18 @@ async def health_report(
         report["queue_depth"][queue] = int(replies[2 * index + 1])
         if not report["workers"][queue]:
             report["problems"].append(f"no worker seen on queue '{queue}'")
+    report["problems"] += sorted(_text(problem) for problem in replies[2 * len(queues)])
+    memory_problem = memory.problem()
+    if memory_problem:
+        report["problems"].append(memory_problem)
     if subscribed < processes:
         where = f" in {processes - subscribed} of {processes} gateway processes" if processes > 1 else ""
         report["problems"].append("result subscription is down" + where)
     return report
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _load_page(name: str = _PAGE_FILE) -> bytes | None:

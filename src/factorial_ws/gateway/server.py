@@ -29,6 +29,7 @@ from .admission import Admission
 from .big_results import ResultCache
 from .cancel import Canceller
 from .deadlines import Deadlines
+from .memory import MemoryGauge
 from .outbox import OutputBudget
 from .producer import Producer, Rules
 from .results import ResultHub
@@ -70,6 +71,7 @@ class Gateway:
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
         self._warm_up: asyncio.Task[None] | None = None
+        self._memory_polls: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -124,9 +126,19 @@ class Gateway:
         canceller = Canceller(app, self._client, config.result_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
         output_budget = OutputBudget(config.max_output_bytes_per_process)
-        results = ResultCache(self._client)
+        memory = MemoryGauge(self._client, config.redis_memory_high_water)
+        self._memory_polls = asyncio.create_task(memory.run(), name="memory-gauge")
         services = Services(
-            config, producer, hub, admission, results, canceller, deadlines, output_budget, catalog
+            config,
+            producer,
+            hub,
+            admission,
+            ResultCache(self._client),
+            canceller,
+            deadlines,
+            output_budget,
+            memory,
+            catalog,
         )
 
         async def handler(connection: ServerConnection) -> None:
@@ -136,7 +148,7 @@ class Gateway:
             finally:
                 self._sessions -= 1
 
-        routes = Routes(config, self._client, hub, self._open_connections, catalog)
+        routes = Routes(config, self._client, hub, memory, self._open_connections, catalog)
         self._sharing = asyncio.create_task(share_state_forever(hub), name="share-state")
         self._server = await serve(
             handler,
@@ -185,8 +197,9 @@ class Gateway:
                 await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
             except TimeoutError:
                 logger.warning("connections still open after %.0f s; dropping them", SHUTDOWN_GRACE_S)
-        if self._sharing is not None:
-            self._sharing.cancel()
+        for background in (self._sharing, self._memory_polls):
+            if background is not None:
+                background.cancel()
         if self._hub is not None:
             await self._hub.close()
         for client in (self._client, self._pubsub_client):

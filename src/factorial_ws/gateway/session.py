@@ -33,6 +33,7 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
+    STORAGE_NEARLY_FULL,
     TASK_CANCELLED,
     TASK_FAILED,
     TASK_NOT_CANCELLED,
@@ -71,6 +72,7 @@ from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
 from .cancel import Canceller
 from .deadlines import Deadlines
+from .memory import MemoryGauge
 from .order import READ_AHEAD, ReplyOrder, Turn
 from .outbox import Message, Outbox, OutputBudget
 from .producer import Accepted, Call, Producer, Refused
@@ -103,6 +105,7 @@ class Services:
     canceller: Canceller
     deadlines: Deadlines
     output_budget: OutputBudget  # WS_MAX_OUTPUT_BYTES_PER_PROCESS
+    memory: MemoryGauge
     catalog: Catalog
 
 
@@ -126,7 +129,7 @@ class Session:
         # By task id: the requests waiting for it, by the asyncio task that waits.
         self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         self._peer = _peer(connection)
-        self._host = _host(connection)  # the client address, which HARD_TASKS_PER_CLIENT counts by
+        self._host = _host(connection)  # the client address, which the budgets count by
         self._outbox = Outbox(
             connection,
             budget_bytes=self._config.max_output_bytes,
@@ -207,6 +210,10 @@ class Session:
         try:
             work = request.number if isinstance(request, FactorialRequest) else _call(request)
             queue = queue_for(work) if isinstance(work, int) else work.queue
+            if self._services.memory.refuses(queue):  # Redis nearly full: large work waits
+                await turn.come()
+                await self._refuse(STORAGE_NEARLY_FULL, None, request.request_id)
+                return
             try:
                 async with self._services.admission.turn():
                     answer = await self._enqueue(new_task_id(), queue, work, request.progress)

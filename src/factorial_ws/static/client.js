@@ -33,11 +33,13 @@ const TASK_CANCELLED = "Task cancelled";
 const RATE_LIMITED = "Rate limit exceeded";
 // "Not now" errors: a task the client asks for again by itself is asked again later.
 const TRANSIENT_ERRORS = new Set([
-  "Service unavailable", "Server busy", "Rate limit exceeded", "Too many tasks in flight",
+  "Service unavailable", "Server busy", "Server busy: storage nearly full", "Rate limit exceeded",
+  "Too many tasks in flight",
 ]);
 // A task's own outcome: the answer to a cancel of a task that had ended first.
 const OUTCOME_ERRORS = new Set(["Task failed", "Task failed: its worker died on every attempt",
-                                TIMEOUT_ERROR, "Task revoked", TASK_CANCELLED]);
+                                "Task failed: storage full", TIMEOUT_ERROR, "Task revoked",
+                                TASK_CANCELLED]);
 
 // Error names, after the protocol's messages (the same names as the Python library's classes).
 const ERROR_NAMES = new Map([
@@ -51,6 +53,8 @@ const ERROR_NAMES = new Map([
   ["Rate limit exceeded", "RateLimited"],
   ["Task failed", "TaskFailed"],
   ["Task failed: its worker died on every attempt", "WorkerLost"],
+  ["Task failed: storage full", "StorageFull"],
+  ["Server busy: storage nearly full", "StorageNearlyFull"],
   ["Task revoked", "TaskRevoked"],
   [TASK_CANCELLED, "TaskCancelled"],
   ["Task not cancelled: other requests wait for it", "TaskNotCancelled"],

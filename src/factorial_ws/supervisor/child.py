@@ -1,5 +1,7 @@
 """A child process kept running: when it exits it is started again, after a delay that doubles
-with each exit in the last minute, until it exits so often that the supervisor gives up.
+with each exit in the last minute, up to MAX_RESTART_DELAY_S. The supervisor never gives up on
+it: one child that keeps failing (a worker that Redis keeps refusing) must not take the others
+down with it. While it keeps failing, ``problem()`` says so, for /healthz.
 
 `up` keeps its workers and gateways this way, and a multi-process gateway its gateway processes.
 """
@@ -19,7 +21,9 @@ logger = logging.getLogger(__name__)
 FIRST_RESTART_DELAY_S = 0.5  # after the first exit; doubled for each further one in the window
 MAX_RESTART_DELAY_S = 30.0
 RESTART_WINDOW_S = 60.0
-MAX_EXITS_IN_WINDOW = 5  # one more within RESTART_WINDOW_S and the supervisor gives up
+# A child that exited this often within RESTART_WINDOW_S is reported as failing even while it
+# runs again (it is reported, too, while it waits to be started again).
+FAILING_EXITS = 2
 
 
 @dataclass
@@ -32,6 +36,7 @@ class SupervisedChild:
     process: subprocess.Popen[bytes] | None = None
     exits: list[float] = field(default_factory=list)  # monotonic times of recent exits
     restart_at: float | None = None  # set while waiting to start it again
+    last_code: int | None = None  # of its last exit
 
     @property
     def pid(self) -> int | None:
@@ -44,31 +49,42 @@ class SupervisedChild:
         self.process = start_child(self.command, self.env)
         self.restart_at = None
 
-    def keep_running(self) -> bool:
-        """Start the child again if it exited and its delay is over; False once it has exited
-        more than MAX_EXITS_IN_WINDOW times within RESTART_WINDOW_S (it is left stopped)."""
+    def keep_running(self) -> None:
+        """Start the child again if it exited and its delay is over."""
         now = time.monotonic()
         if self.restart_at is not None:
             if now >= self.restart_at:
                 self.start()
-            return True
+            return
         assert self.process is not None, "start() it first"
         code = self.process.poll()
         if code is None:
-            return True
-        self.exits = [t for t in self.exits if now - t < RESTART_WINDOW_S] + [now]
-        if len(self.exits) > MAX_EXITS_IN_WINDOW:
-            logger.error(
-                "%s %d exited (code %s), %d times within %.0f s; giving up",
-                self.name, self.process.pid, code, len(self.exits), RESTART_WINDOW_S,
-            )  # fmt: skip
-            return False
+            return
+        self.exits = [*self._recent_exits(now), now]
+        self.last_code = code
         delay_s = min(FIRST_RESTART_DELAY_S * 2 ** (len(self.exits) - 1), MAX_RESTART_DELAY_S)
         logger.warning(
-            "%s %d exited (code %s); starting another in %g s", self.name, self.process.pid, code, delay_s
-        )
+            "%s %d exited (code %s); starting another in %g s (exit %d within %.0f s)",
+            self.name, self.process.pid, code, delay_s, len(self.exits), RESTART_WINDOW_S,
+        )  # fmt: skip
         self.restart_at = now + delay_s
-        return True
+
+    def problem(self) -> str | None:
+        """What /healthz says of this child while it keeps failing; None while it is fine."""
+        now = time.monotonic()
+        exits = self._recent_exits(now)
+        if self.restart_at is None and len(exits) < FAILING_EXITS:
+            return None
+        text = (
+            f"{self.name} exited {len(exits)} times in the last {RESTART_WINDOW_S:.0f} s "
+            f"(last code {self.last_code})"
+        )
+        if self.restart_at is not None:
+            return f"{text}; next start in {max(0.0, self.restart_at - now):.0f} s"
+        return text
+
+    def _recent_exits(self, now: float) -> list[float]:
+        return [t for t in self.exits if now - t < RESTART_WINDOW_S]
 
 
 def running_processes(children: list[SupervisedChild]) -> list[subprocess.Popen[bytes]]:

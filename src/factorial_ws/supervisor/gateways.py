@@ -94,8 +94,8 @@ def run_gateways(config: Config, *, reuse_port: bool = False) -> int:
         child.start()
     try:
         while not stopping:
-            if not all([child.keep_running() for child in children]):
-                return 1
+            for child in children:
+                child.keep_running()
             time.sleep(WATCH_INTERVAL_S)
         return 0
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shlex
 import signal
@@ -18,8 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
 from ..config import Config
-from ..constants import HARD_QUEUE, SOFT_QUEUE
+from ..constants import (
+    HARD_QUEUE,
+    SOFT_QUEUE,
+    SUPERVISOR_PROBLEMS_KEY,
+    SUPERVISOR_REPORT_S,
+    SUPERVISOR_REPORT_TTL_S,
+)
 from ..processes import (
     WORKER_STOP_SIGNALS,
     ChildExited,
@@ -32,6 +41,7 @@ from ..processes import (
     wait_until,
     worker_command,
 )
+from ..redis_clients import sync_client
 from . import pid_list
 from .child import SupervisedChild, running_processes
 from .gateways import WATCH_INTERVAL_S, gateway_children, shared_metrics_folder
@@ -58,6 +68,7 @@ class Supervisor:
         self.gateways: list[SupervisedChild] = []
         self._shared_metrics: tempfile.TemporaryDirectory[str] | None = None  # of the gateways
         self._stopping = False
+        self._report = ProblemReport()
 
     @property
     def pids_file(self) -> Path:
@@ -137,6 +148,7 @@ class Supervisor:
                 )
             self.config = self.config.replace(redis_url=self.redis.url)
             logger.info("private Redis on %s, data in %s", self.redis.url, self.redis.data_dir)
+        self._report = ProblemReport(sync_client(self.config, socket_timeout=1.0, socket_connect_timeout=1.0))
         env = {**os.environ, **self.config.to_env()}
         self.workers = [
             SupervisedChild("soft worker", _worker(SOFT_QUEUE, self.config.soft_concurrency), env),
@@ -178,8 +190,9 @@ class Supervisor:
             # over meanwhile, and make a returning master a replica of the new one.
             if self.group is not None:
                 self.group.restart_exited()
-            if not all([child.keep_running() for child in self.children]):
-                return 1
+            for child in self.children:
+                child.keep_running()
+            self._report.publish([child.problem() for child in self.children])
             if self._pids() != pids:
                 pid_list.write(self.pids_file, self._pids())
             time.sleep(WATCH_INTERVAL_S)
@@ -192,6 +205,7 @@ class Supervisor:
         if self._shared_metrics is not None:
             self._shared_metrics.cleanup()
         stop_children(running_processes(self.workers), signals=WORKER_STOP_SIGNALS)
+        self._report.close()
         if self.redis is not None:
             self.redis.stop()
         if self.group is not None:
@@ -206,6 +220,41 @@ class Supervisor:
         if self.group is not None:
             pids += [process.pid for process in self.group.processes()]
         return pids
+
+
+class ProblemReport:
+    """Tells the gateway's /healthz which children keep failing, through Redis (the gateway may
+    be one of them, and several gateway processes each answer /healthz). Written once a second
+    while any child fails, then deleted; it expires by itself should `up` die."""
+
+    def __init__(self, client: redis.Redis | None = None) -> None:
+        self._client = client
+        self._written_at = -math.inf
+        self._written: list[str] = []
+
+    def publish(self, problems: list[str | None]) -> None:
+        current = [problem for problem in problems if problem]
+        now = time.monotonic()
+        if self._client is None or (current == self._written == []):
+            return
+        if current == self._written and now - self._written_at < SUPERVISOR_REPORT_S:
+            return
+        try:
+            pipe = self._client.pipeline()
+            pipe.delete(SUPERVISOR_PROBLEMS_KEY)
+            if current:
+                pipe.hset(SUPERVISOR_PROBLEMS_KEY, mapping=dict(enumerate(current)))
+                pipe.expire(SUPERVISOR_PROBLEMS_KEY, SUPERVISOR_REPORT_TTL_S)
+            pipe.execute()
+        except redis.RedisError as exc:  # Redis away or full: the next tick tries again
+            logger.debug("could not report the failing children: %s", exc)
+            return
+        self._written, self._written_at = current, now
+
+    def close(self) -> None:
+        if self._client is not None:
+            self.publish([])
+            self._client.close()
 
 
 def _worker(queue: str, concurrency: int) -> list[str]:

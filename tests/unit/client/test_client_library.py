@@ -36,10 +36,12 @@ from factorial_ws.client import (
     JSONDecodeFailed,
     RateLimited,
     ServiceUnavailable,
+    StoredTooMuch,
     TaskFailed,
     TaskRevoked,
     TaskTimeout,
     TooManyInFlight,
+    TooManyQueued,
     UnknownTask,
     UnknownTaskId,
     WorkerLost,
@@ -48,6 +50,8 @@ from factorial_ws.client.command import connection_problem
 from factorial_ws.client.errors import describe_failure, describe_refusal, error_for
 from factorial_ws.client.wire import Reply, Request, Step, backoff_delay_s, digits_to_int, parse_reply
 from factorial_ws.constants import (
+    CLIENT_BUSY,
+    CLIENT_STORED_TOO_MUCH,
     INVALID_REQUEST,
     JSON_DECODE_ERROR,
     RATE_LIMITED,
@@ -84,6 +88,8 @@ STEP_TIMEOUT_S = 5 * UNIT_S
         (TASK_FAILED, TaskFailed),
         (WORKER_LOST, WorkerLost),
         (TASK_REVOKED, TaskRevoked),
+        (CLIENT_BUSY, TooManyQueued),
+        (CLIENT_STORED_TOO_MUCH, StoredTooMuch),
     ],
 )
 def test_each_error_message_of_the_protocol_has_its_own_exception(

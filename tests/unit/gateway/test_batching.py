@@ -234,10 +234,20 @@ repeat local now = redis.call('TIME') until (now[1] - start[1]) * 1e6 + (now[2] 
 def test_envelopes_from_the_template_are_celerys_own(app: Celery) -> None:
     for expires_s in (None, 600.0):
         for queue, number in (("soft", 5), ("hard", 123456)):
-            for progress in (False, True):
-                made = json.loads(Envelopes(app, expires_s).make("abc-1", queue, number, progress))
+            for progress, client_host in ((False, ""), (True, "127.0.0.2"), (False, "::1")):
+                made = json.loads(
+                    Envelopes(app, expires_s).make("abc-1", queue, number, progress, client_host)
+                )
                 built = json.loads(
-                    task_envelope(app, "abc-1", queue, number, expires_s=expires_s, progress=progress)
+                    task_envelope(
+                        app,
+                        "abc-1",
+                        queue,
+                        number,
+                        expires_s=expires_s,
+                        progress=progress,
+                        client_host=client_host,
+                    )
                 )
                 for envelope in (made, built):
                     assert envelope["properties"].pop("delivery_tag")

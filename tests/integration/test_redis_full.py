@@ -1,0 +1,78 @@
+"""A Redis that is full (maxmemory with noeviction) under a running system: the worker that
+cannot store a result survives it, its client hears a clear error, and new work goes through the
+same worker once there is room again."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+from typing import Any
+
+import redis
+
+from factorial_ws.constants import STORAGE_FULL, STORAGE_NEARLY_FULL
+from support import UNIT_S, Launcher, client, wait_until
+
+from .fault_tools import SLOW_NUMBER, busy_child, http_get
+
+
+async def test_a_worker_that_cannot_store_a_result_fails_the_task_and_keeps_consuming(
+    launch: Launcher,
+) -> None:
+    server = launch.redis(persistent=False)
+    worker = launch.worker(server.url, concurrency=1)
+    _, url = launch.gateway(server.url)
+    store = redis.Redis.from_url(server.url)
+    async with client(url) as ws:
+        slow = await ws.request({"type": "factorial", "number": SLOW_NUMBER})
+        busy_child(worker.pid)  # computing: its 3.8 MB result will find Redis full
+        queued = await ws.request({"type": "factorial", "number": 2000})  # taken from a full Redis
+        store.config_set("maxmemory", store.info("memory")["used_memory"])
+        failed = [await ws.recv(timeout_s=30 * UNIT_S) for _ in range(2)]
+        assert failed == [
+            {"type": "error", "task_id": task["task_id"], "result": STORAGE_FULL} for task in (slow, queued)
+        ]
+        store.config_set("maxmemory", 0)
+        _, done = await ws.factorial(5, timeout_s=30 * UNIT_S)
+        assert done["result"] == 120, done
+    assert worker.alive(), worker.log()
+    assert "Unrecoverable error" not in worker.log()
+
+
+async def test_past_the_high_water_new_large_tasks_are_refused_and_small_work_and_lookups_go_on(
+    launch: Launcher,
+) -> None:
+    server = launch.redis(persistent=False)
+    launch.worker(server.url, concurrency=1)
+    _, url = launch.gateway(server.url, REDIS_MEMORY_HIGH_WATER=0.8)
+    store = redis.Redis.from_url(server.url)
+    async with client(url) as ws:
+        stored, _ = await ws.factorial(2000)
+        store.config_set("maxmemory", int(store.info("memory")["used_memory"] / 0.9))  # 90% full
+        wait_until(lambda: _memory_problems(url), 10 * UNIT_S, what="the memory problem in /healthz")
+        memory = _health(url)["memory"]
+        assert memory["max_bytes"] > 0 and 0.8 <= memory["ratio"] < 1, memory
+
+        refused = await ws.request({"type": "factorial", "number": 3000, "id": 1})
+        assert refused == {"type": "error", "result": STORAGE_NEARLY_FULL, "id": 1}
+        _, small = await ws.factorial(5)
+        assert small["result"] == 120, small
+        looked_up = await ws.request({"type": "result", "task_id": stored["task_id"]})
+        assert looked_up["type"] == "success", str(looked_up)[:200]
+
+        store.config_set("maxmemory", 0)  # no limit: nothing is refused
+        wait_until(lambda: not _memory_problems(url), 10 * UNIT_S, what="the memory problem gone")
+        assert _health(url)["memory"]["ratio"] is None
+        _, large = await ws.factorial(3000)
+        assert large["type"] == "success", str(large)[:200]
+
+
+def _health(url: str) -> dict[str, Any]:
+    try:
+        return json.loads(http_get(url, "/healthz"))  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as error:  # 503 while something is wrong, with the report
+        return json.loads(error.read())  # type: ignore[no-any-return]
+
+
+def _memory_problems(url: str) -> list[str]:
+    return [problem for problem in _health(url)["problems"] if "memory" in problem]
