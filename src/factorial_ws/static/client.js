@@ -175,7 +175,9 @@ export class Task extends EventTarget {
   }
 
   _finish(digits) {
-    this.value = this.kind === "call" ? digits : this.digits ? digits : BigInt(digits);
+    // A catalog task's result is any JSON value (a lookup of one too: not digits then).
+    const exact = this.kind !== "call" && typeof digits === "string";
+    this.value = !exact || this.digits ? digits : BigInt(digits);
     this._resolve(this.value);
     this._setState("done");
   }
@@ -402,7 +404,7 @@ export class FactorialClient extends EventTarget {
       task._finish(reply.result);
     } else if (reply.type === "success") {
       this._forget(task);
-      task._finish(String(reply.result));
+      task._finish(reply.result);   // the digits, as parseReply cut them out (or a catalog task's JSON)
     } else if (reply.type === "error") {
       this._onError(task, String(reply.result), reply.task_id || task.taskId);
     }
