@@ -57,6 +57,7 @@ WORKER_LOST: Final = "Task failed: its worker died on every attempt"
 TASK_REVOKED: Final = "Task revoked"
 TASK_CANCELLED: Final = "Task cancelled"
 TASK_NOT_CANCELLED: Final = "Task not cancelled: other requests wait for it"
+TASK_NOT_YOURS: Final = "Task not cancelled: this connection neither created it nor waits for it"
 HARD_QUEUE_FULL: Final = "Server busy: too many large tasks queued"
 CLIENT_BUSY: Final = "Too many large tasks queued from this address"
 

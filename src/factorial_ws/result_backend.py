@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+import redis
+from celery import states
 from celery.app.backends import by_url
 from celery.backends.redis import RedisBackend, SentinelBackend
 
-from .constants import NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX
+from .constants import CANCELLED_KEY_PREFIX, NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX
 
 # Metas up to this size travel whole in the note (so small results need no second read); a
 # larger one is announced by size. Far below Redis' 32 MB output-buffer limit even when hundreds
@@ -54,7 +56,9 @@ def stored_size(note: bytes | str) -> int | None:
 
 class NotingBackendMixin:
     """Celery's ``_set`` of a Redis backend (SET with expiry, PUBLISH on the key's channel), in
-    the same transaction a note on our channel for each task result."""
+    the same transaction a note on our channel for each task result. The REVOKED state of a
+    task a client cancelled lives as long as the cancel's mark (``gateway.cancel``), not the
+    hour a result is kept: a submit-and-cancel loop must not fill Redis."""
 
     client: Any
     expires: int | None
@@ -65,6 +69,24 @@ class NotingBackendMixin:
         celery_url: str = by_url(kwargs["app"].conf.result_backend)[1]  # type: ignore[index]
         kwargs["url"] = url or celery_url
         super().__init__(*args, **kwargs)
+
+    def _set_with_state(self, key: bytes | str, value: bytes | str, state: str) -> Any:
+        if state == states.REVOKED:
+            expires_s = self._cancel_remembered_s(key)
+            if expires_s:
+                return self.set(key, value, expires=expires_s)  # type: ignore[attr-defined]
+        return super()._set_with_state(key, value, state)  # type: ignore[misc]
+
+    def _cancel_remembered_s(self, key: bytes | str) -> int | None:
+        """How long the cancel of the task stored under ``key`` is remembered; None when it
+        was not cancelled by a client (or Redis cannot say: the default expiry then)."""
+        name = key.decode() if isinstance(key, bytes) else key
+        task_id = name.removeprefix(RESULT_KEY_PREFIX)
+        try:
+            ttl_s = int(self.client.ttl(CANCELLED_KEY_PREFIX + task_id))
+        except redis.RedisError:
+            return None
+        return ttl_s if ttl_s > 0 else None
 
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
         if expires is None:
