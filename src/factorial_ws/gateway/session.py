@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
@@ -112,6 +113,7 @@ class Session:
         self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
         # The tasks this connection created and that may still run: only it may revoke them.
         self._created: set[str] = set()
+        self._cancels: Counter[str] = Counter()  # by task id: this connection's cancels in progress
         self._peer = _peer(connection)
         self._host = _host(connection)  # the client address, which HARD_TASKS_PER_CLIENT counts by
         self._outbox = Outbox(
@@ -376,6 +378,7 @@ class Session:
     async def _cancel(self, request: CancelRequest) -> None:
         task_id, request_id = request.task_id, request.request_id
         logs.access(logger, "request", task_id=task_id, detail="cancel")
+        self._cancels[task_id] += 1
         try:
             answer = await self._take_back(task_id, request_id)
         except (ServiceUnavailable, ServerBusy) as exc:
@@ -384,6 +387,10 @@ class Session:
         except (aioredis.RedisError, OSError):
             await self._refuse(SERVICE_UNAVAILABLE, task_id, request_id)
             return
+        finally:
+            self._cancels[task_id] -= 1
+            if not self._cancels[task_id]:
+                del self._cancels[task_id]
         if isinstance(answer, str):
             await self._send(answer)
         elif answer is not None:
@@ -437,7 +444,10 @@ class Session:
         result if it ended first)."""
         canceller, hub = self._services.canceller, self._services.hub
         await canceller.revoke(task_id, first=first)
-        self._created.discard(task_id)
+        if self._cancels[task_id] == 1:
+            # Revoked: nothing left to revoke. (A cancel of it still in progress, which may have
+            # read the task as queued, still counts this connection as its creator.)
+            self._created.discard(task_id)
         snapshot = await hub.snapshot(task_id)
         if isinstance(snapshot, Pending | Started):
             # No live worker marked it (none runs, or none answered): it will never run, since
