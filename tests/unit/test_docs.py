@@ -39,6 +39,7 @@ def test_protocol_doc_names_every_error_message() -> None:
     messages = [
         c.JSON_DECODE_ERROR, c.UNKNOWN_TASK, c.TIMEOUT_ERROR, c.UNKNOWN_TASK_ID, c.SERVICE_UNAVAILABLE,
         c.TOO_MANY_IN_FLIGHT, c.RATE_LIMITED, c.TASK_FAILED, c.WORKER_LOST, c.TASK_REVOKED,
+        c.TASK_CANCELLED, c.TASK_NOT_CANCELLED, c.TASK_NOT_YOURS,
         INTERNAL_ERROR, BINARY_FRAME, c.HARD_QUEUE_FULL, c.CLIENT_BUSY,
     ]  # fmt: skip
     missing = [message for message in messages if f"`{message}`" not in text]
