@@ -444,16 +444,16 @@ class Session:
         result if it ended first)."""
         canceller, hub = self._services.canceller, self._services.hub
         await canceller.revoke(task_id, first=first)
-        if self._cancels[task_id] == 1:
-            # Revoked: nothing left to revoke. (A cancel of it still in progress, which may have
-            # read the task as queued, still counts this connection as its creator.)
-            self._created.discard(task_id)
         snapshot = await hub.snapshot(task_id)
         if isinstance(snapshot, Pending | Started):
             # No live worker marked it (none runs, or none answered): it will never run, since
             # every worker drops it when it comes. Say so to lookups and waiters now.
             await canceller.mark_revoked(task_id)
             snapshot = await hub.snapshot(task_id)
+        if self._cancels[task_id] == 1:
+            # Revoked: nothing left to revoke. (Another cancel of it in progress may have read
+            # it as queued: until that one ends, this connection still counts as its creator.)
+            self._created.discard(task_id)
         return snapshot
 
     async def _end_waits(self, task_id: str) -> None:
