@@ -74,7 +74,9 @@ async def test_after_its_creator_left_nobody_may_revoke_a_computation_and_its_re
 
     result = await look_up(url, task_id)  # the creator, back later
     assert result["type"] == "success", result
-    assert f"[{task_id}] succeeded" in hard.log()
+    wait_until(
+        lambda: f"[{task_id}] succeeded" in hard.log(), what="the worker's log line"
+    )  # logged after the store
     assert f"Discarding revoked task: factorial_ws.factorial_hard[{task_id}]" not in hard.log()
 
 
