@@ -16,8 +16,9 @@ gateway has acked it (a factorial that was never acked is sent again as a factor
 A request made with ``progress`` asks for it on every ask and records what it hears as its
 ``state``: ``pending`` (acked), ``queued`` (with ``ahead``), ``started``, then ``done``,
 ``error`` or ``cancelled``. A cancel is a request too, asked again after a drop like the others
-(cancelling twice is harmless); it ends ``cancelled``, or ``finished`` when the gateway answered
-with the task's own outcome (the task had ended first).
+(cancelling twice is harmless; but the new connection did not create the task, so it then ends
+only this client's waits and the computation goes on); it ends ``cancelled``, or ``finished``
+when the gateway answered with the task's own outcome (the task had ended first).
 """
 
 from __future__ import annotations
