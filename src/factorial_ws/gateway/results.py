@@ -308,7 +308,7 @@ class ResultHub:
         try:
             size = await self._client.strlen(key)
             if size > max_result_bytes:
-                return Failure(RESULT_TOO_LARGE)
+                return Failure(RESULT_TOO_LARGE, size)
             meta = await self._client.get(key) if size else None
         except (aioredis.RedisError, OSError):
             raise ServiceUnavailable from None

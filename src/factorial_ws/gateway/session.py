@@ -350,6 +350,8 @@ class Session:
             size = len(outcome.json_text) + _META_OVERHEAD_BYTES
         elif isinstance(outcome, Stored):
             size = outcome.size
+        elif isinstance(outcome, Failure) and outcome.stored_bytes:
+            size = outcome.stored_bytes  # too large to read, but stored all the same
         else:
             return
         try:

@@ -91,3 +91,9 @@ def test_a_failures_metric_label_is_its_exception_type_never_its_message() -> No
         "Task failed: its worker died on every attempt"
     )
     assert error_label("Invalid request: text: Field required") == "Invalid request"
+
+
+def test_a_result_too_large_still_says_how_much_it_stored_for_the_ledger() -> None:
+    meta = json.dumps({"status": "SUCCESS", "result": "x" * 200})
+    failure = catalog_state(meta, max_result_bytes=100)
+    assert isinstance(failure, Failure) and failure.stored_bytes == len(meta)
