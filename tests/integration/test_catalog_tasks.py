@@ -279,3 +279,27 @@ def test_metrics_count_requests_by_task_name(wordcount: Wordcount) -> None:
     assert re.search(r'^factorial_ws_requests_total\{type="count_words"\} [1-9]', text, re.MULTILINE)
     assert re.search(r'^factorial_ws_tasks_submitted_total\{queue="wordcount"\} [1-9]', text, re.MULTILINE)
     assert 'factorial_ws_errors_total{message="Task failed: ValueError"}' in text
+
+
+async def test_a_request_waits_its_entrys_timeout_then_gets_timeout_error(
+    wordcount: Wordcount, module_launch: Launcher, tmp_path: Path
+) -> None:
+    (tmp_path / "short_catalog.py").write_text(
+        "from examples.wordcount.catalog import SlowCountParams\n"
+        "from factorial_ws import Catalog\n"
+        "catalog = Catalog()\n"
+        "catalog.add('slow_count', celery_task='wordcount.slow_count', params=SlowCountParams,\n"
+        "            queue='wordcount', timeout=1)\n"
+    )
+    port = free_port()
+    env = process_env(wordcount[2], WS_HOST="127.0.0.1", WS_PORT=port, TASKS="short_catalog:catalog")
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
+    gateway = module_launch.process("short-gateway", [str(BIN / "factorial-ws"), "serve"], env)
+    wait_until(lambda: port_open(port), what="a gateway of a 1 s timeout", watch=[gateway])
+    async with client(f"ws://127.0.0.1:{port}/") as ws:
+        ack = await ws.request({"type": "slow_count", "n": 40, "delay_s": 0.1})
+        started_s = time.monotonic()
+        timed_out = await ws.recv()
+        waited_s = time.monotonic() - started_s
+    assert timed_out == {"type": "error", "result": "Timeout error", "task_id": ack["task_id"]}
+    assert waited_s < 3 * UNIT_S  # its entry's 1 s (to the next second), not HARD_TASK_TIMEOUT's 60

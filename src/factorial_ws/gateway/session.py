@@ -399,7 +399,7 @@ class Session:
         Meanwhile the request is one a cancel of the task ends, and hears ``started`` if it
         asked."""
         wait = self._track(watch.task_id, request_id)
-        self._services.deadlines.expire(watch.outcome, self._config.hard_task_timeout_s, TIMED_OUT)
+        self._services.deadlines.expire(watch.outcome, self._wait_limit_s(watch), TIMED_OUT)
         try:
             if watch.started is not None:
                 await self._report_started(watch, request_id)
@@ -409,6 +409,12 @@ class Session:
         finally:
             wait.waiting = False
         return await self._services.hub.named(watch.task_id, outcome)
+
+    def _wait_limit_s(self, watch: Watch) -> float:
+        """How long a request waits for the task: a catalog entry's ``timeout``, else (factorial,
+        or a task the catalog no longer has) HARD_TASK_TIMEOUT."""
+        entry = None if watch.catalog_task is None else self._services.catalog.get(watch.catalog_task)
+        return self._config.hard_task_timeout_s if entry is None else entry.timeout_s
 
     async def _report_started(self, watch: Watch, request_id: RequestId | None) -> None:
         assert watch.started is not None
