@@ -171,6 +171,12 @@ class ReplyTooLarge(FactorialWSError):
     cannot be read, so which of them it answered is unknown), and the client reconnects."""
 
 
+class RequestTooLarge(FactorialWSError):
+    """The gateway closed the connection on this request's frame, larger than its
+    ``WS_MAX_MESSAGE_BYTES`` (1009): the request fails alone rather than being sent again at each
+    reconnection, and the client reconnects for the others."""
+
+
 class ClientClosed(FactorialWSError):
     """The client was closed while this request was waiting, or before it was made."""
 
