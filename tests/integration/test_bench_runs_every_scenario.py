@@ -49,7 +49,8 @@ def test_a_tiny_bench_runs_every_scenario_and_writes_its_report(
     report = json.loads((out / "bench.json").read_text())
     rows = {(row["scenario"], row["metric"]): row for row in report["rows"]}
     scenarios = {scenario.split()[0] for scenario, _ in rows}
-    assert scenarios == {"1", "2", "3", "4", "5", "6", "7", "8"}
+    assert scenarios == {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
+    assert rows[("9 throughput count_words (catalog)", "errors")]["value"] == 0
     concurrency = "3 concurrency 60 conns"
     assert rows[(concurrency, "results delivered")]["value"] == 60
     assert rows[(concurrency, "errors")]["value"] == 0

@@ -1,10 +1,13 @@
 """Gateways that scenarios start of their own, beside the system's: one that reuses results (the
-crowd of scenario 6), one with no worker and no limit (the acks of scenario 7)."""
+crowd of scenario 6), one with no worker and no limit (the acks of scenario 7), one serving the
+wordcount example's catalog with its stock Celery worker (scenario 9)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,8 @@ from ..supervisor.redis_server import RedisServer
 from .system import System
 
 _CROWD_PATIENCE_S = 600.0
+EXAMPLE_CATALOG = "examples.wordcount.catalog:catalog"
+_EXAMPLE_WORKER_READY_S = 60.0
 
 
 @contextlib.contextmanager
@@ -35,6 +40,45 @@ def reusing_gateway(system: System, config: Config) -> Iterator[tuple[str, int |
     )
     with _extra_gateway(reusing, system.log_dir / "gateway-reuse.log") as (url, pid):
         yield url, pid
+
+
+def example_available() -> bool:
+    """Whether the wordcount example can be imported from here (the repository's root)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return importlib.util.find_spec("examples.wordcount") is not None
+
+
+@contextlib.contextmanager
+def catalog_gateway(system: System, config: Config) -> Iterator[tuple[str, int]]:
+    """The README's commands on the system's Redis: a stock ``celery -A examples.wordcount.tasks
+    worker`` and a gateway with ``--tasks examples.wordcount.catalog:catalog`` (its budgets
+    off: what is measured is the path, not the protection); the gateway's URL and pid."""
+    assert system.log_dir is not None
+    env = {**os.environ, "REDIS_URL": system.redis_url}
+    celery = str(Path(sys.executable).parent / "celery")
+    command = [
+        celery,
+        "-A",
+        "examples.wordcount.tasks",
+        "worker",
+        "-Q",
+        "wordcount,wordcount-long",
+        "-c",
+        "2",
+    ]
+    log_path = system.log_dir / "worker-wordcount.log"
+    worker = start_child([*command, "--loglevel=INFO"], env, log_path=log_path)
+    try:
+        ready = lambda: " ready." in log_path.read_text(errors="replace")  # noqa: E731
+        wait_until(ready, _EXAMPLE_WORKER_READY_S, "the wordcount worker", watch=[worker])
+        serving = config.replace(
+            redis_url=system.redis_url, tasks=EXAMPLE_CATALOG, queue_max_cost=0, queue_cost_per_client=0
+        )
+        with _extra_gateway(serving, system.log_dir / "gateway-catalog.log") as (url, pid):
+            yield url, pid
+    finally:
+        stop_child(worker)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,9 @@ of connections over processes; ``pipelined`` is a cheaper client; ``reference`` 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.context import SpawnProcess
 
 import gmpy2
@@ -84,17 +85,41 @@ async def _probe(client: Client, count: int) -> list[float]:
     return samples
 
 
+# One request from send to result: whether the result was the one expected.
+OneRequest = Callable[[Client], Awaitable[bool]]
+
+
+async def small_factorial(client: Client) -> bool:
+    return await _small(client) == SMALL_RESULT
+
+
+async def count_words(client: Client) -> bool:
+    """The wordcount example's catalog task, with a text of its own each time (not shared)."""
+    word = f"w{next(_texts)}"
+    result = await asyncio.wait_for(client.call("count_words", text=f"{word} a b a"), REPLY_TIMEOUT_S)
+    return bool(result == {word: 1, "a": 2, "b": 1})
+
+
+_texts = itertools.count()
+
+
 def ws_throughput(
-    url: str, count: int, connections: int, window: int, gateway_pid: int | None = None
+    url: str,
+    count: int,
+    connections: int,
+    window: int,
+    gateway_pid: int | None = None,
+    request: OneRequest = small_factorial,
 ) -> Rate:
-    """``count`` requests over ``connections`` connections with ``window`` in flight on each;
-    returns tasks per second (successes only), the number of error replies and, with
-    ``gateway_pid``, the gateway's CPU seconds from the first request to the last result."""
-    return asyncio.run(_ws_throughput(url, count, connections, window, gateway_pid))
+    """``count`` requests (factorial(5) unless ``request`` says) over ``connections``
+    connections with ``window`` in flight on each; returns tasks per second (successes only),
+    the number of error replies and, with ``gateway_pid``, the gateway's CPU seconds from the
+    first request to the last result."""
+    return asyncio.run(_ws_throughput(url, count, connections, window, gateway_pid, request))
 
 
 async def _ws_throughput(
-    url: str, count: int, connections: int, window: int, gateway_pid: int | None
+    url: str, count: int, connections: int, window: int, gateway_pid: int | None, request: OneRequest
 ) -> Rate:
     shares = split(count, connections)
     clients = [measuring_client(url) for _ in range(connections)]
@@ -103,21 +128,24 @@ async def _ws_throughput(
             await client.connect()
         with timed(gateway_cpu(gateway_pid)) as timing:
             outcomes = await asyncio.gather(
-                *(_pipeline(client, share, window) for client, share in zip(clients, shares, strict=True))
+                *(
+                    _pipeline(client, share, window, request)
+                    for client, share in zip(clients, shares, strict=True)
+                )
             )
     finally:
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
     return rate_of(sum(ok for ok, _ in outcomes), timing, sum(failed for _, failed in outcomes))
 
 
-async def _pipeline(client: Client, count: int, window: int) -> tuple[int, int]:
+async def _pipeline(client: Client, count: int, window: int, request: OneRequest) -> tuple[int, int]:
     """``count`` requests, ``window`` in flight: each one that ends lets the next one go."""
     gate = asyncio.Semaphore(window)
 
     async def one() -> bool:
         async with gate:
             try:
-                return await _small(client) == SMALL_RESULT
+                return await request(client)
             except FactorialWSError:
                 return False
 

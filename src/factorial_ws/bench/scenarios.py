@@ -18,7 +18,7 @@ from ..config import Config
 from ..processes import memory_kib
 from . import load, pipelined
 from .crowd import ConcurrencyLoad
-from .extra_gateways import reusing_gateway, workerless_gateway
+from .extra_gateways import catalog_gateway, example_available, reusing_gateway, workerless_gateway
 from .gauges import Rate, cpu_s, peak_rss_mib, quiet, tasks_sent
 from .reference import bare_gmpy2, raw_app, raw_latency, raw_lookups, raw_submissions, raw_throughput
 from .report import Row, cpu_ms_per, latency_rows, median
@@ -398,6 +398,35 @@ def _reasons(outcomes: list[pipelined.Outcome]) -> str:
     return f"; errors: {reasons}" if reasons else ""
 
 
+def scenario_catalog(system: System, config: Config, plan: Plan, run: Run) -> None:
+    """A catalog task, count_words (a dict result) on a stock Celery worker, beside factorial(5)."""
+    scenario = "9 throughput count_words (catalog)"
+    if system.log_dir is None or not example_available():
+        run.notes.append("catalog: skipped (run from the repository's root, on the bench's own system)")
+        return
+    per_round = max(1, plan.throughput_requests // plan.throughput_rounds)
+    with catalog_gateway(system, config) as (url, pid):
+        load.ws_throughput(url, 20, 1, 5, request=load.count_words)  # warm up
+        rates = [
+            load.ws_throughput(
+                url, per_round, plan.throughput_connections, plan.throughput_window, pid, load.count_words
+            )
+            for _ in range(plan.throughput_rounds)
+        ]
+    factorial = {row.metric: row.value for row in run.rows if row.scenario.startswith("2 ")}
+    run.rows.append(
+        Row(scenario, "tasks/s (median)", median([r.per_s for r in rates]), "1/s", "factorial(5), scenario 2",
+            factorial.get("tasks/s (median)"))
+    )  # fmt: skip
+    run.rows.append(Row(scenario, "errors", sum(r.errors for r in rates), "", check="value_max", limit=0))
+    gateway_ms = cpu_ms_per([r.cpu_s for r in rates], per_round * plan.throughput_rounds)
+    if gateway_ms is not None:
+        run.rows.append(
+            Row(scenario, "gateway CPU per request", gateway_ms, "ms", "factorial(5), scenario 2",
+                factorial.get("gateway CPU per request"))
+        )  # fmt: skip
+
+
 SCENARIOS = (
     scenario_latency,
     scenario_throughput,
@@ -407,4 +436,5 @@ SCENARIOS = (
     scenario_crowd_big,
     scenario_acks,
     scenario_stored_results,
+    scenario_catalog,
 )
