@@ -27,9 +27,8 @@ from factorial_ws.processes import WORKER_APP
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Client, Launcher, System, client, raw_websocket, wait_until
 
-# It times the system (latency, a stall, recovery): run alone, not beside other tests.
-pytestmark = pytest.mark.alone
-
+# The tests that time the system (a token bucket's refill, a ping's deadline, a latency) are
+# marked `alone`: other tests beside them would skew what they measure.
 CLOSE_TIMEOUT_S = 15 * UNIT_S
 
 
@@ -105,6 +104,7 @@ async def test_invalid_utf8_in_a_text_frame_closes_that_connection_with_1007(sys
 # --- per-connection limits ------------------------------------------------------------------
 
 
+@pytest.mark.alone
 async def test_requests_past_the_burst_are_refused_until_tokens_refill(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
@@ -130,6 +130,7 @@ async def test_requests_past_the_burst_are_refused_until_tokens_refill(
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.alone
 async def test_binary_and_malformed_frames_spend_tokens_too(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
@@ -207,6 +208,7 @@ async def test_connections_past_the_cap_are_refused_with_503(
 # --- keepalive ------------------------------------------------------------------------------
 
 
+@pytest.mark.alone
 async def test_keepalive_pings_drop_a_peer_that_never_answers(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
@@ -253,6 +255,7 @@ def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
     return url
 
 
+@pytest.mark.alone
 async def test_factorial_of_5_stays_fast_while_the_hard_pool_is_saturated(
     pools_as_up_runs_them: str, redis_server: RedisServer
 ) -> None:
