@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import statistics
 import time
 import uuid
@@ -241,15 +240,9 @@ def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
     tasks that a 3 s time limit cuts short so no huge result is ever stored."""
     settings: dict[str, Any] = {"MAX_NUMBER": 10**7, "HARD_TASK_TIMEOUT": 3, "SOFT_TASK_TIMEOUT": 3}
     for queue in (SOFT_QUEUE, HARD_QUEUE):
-        # Stopped cold: a warm shutdown would first finish (or time out) its hard task.
+        # Killed at the end, as every worker: a warm shutdown would first finish its hard task.
         launch.worker(
-            redis_server.url,
-            queues=queue,
-            concurrency=1,
-            name=f"{queue}-pool",
-            app=WORKER_APP,
-            stop_signal=signal.SIGQUIT,
-            **settings,
+            redis_server.url, queues=queue, concurrency=1, name=f"{queue}-pool", app=WORKER_APP, **settings
         )
     _, url = launch.gateway(redis_server.url, **settings)
     return url
