@@ -166,17 +166,29 @@ class _Stop:
     call: Callable[[], object] | None = None
     process: subprocess.Popen[bytes] | None = None
     stop_signal: int = signal.SIGTERM
-    # Stopped at once with its neighbours in the list that may be too (workers and gateways: a
-    # Celery worker's warm shutdown takes about 2 s, so one after another they add up).
+    # Stopped at once with its neighbours in the list that may be too (workers and gateways:
+    # one after another, their stops would add up).
     together: bool = False
 
     def stops_with(self, other: _Stop) -> bool:
-        return self.together and other.together and self.stop_signal == other.stop_signal
+        return self.together and other.together
+
+
+def _stop_together(stops: list[_Stop]) -> None:
+    """Each process its own signal; those killed first (it takes no time), then the others share
+    one grace period per signal."""
+    by_signal: dict[int, list[subprocess.Popen[bytes]]] = {}
+    for stop in sorted(stops, key=lambda stop: stop.stop_signal != signal.SIGKILL):
+        if stop.process is not None:
+            by_signal.setdefault(stop.stop_signal, []).append(stop.process)
+    for sig, batch in by_signal.items():
+        stop_children(batch, STOP_TIMEOUT_S, (sig,))
 
 
 class Launcher:
     """Starts the real processes of one test, and stops them all (newest first) when it ends:
-    the ``launch`` fixture. Test bodies then need no ``finally:`` of their own."""
+    the ``launch`` fixture. Test bodies then need no ``finally:`` of their own. Workers,
+    gateways and ``up`` are killed then, not stopped warm: nothing is asserted at that point."""
 
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
@@ -200,10 +212,10 @@ class Launcher:
                 if first.call is not None:
                     first.call()
                     continue
-                batch = [first.process]
+                batch = [first]
                 while stops and first.stops_with(stops[0]):
-                    batch.append(stops.pop(0).process)
-                stop_children([process for process in batch if process], STOP_TIMEOUT_S, (first.stop_signal,))
+                    batch.append(stops.pop(0))
+                _stop_together(batch)
             except Exception as exc:
                 failures.append(exc)
         if failures:
@@ -279,12 +291,14 @@ class Launcher:
         concurrency: int = 2,
         name: str | None = None,
         app: str = "celeryqueue",
-        stop_signal: int = signal.SIGTERM,
+        stop_signal: int = signal.SIGKILL,
         **settings: Any,
     ) -> Proc:
         """A real Celery worker (the seed's ``-A celeryqueue`` by default); returns once its
-        heartbeat shows it consuming every queue. SIGTERM stops it warm (it finishes its tasks
-        first), SIGQUIT cold."""
+        heartbeat shows it consuming every queue. At the end it is killed (SIGKILL; its pool
+        processes die with it, by their parent-death signal): a warm shutdown (SIGTERM, it
+        finishes its tasks first) or a cold one (SIGQUIT) costs 2-4 s that only a test about
+        shutdown needs, and such a test stops the worker itself (``proc.stop()``, ``signal``)."""
         name = name or f"w{free_port()}"
         hostname = f"{name}@test"
         command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
@@ -298,17 +312,20 @@ class Launcher:
     def gateway(
         self, redis_url: str, *, port: int | None = None, name: str = "gateway", **settings: Any
     ) -> tuple[Proc, str]:
-        """The real gateway (``python -m factorial_ws serve``); returns it and its ws:// URL."""
+        """The real gateway (``python -m factorial_ws serve``); returns it and its ws:// URL.
+        At the end it is killed, as workers are: a test about its shutdown stops it itself."""
         port = port or free_port()
         command = gateway_command("--host", "127.0.0.1", "--port", str(port))
-        proc = self.process(name, command, process_env(redis_url, **settings), together=True)
+        env = process_env(redis_url, **settings)
+        proc = self.process(name, command, env, stop_signal=signal.SIGKILL, together=True)
         wait_until(lambda: port_open(port), what=f"gateway on port {port}", watch=[proc])
         return proc, f"ws://127.0.0.1:{port}/"
 
     def up(self, env: dict[str, str], *, name: str = "up") -> Proc:
         """`factorial-ws up` (the whole system under one process) run with ``env``; returns once
-        it prints its URL, from when that URL works."""
-        proc = self.process(name, [FACTORIAL_WS, "up"], env)
+        it prints its URL, from when that URL works. At the end it is killed, and its children
+        with it (their parent-death signal): its warm stop is its own tests' to time."""
+        proc = self.process(name, [FACTORIAL_WS, "up"], env, stop_signal=signal.SIGKILL)
         wait_until(lambda: "factorial-ws is up: " in proc.log(), what=name, watch=[proc])
         return proc
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import statistics
 import time
 import uuid
@@ -27,9 +26,8 @@ from factorial_ws.processes import WORKER_APP
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Client, Launcher, System, client, raw_websocket, wait_until
 
-# It times the system (latency, a stall, recovery): run alone, not beside other tests.
-pytestmark = pytest.mark.alone
-
+# The tests that time the system (a token bucket's refill, a ping's deadline, a latency) are
+# marked `alone`: other tests beside them would skew what they measure.
 CLOSE_TIMEOUT_S = 15 * UNIT_S
 
 
@@ -105,6 +103,7 @@ async def test_invalid_utf8_in_a_text_frame_closes_that_connection_with_1007(sys
 # --- per-connection limits ------------------------------------------------------------------
 
 
+@pytest.mark.alone
 async def test_requests_past_the_burst_are_refused_until_tokens_refill(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
@@ -130,6 +129,7 @@ async def test_requests_past_the_burst_are_refused_until_tokens_refill(
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.alone
 async def test_binary_and_malformed_frames_spend_tokens_too(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
@@ -207,6 +207,7 @@ async def test_connections_past_the_cap_are_refused_with_503(
 # --- keepalive ------------------------------------------------------------------------------
 
 
+@pytest.mark.alone
 async def test_keepalive_pings_drop_a_peer_that_never_answers(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
@@ -239,15 +240,9 @@ def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
     tasks that a 3 s time limit cuts short so no huge result is ever stored."""
     settings: dict[str, Any] = {"MAX_NUMBER": 10**7, "HARD_TASK_TIMEOUT": 3, "SOFT_TASK_TIMEOUT": 3}
     for queue in (SOFT_QUEUE, HARD_QUEUE):
-        # Stopped cold: a warm shutdown would first finish (or time out) its hard task.
+        # Killed at the end, as every worker: a warm shutdown would first finish its hard task.
         launch.worker(
-            redis_server.url,
-            queues=queue,
-            concurrency=1,
-            name=f"{queue}-pool",
-            app=WORKER_APP,
-            stop_signal=signal.SIGQUIT,
-            **settings,
+            redis_server.url, queues=queue, concurrency=1, name=f"{queue}-pool", app=WORKER_APP, **settings
         )
     # Four 10**7! (65.7 million digits each) from one address: past an address's default budget,
     # which this test is not about.
@@ -255,6 +250,7 @@ def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
     return url
 
 
+@pytest.mark.alone
 async def test_factorial_of_5_stays_fast_while_the_hard_pool_is_saturated(
     pools_as_up_runs_them: str, redis_server: RedisServer
 ) -> None:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from support import Launcher, client
+from support import System, client
 
 PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -21,9 +21,8 @@ def _documented_celery_client() -> str:
 
 
 async def test_a_celery_client_reads_the_digits_as_a_string_as_the_protocol_doc_shows(
-    launch: Launcher,
+    system: System,
 ) -> None:
-    system = launch.system()
     async with client(system.url) as ws:
         ack, done = await ws.factorial(20)
     assert done["result"] == 2432902008176640000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import urllib.request
 from pathlib import Path
@@ -44,7 +45,7 @@ async def test_flower_against_up_lists_both_workers_online_and_a_succeeded_task(
         SOFT_CONCURRENCY=1,
         HARD_CONCURRENCY=1,
     )
-    up = launch.process("up", [FACTORIAL_WS, "up"], env)
+    up = launch.process("up", [FACTORIAL_WS, "up"], env, stop_signal=signal.SIGKILL)
     url = f"ws://localhost:{ws_port}/"
     processes.wait_until(
         lambda: f"factorial-ws is up: {url}" in up.log(), 60 * UNIT_S, "factorial-ws up", watch=[up.process]

@@ -16,12 +16,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from factorial_ws.constants import TASK_CANCELLED, TASK_NOT_YOURS, UNKNOWN_TASK_ID
-from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, client
+from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, System, client
 
 from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
-
-# It times the system (latency, a stall, recovery): run alone, not beside other tests.
-pytestmark = pytest.mark.alone
 
 CANCELLED_ID = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
 
@@ -124,9 +121,8 @@ async def test_progress_request_behind_three_others_on_one_hard_process_gets_que
     assert replies[2]["result"] == factorial_digits(LONG_NUMBER)
 
 
-async def test_requests_without_progress_get_exactly_the_seeds_two_messages(launch: Launcher) -> None:
-    _, _, url = hard_system(launch)
-    async with connect(url, max_size=None) as ws:
+async def test_requests_without_progress_get_exactly_the_seeds_two_messages(system: System) -> None:
+    async with connect(system.url, max_size=None) as ws:
         for number, digits in ((5, "120"), (1001, factorial_digits(1001))):
             await ws.send(json.dumps({"type": "factorial", "number": number}))
             ack = await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S)
@@ -182,6 +178,7 @@ async def test_cancel_of_a_queued_task_means_its_worker_never_runs_it(launch: La
     await assert_looked_up_as_cancelled(url, task_id)
 
 
+@pytest.mark.alone  # it times a cancel's turnaround: other tests beside it would skew the figure
 async def test_cancel_of_a_running_million_factorial_starts_the_next_hard_task_within_a_second(
     launch: Launcher,
 ) -> None:
@@ -244,9 +241,8 @@ async def test_a_cancel_from_a_client_that_waits_for_nothing_does_not_stop_what_
     assert f"Terminating {task_id}" not in hard.log()
 
 
-async def test_cancel_of_a_finished_task_gets_its_result_instead(launch: Launcher) -> None:
-    _, _, url = hard_system(launch)
-    async with client(url) as ws:
+async def test_cancel_of_a_finished_task_gets_its_result_instead(system: System) -> None:
+    async with client(system.url) as ws:
         task_id = await submit(ws, 20, 1)
         assert (await recv_raw(ws))["type"] == "success"
 
@@ -256,9 +252,8 @@ async def test_cancel_of_a_finished_task_gets_its_result_instead(launch: Launche
     assert reply == {"type": "success", "task_id": task_id, "result": "2432902008176640000", "id": 2}
 
 
-async def test_cancel_of_an_unknown_task_id_says_so(launch: Launcher) -> None:
-    _, _, url = hard_system(launch)
-    async with client(url) as ws:
+async def test_cancel_of_an_unknown_task_id_says_so(system: System) -> None:
+    async with client(system.url) as ws:
         reply = await ws.request({"type": "cancel", "task_id": CANCELLED_ID, "id": 4})
 
     assert reply == {"type": "error", "result": UNKNOWN_TASK_ID, "task_id": CANCELLED_ID, "id": 4}

@@ -9,7 +9,7 @@ import subprocess
 
 from factorial_ws.constants import RATE_LIMITED
 from factorial_ws.gateway.session import BINARY_FRAME
-from support import PYTHON, REPLY_TIMEOUT_S, Launcher, client, process_env
+from support import PYTHON, REPLY_TIMEOUT_S, Launcher, System, client, process_env
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -52,10 +52,10 @@ async def test_a_binary_frame_gets_its_id_back_when_it_holds_utf8_json(launch: L
 
 
 def test_the_cli_client_sends_a_frame_refused_for_its_rate_again_and_gets_every_result(
-    launch: Launcher,
+    system: System, launch: Launcher
 ) -> None:
-    system = launch.system(WS_RATE_LIMIT=2, WS_RATE_BURST=1)
-    command = [PYTHON, "-m", "factorial_ws", "client", "--url", system.url, "5", "6", "7"]
+    _, url = launch.gateway(system.redis_url, WS_RATE_LIMIT=2, WS_RATE_BURST=1)  # the shared worker
+    command = [PYTHON, "-m", "factorial_ws", "client", "--url", url, "5", "6", "7"]
     run = subprocess.run(
         command, env=process_env(system.redis_url), capture_output=True, text=True, timeout=REPLY_TIMEOUT_S
     )

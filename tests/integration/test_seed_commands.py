@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,10 @@ def start_seed_workers(launch: Launcher, commands: dict[str, str], env: dict[str
     """Run seed worker commands as typed (name -> command), all at once; returns once each one's
     heartbeat is fresh for its queues."""
     started = time.time()
-    procs = [launch.process(name, command.split(), env) for name, command in commands.items()]
+    procs = [
+        launch.process(name, command.split(), env, stop_signal=signal.SIGKILL, together=True)
+        for name, command in commands.items()
+    ]
     queues = {q for command in commands.values() for q in command.split("-Q ")[1].split(",")}
     with redis.Redis.from_url(env["REDIS_URL"]) as store:
         wait_until(
@@ -47,7 +51,7 @@ def start_seed_workers(launch: Launcher, commands: dict[str, str], env: dict[str
 
 
 def start_seed_gateway(launch: Launcher, env: dict[str, str]) -> Proc:
-    proc = launch.process("gateway", ["python", "websocket_celery.py"], env)
+    proc = launch.process("gateway", ["python", "websocket_celery.py"], env, stop_signal=signal.SIGKILL)
     port = int(env["WS_PORT"])
     wait_until(lambda: port_open(port), what="python websocket_celery.py", watch=[proc])
     return proc

@@ -67,7 +67,7 @@ async def test_up_with_replicas_serves_again_after_its_master_is_killed_and_rest
     env = process_env(
         None, WS_PORT=ws_port, FACTORIAL_WS_DATA_DIR=data_dir, SOFT_CONCURRENCY=1, HARD_CONCURRENCY=1
     )
-    up = launch.process("up", [FACTORIAL_WS, "up", "--replicas", "1"], env)
+    up = launch.process("up", [FACTORIAL_WS, "up", "--replicas", "1"], env, stop_signal=signal.SIGKILL)
     url = f"ws://localhost:{ws_port}/"
     processes.wait_until(
         lambda: f"factorial-ws is up: {url}" in up.log(), 60 * UNIT_S, "factorial-ws up", watch=[up.process]

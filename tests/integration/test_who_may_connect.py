@@ -22,7 +22,7 @@ from websockets.typing import Origin
 
 from factorial_ws.processes import free_port, gateway_command, port_open
 from factorial_ws.supervisor.redis_server import RedisServer, find_redis_server
-from support import UNIT_S, Launcher, System, client, process_env, wait_until
+from support import UNIT_S, Launcher, Proc, System, client, process_env, wait_until
 
 TOKEN = "s3cret-t0ken"
 
@@ -188,7 +188,8 @@ async def test_redis_with_a_password_serves_end_to_end(launch: Launcher) -> None
     server = launch.redis(persistent=False, password=password)
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=server.port).ping()  # really protected
-    await assert_serves_on(launch, server.url)
+    for proc in await assert_serves_on(launch, server.url):
+        proc.stop()  # as a user stops it (SIGTERM): the lines of its shutdown are checked too
     launch.close()  # every process stopped: its whole log is written
     logs = list(launch.log_dir.iterdir())
     assert len(logs) == 2  # the worker's and the gateway's
@@ -196,11 +197,12 @@ async def test_redis_with_a_password_serves_end_to_end(launch: Launcher) -> None
         assert password not in log.read_text() and quote(password, safe="") not in log.read_text()
 
 
-async def assert_serves_on(launch: Launcher, redis_url: str) -> None:
-    """A worker and a gateway on that Redis serve a client."""
-    launch.worker(redis_url, concurrency=1)
-    _, url = launch.gateway(redis_url)
+async def assert_serves_on(launch: Launcher, redis_url: str) -> tuple[Proc, Proc]:
+    """A worker and a gateway on that Redis serve a client; returns them."""
+    worker = launch.worker(redis_url, concurrency=1)
+    gateway, url = launch.gateway(redis_url)
     await assert_serves(url)
+    return worker, gateway
 
 
 class TlsRedisServer(RedisServer):

@@ -4,6 +4,8 @@ one warning line at start."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import redis
 
@@ -20,7 +22,9 @@ def seed_worker(launch: Launcher, redis_url: str, pool_option: list[str]) -> Pro
         PYTHON, "-m", "celery", "-A", "celeryqueue", "worker", *pool_option,
         "--loglevel=INFO", "-Q", "soft,hard", "-n", hostname,
     ]  # fmt: skip
-    worker = launch.process(hostname.split("@")[0], command, process_env(redis_url))
+    worker = launch.process(
+        hostname.split("@")[0], command, process_env(redis_url), stop_signal=signal.SIGKILL, together=True
+    )
     with redis.Redis.from_url(redis_url) as r:
         wait_until(lambda: worker_is_live(r, hostname, ["soft", "hard"]), what=f"worker {hostname}")
     return worker
