@@ -1,0 +1,243 @@
+"""The page and /client.js with a catalog of a user's own tasks (issue 19), in Chromium: a stock
+Celery worker of examples/wordcount (an app that does not import factorial-ws) and a gateway
+started with TASKS=examples.wordcount.catalog:catalog, as the README's "Expose your own Celery
+tasks" runs them. The page lists the catalog's tasks, builds a form from each one's JSON Schema
+(GET /tasks) and shows each run: its states, its progress, its result or error, and a Cancel
+button."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from factorial_ws.processes import free_port
+from support import Launcher, Proc, process_env, wait_until
+
+from .test_page import OpenPage, browser, expect_state, expect_text, new_page, open_page
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
+
+__all__ = ["browser", "new_page", "open_page"]  # the fixtures, shared with the page's tests
+
+BIN = Path(sys.executable).parent  # the virtualenv's celery, as when it is active
+CATALOG = "examples.wordcount.catalog:catalog"
+WORKER_COMMAND = "celery -A examples.wordcount.tasks worker --loglevel=INFO -Q wordcount,wordcount-long"
+
+
+@pytest.fixture(scope="module")
+def wordcount(module_launch: Launcher) -> tuple[str, Proc]:
+    """Redis, the stock worker of the wordcount app, and a gateway serving its catalog; the
+    gateway's http:// URL and the worker."""
+    redis_url = module_launch.redis().url
+    env = process_env(redis_url)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    worker = module_launch.process("worker", [*WORKER_COMMAND.split(), "--concurrency=2"], env)
+    _, url = module_launch.gateway(redis_url, TASKS=CATALOG)
+    wait_until(lambda: " ready." in worker.log(), what="the stock Celery worker", watch=[worker])
+    return url.replace("ws://", "http://"), worker
+
+
+@pytest.fixture
+def page(open_page: OpenPage, wordcount: tuple[str, Proc]) -> Page:
+    return open_page(wordcount[0])
+
+
+def run_task(page: Page, name: str, **fields: str | bool) -> Locator:
+    """Pick the task's tab, fill its form's fields and submit it; the row of that run (the
+    newest of that task)."""
+    page.click(f'#catalog-tabs button[data-task="{name}"]')
+    form = page.locator(f'form.call-form[data-task="{name}"]')
+    for field, value in fields.items():
+        field_input = form.locator(f'[name="{field}"]')
+        if isinstance(value, bool):
+            field_input.set_checked(value)
+        else:
+            field_input.fill(value)
+    form.locator('button[type="submit"]').click()
+    return page.locator(f'.task[data-kind="call"][data-subject="{name}"]').first
+
+
+def test_page_lists_the_catalogs_tasks_and_builds_a_form_from_each_schema(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    tabs = page.locator("#catalog-tabs button")
+    expect(tabs).to_have_text(["count_words", "slow_count", "explode"])
+    expect(page.locator("#factorial-form")).to_be_hidden()  # not in this catalog
+    expect(page.locator('form.call-form[data-task="count_words"]')).to_be_visible()  # the first
+    page.click('#catalog-tabs button[data-task="slow_count"]')
+    form = page.locator('form.call-form[data-task="slow_count"]')
+    expect(form).to_be_visible()
+    expect(page.locator('form.call-form[data-task="count_words"]')).to_be_hidden()
+    n = form.locator('input[name="n"]')
+    assert (n.get_attribute("type"), n.get_attribute("min"), n.get_attribute("max")) == ("number", "1", "100")
+    assert n.evaluate("(input) => input.required") is True
+    expect(form.locator('label[for="slow_count-n"] .required')).to_have_text("*")
+    delay = form.locator('input[name="delay_s"]')
+    assert delay.input_value() == "0.1"  # its default
+    assert delay.evaluate("(input) => input.required") is False
+    expect(form.locator(".field-hint").first).to_have_text("how far to count")
+
+
+def test_page_runs_a_task_and_shows_its_dict_result_pretty_printed(page: Page) -> None:
+    row = run_task(page, "count_words", text="a b a")
+
+    expect_state(row, "done")
+    assert json.loads(row.locator(".result").inner_text()) == {"a": 2, "b": 1}
+    assert row.locator(".result").inner_text() == json.dumps({"a": 2, "b": 1}, indent=2)
+    task_id = row.get_attribute("data-task-id") or ""
+    assert len(task_id) == 36
+
+    # The same task, looked up by its id: the same result.
+    page.fill("#task-id-input", task_id)
+    page.press("#task-id-input", "Enter")
+    looked_up = page.locator(f'.task[data-kind="lookup"][data-task-id="{task_id}"]')
+    expect_state(looked_up, "done")
+    assert json.loads(looked_up.locator(".result").inner_text()) == {"a": 2, "b": 1}
+
+
+def test_page_shows_the_progress_a_task_reports_then_its_result(page: Page) -> None:
+    row = run_task(page, "slow_count", n="12", delay_s="0.2")
+
+    expect_state(row, "progress")
+    text = row.locator(".progress-text").inner_text()
+    current, total = (int(part) for part in text.split(" / "))
+    assert 1 <= current <= 12 and total == 12
+    assert row.locator("progress").get_attribute("max") == "12"
+    expect_state(row, "done")
+    assert json.loads(row.locator(".result").inner_text()) == {"counted": 12}
+    assert row.locator("button.cancel").is_hidden()
+
+
+def test_page_shows_the_error_of_a_task_that_raises(page: Page) -> None:
+    row = run_task(page, "explode")
+
+    expect_state(row, "error")
+    expect_text(row.locator(".error-text"), "Task failed: ValueError")
+
+
+def test_page_refuses_bad_parameters_with_the_gateways_message(page: Page) -> None:
+    # The browser checks what the schema says before sending (min, max, required); what it
+    # cannot check, the gateway says: a text above its maxLength is cut by the browser, so
+    # the refusal shown here comes from a number the form lets through as text.
+    page.click('#catalog-tabs button[data-task="slow_count"]')
+    page.locator('form.call-form[data-task="slow_count"] input[name="n"]').evaluate(
+        "(input) => { input.type = 'text'; input.value = '1.5'; }"
+    )
+    page.locator('form.call-form[data-task="slow_count"] button[type="submit"]').click()
+    row = page.locator('.task[data-kind="call"][data-subject="slow_count"]').first
+
+    expect_state(row, "error")
+    assert row.locator(".error-text").inner_text().startswith("Invalid request: n: ")
+
+
+def test_page_cancels_a_running_task_with_its_button(page: Page, wordcount: tuple[str, Proc]) -> None:
+    row = run_task(page, "slow_count", n="100", delay_s="1")
+    expect_state(row, "progress")
+
+    row.locator("button.cancel").click()
+    expect_state(row, "cancelled")
+    expect_text(row.locator(".error-text"), "Task cancelled")
+    assert row.locator("button.cancel").is_hidden()
+    task_id = row.get_attribute("data-task-id")
+    wait_until(lambda: f"Terminating {task_id}" in wordcount[1].log(), what="the worker stopping the task")
+
+
+# --- /client.js ---------------------------------------------------------------------------------
+
+CALLS = """async () => {
+    const m = await import("/client.js");
+    const client = new m.FactorialClient();
+    const failure = (promise) => promise.then(
+        (value) => ["resolved", value], (error) => [error.name, error.message, error.taskId]);
+    const counted = await client.call("count_words", { text: "a b a" });
+    const noParams = await failure(client.call("explode"));
+    const refused = await failure(client.call("count_words", { txt: "a" }));
+    const unknown = await failure(client.call("factorial", { number: 5 }));
+    const reserved = await failure(client.call("count_words", { text: "a", id: 3 }));
+    const tasks = await client.tasks();
+    client.close();
+    return { counted, noParams, refused, unknown, reserved, names: Object.keys(tasks),
+             required: tasks.slow_count.params.required };
+}"""
+
+
+def test_client_js_call_returns_a_tasks_json_result_and_names_errors_as_python_does(
+    new_page: Any, wordcount: tuple[str, Proc]
+) -> None:
+    page = new_page()
+    page.goto(wordcount[0] + "healthz")  # any page of the gateway's origin
+    outcome = page.evaluate(CALLS)
+
+    assert outcome["counted"] == {"a": 2, "b": 1}
+    assert outcome["noParams"][:2] == ["TaskFailed", "Task failed: ValueError"]
+    assert len(outcome["noParams"][2]) == 36  # the task id
+    assert outcome["refused"][:2] == ["InvalidRequest", "Invalid request: text: Field required"]
+    assert outcome["unknown"][:2] == ["UnknownTask", "Unknown task"]
+    assert outcome["reserved"][:2] == ["InvalidRequest", "Invalid request: 'id' is a protocol field, not a parameter"]
+    assert outcome["names"] == ["count_words", "slow_count", "explode"]
+    assert outcome["required"] == ["n"]
+
+
+SUBMIT_CALL = """async () => {
+    const m = await import("/client.js");
+    const client = new m.FactorialClient();
+    const task = client.submitCall("slow_count", { n: 6, delay_s: 0.2 }, { progress: true });
+    const states = [];
+    const infos = [];
+    task.addEventListener("statechange", () => {
+        states.push(task.state);
+        if (task.state === "progress") infos.push([task.progressState, task.info]);
+    });
+    const taskId = await task.accepted;
+    const result = await task.result;
+    const stopped = client.submitCall("slow_count", { n: 100, delay_s: 1 }, { progress: true });
+    await new Promise((resolve) => stopped.addEventListener("statechange", () => {
+        if (stopped.state === "progress") resolve();
+    }));
+    const cancelled = await stopped.cancel();
+    const outcome = await stopped.result.catch((error) => error.name);
+    client.close();
+    return { taskId, result, states, infos, cancelled, outcome, stoppedState: stopped.state };
+}"""
+
+
+def test_client_js_submit_call_reports_progress_and_cancels(new_page: Any, wordcount: tuple[str, Proc]) -> None:
+    page = new_page()
+    page.goto(wordcount[0] + "healthz")
+    outcome = page.evaluate(SUBMIT_CALL)
+
+    assert outcome["result"] == {"counted": 6}
+    states = outcome["states"]
+    assert states[:3] == ["pending", "queued", "started"] and states[-1] == "done", states
+    assert "progress" in states
+    for state, info in outcome["infos"]:
+        assert state == "PROGRESS" and info["total"] == 6 and 1 <= info["current"] <= 6
+    assert (outcome["cancelled"], outcome["outcome"], outcome["stoppedState"]) == (True, "TaskCancelled", "cancelled")
+
+
+PARSE = """async () => {
+    const m = await import("/client.js");
+    const progress = m.parseReply(
+        '{"type": "progress", "task_id": "t", "state": "PROGRESS", "info": {"result": 5, "total": 9}, "id": 1}');
+    const nested = m.parseReply('{"type": "success", "task_id": "t", "result": {"result": 7}, "id": 2}');
+    const exact = m.parseReply('{"type": "success", "task_id": "t", "result": 265252859812191058636308480000000, "id": 3}');
+    return [progress.result === undefined, progress.info, nested.result, exact.result];
+}"""
+
+
+def test_client_js_reads_a_result_key_inside_a_tasks_json_as_json(new_page: Any, wordcount: tuple[str, Proc]) -> None:
+    page = new_page()
+    page.goto(wordcount[0] + "healthz")
+
+    assert page.evaluate(PARSE) == [
+        True,
+        {"result": 5, "total": 9},
+        {"result": 7},
+        "265252859812191058636308480000000",
+    ]
