@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from factorial_ws.processes import free_port
 from support import Launcher, Proc, process_env, wait_until
 
-from .test_page import OpenPage, browser, expect_state, expect_text, new_page, open_page
+from .test_page import UI_TIMEOUT_MS, OpenPage, browser, expect_state, expect_text, new_page, open_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -67,7 +66,7 @@ def test_page_lists_the_catalogs_tasks_and_builds_a_form_from_each_schema(page: 
     from playwright.sync_api import expect
 
     tabs = page.locator("#catalog-tabs button")
-    expect(tabs).to_have_text(["count_words", "slow_count", "explode"])
+    expect(tabs).to_have_text(["count_words", "slow_count", "explode"], timeout=UI_TIMEOUT_MS)
     expect(page.locator("#factorial-form")).to_be_hidden()  # not in this catalog
     expect(page.locator('form.call-form[data-task="count_words"]')).to_be_visible()  # the first
     page.click('#catalog-tabs button[data-task="slow_count"]')
@@ -179,7 +178,10 @@ def test_client_js_call_returns_a_tasks_json_result_and_names_errors_as_python_d
     assert len(outcome["noParams"][2]) == 36  # the task id
     assert outcome["refused"][:2] == ["InvalidRequest", "Invalid request: text: Field required"]
     assert outcome["unknown"][:2] == ["UnknownTask", "Unknown task"]
-    assert outcome["reserved"][:2] == ["InvalidRequest", "Invalid request: 'id' is a protocol field, not a parameter"]
+    assert outcome["reserved"][:2] == [
+        "InvalidRequest",
+        "Invalid request: 'id' is a protocol field, not a parameter",
+    ]
     assert outcome["names"] == ["count_words", "slow_count", "explode"]
     assert outcome["required"] == ["n"]
 
@@ -207,7 +209,9 @@ SUBMIT_CALL = """async () => {
 }"""
 
 
-def test_client_js_submit_call_reports_progress_and_cancels(new_page: Any, wordcount: tuple[str, Proc]) -> None:
+def test_client_js_submit_call_reports_progress_and_cancels(
+    new_page: Any, wordcount: tuple[str, Proc]
+) -> None:
     page = new_page()
     page.goto(wordcount[0] + "healthz")
     outcome = page.evaluate(SUBMIT_CALL)
@@ -218,20 +222,27 @@ def test_client_js_submit_call_reports_progress_and_cancels(new_page: Any, wordc
     assert "progress" in states
     for state, info in outcome["infos"]:
         assert state == "PROGRESS" and info["total"] == 6 and 1 <= info["current"] <= 6
-    assert (outcome["cancelled"], outcome["outcome"], outcome["stoppedState"]) == (True, "TaskCancelled", "cancelled")
+    assert (outcome["cancelled"], outcome["outcome"], outcome["stoppedState"]) == (
+        True,
+        "TaskCancelled",
+        "cancelled",
+    )
 
 
 PARSE = """async () => {
     const m = await import("/client.js");
-    const progress = m.parseReply(
-        '{"type": "progress", "task_id": "t", "state": "PROGRESS", "info": {"result": 5, "total": 9}, "id": 1}');
+    const progress = m.parseReply('{"type": "progress", "task_id": "t", "state": "PROGRESS", '
+        + '"info": {"result": 5, "total": 9}, "id": 1}');
     const nested = m.parseReply('{"type": "success", "task_id": "t", "result": {"result": 7}, "id": 2}');
-    const exact = m.parseReply('{"type": "success", "task_id": "t", "result": 265252859812191058636308480000000, "id": 3}');
+    const exact = m.parseReply('{"type": "success", "task_id": "t", '
+        + '"result": 265252859812191058636308480000000, "id": 3}');
     return [progress.result === undefined, progress.info, nested.result, exact.result];
 }"""
 
 
-def test_client_js_reads_a_result_key_inside_a_tasks_json_as_json(new_page: Any, wordcount: tuple[str, Proc]) -> None:
+def test_client_js_reads_a_result_key_inside_a_tasks_json_as_json(
+    new_page: Any, wordcount: tuple[str, Proc]
+) -> None:
     page = new_page()
     page.goto(wordcount[0] + "healthz")
 
