@@ -1,49 +1,43 @@
 """The page and /client.js with a catalog of a user's own tasks (issue 19), in Chromium: a stock
-Celery worker of examples/wordcount (an app that does not import factorial-ws) and a gateway
-started with TASKS=examples.wordcount.catalog:catalog, as the README's "Expose your own Celery
-tasks" runs them. The page lists the catalog's tasks, builds a form from each one's JSON Schema
-(GET /tasks) and shows each run: its states, its progress, its result or error, and a Cancel
-button."""
+Celery worker of examples/wordcount (an app that does not import factorial-ws) and
+`factorial-ws serve --tasks examples.wordcount.catalog:catalog`, the README's commands of "Expose
+your own Celery tasks" (the integration tests' fixture). The page lists the catalog's tasks,
+builds a form from each one's JSON Schema (GET /tasks) and shows each run: its states, its
+progress, its result or error, and a Cancel button."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from support import Launcher, Proc, process_env, wait_until
+from integration.test_catalog_tasks import Wordcount, wordcount
+from support import wait_until
 
-from .test_page import UI_TIMEOUT_MS, OpenPage, browser, expect_state, expect_text, new_page, open_page
+from .test_page import (
+    UI_TIMEOUT_MS,
+    NewPage,
+    OpenPage,
+    browser,
+    expect_state,
+    expect_text,
+    new_page,
+    open_page,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
 
-__all__ = ["browser", "new_page", "open_page"]  # the fixtures, shared with the page's tests
-
-BIN = Path(sys.executable).parent  # the virtualenv's celery, as when it is active
-CATALOG = "examples.wordcount.catalog:catalog"
-WORKER_COMMAND = "celery -A examples.wordcount.tasks worker --loglevel=INFO -Q wordcount,wordcount-long"
+__all__ = ["browser", "new_page", "open_page", "wordcount"]  # the fixtures, shared with the page's tests
 
 
-@pytest.fixture(scope="module")
-def wordcount(module_launch: Launcher) -> tuple[str, Proc]:
-    """Redis, the stock worker of the wordcount app, and a gateway serving its catalog; the
-    gateway's http:// URL and the worker."""
-    redis_url = module_launch.redis().url
-    env = process_env(redis_url)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    worker = module_launch.process("worker", [*WORKER_COMMAND.split(), "--concurrency=2"], env)
-    _, url = module_launch.gateway(redis_url, TASKS=CATALOG)
-    wait_until(lambda: " ready." in worker.log(), what="the stock Celery worker", watch=[worker])
-    return url.replace("ws://", "http://"), worker
+def http_url(wordcount: Wordcount) -> str:
+    return wordcount[0].replace("ws://", "http://")
 
 
 @pytest.fixture
-def page(open_page: OpenPage, wordcount: tuple[str, Proc]) -> Page:
+def page(open_page: OpenPage, wordcount: Wordcount) -> Page:
     return open_page(wordcount[0])
 
 
@@ -135,7 +129,7 @@ def test_page_refuses_bad_parameters_with_the_gateways_message(page: Page) -> No
     assert row.locator(".error-text").inner_text().startswith("Invalid request: n: ")
 
 
-def test_page_cancels_a_running_task_with_its_button(page: Page, wordcount: tuple[str, Proc]) -> None:
+def test_page_cancels_a_running_task_with_its_button(page: Page, wordcount: Wordcount) -> None:
     row = run_task(page, "slow_count", n="100", delay_s="1")
     expect_state(row, "progress")
 
@@ -167,10 +161,10 @@ CALLS = """async () => {
 
 
 def test_client_js_call_returns_a_tasks_json_result_and_names_errors_as_python_does(
-    new_page: Any, wordcount: tuple[str, Proc]
+    new_page: NewPage, wordcount: Wordcount
 ) -> None:
     page = new_page()
-    page.goto(wordcount[0] + "healthz")  # any page of the gateway's origin
+    page.goto(http_url(wordcount) + "healthz")  # any page of the gateway's origin
     outcome = page.evaluate(CALLS)
 
     assert outcome["counted"] == {"a": 2, "b": 1}
@@ -209,11 +203,9 @@ SUBMIT_CALL = """async () => {
 }"""
 
 
-def test_client_js_submit_call_reports_progress_and_cancels(
-    new_page: Any, wordcount: tuple[str, Proc]
-) -> None:
+def test_client_js_submit_call_reports_progress_and_cancels(new_page: NewPage, wordcount: Wordcount) -> None:
     page = new_page()
-    page.goto(wordcount[0] + "healthz")
+    page.goto(http_url(wordcount) + "healthz")
     outcome = page.evaluate(SUBMIT_CALL)
 
     assert outcome["result"] == {"counted": 6}
@@ -241,10 +233,10 @@ PARSE = """async () => {
 
 
 def test_client_js_reads_a_result_key_inside_a_tasks_json_as_json(
-    new_page: Any, wordcount: tuple[str, Proc]
+    new_page: NewPage, wordcount: Wordcount
 ) -> None:
     page = new_page()
-    page.goto(wordcount[0] + "healthz")
+    page.goto(http_url(wordcount) + "healthz")
 
     assert page.evaluate(PARSE) == [
         True,
