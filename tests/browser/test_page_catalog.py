@@ -8,12 +8,13 @@ progress, its result or error, and a Cancel button."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from integration.test_catalog_tasks import Wordcount, wordcount
-from support import wait_until
+from support import System, wait_until
 
 from .test_page import (
     UI_TIMEOUT_MS,
@@ -243,4 +244,78 @@ def test_client_js_reads_a_result_key_inside_a_tasks_json_as_json(
         {"result": 5, "total": 9},
         {"result": 7},
         "265252859812191058636308480000000",
+    ]
+
+
+# --- forms from any schema ------------------------------------------------------------------------
+
+
+class Everything(BaseModel):
+    """Parameters of every kind a form has a field for (pydantic's own JSON Schema of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flag: bool = False
+    count: int = Field(ge=0)
+    ratio: float = 0.5
+    mode: Literal["fast", "exact"] = "exact"
+    label: str | None = None
+    tags: list[str] = []
+
+
+def test_page_builds_typed_fields_from_any_schema_and_sends_exact_parameters(
+    new_page: NewPage, system: System
+) -> None:
+    """A catalog with factorial and a task of every field type (GET /tasks answered here): the
+    factorial form stays, the task gets a tab, and its form sends each parameter as its type
+    says: a checkbox's boolean, an integer past 2**53 exact, an enum's value, an optional field
+    left empty left out, JSON as JSON."""
+    from playwright.sync_api import Route, WebSocket, expect
+
+    catalog = {
+        "factorial": {"params": {"properties": {"number": {"type": "integer"}}}, "timeout": 60.0},
+        "everything": {"params": Everything.model_json_schema(), "timeout": 5.0, "share_results": False},
+    }
+    sent: list[str] = []
+
+    def on_websocket(ws: WebSocket) -> None:
+        ws.on("framesent", lambda frame: sent.append(str(frame)))
+
+    def serve_catalog(route: Route) -> None:
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(catalog))
+
+    page = new_page()
+    page.on("websocket", on_websocket)
+    page.route("**/tasks", serve_catalog)
+    page.goto(system.url.replace("ws://", "http://"))
+    expect(page.locator("#catalog-tabs button")).to_have_text(["everything"], timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#factorial-form")).to_be_visible()
+    form = page.locator('form.call-form[data-task="everything"]')
+    kinds = form.locator(".field").evaluate_all("(fields) => fields.map((f) => f.dataset.kind)")
+    assert kinds == ["boolean", "integer", "number", "enum", "string", "json"]
+    assert form.locator('select[name="mode"]').evaluate("(s) => s.selectedOptions[0].text") == "exact"
+    assert form.locator('input[name="ratio"]').input_value() == "0.5"
+    assert form.locator(".required").count() == 1  # count alone
+
+    form.locator('input[name="flag"]').check()
+    form.locator('input[name="count"]').fill("12345678901234567890")
+    form.locator('select[name="mode"]').select_option(label="fast")
+    form.locator('[name="tags"]').fill('["a", "b"]')
+    form.locator('button[type="submit"]').click()
+    row = page.locator('.task[data-kind="call"][data-subject="everything"]')
+
+    expect_state(row, "error")  # the gateway's catalog has no such task
+    expect_text(row.locator(".error-text"), "Unknown task")
+    calls = [json.loads(frame) for frame in sent if '"everything"' in frame]
+    assert calls == [
+        {
+            "type": "everything",
+            "flag": True,
+            "count": 12345678901234567890,
+            "ratio": 0.5,
+            "mode": "fast",
+            "tags": ["a", "b"],
+            "id": calls[0]["id"],
+            "progress": True,
+        }
     ]
