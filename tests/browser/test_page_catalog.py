@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from integration.test_catalog_tasks import Wordcount, wordcount
-from support import System, wait_until
+from support import UNIT_S, System, wait_until
 
 from .test_page import (
     UI_TIMEOUT_MS,
@@ -319,3 +319,32 @@ def test_page_builds_typed_fields_from_any_schema_and_sends_exact_parameters(
             "progress": True,
         }
     ]
+
+
+TOO_LARGE = """async (waitMs) => {
+    const m = await import("/client.js");
+    const client = new m.FactorialClient(null, { reconnectDelaysMs: [100] });
+    const big = client.call("count_words", { text: "x ".repeat(40000) }).then(
+        (value) => ["resolved", value], (error) => [error.name, error.message]);
+    const small = client.call("count_words", { text: "a b a" });
+    const timer = new Promise((resolve) => setTimeout(() => resolve(["still waiting"]), waitMs));
+    const outcome = await Promise.race([big, timer]);
+    const other = await Promise.race([small, timer]);
+    client.close();
+    return [outcome, other];
+}"""
+
+
+def test_client_js_fails_a_request_larger_than_the_gateway_takes_instead_of_resending_it(
+    new_page: NewPage, wordcount: Wordcount
+) -> None:
+    """The gateway closes the connection (1009) on a frame over WS_MAX_MESSAGE_BYTES (64 KiB,
+    though count_words' text may have a million characters): that request fails, and is not
+    sent again on every reconnection; the others go on."""
+    page = new_page()
+    page.goto(http_url(wordcount) + "healthz")
+
+    outcome, other = page.evaluate(TOO_LARGE, 10_000 * UNIT_S)
+
+    assert outcome == ["RequestTooLarge", "Request too large"]
+    assert other == {"a": 2, "b": 1}

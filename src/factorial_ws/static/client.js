@@ -45,6 +45,10 @@ const INVALID_REQUEST = "Invalid request: ";
 const PROTOCOL_FIELDS = ["type", "id", "progress"];
 const TASK_CANCELLED = "Task cancelled";
 const RATE_LIMITED = "Rate limit exceeded";
+// The gateway closes the connection with this code on a frame over its WS_MAX_MESSAGE_BYTES.
+const MESSAGE_TOO_BIG_CODE = 1009;
+const REQUEST_TOO_LARGE = "Request too large";
+const UTF8 = new TextEncoder();
 // "Not now" errors: a task the client asks for again by itself is asked again later.
 const TRANSIENT_ERRORS = new Set([
   "Service unavailable", "Server busy", "Server busy: storage nearly full", "Rate limit exceeded",
@@ -75,6 +79,8 @@ const ERROR_NAMES = new Map([
   ["Task revoked", "TaskRevoked"],
   [TASK_CANCELLED, "TaskCancelled"],
   ["Task not cancelled: other requests wait for it", "TaskNotCancelled"],
+  // The client's own: the gateway closed the connection on the request's frame (1009).
+  [REQUEST_TOO_LARGE, "RequestTooLarge"],
 ]);
 
 /** An error that is a task's own outcome (the answer to a cancel of a task that had ended). */
@@ -208,6 +214,8 @@ export class Task extends EventTarget {
     this.error = null;        // a FactorialWSError, once failed
     this.requestId = null;
     this.askedOn = null;      // the socket the current ask went out on
+    this.sentOn = null;       // the socket its frame was last written to, and that frame's bytes
+    this.sentBytes = 0;
     this.asks = 0;
     this.confirmed = false;   // the gateway said it waits for the task, on the current ask
     this.accepted = new Promise((resolve, reject) => { this._accept = resolve; this._refuse = reject; });
@@ -373,7 +381,7 @@ export class FactorialClient extends EventTarget {
     if (task.requestId !== null) this._tasks.delete(task.requestId);
     const requestId = this._nextRequestId++;
     this._tasks.set(requestId, task);
-    this._outbox.push([socket, task._frame(requestId)]);
+    this._outbox.push([socket, task._frame(requestId), task]);
     this._flush();
   }
 
@@ -384,9 +392,11 @@ export class FactorialClient extends EventTarget {
     pace.tokens = Math.min(pace.burst, pace.tokens + ((now - pace.updated) / 1000) * pace.ratePerS);
     pace.updated = now;
     while (this._outbox.length && pace.tokens >= 1) {
-      const [socket, frame] = this._outbox.shift();
+      const [socket, frame, task] = this._outbox.shift();
       if (socket.readyState !== WebSocket.OPEN) continue;   // closed: asked again on the next
       socket.send(frame);
+      task.sentOn = socket;
+      task.sentBytes = UTF8.encode(frame).length;
       pace.tokens -= 1;
     }
     if (this._outbox.length && pace.timer === null) {
@@ -412,12 +422,13 @@ export class FactorialClient extends EventTarget {
     socket.addEventListener("message", (event) => {
       if (typeof event.data === "string") this._onFrame(event.data);
     });
-    socket.addEventListener("close", () => this._onClose(socket));
+    socket.addEventListener("close", (event) => this._onClose(socket, event.code));
   }
 
-  _onClose(socket) {
+  _onClose(socket, code) {
     if (socket !== this._socket) return;
     this._socket = null;
+    if (code === MESSAGE_TOO_BIG_CODE) this._failTooLarge(socket);
     this._outbox = [];     // every task still awaited is asked again on the next socket
     this._tasks.clear();   // replies to the old socket's requests cannot come any more
     if (this._closed) {
@@ -427,6 +438,20 @@ export class FactorialClient extends EventTarget {
     const delay = this._delayMs(this._attempt++);
     this._setStatus("closed", delay);
     setTimeout(() => this._connect(), delay);
+  }
+
+  /** The gateway refused a frame of `socket` for its size and closed it: the largest frame it
+   *  had not answered yet was that one (or larger still), and would be refused again on every
+   *  reconnection. Only that request fails; the others are asked again. */
+  _failTooLarge(socket) {
+    let largest = null;
+    for (const task of this._waiting) {
+      if (task.sentOn !== socket || task.confirmed) continue;
+      if (largest === null || task.sentBytes > largest.sentBytes) largest = task;
+    }
+    if (largest === null) return;
+    this._forget(largest);
+    largest._fail(new FactorialWSError(REQUEST_TOO_LARGE, largest.taskId));
   }
 
   _delayMs(attempt) {
