@@ -266,3 +266,12 @@ async def test_a_catalog_tasks_stored_result_is_charged_to_its_requester(wordcou
     with redis.Redis.from_url(wordcount[2]) as store:
         charged = sum(int(size) for size in store.hvals(STORED_BYTES_KEY_PREFIX + "127.0.0.1"))
     assert charged > 30_000
+
+
+def test_metrics_count_requests_by_task_name(wordcount: Wordcount) -> None:
+    url = wordcount[0].replace("ws://", "http://") + "metrics"
+    with urllib.request.urlopen(url, timeout=10 * UNIT_S) as reply:
+        text = reply.read().decode()
+    assert re.search(r'^factorial_ws_requests_total\{type="count_words"\} [1-9]', text, re.MULTILINE)
+    assert re.search(r'^factorial_ws_tasks_submitted_total\{queue="wordcount"\} [1-9]', text, re.MULTILINE)
+    assert 'factorial_ws_errors_total{message="Task failed: ValueError"}' in text

@@ -239,12 +239,13 @@ class Client:
         return TaskHandle(self, pending, digits_to_int)
 
     async def cancel(self, task_id: str) -> bool:
-        """Take a task back: a queued task is never run, a running one is stopped. True once it
-        is cancelled: every request of this client waiting for it then raises ``TaskCancelled``
-        (when other clients wait for the same computation, it goes on for them). False if the
-        task had ended first: its requests get its outcome. Raises ``UnknownTaskId`` for an id
-        the gateway does not know, and ``TaskNotCancelled`` when this client waits for nothing
-        of a task that others wait for. Anyone who knows a task id may cancel it."""
+        """Take a task back. A task this client's connection created, that nobody else waits
+        for, is revoked: never run, or stopped. Otherwise (others wait for it, or the connection
+        that created it is gone: after a reconnection too) only this client's waits end and the
+        computation goes on. True once cancelled: every request of this client waiting for it
+        then raises ``TaskCancelled``. False if the task had ended first: its requests get its
+        outcome. Raises ``UnknownTaskId`` for an id the gateway does not know, and
+        ``TaskNotCancelled`` when this client neither created nor waits for the task."""
         pending = self._register(Request(cancel=task_id))
         try:
             outcome = await asyncio.shield(pending.outcome)
