@@ -115,10 +115,10 @@ def test_page_shows_the_error_of_a_task_that_raises(page: Page) -> None:
     expect_text(row.locator(".error-text"), "Task failed: ValueError")
 
 
-def test_page_refuses_bad_parameters_with_the_gateways_message(page: Page) -> None:
-    # The browser checks what the schema says before sending (min, max, required); what it
-    # cannot check, the gateway says: a text above its maxLength is cut by the browser, so
-    # the refusal shown here comes from a number the form lets through as text.
+def test_page_shows_the_gateways_refusal_of_a_parameter(page: Page) -> None:
+    # The browser itself stops what the schema's bounds forbid (min, max, step, required), so
+    # a refusal is made here by turning the field into a text one: whatever gets past the form,
+    # the gateway's message names the field and the problem.
     page.click('#catalog-tabs button[data-task="slow_count"]')
     page.locator('form.call-form[data-task="slow_count"] input[name="n"]').evaluate(
         "(input) => { input.type = 'text'; input.value = '1.5'; }"
