@@ -136,6 +136,19 @@ def test_page_shows_a_small_factorial_submitted_with_enter(page: Page) -> None:
     assert row.locator(".elapsed").inner_text().endswith(("ms", "s"))
 
 
+def test_page_of_the_built_in_catalog_shows_factorials_forms_alone(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#factorial-form")).to_be_visible()
+    expect(page.locator("#lookup-form")).to_be_visible()
+    expect(page.locator("html")).to_have_attribute(
+        "data-tasks", "factorial", timeout=UI_TIMEOUT_MS
+    )  # GET /tasks read
+    assert page.locator("#catalog").is_hidden()  # GET /tasks lists factorial alone
+    assert page.locator("#catalog-tabs button").count() == 0
+    assert page.locator("h1").inner_text().startswith("Factorials")
+
+
 def test_page_shortens_a_huge_result_with_its_digit_count_and_downloads_it_whole(page: Page) -> None:
     row = submit_number(page, "5000")
 

@@ -15,10 +15,13 @@
 //   const watched = client.watch(taskId, { progress: true });       // a Task, as submit() gives
 //   const cancelled = await client.cancel(taskId);   // true, or false if it had ended first
 //
-//   const counts = await client.call("count_words", { text: "a b a" });   // a catalog task: {a: 2, b: 1}
-//   const job = client.submitCall("slow_count", { n: 10 }, { progress: true });   // a Task
-//   job.addEventListener("statechange", () => console.log(job.state, job.info));  // "progress", {current: 3, total: 10}
-//   const tasks = await (await fetch("/tasks")).json();   // the catalog: name -> its params' JSON Schema
+// Any task of the gateway's catalog (GET /tasks: each one's parameters as a JSON Schema):
+//
+//   const counts = await client.call("count_words", { text: "a b a" });   // {a: 2, b: 1}
+//   const run = client.submitCall("slow_count", { n: 10 }, { progress: true });
+//   run.addEventListener("statechange", () => console.log(run.state, run.info));  // progress {current: 3, total: 10}
+//   const outcome = await run.result;           // (run.cancel() takes it back)
+//   const catalog = await client.tasks();       // {count_words: {params: {…}, timeout, share_results}, …}
 //
 // One WebSocket carries every request; each request has an id that every reply echoes, so
 // replies are matched whatever order they come in. When the socket closes (gateway restart,
@@ -26,7 +29,9 @@
 // asked for again: one the gateway acked is looked up by its task id, one never acked is sent
 // again. A "Timeout error" after the gateway confirmed it waits (ack or "pending") only means
 // it stopped waiting: the task is looked up again. JSON.parse would turn a result into a float,
-// so results are read from the frame text: exact, as a BigInt or as the decimal digits.
+// so factorials are read from the frame text: exact, as a BigInt or as the decimal digits. A
+// catalog task's result is any JSON value, parsed as JSON.parse does, except an integer too
+// large for a Number, which comes as a BigInt.
 
 const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
 // Frames are paced just under the gateway's default rate limit (200/s, bursts of 400), so a
@@ -34,19 +39,25 @@ const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
 const RATE_LIMIT_PER_S = 180;
 const RATE_LIMIT_BURST = 360;
 const TIMEOUT_ERROR = "Timeout error";
+const TASK_FAILED = "Task failed";
+const INVALID_REQUEST = "Invalid request: ";
+// Fields of every request, never a catalog task's parameters.
+const PROTOCOL_FIELDS = ["type", "id", "progress"];
 const TASK_CANCELLED = "Task cancelled";
 const RATE_LIMITED = "Rate limit exceeded";
+// The gateway closes the connection with this code on a frame over its WS_MAX_MESSAGE_BYTES.
+const MESSAGE_TOO_BIG_CODE = 1009;
+const REQUEST_TOO_LARGE = "Request too large";
+const UTF8 = new TextEncoder();
 // "Not now" errors: a task the client asks for again by itself is asked again later.
 const TRANSIENT_ERRORS = new Set([
   "Service unavailable", "Server busy", "Server busy: storage nearly full", "Rate limit exceeded",
   "Too many tasks in flight",
 ]);
-// A task's own outcome: the answer to a cancel of a task that had ended first (a catalog
-// task's failure names its exception: "Task failed: ValueError").
+// A task's own outcome: the answer to a cancel of a task that had ended first.
 const OUTCOME_ERRORS = new Set(["Task failed", "Task failed: its worker died on every attempt",
                                 "Task failed: storage full", TIMEOUT_ERROR, "Task revoked",
                                 TASK_CANCELLED]);
-const isOutcomeError = (message) => OUTCOME_ERRORS.has(message) || message.startsWith("Task failed: ");
 
 // Error names, after the protocol's messages (the same names as the Python library's classes).
 const ERROR_NAMES = new Map([
@@ -58,7 +69,10 @@ const ERROR_NAMES = new Map([
   ["Server busy", "ServerBusy"],
   ["Too many tasks in flight", "TooManyInFlight"],
   ["Rate limit exceeded", "RateLimited"],
-  ["Task failed", "TaskFailed"],
+  ["Server busy: too many large tasks queued", "HardQueueFull"],
+  ["Too many large tasks queued from this address", "TooManyQueued"],
+  ["Too much stored from this address; retry later", "StoredTooMuch"],
+  [TASK_FAILED, "TaskFailed"],
   ["Task failed: its worker died on every attempt", "WorkerLost"],
   ["Task failed: storage full", "StorageFull"],
   ["Server busy: storage nearly full", "StorageNearlyFull"],
@@ -66,32 +80,89 @@ const ERROR_NAMES = new Map([
   [TASK_CANCELLED, "TaskCancelled"],
   ["Task not cancelled: other requests wait for it", "TaskNotCancelled"],
   ["Task not cancelled: this connection neither created it nor waits for it", "TaskNotCancelled"],
+  // The client's own: the gateway closed the connection on the request's frame (1009).
+  [REQUEST_TOO_LARGE, "RequestTooLarge"],
 ]);
 
+/** An error that is a task's own outcome (the answer to a cancel of a task that had ended). */
+function isOutcome(message) {
+  return OUTCOME_ERRORS.has(message) || isTaskFailure(message);
+}
+
 /** An error reply: `message` is the gateway's text, `name` says which (e.g. "UnknownTaskId";
- *  "FactorialWSError" for a message this version does not know), `taskId` when it has one. */
+ *  "TaskFailed" for a catalog task that raised, "Task failed: ValueError"; "FactorialWSError"
+ *  for a message this version does not know), `taskId` when it has one. */
 export class FactorialWSError extends Error {
   constructor(message, taskId = null) {
     super(message);
-    this.name = message.startsWith("Invalid request: ")
-      ? "InvalidRequest"
-      : ERROR_NAMES.get(message) || (message.startsWith("Task failed: ") ? "TaskFailed" : "FactorialWSError");
+    this.name = errorName(message);
     this.taskId = taskId;
   }
 }
 
-// A success carries the factorial as a JSON number: its digits are cut out of the frame text
-// and the rest is parsed with a stand-in.
-const RESULT_NUMBER = /"result":\s*(\d+)/;
+function errorName(message) {
+  if (message.startsWith(INVALID_REQUEST)) return "InvalidRequest";
+  if (ERROR_NAMES.has(message)) return ERROR_NAMES.get(message);
+  return isTaskFailure(message) ? "TaskFailed" : "FactorialWSError";
+}
 
-/** A reply frame as an object; a success's `result` is its digits, as a string. */
+/** A catalog task's own failure: "Task failed: <the exception's type>". */
+function isTaskFailure(message) {
+  return message.startsWith(TASK_FAILED + ": ");
+}
+
+// A success carries a factorial as a JSON number: its digits are cut out of the frame text and
+// the rest is parsed with a stand-in. Only a success's own "result" (the first after its head:
+// a task id cannot hold one) is cut; a "result" key inside a catalog task's JSON, or inside a
+// progress reply's info, is JSON like the rest.
+const SUCCESS_HEAD = /^\{\s*"type":\s*"success"/;
+const RESULT_NUMBER = /"result":\s*(\d+)(?=\s*[,}])/y;
+
+/** A reply frame as an object; a success's `result`, when an integer, is its digits, as a
+ *  string. */
 export function parseReply(text) {
-  const match = RESULT_NUMBER.exec(text);
-  if (!match) return JSON.parse(text);
+  return readReply(text).reply;
+}
+
+/** The reply, and the digits cut out of it (null when its result is no integer). */
+function readReply(text) {
+  if (!SUCCESS_HEAD.test(text)) return { reply: JSON.parse(text), digits: null };
+  const at = text.indexOf('"result":');
+  RESULT_NUMBER.lastIndex = at;
+  const match = at < 0 ? null : RESULT_NUMBER.exec(text);
+  if (!match) return { reply: JSON.parse(text), digits: null };
   const end = match.index + match[0].length;
   const reply = JSON.parse(text.slice(0, match.index) + '"result": 0' + text.slice(end));
   reply.result = match[1];
-  return reply;
+  return { reply, digits: match[1] };
+}
+
+/** A catalog task's integer result: a Number when exact, else a BigInt. */
+function integerValue(digits) {
+  const number = Number(digits);
+  return Number.isSafeInteger(number) ? number : BigInt(digits);
+}
+
+// JSON.stringify refuses BigInts: each goes through as a marked string, unquoted afterwards, so
+// that an integer parameter of any size is sent exact.
+const BIGINT_MARK = "\u0000bigint:";
+const MARKED_BIGINT = /"\\u0000bigint:(-?\d+)"/g;
+
+/** The JSON text of a catalog task's request: its type, parameters (BigInts exact) and id. */
+function callText(fields) {
+  const marked = JSON.stringify(fields, (_, value) =>
+    typeof value === "bigint" ? BIGINT_MARK + value.toString() : value);
+  return marked.replace(MARKED_BIGINT, "$1");
+}
+
+/** `{type: name, ...params}`; an InvalidRequest error for a parameter named like a protocol
+ *  field (as the Python library's ValueError). */
+function callFields(name, params) {
+  const reserved = PROTOCOL_FIELDS.filter((field) => Object.hasOwn(params, field));
+  if (reserved.length) {
+    throw new FactorialWSError(`${INVALID_REQUEST}'${reserved[0]}' is a protocol field, not a parameter`);
+  }
+  return { type: name, ...params };
 }
 
 /** The JSON text of `number`, exact: a BigInt or an integer-looking string goes as written
@@ -102,6 +173,15 @@ function numberText(number) {
   return JSON.stringify(number);
 }
 
+/** The gateway's http(s) URL of `path` (e.g. "tasks"), from its WebSocket URL. */
+function httpUrl(wsUrl, path) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = "/" + path;
+  url.search = "";
+  return url.href;
+}
+
 /** The gateway's WebSocket URL for a page at `location` (same host, wss on https). */
 export function gatewayUrl(location, token = null) {
   const url = new URL(location.href || location);
@@ -109,24 +189,23 @@ export function gatewayUrl(location, token = null) {
   return `${scheme}//${url.host}/` + (token ? `?token=${encodeURIComponent(token)}` : "");
 }
 
-/** One request: a factorial, a catalog task's call (`call`: its type and parameters), or a
- *  lookup (or a cancel, which `client.cancel` makes). A call's result is any JSON value, and
- *  with `progress` its state also goes "progress" at each of the task's own states (`info`:
- *  the state's meta). Events:
- *  "statechange": `state` is "sent", "pending" (the gateway has the task), with `progress`
- *  also "queued" (`ahead`: tasks before it in its queue when it was sent) and "started" (a
- *  worker runs it), and in the end "done", "error" or "cancelled". `accepted` resolves to the
- *  task id once known; `result` to the result (a cancel's: true, or false if the task had
- *  ended first). */
+/** One request: a factorial, a catalog task's call or a lookup (or a cancel, which
+ *  `client.cancel` makes). Events: "statechange": `state` is "sent", "pending" (the gateway has
+ *  the task), with `progress` also "queued" (`ahead`: tasks before it in its queue when it was
+ *  sent), "started" (a worker runs it) and "progress" (a catalog task reported a state of its
+ *  own: its name in `progressState`, e.g. "PROGRESS", its meta in `info`, e.g. {current: 3,
+ *  total: 10}; the event comes at each), and in the end "done", "error" or "cancelled".
+ *  `accepted` resolves to the task id once known; `result` to the result (a cancel's: true, or
+ *  false if the task had ended first). A lookup of a catalog task gives its JSON result. */
 export class Task extends EventTarget {
-  constructor(client, { number = null, taskId = null, digits = false, progress = false, cancel = false,
-                        call = null }) {
+  constructor(client, { number = null, call = null, taskId = null, digits = false, progress = false, cancel = false }) {
     super();
     this.client = client;
-    this.kind = cancel ? "cancel" : call !== null ? "call" : taskId === null ? "factorial" : "lookup";
-    this.call = call;         // a catalog task's { type, ...params }
-    this.info = null;         // a call's latest own state's meta
+    this.kind = cancel ? "cancel" : taskId !== null ? "lookup" : call !== null ? "call" : "factorial";
     this.number = number;
+    this.call = call;         // a catalog task's {type, ...params}
+    this.info = null;         // from "progress": the task's latest own state's meta
+    this.progressState = null;   // and that state's name
     this.taskId = taskId;
     this.digits = digits;
     this.progress = progress && !cancel;
@@ -136,6 +215,8 @@ export class Task extends EventTarget {
     this.error = null;        // a FactorialWSError, once failed
     this.requestId = null;
     this.askedOn = null;      // the socket the current ask went out on
+    this.sentOn = null;       // the socket its frame was last written to, and that frame's bytes
+    this.sentBytes = 0;
     this.asks = 0;
     this.confirmed = false;   // the gateway said it waits for the task, on the current ask
     this.accepted = new Promise((resolve, reject) => { this._accept = resolve; this._refuse = reject; });
@@ -163,8 +244,7 @@ export class Task extends EventTarget {
       return JSON.stringify(this.progress ? { ...lookup, progress: true } : lookup);
     }
     if (this.kind === "call") {
-      const call = { ...this.call, id: requestId };
-      return JSON.stringify(this.progress ? { ...call, progress: true } : call);
+      return callText(this.progress ? { ...this.call, id: requestId, progress: true } : { ...this.call, id: requestId });
     }
     const progress = this.progress ? ', "progress": true' : "";
     return `{"type": "factorial", "number": ${numberText(this.number)}, "id": ${requestId}${progress}}`;
@@ -175,10 +255,11 @@ export class Task extends EventTarget {
     this.dispatchEvent(new Event("statechange"));
   }
 
-  _finish(digits) {
-    // A catalog task's result is any JSON value (a lookup of one too: not digits then).
-    const exact = this.kind !== "call" && typeof digits === "string";
-    this.value = !exact || this.digits ? digits : BigInt(digits);
+  /** Done: `digits` when the result is an integer, else its JSON value in `value`. */
+  _finish(digits, value) {
+    if (this.kind === "call") this.value = digits === null ? value : integerValue(digits);
+    else if (digits === null) this.value = value;   // a lookup of a catalog task
+    else this.value = this.digits ? digits : BigInt(digits);
     this._resolve(this.value);
     this._setState("done");
   }
@@ -238,6 +319,27 @@ export class FactorialClient extends EventTarget {
     return this._start(new Task(this, { number, digits, progress }));
   }
 
+  /** Call the catalog task `name` with `params`: its result, any JSON value (a task that
+   *  raised rejects with a TaskFailed error, bad parameters with InvalidRequest). */
+  async call(name, params = {}) {
+    return this.submitCall(name, params).result;
+  }
+
+  /** Send a catalog task's request now (or as soon as connected); returns its Task at once, as
+   *  `submit` does. With { progress: true } its state also goes through "queued", "started"
+   *  and "progress" at each state the task reports (`info`, `progressState`). Integer
+   *  parameters may be BigInts (sent exact). */
+  submitCall(name, params = {}, { progress = false } = {}) {
+    return this._start(new Task(this, { call: callFields(name, params), progress }));
+  }
+
+  /** The gateway's catalog (GET /tasks): {name: {params: JSON Schema, timeout, share_results}}. */
+  async tasks() {
+    const response = await fetch(httpUrl(this.url, "tasks"));
+    if (!response.ok) throw new FactorialWSError(`GET /tasks: HTTP ${response.status}`);
+    return response.json();
+  }
+
   /** The result of a task submitted before, by its id (waits if it still runs). */
   lookup(taskId, { digits = false } = {}) {
     return this.watch(taskId, { digits }).result;
@@ -246,20 +348,6 @@ export class FactorialClient extends EventTarget {
   /** A Task for a task submitted before, by its id (already `accepted`): states and result. */
   watch(taskId, { digits = false, progress = false } = {}) {
     return this._start(new Task(this, { taskId, digits, progress }));
-  }
-
-  /** Call the catalog task `name` with `params`; resolves to its result, any JSON value
-   *  (rejects with a FactorialWSError: "TaskFailed", "InvalidRequest", "UnknownTask"…). */
-  call(name, params = {}) {
-    return this.submitCall(name, params).result;
-  }
-
-  /** Send a catalog task's request now; returns its Task at once (as submit() does). */
-  submitCall(name, params = {}, { progress = false } = {}) {
-    for (const field of ["type", "id", "progress"]) {
-      if (field in params) throw new FactorialWSError(`Invalid request: '${field}' is a protocol field, not a parameter`);
-    }
-    return this._start(new Task(this, { call: { type: name, ...params }, progress }));
   }
 
   /** Take a task back: a task this connection created, that nobody else waits for, is revoked
@@ -296,7 +384,7 @@ export class FactorialClient extends EventTarget {
     if (task.requestId !== null) this._tasks.delete(task.requestId);
     const requestId = this._nextRequestId++;
     this._tasks.set(requestId, task);
-    this._outbox.push([socket, task._frame(requestId)]);
+    this._outbox.push([socket, task._frame(requestId), task]);
     this._flush();
   }
 
@@ -307,9 +395,11 @@ export class FactorialClient extends EventTarget {
     pace.tokens = Math.min(pace.burst, pace.tokens + ((now - pace.updated) / 1000) * pace.ratePerS);
     pace.updated = now;
     while (this._outbox.length && pace.tokens >= 1) {
-      const [socket, frame] = this._outbox.shift();
+      const [socket, frame, task] = this._outbox.shift();
       if (socket.readyState !== WebSocket.OPEN) continue;   // closed: asked again on the next
       socket.send(frame);
+      task.sentOn = socket;
+      task.sentBytes = UTF8.encode(frame).length;
       pace.tokens -= 1;
     }
     if (this._outbox.length && pace.timer === null) {
@@ -335,12 +425,13 @@ export class FactorialClient extends EventTarget {
     socket.addEventListener("message", (event) => {
       if (typeof event.data === "string") this._onFrame(event.data);
     });
-    socket.addEventListener("close", () => this._onClose(socket));
+    socket.addEventListener("close", (event) => this._onClose(socket, event.code));
   }
 
-  _onClose(socket) {
+  _onClose(socket, code) {
     if (socket !== this._socket) return;
     this._socket = null;
+    if (code === MESSAGE_TOO_BIG_CODE) this._failTooLarge(socket);
     this._outbox = [];     // every task still awaited is asked again on the next socket
     this._tasks.clear();   // replies to the old socket's requests cannot come any more
     if (this._closed) {
@@ -352,6 +443,20 @@ export class FactorialClient extends EventTarget {
     setTimeout(() => this._connect(), delay);
   }
 
+  /** The gateway refused a frame of `socket` for its size and closed it: the largest frame it
+   *  had not answered yet was that one (or larger still), and would be refused again on every
+   *  reconnection. Only that request fails; the others are asked again. */
+  _failTooLarge(socket) {
+    let largest = null;
+    for (const task of this._waiting) {
+      if (task.sentOn !== socket || task.confirmed) continue;
+      if (largest === null || task.sentBytes > largest.sentBytes) largest = task;
+    }
+    if (largest === null) return;
+    this._forget(largest);
+    largest._fail(new FactorialWSError(REQUEST_TOO_LARGE, largest.taskId));
+  }
+
   _delayMs(attempt) {
     const delays = this.reconnectDelaysMs;
     const delay = delays[Math.min(attempt, delays.length - 1)];
@@ -359,18 +464,16 @@ export class FactorialClient extends EventTarget {
   }
 
   _onFrame(text) {
-    let reply;
+    let reply, digits;
     try {
-      reply = parseReply(text);
+      ({ reply, digits } = readReply(text));
     } catch (err) {
       this._serverError(`Unreadable reply: ${err.message}`);
       return;
     }
     const task = this._tasks.get(reply.id);
-    if (task && task.kind === "call") {
-      this._onReply(task, JSON.parse(text));   // any JSON: no digits to keep exact
-    } else if (task) {
-      this._onReply(task, reply);
+    if (task) {
+      this._onReply(task, reply, digits);
     } else if (reply.type === "error" && reply.id === undefined) {
       // No id (the gateway could not read one from the frame): some request will never hear
       // back. A new socket, on which every task is asked again, puts that right.
@@ -383,7 +486,7 @@ export class FactorialClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("servererror", { detail: { message } }));
   }
 
-  _onReply(task, reply) {
+  _onReply(task, reply, digits) {
     if (task.kind === "cancel") {
       this._onCancelReply(task, reply);
     } else if (reply.type === "result" && reply.task_id && task.taskId === null) {
@@ -400,14 +503,12 @@ export class FactorialClient extends EventTarget {
     } else if (reply.type === "started" && (task.state === "pending" || task.state === "queued")) {
       task._setState("started");
     } else if (reply.type === "progress" && !task.finished) {
-      task.info = reply.info;
+      task.info = reply.info === undefined ? null : reply.info;
+      task.progressState = reply.state || null;
       task._setState("progress");
-    } else if (reply.type === "success" && task.call) {
-      this._forget(task);
-      task._finish(reply.result);
     } else if (reply.type === "success") {
       this._forget(task);
-      task._finish(reply.result);   // the digits, as parseReply cut them out (or a catalog task's JSON)
+      task._finish(digits, reply.result);
     } else if (reply.type === "error") {
       this._onError(task, String(reply.result), reply.task_id || task.taskId);
     }
@@ -418,7 +519,7 @@ export class FactorialClient extends EventTarget {
     if (reply.type === "cancelled") {
       this._forget(task);
       task._settle(true);
-    } else if (reply.type === "success" || (reply.type === "error" && isOutcomeError(String(reply.result)))) {
+    } else if (reply.type === "success" || (reply.type === "error" && isOutcome(String(reply.result)))) {
       this._forget(task);
       task._settle(false);   // it had ended: its outcome came instead
     } else if (reply.type === "error") {
