@@ -1,5 +1,6 @@
 """Gateways that scenarios start of their own, beside the system's: one that reuses results (the
-crowd of scenario 6), one with no worker and no limit (the acks of scenario 7)."""
+crowd of scenario 6), one with no worker and no limit (the acks of scenario 7); scenario 9's,
+with a catalog, is in ``catalog_task``."""
 
 from __future__ import annotations
 
@@ -33,17 +34,18 @@ def reusing_gateway(system: System, config: Config) -> Iterator[tuple[str, int |
         slow_consumer_timeout_s=_CROWD_PATIENCE_S,
         ping_timeout_s=_CROWD_PATIENCE_S,
     )
-    with _extra_gateway(reusing, system.log_dir / "gateway-reuse.log") as (url, pid):
+    with extra_gateway(reusing, system.log_dir / "gateway-reuse.log") as (url, pid):
         yield url, pid
 
 
 @contextlib.contextmanager
-def _extra_gateway(config: Config, log_path: Path) -> Iterator[tuple[str, int]]:
-    """One more gateway process with ``config``, on a port of its own; its URL and pid."""
+def extra_gateway(config: Config, log_path: Path, cwd: Path | None = None) -> Iterator[tuple[str, int]]:
+    """One more gateway process with ``config``, on a port of its own (run in ``cwd``, where its
+    TASKS catalog is importable from); its URL and pid."""
     port = free_port()
     config = config.replace(ws_host="127.0.0.1", ws_port=port, ws_processes=1)
     env = {**os.environ, **config.to_env()}
-    gateway = start_child(gateway_command(), env, log_path=log_path)
+    gateway = start_child(gateway_command(), env, log_path=log_path, cwd=cwd)
     try:
         wait_until(lambda: port_open(port), 60, f"the gateway of {log_path.name}", watch=[gateway])
         yield f"ws://127.0.0.1:{port}/", gateway.pid
@@ -75,5 +77,5 @@ def workerless_gateway(config: Config, log_dir: Path) -> Iterator[tuple[str, int
             max_tasks_in_flight=_UNLIMITED,
             hard_task_timeout_s=_NEVER_S,
         )
-        with _extra_gateway(workerless, log_dir / "gateway-acks.log") as (url, pid):
+        with extra_gateway(workerless, log_dir / "gateway-acks.log") as (url, pid):
             yield url, pid, server.url
