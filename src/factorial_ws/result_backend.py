@@ -168,12 +168,18 @@ class NotingBackendMixin:
         """Add ``size`` to the stored bytes of the address the meta is charged to, in the bucket
         of now (this machine's clock: a bucket is a minute wide, far beyond clock differences)."""
         address = _charged_to.get()
-        if not address or not self.expires:
-            return
-        bucket_s = stored_bucket_s(self.expires)
-        key = STORED_BYTES_KEY_PREFIX + address
-        pipe.hincrby(key, str(int(time.time() // bucket_s)), size)
-        pipe.expire(key, self.expires + bucket_s)
+        if address and self.expires:
+            charge_stored_bytes(pipe, address, size, self.expires)
+
+
+def charge_stored_bytes(pipe: Any, address: str, size: int, result_expires_s: int) -> None:
+    """Queue on ``pipe`` (sync or asyncio) the charge of ``size`` stored bytes to ``address``, in
+    the bucket of now. The workers' backend charges what it stores; the gateway charges a catalog
+    task's result, which a stock worker stored without knowing of the ledger."""
+    bucket_s = stored_bucket_s(result_expires_s)
+    key = STORED_BYTES_KEY_PREFIX + address
+    pipe.hincrby(key, str(int(time.time() // bucket_s)), size)
+    pipe.expire(key, result_expires_s + bucket_s)
 
 
 def _client_of(request: Any) -> str:

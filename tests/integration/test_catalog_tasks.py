@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from factorial_ws.constants import STORED_BYTES_KEY_PREFIX
 from factorial_ws.processes import free_port, port_open
 from support import REPO, UNIT_S, Client, Launcher, Proc, client, process_env, wait_until
 
 BIN = Path(sys.executable).parent  # the virtualenv's celery and factorial-ws, as when it is active
 README = REPO / "README.md"
+Wordcount = tuple[str, Proc, str]  # the gateway's URL, the stock worker, Redis' URL
 PROGRESS_PER_S = 4
 
 
@@ -34,18 +37,17 @@ def readme_command(starts_with: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def wordcount(module_launch: Launcher) -> tuple[str, Proc]:
-    """Redis, the README's stock worker and gateway; the gateway's URL, and the worker."""
+def wordcount(module_launch: Launcher) -> Wordcount:
+    """Redis, the README's stock worker and gateway: the gateway's URL, the worker, Redis' URL."""
     port = free_port()
-    env = process_env(
-        module_launch.redis().url, WS_HOST="127.0.0.1", WS_PORT=port, PROGRESS_PER_S=PROGRESS_PER_S
-    )
+    redis_url = module_launch.redis().url
+    env = process_env(redis_url, WS_HOST="127.0.0.1", WS_PORT=port, PROGRESS_PER_S=PROGRESS_PER_S)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     worker = module_launch.process("worker", readme_command("celery -A "), env)
     gateway = module_launch.process("gateway", readme_command("factorial-ws serve "), env)
     wait_until(lambda: " ready." in worker.log(), what="the stock Celery worker", watch=[worker])
     wait_until(lambda: port_open(port), what="factorial-ws serve --tasks", watch=[gateway])
-    return f"ws://127.0.0.1:{port}/", worker
+    return f"ws://127.0.0.1:{port}/", worker, redis_url
 
 
 async def replies_until_final(ws: Client, timeout_s: float = 15 * UNIT_S) -> list[dict[str, Any]]:
@@ -56,7 +58,7 @@ async def replies_until_final(ws: Client, timeout_s: float = 15 * UNIT_S) -> lis
     return replies
 
 
-async def test_a_task_that_returns_a_dict_is_answered_with_that_dict(wordcount: tuple[str, Proc]) -> None:
+async def test_a_task_that_returns_a_dict_is_answered_with_that_dict(wordcount: Wordcount) -> None:
     async with client(wordcount[0]) as ws:
         ack = await ws.request({"type": "count_words", "text": "a b a", "id": "r1"})
         done = await ws.recv()
@@ -65,7 +67,7 @@ async def test_a_task_that_returns_a_dict_is_answered_with_that_dict(wordcount: 
 
 
 async def test_progress_states_reach_a_client_that_asked_coalesced_to_the_rate(
-    wordcount: tuple[str, Proc],
+    wordcount: Wordcount,
 ) -> None:
     steps = 40
     async with client(wordcount[0]) as ws:
@@ -87,14 +89,14 @@ async def test_progress_states_reach_a_client_that_asked_coalesced_to_the_rate(
     assert len(progress) < steps
 
 
-async def test_progress_states_are_not_sent_to_a_client_that_did_not_ask(wordcount: tuple[str, Proc]) -> None:
+async def test_progress_states_are_not_sent_to_a_client_that_did_not_ask(wordcount: Wordcount) -> None:
     async with client(wordcount[0]) as ws:
         await ws.send({"type": "slow_count", "n": 5, "delay_s": 0.02})
         kinds = [reply["type"] for reply in await replies_until_final(ws)]
     assert kinds == ["result", "success"]
 
 
-async def test_a_task_that_raises_is_named_by_its_exception_type_only(wordcount: tuple[str, Proc]) -> None:
+async def test_a_task_that_raises_is_named_by_its_exception_type_only(wordcount: Wordcount) -> None:
     async with client(wordcount[0]) as ws:
         ack = await ws.request({"type": "explode"})
         failed = await ws.recv()
@@ -115,7 +117,7 @@ async def test_a_task_that_raises_is_named_by_its_exception_type_only(wordcount:
     ],
 )
 async def test_bad_parameters_and_unknown_types_get_one_error_and_the_connection_goes_on(
-    wordcount: tuple[str, Proc], message: dict[str, Any], expected: str
+    wordcount: Wordcount, message: dict[str, Any], expected: str
 ) -> None:
     async with client(wordcount[0]) as ws:
         assert await ws.request({**message, "id": 3}) == {"type": "error", "result": expected, "id": 3}
@@ -124,7 +126,7 @@ async def test_bad_parameters_and_unknown_types_get_one_error_and_the_connection
         assert ack["type"] == "result"
 
 
-async def test_a_catalog_task_is_looked_up_by_id_running_and_done(wordcount: tuple[str, Proc]) -> None:
+async def test_a_catalog_task_is_looked_up_by_id_running_and_done(wordcount: Wordcount) -> None:
     async with client(wordcount[0]) as ws:
         ack = await ws.request({"type": "slow_count", "n": 10, "delay_s": 0.1})
         task_id = ack["task_id"]
@@ -143,7 +145,7 @@ async def test_a_catalog_task_is_looked_up_by_id_running_and_done(wordcount: tup
         assert (await ws.recv())["type"] == "success"
 
 
-async def test_a_lookup_with_progress_hears_the_tasks_own_states(wordcount: tuple[str, Proc]) -> None:
+async def test_a_lookup_with_progress_hears_the_tasks_own_states(wordcount: Wordcount) -> None:
     async with client(wordcount[0]) as ws:
         ack = await ws.request({"type": "slow_count", "n": 20, "delay_s": 0.1})
         async with client(wordcount[0]) as other:
@@ -152,7 +154,7 @@ async def test_a_lookup_with_progress_hears_the_tasks_own_states(wordcount: tupl
     assert kinds[0] == "pending" and "progress" in kinds and kinds[-1] == "success", kinds
 
 
-async def test_a_running_catalog_task_is_cancelled(wordcount: tuple[str, Proc]) -> None:
+async def test_a_running_catalog_task_is_cancelled(wordcount: Wordcount) -> None:
     async with client(wordcount[0]) as ws:
         await ws.send({"type": "slow_count", "n": 100, "delay_s": 0.1, "progress": True, "id": 1})
         replies = [await ws.recv() for _ in range(3)]  # result, queued, started
@@ -170,7 +172,7 @@ async def test_a_running_catalog_task_is_cancelled(wordcount: tuple[str, Proc]) 
 
 
 async def test_identical_requests_share_a_computation_only_where_the_entry_allows(
-    wordcount: tuple[str, Proc],
+    wordcount: Wordcount,
 ) -> None:
     text = f"shared {time.time()}"
     async with client(wordcount[0]) as ws:
@@ -186,7 +188,7 @@ async def test_identical_requests_share_a_computation_only_where_the_entry_allow
         assert third["task_id"] != fourth["task_id"]  # slow_count: not shared
 
 
-def test_get_tasks_lists_the_catalog_with_each_tasks_json_schema(wordcount: tuple[str, Proc]) -> None:
+def test_get_tasks_lists_the_catalog_with_each_tasks_json_schema(wordcount: Wordcount) -> None:
     url = wordcount[0].replace("ws://", "http://") + "tasks"
     with urllib.request.urlopen(url, timeout=10 * UNIT_S) as reply:
         tasks = json.loads(reply.read())
@@ -197,7 +199,7 @@ def test_get_tasks_lists_the_catalog_with_each_tasks_json_schema(wordcount: tupl
 
 
 def test_the_worker_is_a_stock_celery_worker_of_an_app_that_does_not_import_factorial_ws(
-    wordcount: tuple[str, Proc],
+    wordcount: Wordcount,
 ) -> None:
     tasks_source = (REPO / "examples" / "wordcount" / "tasks.py").read_text()
     assert not re.search(r"^\s*(from|import) factorial_ws", tasks_source, re.MULTILINE)
@@ -206,7 +208,7 @@ def test_the_worker_is_a_stock_celery_worker_of_an_app_that_does_not_import_fact
 
 
 async def test_many_requests_in_flight_on_one_connection_all_get_their_result(
-    wordcount: tuple[str, Proc],
+    wordcount: Wordcount,
 ) -> None:
     async with client(wordcount[0]) as ws:
         for index in range(20):
@@ -221,7 +223,7 @@ async def test_many_requests_in_flight_on_one_connection_all_get_their_result(
 
 
 async def test_client_call_returns_the_result_and_raises_the_tasks_failure(
-    wordcount: tuple[str, Proc],
+    wordcount: Wordcount,
 ) -> None:
     from factorial_ws import Client, InvalidRequest, TaskFailed, UnknownTask
 
@@ -240,7 +242,7 @@ async def test_client_call_returns_the_result_and_raises_the_tasks_failure(
             await ws.call("no_such_task")
 
 
-async def test_client_call_handle_follows_progress_and_cancels(wordcount: tuple[str, Proc]) -> None:
+async def test_client_call_handle_follows_progress_and_cancels(wordcount: Wordcount) -> None:
     from factorial_ws import Client, TaskCancelled
 
     async with Client(wordcount[0]) as ws:
@@ -254,3 +256,13 @@ async def test_client_call_handle_follows_progress_and_cancels(wordcount: tuple[
         assert await long.cancel() is True
         with pytest.raises(TaskCancelled):
             await long
+
+
+async def test_a_catalog_tasks_stored_result_is_charged_to_its_requester(wordcount: Wordcount) -> None:
+    text = " ".join(f"word{index}" for index in range(2000))  # a result of about 30 kB
+    async with client(wordcount[0]) as ws:
+        await ws.request({"type": "count_words", "text": text})
+        assert len((await ws.recv())["result"]) == 2000
+    with redis.Redis.from_url(wordcount[2]) as store:
+        charged = sum(int(size) for size in store.hvals(STORED_BYTES_KEY_PREFIX + "127.0.0.1"))
+    assert charged > 30_000

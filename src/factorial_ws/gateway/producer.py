@@ -57,7 +57,7 @@ from ..constants import (
     WORKER_RUN_KEY_PREFIX,
 )
 from ..costs import factorial_cost
-from ..result_backend import stored_bucket_s
+from ..result_backend import charge_stored_bytes, stored_bucket_s
 from .batching import Batcher
 
 if TYPE_CHECKING:
@@ -547,6 +547,16 @@ class Producer:
         parameters when its entry shares results."""
         rules = replace(self._rules, reuse=call.share_key is not None)
         return await self._run(task_id, call.queue, call, client_host, rules, progress)
+
+    async def charge_stored(self, client_host: str, size: int) -> None:
+        """Charge a catalog task's stored result (``size`` bytes) to the address whose request
+        created the task, as the workers' backend charges factorial's: the submission script
+        then refuses an address that made Redis store too much (STORED_BYTES_PER_CLIENT)."""
+        if not client_host or not self._rules.stored_bytes_per_client:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        charge_stored_bytes(pipe, client_host, size, self._expires_s)
+        await pipe.execute()
 
     async def _run(
         self, task_id: str, queue: str, work: int | Call, client_host: str, rules: Rules, progress: bool

@@ -83,6 +83,7 @@ logger = logging.getLogger(__name__)
 
 Submission = FactorialRequest | TaskRequest  # a request that sends a task
 INTERNAL_ERROR = "Internal error"
+_META_OVERHEAD_BYTES: Final = 160  # Celery's meta around a result: status, task id, dates
 TIMED_OUT: Final = Failure(TIMEOUT_ERROR)  # a wait that ran out
 BINARY_FRAME = INVALID_REQUEST + "binary frames are not supported; send JSON text"
 
@@ -239,7 +240,10 @@ class Session:
         if self._closed:
             await self._services.hub.release(watch)  # acked to nobody: the task runs all the same
             return
-        await self._deliver(watch, request, queue, started)
+        # A stock worker stores a catalog task's result without charging anyone: the request
+        # that created the task charges it to its address when the result comes.
+        charge = accepted.state == "created" and watch.catalog_task is not None
+        await self._deliver(watch, request, queue, started, charge=charge)
 
     async def _acknowledge(self, accepted: Accepted, request: Submission, queue: str) -> None:
         counter = metrics.tasks_reused_total if accepted.reused else metrics.tasks_submitted_total
@@ -319,16 +323,32 @@ class Session:
             watch.started.set_result(None)  # started before we subscribed: say so at once
         return watch
 
-    async def _deliver(self, watch: Watch, request: Submission, queue: str, started: float) -> None:
+    async def _deliver(
+        self, watch: Watch, request: Submission, queue: str, started: float, *, charge: bool = False
+    ) -> None:
         try:
             outcome = await self._outcome(watch, request.request_id)
         finally:
             await self._services.hub.release(watch)
+        if charge:
+            await self._charge_stored(outcome)
         duration_s = time.monotonic() - started
         if isinstance(outcome, Success | Returned | Stored):
             metrics.result_seconds.labels(queue).observe(duration_s)
         self._log_outcome(watch.task_id, outcome, _number(request), queue, duration_s)
         await self._send_outcome(watch.task_id, outcome, request.request_id)
+
+    async def _charge_stored(self, outcome: Ending) -> None:
+        if isinstance(outcome, Returned):
+            size = len(outcome.json_text) + _META_OVERHEAD_BYTES
+        elif isinstance(outcome, Stored):
+            size = outcome.size
+        else:
+            return
+        try:
+            await self._services.producer.charge_stored(self._host, size)
+        except (aioredis.RedisError, OSError) as exc:  # the result is sent all the same
+            logs.event(logger, "error", peer=self._peer, detail=f"stored bytes not charged: {exc}")
 
     async def _look_up(self, request: ResultRequest) -> None:
         task_id, request_id = request.task_id, request.request_id

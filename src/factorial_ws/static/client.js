@@ -15,6 +15,11 @@
 //   const watched = client.watch(taskId, { progress: true });       // a Task, as submit() gives
 //   const cancelled = await client.cancel(taskId);   // true, or false if it had ended first
 //
+//   const counts = await client.call("count_words", { text: "a b a" });   // a catalog task: {a: 2, b: 1}
+//   const job = client.submitCall("slow_count", { n: 10 }, { progress: true });   // a Task
+//   job.addEventListener("statechange", () => console.log(job.state, job.info));  // "progress", {current: 3, total: 10}
+//   const tasks = await (await fetch("/tasks")).json();   // the catalog: name -> its params' JSON Schema
+//
 // One WebSocket carries every request; each request has an id that every reply echoes, so
 // replies are matched whatever order they come in. When the socket closes (gateway restart,
 // network) it is opened again after a growing, jittered delay, and every task still awaited is
@@ -36,10 +41,12 @@ const TRANSIENT_ERRORS = new Set([
   "Service unavailable", "Server busy", "Server busy: storage nearly full", "Rate limit exceeded",
   "Too many tasks in flight",
 ]);
-// A task's own outcome: the answer to a cancel of a task that had ended first.
+// A task's own outcome: the answer to a cancel of a task that had ended first (a catalog
+// task's failure names its exception: "Task failed: ValueError").
 const OUTCOME_ERRORS = new Set(["Task failed", "Task failed: its worker died on every attempt",
                                 "Task failed: storage full", TIMEOUT_ERROR, "Task revoked",
                                 TASK_CANCELLED]);
+const isOutcomeError = (message) => OUTCOME_ERRORS.has(message) || message.startsWith("Task failed: ");
 
 // Error names, after the protocol's messages (the same names as the Python library's classes).
 const ERROR_NAMES = new Map([
@@ -67,7 +74,7 @@ export class FactorialWSError extends Error {
     super(message);
     this.name = message.startsWith("Invalid request: ")
       ? "InvalidRequest"
-      : ERROR_NAMES.get(message) || "FactorialWSError";
+      : ERROR_NAMES.get(message) || (message.startsWith("Task failed: ") ? "TaskFailed" : "FactorialWSError");
     this.taskId = taskId;
   }
 }
@@ -101,17 +108,23 @@ export function gatewayUrl(location, token = null) {
   return `${scheme}//${url.host}/` + (token ? `?token=${encodeURIComponent(token)}` : "");
 }
 
-/** One request: a factorial or a lookup (or a cancel, which `client.cancel` makes). Events:
+/** One request: a factorial, a catalog task's call (`call`: its type and parameters), or a
+ *  lookup (or a cancel, which `client.cancel` makes). A call's result is any JSON value, and
+ *  with `progress` its state also goes "progress" at each of the task's own states (`info`:
+ *  the state's meta). Events:
  *  "statechange": `state` is "sent", "pending" (the gateway has the task), with `progress`
  *  also "queued" (`ahead`: tasks before it in its queue when it was sent) and "started" (a
  *  worker runs it), and in the end "done", "error" or "cancelled". `accepted` resolves to the
  *  task id once known; `result` to the result (a cancel's: true, or false if the task had
  *  ended first). */
 export class Task extends EventTarget {
-  constructor(client, { number = null, taskId = null, digits = false, progress = false, cancel = false }) {
+  constructor(client, { number = null, taskId = null, digits = false, progress = false, cancel = false,
+                        call = null }) {
     super();
     this.client = client;
-    this.kind = cancel ? "cancel" : taskId === null ? "factorial" : "lookup";
+    this.kind = cancel ? "cancel" : call !== null ? "call" : taskId === null ? "factorial" : "lookup";
+    this.call = call;         // a catalog task's { type, ...params }
+    this.info = null;         // a call's latest own state's meta
     this.number = number;
     this.taskId = taskId;
     this.digits = digits;
@@ -148,6 +161,10 @@ export class Task extends EventTarget {
       const lookup = { type: "result", task_id: this.taskId, id: requestId };
       return JSON.stringify(this.progress ? { ...lookup, progress: true } : lookup);
     }
+    if (this.kind === "call") {
+      const call = { ...this.call, id: requestId };
+      return JSON.stringify(this.progress ? { ...call, progress: true } : call);
+    }
     const progress = this.progress ? ', "progress": true' : "";
     return `{"type": "factorial", "number": ${numberText(this.number)}, "id": ${requestId}${progress}}`;
   }
@@ -158,7 +175,9 @@ export class Task extends EventTarget {
   }
 
   _finish(digits) {
-    this.value = this.digits ? digits : BigInt(digits);
+    // A catalog task's result is any JSON value (a lookup of one too: not digits then).
+    const exact = this.kind !== "call" && typeof digits === "string";
+    this.value = !exact || this.digits ? digits : BigInt(digits);
     this._resolve(this.value);
     this._setState("done");
   }
@@ -226,6 +245,20 @@ export class FactorialClient extends EventTarget {
   /** A Task for a task submitted before, by its id (already `accepted`): states and result. */
   watch(taskId, { digits = false, progress = false } = {}) {
     return this._start(new Task(this, { taskId, digits, progress }));
+  }
+
+  /** Call the catalog task `name` with `params`; resolves to its result, any JSON value
+   *  (rejects with a FactorialWSError: "TaskFailed", "InvalidRequest", "UnknownTask"…). */
+  call(name, params = {}) {
+    return this.submitCall(name, params).result;
+  }
+
+  /** Send a catalog task's request now; returns its Task at once (as submit() does). */
+  submitCall(name, params = {}, { progress = false } = {}) {
+    for (const field of ["type", "id", "progress"]) {
+      if (field in params) throw new FactorialWSError(`Invalid request: '${field}' is a protocol field, not a parameter`);
+    }
+    return this._start(new Task(this, { call: { type: name, ...params }, progress }));
   }
 
   /** Take a task back (anyone who knows its id may): a queued task is never run, a running
@@ -331,7 +364,9 @@ export class FactorialClient extends EventTarget {
       return;
     }
     const task = this._tasks.get(reply.id);
-    if (task) {
+    if (task && task.kind === "call") {
+      this._onReply(task, JSON.parse(text));   // any JSON: no digits to keep exact
+    } else if (task) {
       this._onReply(task, reply);
     } else if (reply.type === "error" && reply.id === undefined) {
       // No id (the gateway could not read one from the frame): some request will never hear
@@ -361,9 +396,15 @@ export class FactorialClient extends EventTarget {
       task._setState("queued");
     } else if (reply.type === "started" && (task.state === "pending" || task.state === "queued")) {
       task._setState("started");
+    } else if (reply.type === "progress" && !task.finished) {
+      task.info = reply.info;
+      task._setState("progress");
+    } else if (reply.type === "success" && task.call) {
+      this._forget(task);
+      task._finish(reply.result);
     } else if (reply.type === "success") {
       this._forget(task);
-      task._finish(String(reply.result));
+      task._finish(reply.result);   // the digits, as parseReply cut them out (or a catalog task's JSON)
     } else if (reply.type === "error") {
       this._onError(task, String(reply.result), reply.task_id || task.taskId);
     }
@@ -374,7 +415,7 @@ export class FactorialClient extends EventTarget {
     if (reply.type === "cancelled") {
       this._forget(task);
       task._settle(true);
-    } else if (reply.type === "success" || (reply.type === "error" && OUTCOME_ERRORS.has(reply.result))) {
+    } else if (reply.type === "success" || (reply.type === "error" && isOutcomeError(String(reply.result)))) {
       this._forget(task);
       task._settle(false);   // it had ended: its outcome came instead
     } else if (reply.type === "error") {

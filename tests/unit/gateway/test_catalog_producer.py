@@ -15,8 +15,8 @@ from kombu.transport.virtual import Channel, Message
 from pydantic import BaseModel
 
 from factorial_ws import Catalog
-from factorial_ws.constants import SUBMITTED_KEY_PREFIX
-from factorial_ws.gateway.producer import Call, Producer, Rules, call_envelope
+from factorial_ws.constants import CLIENT_BUSY, SUBMITTED_KEY_PREFIX
+from factorial_ws.gateway.producer import Accepted, Call, Producer, Refused, Rules, call_envelope
 from factorial_ws.gateway.results import ResultHub, catalog_task_of
 
 TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
@@ -115,3 +115,23 @@ async def test_a_lookup_learns_the_catalog_task_from_the_record(app: Celery, cli
     await client.set("celery-task-meta-" + TASK_ID, json.dumps({"status": "SUCCESS", "result": {"a": 2}}))
     snapshot, _ = await hub.look(TASK_ID)
     assert snapshot.json_text == '{"a": 2}'  # type: ignore[union-attr]
+
+
+async def test_a_catalog_tasks_cost_counts_in_its_queues_budgets(app: Celery, client: aioredis.Redis) -> None:
+    # words_call costs 5 (the text's length): an address with 10 queued is refused more.
+    producer = Producer(app, client, 600, rules=Rules(queue_max_cost=100, queue_cost_per_client=10))
+    ids = [f"{index:08d}-9a8d-4e7f-8c6b-5a4d3c2b1a09" for index in range(4)]
+    answers = [await producer.submit_call(task_id, words_call(), "10.0.0.1") for task_id in ids[:3]]
+    assert [type(answer).__name__ for answer in answers] == ["Accepted", "Accepted", "Refused"]
+    assert answers[2] == Refused(CLIENT_BUSY)
+    # Another address has a budget of its own; once a worker takes a task, its cost is free again.
+    assert isinstance(await producer.submit_call(ids[3], words_call(), "10.0.0.2"), Accepted)
+    await client.rpop("words")
+    assert isinstance(await producer.submit_call(ids[2], words_call(), "10.0.0.1"), Accepted)
+
+
+async def test_factorials_queues_keep_their_own_budgets(app: Celery, client: aioredis.Redis) -> None:
+    producer = Producer(app, client, 600, rules=Rules(queue_max_cost=1, queue_cost_per_client=1))
+    ids = [f"{index:08d}-9a8d-4e7f-8c6b-5a4d3c2b1a09" for index in range(3)]
+    answers = [await producer.submit(task_id, "soft", 5, "10.0.0.1") for task_id in ids]
+    assert all(isinstance(answer, Accepted) for answer in answers)
