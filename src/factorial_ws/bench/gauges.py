@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..gateway.routes import RESPONSE_CACHE_S
 from ..processes import cpu_seconds, memory_kib
 
 _TASKS_SUBMITTED = "factorial_ws_tasks_submitted_total"
@@ -104,6 +105,9 @@ def quiet(pid: int | None, timeout_s: float = 5.0) -> None:
 def tasks_sent(url: str, queue: str) -> float:
     """The gateway's count of tasks it sent to ``queue`` (GET /metrics), over every other label
     the counter may have (the task's name, for a catalog)."""
+    # The gateway answers /metrics from a copy it keeps RESPONSE_CACHE_S: read right after the
+    # previous read, the count would not have moved (a short round then "computed" nothing).
+    time.sleep(RESPONSE_CACHE_S)
     http_url = url.replace("ws://", "http://").rstrip("/") + "/metrics"
     with urllib.request.urlopen(http_url, timeout=10) as response:
         return submitted_to(response.read().decode(), queue)
