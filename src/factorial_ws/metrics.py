@@ -98,8 +98,13 @@ result_subscriptions_up = Gauge(
 
 
 def error_label(message: str) -> str:
-    """Bounded label values: 'Invalid request: <detail>' counts as one kind."""
-    return message.split(":", 1)[0] if message.startswith("Invalid request") else message
+    """Bounded label values: 'Invalid request: <detail>' counts as one kind, and a catalog
+    task's failure by its exception type, never by its message (TASK_ERROR_MESSAGES)."""
+    if message.startswith("Invalid request"):
+        return message.split(":", 1)[0]
+    if message.startswith("Task failed: "):
+        return ":".join(message.split(":", 2)[:2])
+    return message
 
 
 def multiprocess_dir() -> Path | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from .constants import (
@@ -104,6 +104,9 @@ class Returned:
 @dataclass(frozen=True)
 class Failure:
     message: str
+    # A catalog task's result too large to read: what it takes in Redis all the same (charged to
+    # its requester). Not part of what the failure is.
+    stored_bytes: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

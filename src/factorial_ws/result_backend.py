@@ -26,10 +26,12 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 import redis
+from celery import states
 from celery.app.backends import by_url
 from celery.backends.redis import RedisBackend, SentinelBackend
 
 from .constants import (
+    CANCELLED_KEY_PREFIX,
     CLIENT_HEADER,
     NOTE_CHANNEL_PREFIX,
     RESULT_KEY_PREFIX,
@@ -101,7 +103,9 @@ def _status(meta: bytes | str) -> str | None:
 
 class NotingBackendMixin:
     """Celery's ``_set`` of a Redis backend (SET with expiry, PUBLISH on the key's channel), in
-    the same transaction a note on our channel for each task result."""
+    the same transaction a note on our channel for each task result. The REVOKED state of a
+    task a client cancelled lives as long as the cancel's mark (``gateway.cancel``), not the
+    hour a result is kept: a submit-and-cancel loop must not fill Redis."""
 
     client: Any
     expires: int | None
@@ -121,6 +125,24 @@ class NotingBackendMixin:
             return super()._store_result(task_id, result, state, traceback, request, **kwargs)  # type: ignore[misc]
         finally:
             _charged_to.reset(charged)
+
+    def _set_with_state(self, key: bytes | str, value: bytes | str, state: str) -> Any:
+        if state == states.REVOKED:
+            expires_s = self._cancel_remembered_s(key)
+            if expires_s:
+                return self.set(key, value, expires=expires_s)  # type: ignore[attr-defined]
+        return super()._set_with_state(key, value, state)  # type: ignore[misc]
+
+    def _cancel_remembered_s(self, key: bytes | str) -> int | None:
+        """How long the cancel of the task stored under ``key`` is remembered; None when it
+        was not cancelled by a client (or Redis cannot say: the default expiry then)."""
+        name = key.decode() if isinstance(key, bytes) else key
+        task_id = name.removeprefix(RESULT_KEY_PREFIX)
+        try:
+            ttl_s = int(self.client.ttl(CANCELLED_KEY_PREFIX + task_id))
+        except redis.RedisError:
+            return None
+        return ttl_s if ttl_s > 0 else None
 
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
         try:

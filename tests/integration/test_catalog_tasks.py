@@ -259,10 +259,47 @@ async def test_client_call_handle_follows_progress_and_cancels(wordcount: Wordco
 
 
 async def test_a_catalog_tasks_stored_result_is_charged_to_its_requester(wordcount: Wordcount) -> None:
-    text = " ".join(f"word{index}" for index in range(2000))  # a result of about 30 kB
+    def charged() -> int:
+        with redis.Redis.from_url(wordcount[2]) as store:
+            return sum(int(size) for size in store.hvals(STORED_BYTES_KEY_PREFIX + "127.0.0.1"))
+
+    before = charged()
+    text = " ".join(f"word{index}" for index in range(2000))  # a result of about 29 kB
     async with client(wordcount[0]) as ws:
         await ws.request({"type": "count_words", "text": text})
-        assert len((await ws.recv())["result"]) == 2000
-    with redis.Redis.from_url(wordcount[2]) as store:
-        charged = sum(int(size) for size in store.hvals(STORED_BYTES_KEY_PREFIX + "127.0.0.1"))
-    assert charged > 30_000
+        result = (await ws.recv())["result"]
+    assert len(result) == 2000
+    assert charged() - before >= len(json.dumps(result))
+
+
+def test_metrics_count_requests_by_task_name(wordcount: Wordcount) -> None:
+    url = wordcount[0].replace("ws://", "http://") + "metrics"
+    with urllib.request.urlopen(url, timeout=10 * UNIT_S) as reply:
+        text = reply.read().decode()
+    assert re.search(r'^factorial_ws_requests_total\{type="count_words"\} [1-9]', text, re.MULTILINE)
+    assert re.search(r'^factorial_ws_tasks_submitted_total\{queue="wordcount"\} [1-9]', text, re.MULTILINE)
+    assert 'factorial_ws_errors_total{message="Task failed: ValueError"}' in text
+
+
+async def test_a_request_waits_its_entrys_timeout_then_gets_timeout_error(
+    wordcount: Wordcount, module_launch: Launcher, tmp_path: Path
+) -> None:
+    (tmp_path / "short_catalog.py").write_text(
+        "from examples.wordcount.catalog import SlowCountParams\n"
+        "from factorial_ws import Catalog\n"
+        "catalog = Catalog()\n"
+        "catalog.add('slow_count', celery_task='wordcount.slow_count', params=SlowCountParams,\n"
+        "            queue='wordcount', timeout=1)\n"
+    )
+    port = free_port()
+    env = process_env(wordcount[2], WS_HOST="127.0.0.1", WS_PORT=port, TASKS="short_catalog:catalog")
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
+    gateway = module_launch.process("short-gateway", [str(BIN / "factorial-ws"), "serve"], env)
+    wait_until(lambda: port_open(port), what="a gateway of a 1 s timeout", watch=[gateway])
+    async with client(f"ws://127.0.0.1:{port}/") as ws:
+        ack = await ws.request({"type": "slow_count", "n": 40, "delay_s": 0.1})
+        started_s = time.monotonic()
+        timed_out = await ws.recv()
+        waited_s = time.monotonic() - started_s
+    assert timed_out == {"type": "error", "result": "Timeout error", "task_id": ack["task_id"]}
+    assert waited_s < 3 * UNIT_S  # its entry's 1 s (to the next second), not HARD_TASK_TIMEOUT's 60

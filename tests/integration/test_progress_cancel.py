@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from factorial_ws.constants import TASK_CANCELLED, TASK_NOT_CANCELLED, UNKNOWN_TASK_ID
+from factorial_ws.constants import TASK_CANCELLED, TASK_NOT_YOURS, UNKNOWN_TASK_ID
 from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, client
 
 from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
@@ -237,7 +237,7 @@ async def test_a_cancel_from_a_client_that_waits_for_nothing_does_not_stop_what_
         task_id = await submit(owner, LONG_NUMBER, 1)
 
         reply = await stranger.request({"type": "cancel", "task_id": task_id, "id": 5})
-        assert reply == {"type": "error", "result": TASK_NOT_CANCELLED, "task_id": task_id, "id": 5}
+        assert reply == {"type": "error", "result": TASK_NOT_YOURS, "task_id": task_id, "id": 5}
         result = await recv_raw(owner, 60 * UNIT_S)
 
     assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)

@@ -206,9 +206,13 @@ def _checked_choice(value: object, where: str, setting: str) -> Choice:
 
 
 def _checked_model(value: object, where: str) -> type[BaseModel]:
-    if isinstance(value, type) and issubclass(value, BaseModel):
-        return value
-    raise CatalogError(f"{where}: params must be a pydantic model (a BaseModel subclass), not {value!r}")
+    if not (isinstance(value, type) and issubclass(value, BaseModel)):
+        raise CatalogError(f"{where}: params must be a pydantic model (a BaseModel subclass), not {value!r}")
+    for name, field_info in value.model_fields.items():
+        if (field_info.alias or name) in PROTOCOL_FIELDS:
+            # A client's `id` or `progress` is the protocol's: the task could never receive it.
+            raise CatalogError(f"{where}: params field {name!r} is a protocol field (type, id, progress)")
+    return value
 
 
 def _forbidding_extra(model: type[P]) -> type[P]:

@@ -21,7 +21,7 @@ from typing import Any, Literal, overload
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.frames import CloseCode
+from websockets.frames import Close, CloseCode
 
 from ..limits import TokenBucket
 from .errors import (
@@ -31,6 +31,7 @@ from .errors import (
     FactorialWSError,
     HandshakeRefused,
     ReplyTooLarge,
+    RequestTooLarge,
     describe_failure,
     describe_refusal,
 )
@@ -239,12 +240,13 @@ class Client:
         return TaskHandle(self, pending, digits_to_int)
 
     async def cancel(self, task_id: str) -> bool:
-        """Take a task back: a queued task is never run, a running one is stopped. True once it
-        is cancelled: every request of this client waiting for it then raises ``TaskCancelled``
-        (when other clients wait for the same computation, it goes on for them). False if the
-        task had ended first: its requests get its outcome. Raises ``UnknownTaskId`` for an id
-        the gateway does not know, and ``TaskNotCancelled`` when this client waits for nothing
-        of a task that others wait for. Anyone who knows a task id may cancel it."""
+        """Take a task back. A task this client's connection created, that nobody else waits
+        for, is revoked: never run, or stopped. Otherwise (others wait for it, or the connection
+        that created it is gone: after a reconnection too) only this client's waits end and the
+        computation goes on. True once cancelled: every request of this client waiting for it
+        then raises ``TaskCancelled``. False if the task had ended first: its requests get its
+        outcome. Raises ``UnknownTaskId`` for an id the gateway does not know, and
+        ``TaskNotCancelled`` when this client neither created nor waits for the task."""
         pending = self._register(Request(cancel=task_id))
         try:
             outcome = await asyncio.shield(pending.outcome)
@@ -306,7 +308,9 @@ class Client:
         self._by_id.pop(str(pending.request_id), None)
         pending.request_id = next(self._ids)
         self._by_id[str(pending.request_id)] = pending
-        self._outbox.put_nowait((ws, pending.request.frame(pending.request_id)))
+        frame = pending.request.frame(pending.request_id)
+        pending.frame_bytes = len(frame.encode())
+        self._outbox.put_nowait((ws, frame))
 
     async def _write(self) -> None:
         while True:
@@ -356,16 +360,28 @@ class Client:
             pass
 
     def _fail_if_sent_too_much(self, ws: ClientConnection) -> None:
-        """A connection that websockets closed for a frame over ``max_size``: the frame was not
-        read, so the request it answered is unknown, and asking again would bring it again.
-        Every request awaited fails instead of being asked again on the next connection."""
-        close = ws.protocol.close_sent
-        if close is None or close.code != CloseCode.MESSAGE_TOO_BIG:
-            return
-        max_size = self._connect_options["max_size"]
-        error = ReplyTooLarge(f"{self.url}: the gateway sent a frame over max_reply_bytes ({max_size} bytes)")
-        for pending in list(self._waiting):
-            self._fail(pending, error)
+        """A connection closed for a frame too big (1009). When websockets closed it, a reply was
+        over ``max_size``: it was not read, so the request it answered is unknown, and asking
+        again would bring it again; every request awaited fails instead of being asked again.
+        When the gateway closed it, a request's frame was over its WS_MAX_MESSAGE_BYTES: the
+        largest asked on that connection fails alone, rather than be sent at every reconnection."""
+        protocol = ws.protocol
+        if protocol.close_rcvd_then_sent and _is_too_big(protocol.close_rcvd):
+            self._fail_largest_ask(
+                RequestTooLarge(f"{self.url}: the gateway refused the request's frame as too large")
+            )
+        elif not protocol.close_rcvd_then_sent and _is_too_big(protocol.close_sent):
+            max_size = self._connect_options["max_size"]
+            error = ReplyTooLarge(
+                f"{self.url}: the gateway sent a frame over max_reply_bytes ({max_size} bytes)"
+            )
+            for pending in list(self._waiting):
+                self._fail(pending, error)
+
+    def _fail_largest_ask(self, error: RequestTooLarge) -> None:
+        asked = [pending for pending in self._waiting if pending.generation == self._generation]
+        if asked:
+            self._fail(max(asked, key=lambda pending: pending.frame_bytes), error)
 
     def _dispatch(self, frame: str) -> None:
         try:
@@ -474,3 +490,7 @@ def _checked(number: int) -> int:
 def _resolve(future: asyncio.Future[str], value: str) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _is_too_big(close: Close | None) -> bool:
+    return close is not None and close.code == CloseCode.MESSAGE_TOO_BIG

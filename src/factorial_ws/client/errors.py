@@ -32,6 +32,7 @@ from ..constants import (
     TASK_CANCELLED,
     TASK_FAILED,
     TASK_NOT_CANCELLED,
+    TASK_NOT_YOURS,
     TASK_REVOKED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
@@ -136,8 +137,10 @@ class TaskCancelled(FactorialWSError):
 
 
 class TaskNotCancelled(FactorialWSError):
-    """``Task not cancelled: other requests wait for it``: a cancel from a client that waits for
-    nothing, of a task that others wait for (one client's cancel never stops another's wait)."""
+    """``Task not cancelled: …``: a cancel from a client that neither created the task nor waits
+    for it (only the connection that created a computation may revoke it), or from its creator
+    with nothing of its own to end while others wait for it (one client's cancel never stops
+    another's wait)."""
 
 
 # --- the connection ----------------------------------------------------------------------------
@@ -168,6 +171,12 @@ class ReplyTooLarge(FactorialWSError):
     cannot be read, so which of them it answered is unknown), and the client reconnects."""
 
 
+class RequestTooLarge(FactorialWSError):
+    """The gateway closed the connection on this request's frame, larger than its
+    ``WS_MAX_MESSAGE_BYTES`` (1009): the request fails alone rather than being sent again at each
+    reconnection, and the client reconnects for the others."""
+
+
 class ClientClosed(FactorialWSError):
     """The client was closed while this request was waiting, or before it was made."""
 
@@ -192,6 +201,7 @@ _BY_MESSAGE: dict[str, type[FactorialWSError]] = {
     TASK_REVOKED: TaskRevoked,
     TASK_CANCELLED: TaskCancelled,
     TASK_NOT_CANCELLED: TaskNotCancelled,
+    TASK_NOT_YOURS: TaskNotCancelled,
 }
 
 

@@ -26,6 +26,7 @@ class Pending:
         self.changed = asyncio.Event()  # set, and replaced, at each new state of the request
         self.request_id = -1  # of the current ask
         self.generation = -1  # the connection the current ask went out on
+        self.frame_bytes = 0  # the size of the current ask's frame
         self.retry_since: float | None = None  # first "not now" error of a run of them
         self.retries = 0
         if request.task_id is not None:

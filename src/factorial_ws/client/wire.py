@@ -18,8 +18,10 @@ A request made with ``progress`` asks for it on every ask and records what it he
 catalog task's own state, in ``info``), then ``done``, ``error`` or ``cancelled``. A catalog
 task's request (``call``: its ``type`` and parameters) ends with the success frame itself, whose
 ``result`` is any JSON value (``call_result``). A cancel is a request too, asked again after a
-drop like the others (cancelling twice is harmless); it ends ``cancelled``, or ``finished`` when
-the gateway answered with the task's own outcome (the task had ended first).
+drop like the others (cancelling twice is harmless; but the new connection did not create the
+task, so it then ends only this client's waits and the computation goes on); it ends
+``cancelled``, or ``finished`` when the gateway answered with the task's own outcome (the task
+had ended first).
 """
 
 from __future__ import annotations

@@ -249,6 +249,72 @@ class Envelopes:
         return template
 
 
+class CallEnvelopes:
+    """``call_envelope``'s bytes at a fraction of its cost, as ``Envelopes`` makes factorial's:
+    Celery builds each kind of message (task, queue, time limits, progress) once, with
+    placeholders, and a request fills in its id, keyword arguments, expiry, delivery tag and
+    client address. Building the message anew took a quarter of a catalog request's CPU."""
+
+    _FIELDS: Final = ("id", "kwargsrepr", "expires", "delivery_tag", "body", "client")
+
+    def __init__(self, app: Celery, expires_s: float | None) -> None:
+        self._app = app
+        self._expires_s = expires_s
+        # By kind: the template, and the body's tail after the keyword arguments.
+        self._templates: dict[tuple[str, str, float | None, float | None, bool], tuple[str, bytes]] = {}
+
+    def make(self, task_id: str, call: Call, progress: bool, client_host: str = "") -> bytes:
+        kind = (call.celery_task, call.queue, call.soft_time_limit_s, call.time_limit_s, progress)
+        made = self._templates.get(kind)
+        if made is None:
+            made = self._templates[kind] = self._template(call, progress)
+        template, tail = made
+        expires = ""
+        if self._expires_s is not None:
+            expires = (datetime.now(UTC) + timedelta(seconds=self._expires_s)).isoformat()
+        kwargs = json.dumps(call.kwargs)
+        return (
+            template
+            % {
+                "id": task_id,
+                # Only shown (logs, Flower): the JSON, cut as Celery cuts its repr.
+                "kwargsrepr": json.dumps(kwargs[:_KWARGSREPR_MAX_CHARS])[1:-1],
+                "expires": expires,
+                "delivery_tag": str(uuid.uuid4()),
+                "body": base64.b64encode(b"[[], " + kwargs.encode() + tail).decode("ascii"),
+                "client": json.dumps(client_host)[1:-1],
+            }
+        ).encode()
+
+    def _template(self, call: Call, progress: bool) -> tuple[str, bytes]:
+        marks = {name: f"\x00{name}\x00" for name in self._FIELDS}
+        empty = replace(call, kwargs={})
+        envelope = json.loads(
+            call_envelope(
+                self._app,
+                marks["id"],
+                empty,
+                expires_s=self._expires_s,
+                progress=progress,
+                client_host=marks["client"],
+            )
+        )
+        tail = base64.b64decode(envelope["body"]).removeprefix(b"[[], {}")
+        headers, properties = envelope["headers"], envelope["properties"]
+        headers["kwargsrepr"] = marks["kwargsrepr"]
+        if self._expires_s is not None:
+            headers["expires"] = marks["expires"]
+        properties["delivery_tag"] = marks["delivery_tag"]
+        envelope["body"] = marks["body"]
+        template = json.dumps(envelope).replace("%", "%%")
+        for name in self._FIELDS:
+            template = template.replace(json.dumps(marks[name]), f'"%({name})s"')
+        return template, tail
+
+
+_KWARGSREPR_MAX_CHARS: Final = 1024  # Celery's argsrepr_maxsize
+
+
 def submitted_record(queue: str, number: int) -> bytes:
     return json.dumps({"queue": queue, "number": number}).encode()
 
@@ -521,8 +587,10 @@ class Producer:
         self._rules = rules
         # The requests of one event-loop turn go to Redis in one pipeline (batching.py).
         self._batcher: Batcher[_ScriptCall, tuple[list[Any], int]] = Batcher(self._run_batch)
+        self._charges: Batcher[tuple[str, int], None] = Batcher(self._charge_batch)
         # By TASK_EXPIRES: ``send`` sends tasks without one, ``submit`` by the rules.
         self._envelopes = {expires_s: Envelopes(app, expires_s) for expires_s in {None, rules.task_expires_s}}
+        self._call_envelopes = CallEnvelopes(app, rules.task_expires_s)
 
     async def send(self, task_id: str, queue: str, number: int, *, progress: bool = False) -> int | None:
         """Raises redis.RedisError when Redis cannot take the task, or NotReplicated when too
@@ -554,9 +622,19 @@ class Producer:
         then refuses an address that made Redis store too much (STORED_BYTES_PER_CLIENT)."""
         if not client_host or not self._rules.stored_bytes_per_client:
             return
+        await self._charges.call((client_host, size))
+
+    async def _charge_batch(self, charges: list[tuple[str, int]]) -> list[None]:
+        """The charges of one event-loop turn in one round trip, summed by address (each was a
+        round trip of its own: a third of a catalog request's gateway CPU)."""
+        by_address: dict[str, int] = {}
+        for address, size in charges:
+            by_address[address] = by_address.get(address, 0) + size
         pipe = self._client.pipeline(transaction=False)
-        charge_stored_bytes(pipe, client_host, size, self._expires_s)
+        for address, size in by_address.items():
+            charge_stored_bytes(pipe, address, size, self._expires_s)
         await pipe.execute()
+        return [None] * len(charges)
 
     async def _run(
         self, task_id: str, queue: str, work: int | Call, client_host: str, rules: Rules, progress: bool
@@ -566,14 +644,7 @@ class Producer:
         queue_max, address_max = _budgets(rules, queue)
         if isinstance(work, Call):
             shared_key, record, cost = work.shared_key, call_record(work), work.cost
-            envelope = call_envelope(
-                self._app,
-                task_id,
-                work,
-                expires_s=rules.task_expires_s,
-                progress=progress,
-                client_host=client_host,
-            )
+            envelope = self._call_envelopes.make(task_id, work, progress, client_host)
         else:
             shared_key, record = NUMBER_KEY_PREFIX + str(work), submitted_record(queue, work)
             envelope = self._envelopes[rules.task_expires_s].make(task_id, queue, work, progress, client_host)

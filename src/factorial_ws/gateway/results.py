@@ -118,8 +118,8 @@ def _task_id_of(channel_name: str) -> str:
 
 def catalog_task_of(record: bytes | str | None) -> str | None:
     """The catalog task a submitted record names (None: factorial, or no record)."""
-    if not record:
-        return None
+    if not record or (b'"task"' not in record if isinstance(record, bytes) else '"task"' not in record):
+        return None  # factorial's record, at no parsing cost
     try:
         task = json.loads(record).get("task")
     except (ValueError, AttributeError):
@@ -308,7 +308,7 @@ class ResultHub:
         try:
             size = await self._client.strlen(key)
             if size > max_result_bytes:
-                return Failure(RESULT_TOO_LARGE)
+                return Failure(RESULT_TOO_LARGE, size)
             meta = await self._client.get(key) if size else None
         except (aioredis.RedisError, OSError):
             raise ServiceUnavailable from None

@@ -67,6 +67,7 @@ class Gateway:
         self._client: aioredis.Redis | None = None
         self._pubsub_client: aioredis.Redis | None = None
         self._hub: ResultHub | None = None
+        self._canceller: Canceller | None = None
         self._sharing: asyncio.Task[None] | None = None  # this process's share of health, metrics
         self._server: Server | None = None
         self._sessions = 0  # connections past their handshake, for the WS_MAX_CONNECTIONS cap
@@ -123,7 +124,7 @@ class Gateway:
         )
         deadlines = Deadlines()
         admission = Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines)
-        canceller = Canceller(app, self._client, config.result_expires_s)
+        canceller = self._canceller = Canceller(app, self._client, config.task_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
         output_budget = OutputBudget(config.max_output_bytes_per_process)
         memory = MemoryGauge(self._client, config.redis_memory_high_water)
@@ -202,6 +203,8 @@ class Gateway:
                 background.cancel()
         if self._hub is not None:
             await self._hub.close()
+        if self._canceller is not None:
+            self._canceller.close()
         for client in (self._client, self._pubsub_client):
             if client is not None:
                 await client.aclose()

@@ -4,8 +4,8 @@ Acks are sent in request order (a client without request ids matches them by pos
 waiting task then lives in its own asyncio task, so results come back in whatever order the
 workers finish them. A request with progress also hears ``queued`` right after its ack (when it
 created the task) and ``started`` when a worker starts it. A cancel ends this connection's waits
-for the task (each with ``Task cancelled``) before its own reply, and revokes the task unless
-someone else waits for it.
+for the task (each with ``Task cancelled``) before its own reply, and revokes the task only if
+this connection created it and nobody else waits for it (the rule: ``cancel.cancel_action``).
 
 A catalog task is served the same way (``TaskRequest``: its entry makes a ``Call`` of the
 parameters); a client that asked for progress also hears the task's own states, at most
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,7 +37,6 @@ from ..constants import (
     STORAGE_NEARLY_FULL,
     TASK_CANCELLED,
     TASK_FAILED,
-    TASK_NOT_CANCELLED,
     TIMEOUT_ERROR,
     TOO_MANY_IN_FLIGHT,
     UNKNOWN_TASK_ID,
@@ -70,7 +70,7 @@ from ..protocol import queued as queued_reply
 from ..protocol import started as started_reply
 from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
-from .cancel import Canceller
+from .cancel import CancelAction, Canceller, cancel_action
 from .deadlines import Deadlines
 from .memory import MemoryGauge
 from .order import READ_AHEAD, ReplyOrder, Turn
@@ -129,6 +129,9 @@ class Session:
         self._closed = False
         # By task id: the requests waiting for it, by the asyncio task that waits.
         self._waiting_for: dict[str, dict[asyncio.Task[Any], _Wait]] = {}
+        # The tasks this connection created and that may still run: only it may revoke them.
+        self._created: set[str] = set()
+        self._cancels: Counter[str] = Counter()  # by task id: this connection's cancels in progress
         self._peer = _peer(connection)
         self._host = _host(connection)  # the client address, which the budgets count by
         self._outbox = Outbox(
@@ -227,6 +230,8 @@ class Session:
                 await self._refuse(answer.message, None, request.request_id)
                 return
             accepted, watch = answer
+            if not accepted.reused:
+                self._created.add(accepted.task_id)
             try:
                 await self._acknowledge(accepted, request, queue)
             except BaseException:
@@ -333,6 +338,8 @@ class Session:
         if charge:
             await self._charge_stored(outcome)
         duration_s = time.monotonic() - started
+        if outcome is not TIMED_OUT:
+            self._created.discard(watch.task_id)  # it ended: nothing left to revoke
         if isinstance(outcome, Success | Returned | Stored):
             metrics.result_seconds.labels(queue).observe(duration_s)
         self._log_outcome(watch.task_id, outcome, _number(request), queue, duration_s)
@@ -343,6 +350,8 @@ class Session:
             size = len(outcome.json_text) + _META_OVERHEAD_BYTES
         elif isinstance(outcome, Stored):
             size = outcome.size
+        elif isinstance(outcome, Failure) and outcome.stored_bytes:
+            size = outcome.stored_bytes  # too large to read, but stored all the same
         else:
             return
         try:
@@ -390,7 +399,7 @@ class Session:
         Meanwhile the request is one a cancel of the task ends, and hears ``started`` if it
         asked."""
         wait = self._track(watch.task_id, request_id)
-        self._services.deadlines.expire(watch.outcome, self._config.hard_task_timeout_s, TIMED_OUT)
+        self._services.deadlines.expire(watch.outcome, self._wait_limit_s(watch), TIMED_OUT)
         try:
             if watch.started is not None:
                 await self._report_started(watch, request_id)
@@ -400,6 +409,12 @@ class Session:
         finally:
             wait.waiting = False
         return await self._services.hub.named(watch.task_id, outcome)
+
+    def _wait_limit_s(self, watch: Watch) -> float:
+        """How long a request waits for the task: a catalog entry's ``timeout``, else (factorial,
+        or a task the catalog no longer has) HARD_TASK_TIMEOUT."""
+        entry = None if watch.catalog_task is None else self._services.catalog.get(watch.catalog_task)
+        return self._config.hard_task_timeout_s if entry is None else entry.timeout_s
 
     async def _report_started(self, watch: Watch, request_id: RequestId | None) -> None:
         assert watch.started is not None
@@ -438,15 +453,19 @@ class Session:
     async def _cancel(self, request: CancelRequest) -> None:
         task_id, request_id = request.task_id, request.request_id
         logs.access(logger, "request", task_id=task_id, detail="cancel")
+        self._cancels[task_id] += 1
         try:
-            async with self._services.admission.turn():
-                answer = await self._take_back(task_id, request_id)
+            answer = await self._take_back(task_id, request_id)
         except (ServiceUnavailable, ServerBusy) as exc:
             await self._refuse(_refusal(exc), task_id, request_id)
             return
         except (aioredis.RedisError, OSError):
             await self._refuse(SERVICE_UNAVAILABLE, task_id, request_id)
             return
+        finally:
+            self._cancels[task_id] -= 1
+            if not self._cancels[task_id]:
+                del self._cancels[task_id]
         if isinstance(answer, str):
             await self._send(answer)
         elif answer is not None:
@@ -454,19 +473,24 @@ class Session:
             await self._send_outcome(task_id, answer, request_id)  # its outcome instead
 
     async def _take_back(self, task_id: str, request_id: RequestId | None) -> str | Ending | None:
-        """Revoke the task unless it has ended or others wait for it: the cancel's reply, the
-        task's outcome when it had ended first, or None when the reply was sent already."""
-        hub = self._services.hub
-        snapshot = await hub.snapshot(task_id)
-        if isinstance(snapshot, Unknown):
-            await self._refuse(UNKNOWN_TASK_ID, task_id, request_id)
-            return None
-        if isinstance(snapshot, Pending | Started):
-            if not await self._others_wait(task_id):
-                snapshot = await self._revoke(task_id)
-            elif not self._waiting_for.get(task_id):
-                await self._refuse(TASK_NOT_CANCELLED, task_id, request_id)  # nothing of ours to end
+        """Carry out the cancel rule (``cancel_action``): the cancel's reply, the task's
+        outcome when it had ended first, or None when the reply was sent already."""
+        async with self._services.admission.turn():
+            snapshot = await self._services.hub.snapshot(task_id)
+            if isinstance(snapshot, Unknown):
+                await self._refuse(UNKNOWN_TASK_ID, task_id, request_id)
                 return None
+            action, first = None, False
+            if isinstance(snapshot, Pending | Started):
+                action = await self._cancel_action(task_id)
+                if action is CancelAction.REVOKE:
+                    first = await self._services.canceller.record(task_id)
+        if action is not None and action.refusal is not None:
+            await self._refuse(action.refusal, task_id, request_id)
+            return None
+        if action is CancelAction.REVOKE:
+            # Out of the admission slot: workers may take seconds to answer, others need it.
+            snapshot = await self._revoke(task_id, first)
         if isinstance(snapshot, Success | Returned | Stored) or (
             isinstance(snapshot, Failure) and snapshot.message != TASK_CANCELLED
         ):
@@ -476,6 +500,13 @@ class Session:
         logs.event(logger, "cancelled", task_id=task_id)
         return cancelled_reply(task_id, request_id)
 
+    async def _cancel_action(self, task_id: str) -> CancelAction:
+        """What this connection's cancel of a task still queued or running does."""
+        created = task_id in self._created
+        waits_here = bool(self._waiting_for.get(task_id))
+        others_wait = created and await self._others_wait(task_id)  # asked of the creator only
+        return cancel_action(created=created, waits_here=waits_here, others_wait=others_wait)
+
     async def _others_wait(self, task_id: str) -> bool:
         """Whether requests other than this connection's wait for the task, in this process or
         in any other gateway process of this Redis."""
@@ -483,17 +514,21 @@ class Session:
         own = sum(wait.waiting for wait in self._waiting_for.get(task_id, {}).values())
         return hub.local_waiters(task_id) > own or await hub.waiters_elsewhere(task_id) > 0
 
-    async def _revoke(self, task_id: str) -> Ending | Pending | Started | Unknown:
-        """Stop the task; how it ended (a result if it ended first)."""
+    async def _revoke(self, task_id: str, first: bool) -> Ending | Pending | Started | Unknown:
+        """Stop the task whose cancel was recorded (``first``: by this cancel); how it ended (a
+        result if it ended first)."""
         canceller, hub = self._services.canceller, self._services.hub
-        await canceller.record(task_id)
-        await canceller.revoke(task_id)
+        await canceller.revoke(task_id, first=first)
         snapshot = await hub.snapshot(task_id)
         if isinstance(snapshot, Pending | Started):
             # No live worker marked it (none runs, or none answered): it will never run, since
             # every worker drops it when it comes. Say so to lookups and waiters now.
             await canceller.mark_revoked(task_id)
             snapshot = await hub.snapshot(task_id)
+        if self._cancels[task_id] == 1:
+            # Revoked: nothing left to revoke. (Another cancel of it in progress may have read
+            # it as queued: until that one ends, this connection still counts as its creator.)
+            self._created.discard(task_id)
         return snapshot
 
     async def _end_waits(self, task_id: str) -> None:
@@ -651,8 +686,9 @@ def _call(request: TaskRequest) -> Call:
     return Call.of(request.entry, request.params)
 
 
-def _task_name(request: Submission) -> str:
-    return "factorial" if isinstance(request, FactorialRequest) else request.entry.name
+def _task_name(request: Submission) -> str | None:
+    """A catalog task's name for its log lines (factorial's lines stay as they were: number=)."""
+    return None if isinstance(request, FactorialRequest) else request.entry.name
 
 
 def _number(request: Submission) -> int | None:

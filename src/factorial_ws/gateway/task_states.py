@@ -27,7 +27,7 @@ _MAX_MESSAGE_CHARS: Final = 200  # of an exception's message, when messages are 
 def catalog_state(raw: bytes | str, *, max_result_bytes: int, error_messages: bool = False) -> CatalogState:
     """What a stored (or published) meta says about a catalog task."""
     if len(raw) > max_result_bytes:
-        return Failure(RESULT_TOO_LARGE)  # not even parsed: its size is the problem
+        return Failure(RESULT_TOO_LARGE, len(raw))  # not even parsed: its size is the problem
     try:
         meta = json.loads(raw)
         status = meta["status"]

@@ -65,6 +65,7 @@ const ERROR_NAMES = new Map([
   ["Task revoked", "TaskRevoked"],
   [TASK_CANCELLED, "TaskCancelled"],
   ["Task not cancelled: other requests wait for it", "TaskNotCancelled"],
+  ["Task not cancelled: this connection neither created it nor waits for it", "TaskNotCancelled"],
 ]);
 
 /** An error reply: `message` is the gateway's text, `name` says which (e.g. "UnknownTaskId";
@@ -261,10 +262,12 @@ export class FactorialClient extends EventTarget {
     return this._start(new Task(this, { call: { type: name, ...params }, progress }));
   }
 
-  /** Take a task back (anyone who knows its id may): a queued task is never run, a running
-   *  one is stopped. Resolves to true once cancelled (this client's tasks waiting for it end
-   *  "cancelled"; if other clients wait for the same computation it goes on for them), to
-   *  false if the task had ended first (they get its outcome). */
+  /** Take a task back: a task this connection created, that nobody else waits for, is revoked
+   *  (never run, or stopped); otherwise only this client's waits for it end and the computation
+   *  goes on (for others, or for a later lookup). Resolves to true once cancelled (this
+   *  client's tasks waiting for it end "cancelled"), to false if the task had ended first (they
+   *  get its outcome); rejects with TaskNotCancelled when this client neither created nor waits
+   *  for it. */
   cancel(taskId) {
     return this._start(new Task(this, { taskId, cancel: true })).result;
   }

@@ -202,3 +202,12 @@ def test_a_catalog_knows_its_entries_by_name() -> None:
     entry = add(catalog)
     assert catalog.get("count_words") is entry and "count_words" in catalog
     assert catalog.get("other") is None and len(catalog) == 1 and list(catalog) == [entry]
+
+
+def test_a_parameter_named_like_a_protocol_field_is_refused() -> None:
+    class WithId(BaseModel):
+        id: int
+
+    assert problem(params=WithId) == (
+        "catalog entry 'count_words': params field 'id' is a protocol field (type, id, progress)"
+    )

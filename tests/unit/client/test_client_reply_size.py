@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from factorial_ws.client import Client, ReplyTooLarge
+from factorial_ws.client import Client, ReplyTooLarge, RequestTooLarge
 from factorial_ws.client.wire import MAX_REPLY_BYTES
 from support import UNIT_S
 
@@ -77,3 +77,28 @@ async def test_a_client_that_got_a_reply_too_large_goes_on_serving_later_request
             await asyncio.wait_for(client.factorial(5, digits=True), 10 * UNIT_S)
         with pytest.raises(ReplyTooLarge):  # it reconnected; the server is still too generous
             await asyncio.wait_for(client.factorial(5, digits=True), 10 * UNIT_S)
+
+
+@contextlib.asynccontextmanager
+async def gateway_taking_frames_up_to(max_message_bytes: int) -> AsyncIterator[str]:
+    """A server that closes the connection with 1009 on a frame over ``max_message_bytes``, as
+    the gateway does past WS_MAX_MESSAGE_BYTES, and answers the others with 120."""
+
+    async def handle(connection: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in connection:
+                request_id = json.loads(frame)["id"]
+                await connection.send(json.dumps({"type": "result", "task_id": TASK_ID, "id": request_id}))
+                await connection.send(success_frame("120", request_id))
+
+    async with serve(handle, "127.0.0.1", 0, max_size=max_message_bytes) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+async def test_a_request_the_gateway_refuses_for_its_size_fails_alone_as_request_too_large() -> None:
+    async with gateway_taking_frames_up_to(200) as url, Client(url, rate_limit_per_s=None) as client:
+        too_large = asyncio.ensure_future(client.lookup("x" * 300))
+        with pytest.raises(RequestTooLarge):
+            await asyncio.wait_for(too_large, 10 * UNIT_S)
+        # The connection it closed is replaced; the other requests go on.
+        assert await asyncio.wait_for(client.factorial(5), 10 * UNIT_S) == 120

@@ -12,7 +12,13 @@ import pytest
 from factorial_ws.client import TaskCancelled, TaskFailed, TaskNotCancelled, UnknownTaskId
 from factorial_ws.client.errors import error_for
 from factorial_ws.client.wire import Reply, Request, Step, parse_reply
-from factorial_ws.constants import TASK_CANCELLED, TASK_FAILED, TASK_NOT_CANCELLED, UNKNOWN_TASK_ID
+from factorial_ws.constants import (
+    TASK_CANCELLED,
+    TASK_FAILED,
+    TASK_NOT_CANCELLED,
+    TASK_NOT_YOURS,
+    UNKNOWN_TASK_ID,
+)
 from support import UNIT_S
 
 from .test_client_library import (
@@ -34,6 +40,7 @@ __all__ = ["gateway"]  # the fixture, shared with test_client_library
 def test_task_cancelled_and_not_cancelled_have_their_own_exceptions() -> None:
     assert type(error_for(TASK_CANCELLED, TASK_ID)) is TaskCancelled
     assert type(error_for(TASK_NOT_CANCELLED, TASK_ID)) is TaskNotCancelled
+    assert type(error_for(TASK_NOT_YOURS, TASK_ID)) is TaskNotCancelled
 
 
 def test_a_factorial_without_progress_is_asked_exactly_as_before() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -16,7 +17,15 @@ from pydantic import BaseModel
 
 from factorial_ws import Catalog
 from factorial_ws.constants import CLIENT_BUSY, SUBMITTED_KEY_PREFIX
-from factorial_ws.gateway.producer import Accepted, Call, Producer, Refused, Rules, call_envelope
+from factorial_ws.gateway.producer import (
+    Accepted,
+    Call,
+    CallEnvelopes,
+    Producer,
+    Refused,
+    Rules,
+    call_envelope,
+)
 from factorial_ws.gateway.results import ResultHub, catalog_task_of
 
 TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
@@ -135,3 +144,17 @@ async def test_factorials_queues_keep_their_own_budgets(app: Celery, client: aio
     ids = [f"{index:08d}-9a8d-4e7f-8c6b-5a4d3c2b1a09" for index in range(3)]
     answers = [await producer.submit(task_id, "soft", 5, "10.0.0.1") for task_id in ids]
     assert all(isinstance(answer, Accepted) for answer in answers)
+
+
+def test_the_templated_envelope_is_the_message_celery_builds(app: Celery) -> None:
+    call = words_call(soft_time_limit=3, time_limit=4)
+    call = replace(call, kwargs={"text": 'a "quoted" 100% \\ text', "n": [1, {"x": None}]})
+    made = json.loads(CallEnvelopes(app, 600).make(TASK_ID, call, True, "10.0.0.1"))
+    built = json.loads(
+        call_envelope(app, TASK_ID, call, expires_s=600, progress=True, client_host="10.0.0.1")
+    )
+    assert json.loads(base64.b64decode(made["body"])) == json.loads(base64.b64decode(built["body"]))
+    for message in (made, built):
+        del message["body"], message["properties"]["delivery_tag"]
+        del message["headers"]["expires"], message["headers"]["kwargsrepr"]
+    assert made == built

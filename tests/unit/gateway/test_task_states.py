@@ -80,3 +80,20 @@ def test_a_result_larger_than_the_entry_allows_fails_unread() -> None:
 
 def test_a_meta_that_is_not_json_is_a_failure() -> None:
     assert catalog_state(b"{not json", max_result_bytes=100) == Failure("Task failed")
+
+
+def test_a_failures_metric_label_is_its_exception_type_never_its_message() -> None:
+    from factorial_ws.metrics import error_label
+
+    assert error_label("Task failed: ValueError: user 42's secret") == "Task failed: ValueError"
+    assert error_label("Task failed: ValueError") == "Task failed: ValueError"
+    assert error_label("Task failed: its worker died on every attempt") == (
+        "Task failed: its worker died on every attempt"
+    )
+    assert error_label("Invalid request: text: Field required") == "Invalid request"
+
+
+def test_a_result_too_large_still_says_how_much_it_stored_for_the_ledger() -> None:
+    meta = json.dumps({"status": "SUCCESS", "result": "x" * 200})
+    failure = catalog_state(meta, max_result_bytes=100)
+    assert isinstance(failure, Failure) and failure.stored_bytes == len(meta)
