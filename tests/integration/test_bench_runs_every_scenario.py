@@ -1,5 +1,6 @@
-"""A tiny run of the benchmark against its own private system: every scenario runs, every
-request is answered, and the table is written as JSON, Markdown and (with matplotlib) a plot."""
+"""A tiny run of the benchmark against its own private system: every scenario runs (the catalog
+task's too, with the wordcount example's stock worker), every request is answered, and the table
+is written as JSON, Markdown and (with matplotlib) a plot."""
 
 from __future__ import annotations
 
@@ -50,7 +51,6 @@ def test_a_tiny_bench_runs_every_scenario_and_writes_its_report(
     rows = {(row["scenario"], row["metric"]): row for row in report["rows"]}
     scenarios = {scenario.split()[0] for scenario, _ in rows}
     assert scenarios == {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
-    assert rows[("9 throughput count_words (catalog)", "errors")]["value"] == 0
     concurrency = "3 concurrency 60 conns"
     assert rows[(concurrency, "results delivered")]["value"] == 60
     assert rows[(concurrency, "errors")]["value"] == 0
@@ -74,11 +74,27 @@ def test_a_tiny_bench_runs_every_scenario_and_writes_its_report(
     assert rows[(crowd, "exact results delivered")]["value"] == 20
     assert rows[(crowd, "computations")]["value"] == 1
     assert rows[(crowd, "gateway RSS growth (peak)")]["reference"] is not None
+    # The wordcount example's count_words through its catalog and a stock worker, every call
+    # answered with its exact counts (a dict), each computed; beside factorial(5) and raw Celery.
+    catalog = "9 catalog task count_words"
+    assert rows[(catalog, "errors")]["value"] == 0
+    assert rows[(catalog, "tasks computed")]["value"] == 100  # none shared
+    catalog_cpu = rows[(catalog, "gateway CPU per request")]
+    assert catalog_cpu["value"] > 0 and catalog_cpu["reference"] > 0  # and factorial(5)'s
+    assert rows[(catalog, "raw Celery client CPU per request")]["value"] > 0
+    assert (
+        rows[(catalog, "tasks/s (median)")]["value"] > 0
+        and rows[(catalog, "tasks/s (median)")]["reference"] > 0
+    )
+    catalog_p50 = rows[(catalog, "p50")]
+    assert catalog_p50["value"] > 0 and catalog_p50["reference"] > 0
+    assert rows[(catalog, "p50 next to factorial(5)")]["reference"] > 0
 
     markdown = (out / "bench.md").read_text()
     assert "| 1 latency factorial(5) | p50 |" in markdown
     assert "raw Celery" in capsys.readouterr().out  # the table was printed
     samples = json.loads((out / "samples.json").read_text())
     assert len(samples["raw Celery"]) == 20 and len(samples["gateway (WebSocket)"]) == 20
+    assert len(samples["gateway (WebSocket), count_words"]) == 20
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "bench-latency.png").read_bytes().startswith(b"\x89PNG")

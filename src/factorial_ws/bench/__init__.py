@@ -145,7 +145,7 @@ def _plot(samples: dict[str, list[float]], path: Path) -> bool:
         fractions = [(i + 1) / len(ordered) for i in range(len(ordered))]
         axis.plot(ordered, fractions, label=f"{name} (n={len(ordered)})")
     axis.set_xscale("log")
-    axis.set_xlabel("factorial(5) round trip (ms, log scale)")
+    axis.set_xlabel("round trip of a small task (ms, log scale)")
     axis.set_ylabel("fraction of requests")
     axis.set_title("Latency distributions (CDF)")
     axis.grid(True, which="both", alpha=0.3)

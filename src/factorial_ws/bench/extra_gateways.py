@@ -1,13 +1,11 @@
 """Gateways that scenarios start of their own, beside the system's: one that reuses results (the
-crowd of scenario 6), one with no worker and no limit (the acks of scenario 7), one serving the
-wordcount example's catalog with its stock Celery worker (scenario 9)."""
+crowd of scenario 6), one with no worker and no limit (the acks of scenario 7); scenario 9's,
+with a catalog, is in ``catalog_task``."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,6 @@ from ..supervisor.redis_server import RedisServer
 from .system import System
 
 _CROWD_PATIENCE_S = 600.0
-EXAMPLE_CATALOG = "examples.wordcount.catalog:catalog"
-_EXAMPLE_WORKER_READY_S = 60.0
 
 
 @contextlib.contextmanager
@@ -38,56 +34,18 @@ def reusing_gateway(system: System, config: Config) -> Iterator[tuple[str, int |
         slow_consumer_timeout_s=_CROWD_PATIENCE_S,
         ping_timeout_s=_CROWD_PATIENCE_S,
     )
-    with _extra_gateway(reusing, system.log_dir / "gateway-reuse.log") as (url, pid):
+    with extra_gateway(reusing, system.log_dir / "gateway-reuse.log") as (url, pid):
         yield url, pid
 
 
-def example_available() -> bool:
-    """Whether the wordcount example can be imported from here (the repository's root)."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    return importlib.util.find_spec("examples.wordcount") is not None
-
-
 @contextlib.contextmanager
-def catalog_gateway(system: System, config: Config) -> Iterator[tuple[str, int]]:
-    """The README's commands on the system's Redis: a stock ``celery -A examples.wordcount.tasks
-    worker`` and a gateway with ``--tasks examples.wordcount.catalog:catalog`` (its budgets
-    off: what is measured is the path, not the protection); the gateway's URL and pid."""
-    assert system.log_dir is not None
-    env = {**os.environ, "REDIS_URL": system.redis_url}
-    celery = str(Path(sys.executable).parent / "celery")
-    command = [
-        celery,
-        "-A",
-        "examples.wordcount.tasks",
-        "worker",
-        "-Q",
-        "wordcount,wordcount-long",
-        "-c",
-        "2",
-    ]
-    log_path = system.log_dir / "worker-wordcount.log"
-    worker = start_child([*command, "--loglevel=INFO"], env, log_path=log_path)
-    try:
-        ready = lambda: " ready." in log_path.read_text(errors="replace")  # noqa: E731
-        wait_until(ready, _EXAMPLE_WORKER_READY_S, "the wordcount worker", watch=[worker])
-        serving = config.replace(
-            redis_url=system.redis_url, tasks=EXAMPLE_CATALOG, queue_max_cost=0, queue_cost_per_client=0
-        )
-        with _extra_gateway(serving, system.log_dir / "gateway-catalog.log") as (url, pid):
-            yield url, pid
-    finally:
-        stop_child(worker)
-
-
-@contextlib.contextmanager
-def _extra_gateway(config: Config, log_path: Path) -> Iterator[tuple[str, int]]:
-    """One more gateway process with ``config``, on a port of its own; its URL and pid."""
+def extra_gateway(config: Config, log_path: Path, cwd: Path | None = None) -> Iterator[tuple[str, int]]:
+    """One more gateway process with ``config``, on a port of its own (run in ``cwd``, where its
+    TASKS catalog is importable from); its URL and pid."""
     port = free_port()
     config = config.replace(ws_host="127.0.0.1", ws_port=port, ws_processes=1)
     env = {**os.environ, **config.to_env()}
-    gateway = start_child(gateway_command(), env, log_path=log_path)
+    gateway = start_child(gateway_command(), env, log_path=log_path, cwd=cwd)
     try:
         wait_until(lambda: port_open(port), 60, f"the gateway of {log_path.name}", watch=[gateway])
         yield f"ws://127.0.0.1:{port}/", gateway.pid
@@ -119,5 +77,5 @@ def workerless_gateway(config: Config, log_dir: Path) -> Iterator[tuple[str, int
             max_tasks_in_flight=_UNLIMITED,
             hard_task_timeout_s=_NEVER_S,
         )
-        with _extra_gateway(workerless, log_dir / "gateway-acks.log") as (url, pid):
+        with extra_gateway(workerless, log_dir / "gateway-acks.log") as (url, pid):
             yield url, pid, server.url

@@ -12,7 +12,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..gateway.routes import RESPONSE_CACHE_S
 from ..processes import cpu_seconds, memory_kib
+
+_TASKS_SUBMITTED = "factorial_ws_tasks_submitted_total"
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,21 @@ def quiet(pid: int | None, timeout_s: float = 5.0) -> None:
 
 
 def tasks_sent(url: str, queue: str) -> float:
-    """The gateway's count of tasks it sent to ``queue`` (GET /metrics)."""
+    """The gateway's count of tasks it sent to ``queue`` (GET /metrics), over every other label
+    the counter may have (the task's name, for a catalog)."""
+    # The gateway answers /metrics from a copy it keeps RESPONSE_CACHE_S: read right after the
+    # previous read, the count would not have moved (a short round then "computed" nothing).
+    time.sleep(RESPONSE_CACHE_S)
     http_url = url.replace("ws://", "http://").rstrip("/") + "/metrics"
     with urllib.request.urlopen(http_url, timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(f'factorial_ws_tasks_submitted_total{{queue="{queue}"}}'):
-                return float(line.split()[-1])
-    return 0.0
+        return submitted_to(response.read().decode(), queue)
+
+
+def submitted_to(metrics_text: str, queue: str) -> float:
+    """The tasks sent to ``queue`` in a Prometheus text exposition, summed over other labels."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == _TASKS_SUBMITTED and sample.labels.get("queue") == queue
+    )

@@ -9,7 +9,6 @@ of connections over processes; ``pipelined`` is a cheaper client; ``reference`` 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.context import SpawnProcess
@@ -56,51 +55,43 @@ def measuring_client(url: str) -> Client:
     )
 
 
+# One request through a client, from send to result: True when the exact result came back.
+Ask = Callable[[Client], Awaitable[bool]]
+
+
 async def _small(client: Client) -> str:
     """factorial(5) from send to result, as digits (compared with SMALL_RESULT)."""
     return await asyncio.wait_for(client.factorial(SMALL, digits=True), REPLY_TIMEOUT_S)
 
 
-# --- WebSocket scenarios ---------------------------------------------------------------------------
-
-
-def ws_latency(url: str, count: int) -> list[float]:
-    """Sequential factorial(5) over one connection, from send to the result; milliseconds."""
-    return asyncio.run(_ws_latency(url, count))
-
-
-async def _ws_latency(url: str, count: int) -> list[float]:
-    async with measuring_client(url) as client:
-        return await _probe(client, count)
-
-
-async def _probe(client: Client, count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        result = await _small(client)
-        samples.append((time.perf_counter() - started) * 1000)
-        if result != SMALL_RESULT:
-            raise RuntimeError(f"gateway replied {result[:80]!r}")
-    return samples
-
-
-# One request from send to result: whether the result was the one expected.
-OneRequest = Callable[[Client], Awaitable[bool]]
-
-
-async def small_factorial(client: Client) -> bool:
+async def factorial_5(client: Client) -> bool:
+    """The bench's default request: factorial(5), whose digits must be SMALL_RESULT."""
     return await _small(client) == SMALL_RESULT
 
 
-async def count_words(client: Client) -> bool:
-    """The wordcount example's catalog task, with a text of its own each time (not shared)."""
-    word = f"w{next(_texts)}"
-    result = await asyncio.wait_for(client.call("count_words", text=f"{word} a b a"), REPLY_TIMEOUT_S)
-    return bool(result == {word: 1, "a": 2, "b": 1})
+# --- WebSocket scenarios ---------------------------------------------------------------------------
 
 
-_texts = itertools.count()
+def ws_latency(url: str, count: int, ask: Ask = factorial_5) -> list[float]:
+    """Sequential requests (factorial(5) unless ``ask`` says otherwise) over one connection,
+    from send to the result; milliseconds."""
+    return asyncio.run(_ws_latency(url, count, ask))
+
+
+async def _ws_latency(url: str, count: int, ask: Ask) -> list[float]:
+    async with measuring_client(url) as client:
+        return await _probe(client, count, ask)
+
+
+async def _probe(client: Client, count: int, ask: Ask = factorial_5) -> list[float]:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        exact = await ask(client)
+        samples.append((time.perf_counter() - started) * 1000)
+        if not exact:
+            raise RuntimeError("the gateway replied a wrong result")
+    return samples
 
 
 def ws_throughput(
@@ -109,17 +100,17 @@ def ws_throughput(
     connections: int,
     window: int,
     gateway_pid: int | None = None,
-    request: OneRequest = small_factorial,
+    ask: Ask = factorial_5,
 ) -> Rate:
-    """``count`` requests (factorial(5) unless ``request`` says) over ``connections``
+    """``count`` requests (factorial(5) unless ``ask`` says otherwise) over ``connections``
     connections with ``window`` in flight on each; returns tasks per second (successes only),
     the number of error replies and, with ``gateway_pid``, the gateway's CPU seconds from the
     first request to the last result."""
-    return asyncio.run(_ws_throughput(url, count, connections, window, gateway_pid, request))
+    return asyncio.run(_ws_throughput(url, count, connections, window, gateway_pid, ask))
 
 
 async def _ws_throughput(
-    url: str, count: int, connections: int, window: int, gateway_pid: int | None, request: OneRequest
+    url: str, count: int, connections: int, window: int, gateway_pid: int | None, ask: Ask
 ) -> Rate:
     shares = split(count, connections)
     clients = [measuring_client(url) for _ in range(connections)]
@@ -129,7 +120,7 @@ async def _ws_throughput(
         with timed(gateway_cpu(gateway_pid)) as timing:
             outcomes = await asyncio.gather(
                 *(
-                    _pipeline(client, share, window, request)
+                    _pipeline(client, share, window, ask)
                     for client, share in zip(clients, shares, strict=True)
                 )
             )
@@ -138,14 +129,14 @@ async def _ws_throughput(
     return rate_of(sum(ok for ok, _ in outcomes), timing, sum(failed for _, failed in outcomes))
 
 
-async def _pipeline(client: Client, count: int, window: int, request: OneRequest) -> tuple[int, int]:
+async def _pipeline(client: Client, count: int, window: int, ask: Ask) -> tuple[int, int]:
     """``count`` requests, ``window`` in flight: each one that ends lets the next one go."""
     gate = asyncio.Semaphore(window)
 
     async def one() -> bool:
         async with gate:
             try:
-                return await request(client)
+                return await ask(client)
             except FactorialWSError:
                 return False
 

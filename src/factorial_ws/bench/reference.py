@@ -1,5 +1,5 @@
 """The references the gateway is measured against: a raw Celery client with the very settings
-of the gateway and workers, and bare gmpy2."""
+of the gateway and workers (for a catalog task, a plain one sending it by name), and bare gmpy2."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from celery.result import AsyncResult, ResultSet
 from ..celeryapp import create_app
 from ..config import Config
 from ..constants import HARD_TASK_NAME, SOFT_TASK_NAME
+from .catalog_task import CountWords
 from .gauges import Rate, rate_of, timed
 from .load import REPLY_TIMEOUT_S, SMALL, SMALL_RESULT
 
@@ -44,6 +45,37 @@ def raw_throughput(app: Celery, count: int) -> Rate:
         results: list[AsyncResult[Any]] = [task.delay(SMALL) for _ in range(count)]
         values = ResultSet(results).join(timeout=REPLY_TIMEOUT_S)
     if any(value != SMALL_RESULT for value in values):
+        raise RuntimeError("raw Celery returned a wrong result")
+    for result in results:
+        result.forget()
+    return rate_of(count, timing)
+
+
+def raw_call_latency(app: Celery, calls: CountWords, count: int) -> list[float]:
+    """The catalog task by name, ``send_task(...).get()`` (``apply_async`` by name) one after
+    another, with the kwargs and queue the gateway would send; milliseconds each."""
+    samples = []
+    for _ in range(count):
+        text, expected = calls.request()
+        started = time.perf_counter()
+        result = app.send_task(calls.celery_task, kwargs={"text": text}, queue=calls.queue)
+        value = result.get(timeout=REPLY_TIMEOUT_S)
+        samples.append((time.perf_counter() - started) * 1000)
+        if value != expected:
+            raise RuntimeError(f"raw Celery returned {value!r}")
+    return samples
+
+
+def raw_call_throughput(app: Celery, calls: CountWords, count: int) -> Rate:
+    """``count`` catalog tasks sent by name, then every result collected, as ``raw_throughput``
+    does for factorial(5); tasks per second, and this process's CPU time."""
+    requests = [calls.request() for _ in range(count)]  # the texts made before the clock
+    with timed(time.process_time) as timing:
+        results: list[AsyncResult[Any]] = [
+            app.send_task(calls.celery_task, kwargs={"text": text}, queue=calls.queue) for text, _ in requests
+        ]
+        values = ResultSet(results).join(timeout=REPLY_TIMEOUT_S)
+    if values != [expected for _, expected in requests]:
         raise RuntimeError("raw Celery returned a wrong result")
     for result in results:
         result.forget()

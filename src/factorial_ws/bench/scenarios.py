@@ -13,14 +13,24 @@ from dataclasses import dataclass, field
 
 import gmpy2
 import redis
+from celery import Celery
 
 from ..config import Config
 from ..processes import memory_kib
-from . import load, pipelined
+from . import catalog_task, load, pipelined
 from .crowd import ConcurrencyLoad
-from .extra_gateways import catalog_gateway, example_available, reusing_gateway, workerless_gateway
+from .extra_gateways import reusing_gateway, workerless_gateway
 from .gauges import Rate, cpu_s, peak_rss_mib, quiet, tasks_sent
-from .reference import bare_gmpy2, raw_app, raw_latency, raw_lookups, raw_submissions, raw_throughput
+from .reference import (
+    bare_gmpy2,
+    raw_app,
+    raw_call_latency,
+    raw_call_throughput,
+    raw_latency,
+    raw_lookups,
+    raw_submissions,
+    raw_throughput,
+)
 from .report import Row, cpu_ms_per, latency_rows, median
 from .system import System
 
@@ -378,6 +388,92 @@ def scenario_stored_results(system: System, config: Config, plan: Plan, run: Run
     )
 
 
+def scenario_catalog_task(system: System, config: Config, plan: Plan, run: Run) -> None:
+    """A catalog task, count_words (dict result), next to factorial(5) and raw Celery."""
+    scenario = f"9 catalog task {catalog_task.TASK}"
+    root = catalog_task.example_root()
+    if system.log_dir is None or root is None:
+        why = "against a running system" if root else "outside a source checkout (no examples/)"
+        run.notes.append(f"catalog task: skipped {why}")
+        return
+    calls = catalog_task.count_words(root)
+    with (
+        catalog_task.catalog_gateway(system, config, root, system.log_dir) as catalog,
+        catalog_task.raw_catalog_app(system.redis_url) as celery_app,
+    ):
+        _catalog_latency(scenario, system, catalog.url, calls, celery_app, plan, run)
+        sent_before = tasks_sent(catalog.url, calls.queue)
+        requests = _catalog_throughput(scenario, system, catalog, calls, celery_app, plan, run)
+        computed = tasks_sent(catalog.url, calls.queue) - sent_before
+    # Every throughput request computed, as raw Celery computes each: none shared another's.
+    run.rows.append(Row(scenario, "tasks computed", computed, "", check="value_min", limit=requests))
+    run.notes.append(
+        f"catalog task: {catalog_task.CATALOG} on a gateway process of its own, a stock worker "
+        f"(`celery -A {catalog_task.WORKER_APP} worker`, {config.soft_concurrency} pool processes, "
+        f"as the soft worker) on the system's Redis; a text of its own per request (no shared "
+        f"result); factorial(5) on the system's gateway and raw Celery `send_task().get()` in the "
+        f"same rounds, alternating"
+    )
+
+
+def _catalog_latency(
+    scenario: str, system: System, url: str, calls: catalog_task.CountWords, celery_app: Celery,
+    plan: Plan, run: Run,
+) -> None:  # fmt: skip
+    """Sequential count_words through the library's ``call``, factorial(5) and raw Celery."""
+    raw: list[float] = []
+    gateway: list[float] = []
+    factorial: list[float] = []
+    per_round = max(1, plan.latency_requests // plan.latency_rounds)
+    raw_call_latency(celery_app, calls, 20)  # warm up every path
+    load.ws_latency(url, 20, calls.ask)
+    for _ in range(plan.latency_rounds):
+        raw += raw_call_latency(celery_app, calls, per_round)
+        gateway += load.ws_latency(url, per_round, calls.ask)
+        factorial += load.ws_latency(system.url, per_round)
+    run.samples[f"gateway (WebSocket), {catalog_task.TASK}"] = gateway
+    run.samples[f"raw Celery, {catalog_task.TASK}"] = raw
+    run.rows += latency_rows(scenario, gateway, "raw Celery send_task().get()", raw)
+    run.rows.append(
+        Row(scenario, "p50 next to factorial(5)", median(gateway), "ms", "factorial(5), same rounds",
+            median(factorial))
+    )  # fmt: skip
+
+
+def _catalog_throughput(
+    scenario: str, system: System, catalog: catalog_task.CatalogGateway, calls: catalog_task.CountWords,
+    celery_app: Celery, plan: Plan, run: Run,
+) -> int:  # fmt: skip
+    """Scenario 2's load of count_words, of factorial(5) and of raw Celery, rounds alternating;
+    returns the count_words requests sent."""
+    gateway: list[Rate] = []
+    factorial: list[Rate] = []
+    raw: list[Rate] = []
+    per_round = max(1, plan.throughput_requests // plan.throughput_rounds)
+    connections, window = plan.throughput_connections, plan.throughput_window
+    for _ in range(plan.throughput_rounds):
+        raw.append(raw_call_throughput(celery_app, calls, per_round))
+        gateway.append(
+            load.ws_throughput(catalog.url, per_round, connections, window, catalog.pid, calls.ask)
+        )
+        factorial.append(load.ws_throughput(system.url, per_round, connections, window, system.gateway_pid))
+    requests = per_round * plan.throughput_rounds
+    gateway_ms = cpu_ms_per([r.cpu_s for r in gateway], requests)
+    factorial_ms = cpu_ms_per([r.cpu_s for r in factorial], requests)
+    raw_ms = cpu_ms_per([r.cpu_s for r in raw], requests)
+    run.rows += [
+        Row(scenario, "tasks/s (median)", median([r.per_s for r in gateway]), "1/s", "raw Celery",
+            median([r.per_s for r in raw])),
+        Row(scenario, "tasks/s next to factorial(5)", median([r.per_s for r in gateway]), "1/s",
+            "factorial(5), same rounds", median([r.per_s for r in factorial])),
+        Row(scenario, "gateway CPU per request", gateway_ms or 0.0, "ms", "factorial(5), same rounds",
+            factorial_ms),
+        Row(scenario, "raw Celery client CPU per request", raw_ms or 0.0, "ms"),
+        Row(scenario, "errors", sum(r.errors for r in gateway + factorial), "", check="value_max", limit=0),
+    ]  # fmt: skip
+    return requests
+
+
 def _clients_cpu(outcomes: list[pipelined.Outcome]) -> str:
     """How busy the client processes were, for a note: near one core each, they are the limit."""
     seconds = sum(o.seconds for o in outcomes)
@@ -398,35 +494,6 @@ def _reasons(outcomes: list[pipelined.Outcome]) -> str:
     return f"; errors: {reasons}" if reasons else ""
 
 
-def scenario_catalog(system: System, config: Config, plan: Plan, run: Run) -> None:
-    """A catalog task, count_words (a dict result) on a stock Celery worker, beside factorial(5)."""
-    scenario = "9 throughput count_words (catalog)"
-    if system.log_dir is None or not example_available():
-        run.notes.append("catalog: skipped (run from the repository's root, on the bench's own system)")
-        return
-    per_round = max(1, plan.throughput_requests // plan.throughput_rounds)
-    with catalog_gateway(system, config) as (url, pid):
-        load.ws_throughput(url, 20, 1, 5, request=load.count_words)  # warm up
-        rates = [
-            load.ws_throughput(
-                url, per_round, plan.throughput_connections, plan.throughput_window, pid, load.count_words
-            )
-            for _ in range(plan.throughput_rounds)
-        ]
-    factorial = {row.metric: row.value for row in run.rows if row.scenario.startswith("2 ")}
-    run.rows.append(
-        Row(scenario, "tasks/s (median)", median([r.per_s for r in rates]), "1/s", "factorial(5), scenario 2",
-            factorial.get("tasks/s (median)"))
-    )  # fmt: skip
-    run.rows.append(Row(scenario, "errors", sum(r.errors for r in rates), "", check="value_max", limit=0))
-    gateway_ms = cpu_ms_per([r.cpu_s for r in rates], per_round * plan.throughput_rounds)
-    if gateway_ms is not None:
-        run.rows.append(
-            Row(scenario, "gateway CPU per request", gateway_ms, "ms", "factorial(5), scenario 2",
-                factorial.get("gateway CPU per request"))
-        )  # fmt: skip
-
-
 SCENARIOS = (
     scenario_latency,
     scenario_throughput,
@@ -436,5 +503,5 @@ SCENARIOS = (
     scenario_crowd_big,
     scenario_acks,
     scenario_stored_results,
-    scenario_catalog,
+    scenario_catalog_task,
 )
