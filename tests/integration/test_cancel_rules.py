@@ -176,7 +176,10 @@ async def submit_and_cancel(ws: Client, number: int, request_id: int) -> None:
 async def test_a_submit_and_cancel_cycle_leaves_little_in_redis_and_nothing_past_task_expires(
     launch: Launcher,
 ) -> None:
-    expires_s = 8 * UNIT_S  # TASK_EXPIRES: past it, no worker may start the task anyway
+    # TASK_EXPIRES: past it, no worker may start the task anyway. Long enough for the hard worker
+    # to start and discard every cancelled task while its cancel is remembered: one taken later
+    # keeps its REVOKED state for RESULT_EXPIRES (docs/security.md says so).
+    expires_s = 20 * UNIT_S
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1, TASK_EXPIRES=expires_s)
     _, url = launch.gateway(redis_url, TASK_EXPIRES=expires_s)

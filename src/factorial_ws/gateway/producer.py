@@ -22,6 +22,7 @@ import base64
 import functools
 import hashlib
 import json
+import math
 import socket
 import uuid
 from dataclasses import dataclass, replace
@@ -360,6 +361,7 @@ local meta_prefix, record_prefix, progress = ARGV[7], ARGV[8], ARGV[9] == '1'
 local address, cost = ARGV[10], tonumber(ARGV[11])
 local queue_max, address_max = tonumber(ARGV[12]), tonumber(ARGV[13])
 local stored_max, bucket_s = tonumber(ARGV[14]), tonumber(ARGV[15])
+local ledger_s = tonumber(ARGV[19])
 
 local function ahead_of_last()
   if not progress then return -1 end
@@ -482,6 +484,11 @@ if budgeted then
   redis.call('LPUSH', ledger, cost .. ' ' .. address)
   redis.call('HINCRBY', address_costs, address, cost)
   redis.call('INCRBY', queue_cost, cost)
+  -- Past TASK_EXPIRES without a new task, every task of the ledger has left or will be
+  -- discarded unrun, at no cost: the three keys go, rather than wait for the next submission.
+  if ledger_s > 0 then
+    for _, key in ipairs({ledger, address_costs, queue_cost}) do redis.call('EXPIRE', key, ledger_s) end
+  end
 end
 return {'created', task_id, ahead_of_last()}
 """
@@ -678,6 +685,7 @@ class Producer:
             RUNNING_KEY_PREFIX,
             WORKER_RUN_KEY_PREFIX,
             REPLACES_KEY_PREFIX,
+            math.ceil(rules.task_expires_s or 0),
         )
         reply, replicas = await self._batcher.call((keys, args))
         state, accepted_id = _text(reply[0]), _text(reply[1])
