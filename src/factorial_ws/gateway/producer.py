@@ -238,16 +238,7 @@ class Envelopes:
                 client_host=marks["client"],
             )
         )
-        headers, properties = envelope["headers"], envelope["properties"]
-        headers["argsrepr"] = marks["argsrepr"]
-        if self._expires_s is not None:
-            headers["expires"] = marks["expires"]
-        properties["delivery_tag"] = marks["delivery_tag"]
-        envelope["body"] = marks["body"]
-        template = json.dumps(envelope).replace("%", "%%")
-        for name in self._FIELDS:
-            template = template.replace(json.dumps(marks[name]), f'"%({name})s"')
-        return template
+        return _template_of(envelope, marks, "argsrepr", self._expires_s)
 
 
 class CallEnvelopes:
@@ -301,19 +292,27 @@ class CallEnvelopes:
             )
         )
         tail = base64.b64decode(envelope["body"]).removeprefix(b"[[], {}")
-        headers, properties = envelope["headers"], envelope["properties"]
-        headers["kwargsrepr"] = marks["kwargsrepr"]
-        if self._expires_s is not None:
-            headers["expires"] = marks["expires"]
-        properties["delivery_tag"] = marks["delivery_tag"]
-        envelope["body"] = marks["body"]
-        template = json.dumps(envelope).replace("%", "%%")
-        for name in self._FIELDS:
-            template = template.replace(json.dumps(marks[name]), f'"%({name})s"')
-        return template, tail
+        return _template_of(envelope, marks, "kwargsrepr", self._expires_s), tail
 
 
 _KWARGSREPR_MAX_CHARS: Final = 1024  # Celery's argsrepr_maxsize
+
+
+def _template_of(
+    envelope: dict[str, Any], marks: dict[str, str], repr_field: str, expires_s: float | None
+) -> str:
+    """A %-template of ``envelope`` (built by Celery with ``marks`` in its fields): the request's
+    own values, the repr, expiry, delivery tag and body, become %(name)s placeholders."""
+    headers, properties = envelope["headers"], envelope["properties"]
+    headers[repr_field] = marks[repr_field]
+    if expires_s is not None:
+        headers["expires"] = marks["expires"]
+    properties["delivery_tag"] = marks["delivery_tag"]
+    envelope["body"] = marks["body"]
+    template = json.dumps(envelope).replace("%", "%%")
+    for name, mark in marks.items():
+        template = template.replace(json.dumps(mark), f'"%({name})s"')
+    return template
 
 
 def submitted_record(queue: str, number: int) -> bytes:
