@@ -27,7 +27,9 @@ async def test_a_worker_that_cannot_store_a_result_fails_the_task_and_keeps_cons
         slow = await ws.request({"type": "factorial", "number": SLOW_NUMBER})
         busy_child(worker.pid)  # computing: its 3.8 MB result will find Redis full
         queued = await ws.request({"type": "factorial", "number": 2000})  # taken from a full Redis
-        store.config_set("maxmemory", store.info("memory")["used_memory"])
+        # Full, with a margin: what Redis frees meanwhile (the failed task's record, buffers)
+        # must not make room for the small result.
+        store.config_set("maxmemory", store.info("memory")["used_memory"] - 256 * 1024)
         failed = [await ws.recv(timeout_s=30 * UNIT_S) for _ in range(2)]
         assert failed == [
             {"type": "error", "task_id": task["task_id"], "result": STORAGE_FULL} for task in (slow, queued)
