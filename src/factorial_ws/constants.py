@@ -35,7 +35,7 @@ SHARED_KEY_PREFIX: Final = KEY_PREFIX + "shared:"
 QUEUED_LEDGER_KEY_PREFIX: Final = KEY_PREFIX + "queued:"
 QUEUED_COSTS_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost-by-address:"
 QUEUED_COST_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost:"
-# A hash per client address: the result bytes its tasks stored, by time bucket (result_backend.py).
+# A hash per client address: the result bytes its tasks stored, by time bucket (worker/result_backend.py).
 STORED_BYTES_KEY_PREFIX: Final = KEY_PREFIX + "stored-bytes:"
 # A channel per task: the workers' result backend announces each stored result there.
 NOTE_CHANNEL_PREFIX: Final = KEY_PREFIX + "done:"

@@ -227,7 +227,7 @@ def gateway_command(*args: str) -> list[str]:
 
 
 def live_workers(client: redis.Redis, queue: str) -> int:
-    """Workers whose heartbeat for ``queue`` is fresh (see worker_hooks)."""
+    """Workers whose heartbeat for ``queue`` is fresh (see worker/hooks.py)."""
     return int(client.zcount(WORKERS_KEY_PREFIX + queue, time.time() - WORKER_STALE_S, "+inf"))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from factorial_ws.gateway.big_results import FRAGMENT_BYTES, big_result
 from factorial_ws.protocol import success
-from factorial_ws.result_backend import NOTE_INLINE_MAX_BYTES, note_for, stored_size
+from factorial_ws.worker.result_backend import NOTE_INLINE_MAX_BYTES, note_for, stored_size
 
 DIGITS = "93326215443944152681" * 10_000  # 200000 digits: several fragments
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from factorial_ws.celeryapp import celery_settings
 from factorial_ws.config import Config, ConfigError
 from factorial_ws.redis_clients import safe_url, sentinel_nodes
+from factorial_ws.worker.app import celery_settings
 
 SENTINELS = "sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26380;sentinel://10.0.0.3/0"
 

@@ -9,7 +9,7 @@ import json
 import os
 
 from ..constants import TASK_NAME_BY_QUEUE
-from ..worker import app
+from ..worker.celery import app
 from .system import SETTINGS_VARIABLE
 
 

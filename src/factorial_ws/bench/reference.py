@@ -11,9 +11,9 @@ import gmpy2
 from celery import Celery
 from celery.result import AsyncResult, ResultSet
 
-from ..celeryapp import create_app
 from ..config import Config
 from ..constants import HARD_TASK_NAME, SOFT_TASK_NAME
+from ..worker.app import create_app
 from .catalog_task import CountWords
 from .gauges import Rate, rate_of, timed
 from .load import REPLY_TIMEOUT_S, SMALL, SMALL_RESULT

@@ -17,7 +17,7 @@ SIGTERM's Python handler would wait for the end of the computation), and each ma
 REVOKED in the result backend unless a result is there. But a worker keeps revoked ids in memory
 only, and one that is not listening (starting, restarting, reconnecting) never hears the
 broadcast: so the cancel is first recorded in Redis (``CANCELLED_KEY``, read by every worker
-when it starts and every ``CANCELLED_RELOAD_S``, see ``worker_hooks.CancelledTasks``), then
+when it starts and every ``CANCELLED_RELOAD_S``, see ``worker.hooks.CancelledTasks``), then
 broadcast. The broadcast asks for replies, and waits, up to ``REVOKE_REPLY_TIMEOUT_S``, for one
 from each worker whose heartbeat is fresh: once they all answered, a worker that held the task
 has killed or dropped it.

@@ -58,7 +58,7 @@ from ..constants import (
     WORKER_RUN_KEY_PREFIX,
 )
 from ..costs import factorial_cost
-from ..result_backend import charge_stored_bytes, stored_bucket_s
+from ..worker.result_backend import charge_stored_bytes, stored_bucket_s
 from .batching import Batcher
 
 if TYPE_CHECKING:

@@ -61,7 +61,7 @@ from ..constants import (
     WORKER_LOST,
 )
 from ..protocol import Failure, Outcome, Pending, Progress, Started, Success
-from ..result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
+from ..worker.result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
 from .batching import Batcher
 from .progress import Latest
 from .task_states import catalog_state

@@ -22,9 +22,9 @@ from websockets.typing import Origin
 
 from .. import redis_clients
 from ..catalog import load_catalog
-from ..celeryapp import create_app
 from ..config import Config
 from ..processes import raise_open_files_limit, return_large_allocations, tuned_collector
+from ..worker.app import create_app
 from .admission import Admission
 from .big_results import ResultCache
 from .cancel import Canceller

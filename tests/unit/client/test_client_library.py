@@ -275,7 +275,7 @@ def test_an_untrusted_certificate_points_the_command_at_ca_file() -> None:
 
 def test_the_packages_own_modules_do_not_load_the_client() -> None:
     probe = (
-        "import sys, factorial_ws.cli, factorial_ws.gateway.server, factorial_ws.worker; "
+        "import sys, factorial_ws.cli, factorial_ws.gateway.server, factorial_ws.worker.celery; "
         "print('factorial_ws.client' in sys.modules, 'websockets.asyncio.client' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

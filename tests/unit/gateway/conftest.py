@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 from celery import Celery
 
-from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
 from factorial_ws.supervisor.redis_server import RedisServer
+from factorial_ws.worker.app import create_app
 
 
 @pytest.fixture(scope="module")

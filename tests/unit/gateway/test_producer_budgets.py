@@ -28,8 +28,8 @@ from factorial_ws.constants import (
 )
 from factorial_ws.gateway.producer import Accepted, Producer, Refused, Rules
 from factorial_ws.protocol import new_task_id
-from factorial_ws.result_backend import stored_bucket_s
 from factorial_ws.supervisor.redis_server import RedisServer
+from factorial_ws.worker.result_backend import stored_bucket_s
 
 VICTIM = "127.0.0.99"
 

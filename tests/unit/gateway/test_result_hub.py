@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 
 from factorial_ws.gateway.results import ResultHub, Watch, result_key
 from factorial_ws.protocol import Success, new_task_id
-from factorial_ws.result_backend import note_channel
 from factorial_ws.supervisor.redis_server import RedisServer
+from factorial_ws.worker.result_backend import note_channel
 from support import UNIT_S
 
 STEP_TIMEOUT_S = 5 * UNIT_S

@@ -1,11 +1,12 @@
 """The Celery app of a worker process, built from the environment:
-``celery -A factorial_ws.worker worker``. Importing it also installs the worker-only hooks."""
+``celery -A factorial_ws.worker worker`` (for a package, Celery's ``find_app`` loads its
+``celery`` module). Importing it also installs the worker-only hooks."""
 
 import sys
 
-from . import worker_hooks
-from .celeryapp import create_app
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
+from . import hooks
+from .app import create_app
 
 try:
     config = Config.from_env()
@@ -14,6 +15,6 @@ except ConfigError as exc:
     raise SystemExit(1) from None
 
 app = create_app(config)
-worker_hooks.install(app, config)
+hooks.install(app, config)
 
 __all__ = ["app", "config"]

@@ -4,16 +4,45 @@ results, JSON only, late acknowledgement, how soon a lost task comes back, TLS."
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from kombu.utils.url import url_to_parts
 from redis.connection import UnixDomainSocketConnection
 
-from factorial_ws.celeryapp import celery_settings, create_app
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_TASK_NAME
+from factorial_ws.processes import WORKER_APP
 from factorial_ws.redis_clients import celery_redis_url
+from factorial_ws.worker.app import celery_settings, create_app
+
+
+def _probe(code: str) -> list[str]:
+    """What ``code`` prints in a fresh interpreter (importing the worker's app installs hooks)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+def test_the_worker_command_finds_the_workers_app_in_the_package() -> None:
+    # `celery -A factorial_ws.worker`: for a package, Celery's find_app loads `<package>.celery`.
+    probe = (
+        f"from celery.app.utils import find_app; app = find_app({WORKER_APP!r}); "
+        "import factorial_ws.worker.celery as worker; "
+        f"print(app is worker.app, {HARD_TASK_NAME!r} in app.tasks)"
+    )
+    assert _probe(probe) == ["True", "True"]
+
+
+def test_the_gateway_builds_its_celery_app_without_loading_the_worker_hooks() -> None:
+    probe = (
+        "import sys, factorial_ws.gateway.server, factorial_ws.worker.app; "
+        "print([name for name in ('factorial_ws.worker.celery', 'factorial_ws.worker.hooks') "
+        "if name in sys.modules])"
+    )
+    assert _probe(probe) == ["[]"]
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from typing import Any
 
 from celery import Celery
 
-from .config import Config
-from .constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
-from .redis_clients import celery_redis_settings
+from ..config import Config
+from ..constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
+from ..redis_clients import celery_redis_settings
 from .result_backend import backend_class
 from .tasks import register_tasks
 

@@ -1,4 +1,4 @@
-"""Hooks of worker processes only (the gateway never imports this), installed by ``worker.py``
+"""Hooks of worker processes only (the gateway never imports this), installed by ``celery.py``
 for its config: a worker whose pool cannot enforce time limits says so, pool processes die with
 their worker, a heartbeat tells the gateways' health check which queues have a live worker, a
 worker shutting down marks the tasks it hands back so that their next start is not counted as
@@ -24,8 +24,8 @@ from celery import Celery, Task, bootsteps, signals, states
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.worker import state
 
-from .config import Config
-from .constants import (
+from ..config import Config
+from ..constants import (
     CANCELLED_KEY,
     CANCELLED_RELOAD_S,
     PROGRESS_HEADER,
@@ -38,8 +38,8 @@ from .constants import (
     WORKER_STALE_S,
     WORKERS_KEY_PREFIX,
 )
-from .processes import set_parent_death_signal
-from .redis_clients import sync_client
+from ..processes import set_parent_death_signal
+from ..redis_clients import sync_client
 from .tasks import mark_handed_back, process_client
 
 logger = logging.getLogger(__name__)

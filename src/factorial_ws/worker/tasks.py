@@ -16,9 +16,9 @@ import gmpy2
 import redis
 from celery import Celery, Task
 
-from .config import Config
-from .constants import ATTEMPTS_KEY_PREFIX, HANDED_BACK_KEY_PREFIX, HARD_TASK_NAME, SOFT_TASK_NAME
-from .redis_clients import sync_client
+from ..config import Config
+from ..constants import ATTEMPTS_KEY_PREFIX, HANDED_BACK_KEY_PREFIX, HARD_TASK_NAME, SOFT_TASK_NAME
+from ..redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 

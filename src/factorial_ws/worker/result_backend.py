@@ -30,7 +30,7 @@ from celery import states
 from celery.app.backends import by_url
 from celery.backends.redis import RedisBackend, SentinelBackend
 
-from .constants import (
+from ..constants import (
     CANCELLED_KEY_PREFIX,
     CLIENT_HEADER,
     NOTE_CHANNEL_PREFIX,

@@ -14,7 +14,7 @@ from celery.worker import state
 from factorial_ws.config import Config
 from factorial_ws.constants import CANCELLED_KEY, CANCELLED_RELOAD_S
 from factorial_ws.supervisor.redis_server import RedisServer
-from factorial_ws.worker_hooks import CancelledTasks
+from factorial_ws.worker.hooks import CancelledTasks
 
 
 @dataclass

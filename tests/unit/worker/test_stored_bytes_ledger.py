@@ -9,11 +9,11 @@ import time
 import redis
 from celery.app.task import Context
 
-from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
 from factorial_ws.constants import CLIENT_HEADER, RESULT_KEY_PREFIX, STORED_BYTES_KEY_PREFIX
-from factorial_ws.result_backend import stored_bucket_s
 from factorial_ws.supervisor.redis_server import RedisServer
+from factorial_ws.worker.app import create_app
+from factorial_ws.worker.result_backend import stored_bucket_s
 
 
 def test_a_stored_result_is_charged_to_the_address_its_message_names(redis_server: RedisServer) -> None:

@@ -7,10 +7,10 @@ import math
 import pytest
 from celery import Celery
 
-from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
-from factorial_ws.tasks import factorial_digits
+from factorial_ws.worker.app import create_app
+from factorial_ws.worker.tasks import factorial_digits
 
 
 def test_factorial_of_zero_is_one() -> None:
