@@ -30,21 +30,16 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 
-from factorial_ws import processes
 from factorial_ws.config import Config, env_name
 from factorial_ws.gateway.routes import RESPONSE_CACHE_S
-from factorial_ws.processes import (
-    free_port,
-    gateway_command,
-    port_open,
-    start_child,
-    stop_child,
-    stop_children,
-    worker_is_live,
-)
 from factorial_ws.redis_clients import sync_client
+from factorial_ws.supervisor import processes
+from factorial_ws.supervisor.gateways import gateway_command
+from factorial_ws.supervisor.probes import free_port, port_open
+from factorial_ws.supervisor.processes import start_child, stop_child, stop_children
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.supervisor.sentinel import RedisGroup, Timing
+from factorial_ws.worker.processes import worker_command, worker_is_live
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -87,7 +82,7 @@ def process_env(redis_url: str | None, **settings: Any) -> dict[str, str]:
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     else:  # for `up`: a private Redis on a port of its own, as tests run side by side
-        env["REDIS_PORT"] = str(processes.free_port())
+        env["REDIS_PORT"] = str(free_port())
     env.update({name: str(value) for name, value in settings.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -301,7 +296,7 @@ class Launcher:
         shutdown needs, and such a test stops the worker itself (``proc.stop()``, ``signal``)."""
         name = name or f"w{free_port()}"
         hostname = f"{name}@test"
-        command = processes.worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
+        command = worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
         env = process_env(redis_url, **settings)
         proc = self.process(name, command, env, stop_signal=stop_signal, together=True)
         with redis_client(redis_url, **settings) as client:

@@ -118,7 +118,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _worker(config: Config, args: argparse.Namespace) -> int:
-    from .processes import worker_command
+    from .worker.processes import worker_command
 
     command = worker_command(args.queues, concurrency=args.concurrency, log_level=config.log_level)
     os.execve(sys.executable, command, {**os.environ, **config.to_env()})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 from websockets.sync.client import connect
 
-from factorial_ws.processes import free_port, port_open
+from factorial_ws.supervisor.probes import free_port, port_open
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import PYTHON, REPLY_TIMEOUT_S, UNIT_S, Launcher, System, process_env, wait_until
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import gmpy2
 
-from factorial_ws.processes import cpu_seconds, free_port, gateway_command, stat_fields
+from factorial_ws.supervisor.gateways import gateway_command
+from factorial_ws.supervisor.probes import cpu_seconds, free_port, stat_fields
 from support import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,

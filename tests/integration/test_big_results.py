@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from factorial_ws.constants import RESULT_KEY_PREFIX, SERVICE_UNAVAILABLE
-from factorial_ws.processes import memory_kib
+from factorial_ws.supervisor.probes import memory_kib
 from support import UNIT_S, Launcher, client, raw_websocket, wait_until, ws_text_frame
 
 from .fault_tools import LONG_NUMBER, assert_success, metric, submit

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from factorial_ws.constants import STORED_BYTES_KEY_PREFIX
-from factorial_ws.processes import free_port, port_open
+from factorial_ws.supervisor.probes import free_port, port_open
 from support import REPO, UNIT_S, Client, Launcher, Proc, client, process_env, wait_until
 
 BIN = Path(sys.executable).parent  # the virtualenv's celery and factorial-ws, as when it is active

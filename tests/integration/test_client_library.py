@@ -15,7 +15,7 @@ import gmpy2
 import pytest
 
 from factorial_ws import Client, InvalidRequest, ServiceUnavailable, UnknownTaskId
-from factorial_ws.processes import free_port
+from factorial_ws.supervisor.probes import free_port
 from support import PYTHON, REPO, UNIT_S, Launcher, System, client, process_env, wait_until
 
 from .test_who_may_connect import self_signed_certificate

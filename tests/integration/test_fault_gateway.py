@@ -13,7 +13,7 @@ from websockets.frames import CloseCode
 
 from factorial_ws.gateway.results import result_key
 from factorial_ws.gateway.server import SHUTDOWN_GRACE_S
-from factorial_ws.processes import port_open
+from factorial_ws.supervisor.probes import port_open
 from factorial_ws.worker.result_backend import note_channel
 from support import UNIT_S, Launcher, System, client, paused, wait_until
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from factorial_ws import processes
-from factorial_ws.processes import free_port, port_open
+from factorial_ws.supervisor import processes
+from factorial_ws.supervisor.probes import free_port, port_open
 from support import PYTHON, UNIT_S, Launcher, client, process_env, wait_until
 
 pytest.importorskip("flower", reason="Flower is the optional extra `monitor`")

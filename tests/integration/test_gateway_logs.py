@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TOO_MANY_IN_FLIGHT
 from factorial_ws.gateway.session import REFUSALS_LOGGED_IN_A_ROW
-from factorial_ws.processes import free_port, port_open
+from factorial_ws.supervisor.probes import free_port, port_open
 from support import (
     PYTHON,
     UNIT_S,

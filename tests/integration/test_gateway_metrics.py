@@ -9,8 +9,8 @@ import urllib.error
 from typing import Any
 
 from factorial_ws.constants import UNKNOWN_TASK_ID
-from factorial_ws.processes import free_port
 from factorial_ws.protocol import new_task_id
+from factorial_ws.supervisor.probes import free_port
 from support import PYTHON, Launcher, client, process_env, wait_until
 
 from .fault_tools import http_get

@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from factorial_ws.metrics import MULTIPROCESS_DIR_VARIABLE
-from factorial_ws.processes import free_port
+from factorial_ws.supervisor.probes import free_port
 from support import UNIT_S, Launcher, wait_until
 
 from .fault_tools import descendants_of, http_get, kill, metric, start_gateways

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from factorial_ws.metrics import MULTIPROCESS_DIR_VARIABLE
-from factorial_ws.processes import port_open
+from factorial_ws.supervisor.probes import port_open
 from support import UNIT_S, Launcher, wait_until
 
 from .fault_tools import children_of, descendants_of, is_running, kill, start_gateways, wait_gone

@@ -21,7 +21,7 @@ import redis
 
 from factorial_ws.constants import HARD_QUEUE, RESULT_KEY_PREFIX, SUBMITTED_KEY_PREFIX
 from factorial_ws.gateway.producer import submitted_record
-from factorial_ws.processes import memory_kib
+from factorial_ws.supervisor.probes import memory_kib
 from support import UNIT_S, Launcher, RawPeer, client, ws_text_frame
 
 from .fault_tools import metric

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from factorial_ws.constants import SERVER_BUSY
-from factorial_ws.processes import raise_open_files_limit
+from factorial_ws.gateway.tuning import raise_open_files_limit
 from support import UNIT_S, Launcher
 
 # It times the system (latency, a stall, recovery): run alone, not beside other tests.

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from factorial_ws.gateway.results import ResultHub, result_key
-from factorial_ws.processes import tuned_collector
+from factorial_ws.gateway.tuning import tuned_collector
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from factorial_ws.constants import WORKERS_KEY_PREFIX
-from factorial_ws.processes import free_port, port_open
+from factorial_ws.supervisor.probes import free_port, port_open
 from support import REPO, STOP_TIMEOUT_S, UNIT_S, Launcher, Proc, client, process_env, wait_until
 
 BIN = Path(sys.executable).parent  # the virtualenv's celery, python and factorial-ws

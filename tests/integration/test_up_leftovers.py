@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from factorial_ws.processes import stat_fields
+from factorial_ws.supervisor.probes import stat_fields
 from support import STOP_TIMEOUT_S, Launcher
 
 from .fault_tools import is_running

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from factorial_ws.processes import free_port, listening_pids
+from factorial_ws.supervisor.probes import free_port, listening_pids
 from support import FACTORIAL_WS, PYTHON, UNIT_S, Launcher, Proc, process_env, wait_until
 
 from .test_up import assert_serves_factorial_of_5, start_up, up_env

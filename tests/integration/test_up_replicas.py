@@ -13,9 +13,9 @@ from pathlib import Path
 
 import redis
 
-from factorial_ws import processes
 from factorial_ws.constants import SERVICE_UNAVAILABLE
-from factorial_ws.processes import free_port
+from factorial_ws.supervisor import processes
+from factorial_ws.supervisor.probes import free_port
 from factorial_ws.supervisor.sentinel import DEFAULT_MASTER_NAME
 from support import UNIT_S, Launcher, client, process_env, wait_until
 

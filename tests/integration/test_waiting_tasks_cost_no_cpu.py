@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from factorial_ws.constants import NOTE_CHANNEL_PREFIX
-from factorial_ws.processes import cpu_seconds
+from factorial_ws.supervisor.probes import cpu_seconds
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S, Client, Launcher, client, wait_until
 

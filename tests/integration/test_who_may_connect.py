@@ -20,7 +20,8 @@ from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Origin
 
-from factorial_ws.processes import free_port, gateway_command, port_open
+from factorial_ws.supervisor.gateways import gateway_command
+from factorial_ws.supervisor.probes import free_port, port_open
 from factorial_ws.supervisor.redis_server import RedisServer, find_redis_server
 from support import UNIT_S, Launcher, Proc, System, client, process_env, wait_until
 

@@ -9,7 +9,7 @@ import signal
 import pytest
 import redis
 
-from factorial_ws.processes import worker_is_live
+from factorial_ws.worker.processes import worker_is_live
 from support import PYTHON, Launcher, Proc, client, process_env, wait_until
 
 WARNING = "cannot enforce the task time limits"

@@ -11,8 +11,8 @@ from factorial_ws import constants
 from factorial_ws.config import Config, env_name
 from factorial_ws.gateway.server import ADMISSION_SLOTS
 from factorial_ws.gateway.session import BINARY_FRAME, INTERNAL_ERROR
-from factorial_ws.processes import QUIET_WORKER_OPTIONS
 from factorial_ws.supervisor.redis_server import private_redis
+from factorial_ws.worker.processes import QUIET_WORKER_OPTIONS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

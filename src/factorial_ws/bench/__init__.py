@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..processes import raise_open_files_limit
+from ..gateway.tuning import raise_open_files_limit
 from . import load, reference
 from .report import Row, all_met, median, render_json, render_markdown, render_table
 from .scenarios import SCENARIOS, Plan, Run

@@ -21,7 +21,8 @@ from celery import Celery
 from ..catalog.loading import import_catalog
 from ..client import Client
 from ..config import Config
-from ..processes import start_child, stop_child, wait_until, worker_command
+from ..supervisor.processes import start_child, stop_child, wait_until
+from ..worker.processes import worker_command
 from .extra_gateways import extra_gateway
 from .load import REPLY_TIMEOUT_S
 from .system import System

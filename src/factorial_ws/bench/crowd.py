@@ -21,7 +21,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from ..client import Client, TaskHandle
-from ..processes import raise_open_files_limit, tuned_collector
+from ..gateway.tuning import raise_open_files_limit, tuned_collector
 from .load import REPLY_TIMEOUT_S, SMALL, SMALL_RESULT, end_client_processes, measuring_client, split
 
 _CONNECT_CONCURRENCY = 64  # handshakes in progress per process (the listen backlog is 100)

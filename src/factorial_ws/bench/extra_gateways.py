@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import Config
-from ..processes import free_port, gateway_command, port_open, start_child, stop_child, wait_until
+from ..supervisor.gateways import gateway_command
+from ..supervisor.probes import free_port, port_open
+from ..supervisor.processes import start_child, stop_child, wait_until
 from ..supervisor.redis_server import RedisServer
 from .system import System
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..gateway.routes import RESPONSE_CACHE_S
-from ..processes import cpu_seconds, memory_kib
+from ..supervisor.probes import cpu_seconds, memory_kib
 
 _TASKS_SUBMITTED = "factorial_ws_tasks_submitted_total"
 

@@ -33,7 +33,8 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from ..processes import cpu_seconds, raise_open_files_limit
+from ..gateway.tuning import raise_open_files_limit
+from ..supervisor.probes import cpu_seconds
 from .load import end_client_processes, split
 
 REPLY_TIMEOUT_S = 60.0

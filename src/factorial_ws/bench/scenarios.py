@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 
 from ..config import Config
-from ..processes import memory_kib
+from ..supervisor.probes import memory_kib
 from . import catalog_task, load, pipelined
 from .crowd import ConcurrencyLoad
 from .extra_gateways import reusing_gateway, workerless_gateway

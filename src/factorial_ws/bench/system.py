@@ -16,18 +16,11 @@ import redis
 
 from ..config import Config
 from ..constants import HARD_QUEUE, QUEUES, SOFT_QUEUE
-from ..processes import (
-    WORKER_APP,
-    free_port,
-    gateway_command,
-    live_workers,
-    port_open,
-    start_child,
-    stop_child,
-    wait_until,
-    worker_command,
-)
+from ..supervisor.gateways import gateway_command
+from ..supervisor.probes import free_port, port_open
+from ..supervisor.processes import start_child, stop_child, wait_until
 from ..supervisor.redis_server import RedisServer
+from ..worker.processes import WORKER_APP, live_workers, worker_command
 
 SETTINGS_VARIABLE = "FACTORIAL_WS_BENCH_CELERY"  # Celery overrides for the sweep's workers
 _START_TIMEOUT_S = 60.0

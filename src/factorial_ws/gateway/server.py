@@ -23,7 +23,6 @@ from websockets.typing import Origin
 from .. import redis_clients
 from ..catalog import load_catalog
 from ..config import Config
-from ..processes import raise_open_files_limit, return_large_allocations, tuned_collector
 from ..worker.app import create_app
 from .admission import Admission
 from .big_results import ResultCache
@@ -35,6 +34,7 @@ from .producer import Producer, Rules
 from .results import ResultHub
 from .routes import Routes, share_state_forever
 from .session import Services, Session
+from .tuning import raise_open_files_limit, return_large_allocations, tuned_collector
 
 logger = logging.getLogger(__name__)
 

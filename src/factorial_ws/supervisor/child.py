@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from ..processes import start_child
+from .processes import start_child
 
 logger = logging.getLogger(__name__)
 

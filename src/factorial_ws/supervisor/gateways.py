@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,14 +18,20 @@ from pathlib import Path
 from .. import metrics
 from ..config import Config
 from ..gateway.server import run_gateway
-from ..processes import gateway_command, stat_fields, stop_children
 from .child import SupervisedChild, running_processes
 from .pid_list import start_ticks
+from .probes import stat_fields
+from .processes import stop_children
 
 WATCH_INTERVAL_S = 0.2
 # A shared metrics folder is named by its owner: <prefix><pid>-<start ticks>-<random>.
 _METRICS_FOLDER_PREFIX = "factorial-ws-metrics-"
 _METRICS_FOLDER_OWNER = re.compile(re.escape(_METRICS_FOLDER_PREFIX) + r"(\d+)-(\d+)-")
+
+
+def gateway_command(*args: str) -> list[str]:
+    """The command of one gateway process: ``factorial-ws serve`` with ``args``."""
+    return [sys.executable, "-m", "factorial_ws", "serve", *args]
 
 
 def gateway_children(config: Config, env: dict[str, str]) -> list[SupervisedChild]:

@@ -14,7 +14,8 @@ import signal
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..processes import STOP_GRACE_S, stat_fields, wait_for_exit
+from .probes import stat_fields
+from .processes import STOP_GRACE_S, wait_for_exit
 
 logger = logging.getLogger(__name__)
 

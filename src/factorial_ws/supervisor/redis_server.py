@@ -16,7 +16,8 @@ from urllib.parse import quote
 import redis
 
 from ..config import Config
-from ..processes import ChildExited, free_port, port_taken, start_child, stop_child, wait_until
+from .probes import free_port, port_taken
+from .processes import ChildExited, start_child, stop_child, wait_until
 
 _START_TIMEOUT_S = 15.0
 # Pub/sub output buffer of one subscriber: hard limit, soft limit, seconds over the soft one.

@@ -21,7 +21,8 @@ from urllib.parse import quote
 import redis
 
 from ..config import Config
-from ..processes import ChildExited, free_port, start_child, stop_child, wait_until
+from .probes import free_port
+from .processes import ChildExited, start_child, stop_child, wait_until
 from .redis_server import RedisServer, RedisServerError, find_redis_server
 
 logger = logging.getLogger(__name__)

@@ -29,22 +29,13 @@ from ..constants import (
     SUPERVISOR_REPORT_S,
     SUPERVISOR_REPORT_TTL_S,
 )
-from ..processes import (
-    WORKER_STOP_SIGNALS,
-    ChildExited,
-    command_line,
-    listening_pids,
-    listening_sockets,
-    port_taken,
-    socket_inodes,
-    stop_children,
-    wait_until,
-    worker_command,
-)
 from ..redis_clients import sync_client
+from ..worker.processes import WORKER_STOP_SIGNALS, worker_command
 from . import pid_list
 from .child import SupervisedChild, running_processes
 from .gateways import WATCH_INTERVAL_S, gateway_children, shared_metrics_folder
+from .probes import command_line, listening_pids, listening_sockets, port_taken, socket_inodes
+from .processes import ChildExited, stop_children, wait_until
 from .redis_server import RedisServer, RedisServerError, private_redis
 from .sentinel import RedisGroup, Timing
 

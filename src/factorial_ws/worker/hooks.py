@@ -38,8 +38,8 @@ from ..constants import (
     WORKER_STALE_S,
     WORKERS_KEY_PREFIX,
 )
-from ..processes import set_parent_death_signal
 from ..redis_clients import sync_client
+from ..supervisor.processes import set_parent_death_signal
 from .tasks import mark_handed_back, process_client
 
 logger = logging.getLogger(__name__)

@@ -64,7 +64,7 @@ from factorial_ws.constants import (
     UNKNOWN_TASK_ID,
     WORKER_LOST,
 )
-from factorial_ws.processes import free_port
+from factorial_ws.supervisor.probes import free_port
 from support import UNIT_S
 
 TASK_ID = "8d5df9bd-922a-465d-a26b-c00df06a59ae"

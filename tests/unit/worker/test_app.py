@@ -14,9 +14,9 @@ from redis.connection import UnixDomainSocketConnection
 
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_TASK_NAME
-from factorial_ws.processes import WORKER_APP
 from factorial_ws.redis_clients import celery_redis_url
 from factorial_ws.worker.app import celery_settings, create_app
+from factorial_ws.worker.processes import WORKER_APP
 
 
 def _probe(code: str) -> list[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
-from factorial_ws.processes import WORKER_STOP_SIGNALS, stop_children
+from factorial_ws.supervisor.processes import stop_children
+from factorial_ws.worker.processes import WORKER_STOP_SIGNALS
 from support import PYTHON, UNIT_S, Launcher, Proc, process_env, wait_until
 
 # Ignores SIGTERM (as a Celery worker in a warm shutdown waits for its task); exits 3 on SIGQUIT.
