@@ -11,7 +11,7 @@ from typing import Any
 import kombu
 import redis
 
-import factorial_ws.redis_clients  # noqa: F401 - our transports behind redis:// URLs
+from factorial_ws.worker.transport import register_transports
 from support import UNIT_S, Client, Launcher, client, wait_until
 
 from .probes import hub_subscribed, redis_answers
@@ -80,6 +80,7 @@ def test_a_broker_channel_closed_again_after_redis_died_raises_a_connection_erro
     raised AttributeError ('NoneType' object has no attribute 'hostname'), which Celery calls
     unrecoverable: the worker exited. A connection error is what Celery ignores."""
     server = launch.redis(persistent=False)
+    register_transports()  # our transports behind redis:// URLs, as a worker's app has them
     connection = kombu.Connection(server.url)
     channel: Any = connection.channel()  # kombu's Redis channel (its stubs know a generic one)
     queue = kombu.Queue("restart-test", routing_key="restart-test")

@@ -10,12 +10,13 @@ from celery import Celery
 
 from ..config import Config
 from ..constants import HARD_QUEUE, HARD_TASK_NAME, SOFT_QUEUE, SOFT_TASK_NAME
-from ..redis_clients import celery_redis_settings
 from .result_backend import backend_class
 from .tasks import register_tasks
+from .transport import celery_redis_settings, register_transports
 
 
 def create_app(config: Config) -> Celery:
+    register_transports()  # our kombu transports behind the broker URL (transport.py)
     app = Celery("factorial_ws", set_as_current=True)
     app.conf.update(celery_settings(config))
     # Celery's Redis backend, announcing results on the gateways' channel (result_backend.py).

@@ -9,14 +9,15 @@ import sys
 from typing import Any
 
 import pytest
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.utils.url import url_to_parts
 from redis.connection import UnixDomainSocketConnection
 
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_TASK_NAME
-from factorial_ws.redis_clients import celery_redis_url
 from factorial_ws.worker.app import celery_settings, create_app
 from factorial_ws.worker.processes import WORKER_APP
+from factorial_ws.worker.transport import SentinelTransport, Transport, celery_redis_url
 
 
 def _probe(code: str) -> list[str]:
@@ -143,3 +144,29 @@ def test_broker_and_result_backend_read_the_socket_path_password_and_db() -> Non
     backend = redis_backend.connparams
     assert backend["connection_class"] is UnixDomainSocketConnection
     assert (backend["path"], backend["password"], backend["db"]) == ("/run/redis.sock", "s3cret", 3)
+
+
+KOMBUS_TRANSPORTS = {
+    "redis": "kombu.transport.redis:Transport",
+    "rediss": "kombu.transport.redis:Transport",
+    "sentinel": "kombu.transport.redis:SentinelTransport",
+}
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "transport"),
+    [
+        ("redis://h:1/0", Transport),
+        ("rediss://h:1/0", Transport),
+        ("unix:///run/redis.sock", Transport),
+        ("sentinel://h:26379/0", SentinelTransport),
+    ],
+)
+def test_building_the_app_puts_our_transports_behind_its_broker_url(
+    redis_url: str, transport: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kombu's own, as in a process that has built no app yet
+    for scheme, kombus in KOMBUS_TRANSPORTS.items():
+        monkeypatch.setitem(TRANSPORT_ALIASES, scheme, kombus)
+    app = create_app(Config(redis_url=redis_url, redis_sentinel_master="m"))
+    assert type(app.connection().transport) is transport
