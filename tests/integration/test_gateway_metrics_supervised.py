@@ -8,7 +8,7 @@ import contextlib
 import signal
 from pathlib import Path
 
-from factorial_ws.metrics import MULTIPROCESS_DIR_VARIABLE
+from factorial_ws.gateway.metrics import MULTIPROCESS_DIR_VARIABLE
 from factorial_ws.supervisor.probes import free_port
 from support import UNIT_S, Launcher, wait_until
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from factorial_ws.metrics import MULTIPROCESS_DIR_VARIABLE
+from factorial_ws.gateway.metrics import MULTIPROCESS_DIR_VARIABLE
 from factorial_ws.supervisor.probes import port_open
 from support import UNIT_S, Launcher, wait_until
 

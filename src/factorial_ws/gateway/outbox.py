@@ -29,7 +29,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from .. import logs, metrics
+from .. import logs
+from . import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .. import metrics
 from ..catalog import Catalog, factorial_catalog
 from ..config import Config
 from ..constants import QUEUES, SUPERVISOR_PROBLEMS_KEY, WORKER_STALE_S, WORKERS_KEY_PREFIX
+from . import metrics
 from .memory import MemoryGauge
 from .results import ResultHub
 

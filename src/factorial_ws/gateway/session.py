@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .. import logs, metrics
+from .. import logs
 from ..catalog import Catalog
 from ..config import Config
 from ..constants import (
@@ -68,6 +68,7 @@ from ..protocol import cancelled as cancelled_reply
 from ..protocol import progress as progress_reply
 from ..protocol import queued as queued_reply
 from ..protocol import started as started_reply
+from . import metrics
 from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
 from .cancel import CancelAction, Canceller, cancel_action

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import metrics
 from ..config import Config
+from ..gateway import metrics
 from ..gateway.server import run_gateway
 from .child import SupervisedChild, running_processes
 from .pid_list import start_ticks

@@ -12,9 +12,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from factorial_ws import metrics
 from factorial_ws.config import Config
 from factorial_ws.constants import QUEUES
+from factorial_ws.gateway import metrics
 from factorial_ws.gateway.memory import MemoryGauge
 from factorial_ws.gateway.results import ResultHub
 from factorial_ws.gateway.routes import Routes, token_matches, token_of

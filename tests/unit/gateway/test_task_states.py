@@ -83,7 +83,7 @@ def test_a_meta_that_is_not_json_is_a_failure() -> None:
 
 
 def test_a_failures_metric_label_is_its_exception_type_never_its_message() -> None:
-    from factorial_ws.metrics import error_label
+    from factorial_ws.gateway.metrics import error_label
 
     assert error_label("Task failed: ValueError: user 42's secret") == "Task failed: ValueError"
     assert error_label("Task failed: ValueError") == "Task failed: ValueError"

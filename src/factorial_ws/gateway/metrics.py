@@ -25,7 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .supervisor.probes import stat_fields
+from ..supervisor.probes import stat_fields
 
 # Read by prometheus-client when it is imported: the variable must be set before the process
 # starts (the multi-process gateway sets it for its children).
