@@ -16,7 +16,8 @@ from kombu.transport.virtual import Channel, Message
 from factorial_ws.celeryapp import create_app
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_TASK_NAME, SOFT_TASK_NAME, SUBMITTED_KEY_PREFIX
-from factorial_ws.gateway.producer import Producer, task_envelope
+from factorial_ws.gateway.messages import task_envelope
+from factorial_ws.gateway.producer import Producer
 from factorial_ws.supervisor.redis_server import RedisServer
 
 TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
