@@ -30,7 +30,7 @@ REPLACES_KEY_PREFIX: Final = KEY_PREFIX + "replaces:"  # task id -> the lost tas
 NUMBER_KEY_PREFIX: Final = KEY_PREFIX + "number:"  # number -> the task that computes it (reuse)
 # A catalog task's parameters (a digest of its share key) -> the task that computes them (reuse).
 SHARED_KEY_PREFIX: Final = KEY_PREFIX + "shared:"
-# The budgets of a queue (gateway/producer.py): a list beside it of "<cost> <address>" per task
+# The budgets of a queue (gateway/submit.lua): a list beside it of "<cost> <address>" per task
 # pushed, the cost still queued by address (a hash), and in all.
 QUEUED_LEDGER_KEY_PREFIX: Final = KEY_PREFIX + "queued:"
 QUEUED_COSTS_KEY_PREFIX: Final = KEY_PREFIX + "queued-cost-by-address:"

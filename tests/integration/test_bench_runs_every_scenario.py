@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from factorial_ws.bench import run_bench
-from factorial_ws.bench.scenarios import Plan
+from factorial_ws.bench.plan import Plan
 from factorial_ws.config import Config
 
 TINY = Plan(

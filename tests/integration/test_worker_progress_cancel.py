@@ -15,7 +15,7 @@ from celery import Celery
 
 from factorial_ws.config import Config
 from factorial_ws.constants import CANCELLED_KEY, CANCELLED_RELOAD_S, RESULT_KEY_PREFIX
-from factorial_ws.gateway.producer import task_envelope
+from factorial_ws.gateway.messages import task_envelope
 from factorial_ws.protocol import new_task_id
 from factorial_ws.worker.app import create_app
 from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, Proc, wait_until

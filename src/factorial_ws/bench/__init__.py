@@ -22,8 +22,9 @@ from typing import Any
 from ..config import Config
 from ..gateway.tuning import raise_open_files_limit
 from . import load, reference
-from .report import Row, all_met, median, render_json, render_markdown, render_table
-from .scenarios import SCENARIOS, Plan, Run
+from .plan import Plan
+from .report import Row, Run, all_met, median, render_json, render_markdown, render_table
+from .scenarios import SCENARIOS
 from .system import VARIANTS, System, Variant, private_system
 
 # --- the command --------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Check = Literal["ratio_max", "ratio_min", "value_max", "value_min", "none"]
@@ -84,6 +84,15 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio, "met": self.met, "target": self.target}
+
+
+@dataclass
+class Run:
+    """What a run measured: its rows, the latency samples (for the plot) and notes."""
+
+    rows: list[Row] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _number(value: float) -> str:

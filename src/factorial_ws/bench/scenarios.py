@@ -9,29 +9,27 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import gmpy2
-import redis
 from celery import Celery
 
 from ..config import Config
 from ..supervisor.probes import memory_kib
-from . import catalog_task, load, pipelined
+from . import catalog_task, load
+from .ceilings import scenario_acks, scenario_stored_results
 from .crowd import ConcurrencyLoad
-from .extra_gateways import reusing_gateway, workerless_gateway
-from .gauges import Rate, cpu_s, peak_rss_mib, quiet, tasks_sent
+from .extra_gateways import reusing_gateway
+from .gauges import Rate, cpu_s, peak_rss_mib, tasks_sent
+from .plan import Plan
 from .reference import (
     bare_gmpy2,
     raw_app,
     raw_call_latency,
     raw_call_throughput,
     raw_latency,
-    raw_lookups,
-    raw_submissions,
     raw_throughput,
 )
-from .report import Row, cpu_ms_per, latency_rows, median
+from .report import Row, Run, cpu_ms_per, latency_rows, median
 from .system import System
 
 BIG_NUMBER = 1_000_000
@@ -41,61 +39,6 @@ WAITING_CPU_MAX_PERCENT = 5.0
 # Issue 11's targets: the gateway should be the cheapest part of the request path.
 GATEWAY_CPU_PER_REQUEST_MAX_MS = 0.4  # factorial(5), ack and result, in the throughput scenario
 CONNECT_AND_ACK_MAX_S = 6.0  # every connection of scenario 3 open and its request acked
-ACKS_PER_S_MIN = 5000.0  # one gateway process, no worker: its own ceiling of acknowledged submissions
-STORED_RESULTS_PER_S_MIN = 8000.0  # one gateway process, lookups of small stored results
-PIPELINED_PROCESSES = 2  # client processes of scenarios 7 and 8
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How much of each scenario to run."""
-
-    latency_requests: int
-    latency_rounds: int
-    throughput_requests: int
-    throughput_connections: int
-    throughput_window: int
-    throughput_rounds: int
-    concurrency_connections: int
-    concurrency_processes: int
-    waiting_window_s: float
-    big_repeats: int
-    isolation_requests: int
-    crowd_big_clients: int = 1000
-    # Scenario 7: factorial(5) submissions per round over all connections (of PIPELINED_PROCESSES
-    # client processes), with acks_window in flight on each connection.
-    acks_requests: int = 6000
-    acks_rounds: int = 5
-    acks_connections: int = 20
-    acks_window: int = 50
-    raw_submissions: int = 3000
-    # Scenario 8: a pool of stored results (factorial(1..stored_results)), then lookups of them
-    # per round over all connections; raw_lookups per round for the raw Celery reference.
-    stored_results: int = 300
-    lookups_requests: int = 10_000
-    lookups_rounds: int = 5
-    lookups_connections: int = 100
-    lookups_window: int = 20
-    raw_lookups: int = 1000
-
-    @classmethod
-    def for_mode(cls, quick: bool) -> Plan:
-        """Quick: about a minute. Full: 10000 connections, and a CPU window as long as the
-        default WS_PING_INTERVAL, so every connection's keepalive ping falls inside it."""
-        if quick:
-            return cls(
-                300, 3, 2000, 20, 25, 3, 2000, 2, 2.0, 2, 300, 200,
-                acks_requests=2000, acks_rounds=3, raw_submissions=800, lookups_requests=3000,
-                lookups_rounds=3, lookups_connections=60, raw_lookups=500,
-            )  # fmt: skip
-        return cls(1500, 5, 6000, 40, 25, 5, 10_000, 4, 20.0, 3, 1000, 1000)
-
-
-@dataclass
-class Run:
-    rows: list[Row] = field(default_factory=list)
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 def scenario_latency(system: System, config: Config, plan: Plan, run: Run) -> None:
@@ -289,105 +232,6 @@ def scenario_crowd_big(system: System, config: Config, plan: Plan, run: Run) -> 
     )
 
 
-def scenario_acks(system: System, config: Config, plan: Plan, run: Run) -> None:
-    """Acknowledged factorial(5) submissions per second, one gateway process, no worker."""
-    scenario = "7 acks/s, no worker"
-    if system.log_dir is None:
-        run.notes.append("acks/s: skipped against a running system (it needs a gateway with no worker)")
-        return
-    jobs = pipelined.spread(
-        plan.acks_requests,
-        plan.acks_connections,
-        PIPELINED_PROCESSES,
-        plan.acks_window,
-        lambda count, _: pipelined.ack_lane(count, load.SMALL),
-    )
-    gateway: list[pipelined.Outcome] = []
-    raw: list[Rate] = []
-    with (
-        workerless_gateway(config, system.log_dir) as (url, pid, redis_url),
-        pipelined.PipelinedLoad(url, PIPELINED_PROCESSES) as clients,
-        redis.Redis.from_url(redis_url) as redis_client,
-    ):
-        celery_app = raw_app(config, redis_url)
-        raw_submissions(celery_app, 100)  # warm up both paths
-        clients.run([pipelined.Job(job.lanes[:1], plan.acks_window) for job in jobs], pid)
-        for _ in range(plan.acks_rounds):
-            redis_client.flushdb()  # every round starts on an empty Redis
-            raw.append(raw_submissions(celery_app, plan.raw_submissions))
-            redis_client.flushdb()
-            gateway.append(clients.run(jobs, pid))
-            quiet(pid)  # the round's connections closed: their subscriptions are released
-    acks = plan.acks_requests * plan.acks_rounds
-    run.rows += [
-        Row(scenario, "acks/s (median)", median([o.rate for o in gateway]), "1/s", "raw Celery delay()",
-            median([r.per_s for r in raw]), "value_min", ACKS_PER_S_MIN),
-        Row(scenario, "gateway CPU per ack", cpu_ms_per([o.gateway_cpu_s for o in gateway], acks) or 0.0,
-            "ms", "raw Celery client CPU per delay()",
-            cpu_ms_per([r.cpu_s for r in raw], plan.raw_submissions * plan.acks_rounds)),
-        Row(scenario, "errors", sum(o.errors for o in gateway), "", check="value_max", limit=0),
-    ]  # fmt: skip
-    run.notes.append(
-        f"acks/s: {plan.acks_rounds} rounds of {plan.acks_requests} factorial(5) over "
-        f"{plan.acks_connections} connections x {plan.acks_window} in flight from {PIPELINED_PROCESSES} "
-        f"processes, to a gateway with no worker on a private Redis; raw Celery delay() from the bench "
-        f"process, one after another, to the same Redis; {_clients_cpu(gateway)}{_reasons(gateway)}"
-    )
-
-
-def scenario_stored_results(system: System, config: Config, plan: Plan, run: Run) -> None:
-    """Lookups of finished small results: deliveries per second from many connections."""
-    scenario = "8 stored results/s"
-    stored = load.ws_stored_results(system.url, range(1, plan.stored_results + 1), window=50)
-    # Connections start at offsets spread over the pool: at any moment they ask for different results.
-    jobs = pipelined.spread(
-        plan.lookups_requests,
-        plan.lookups_connections,
-        PIPELINED_PROCESSES,
-        plan.lookups_window,
-        lambda count, index: pipelined.lookup_lane(
-            stored, count, len(stored) * index // plan.lookups_connections
-        ),
-    )
-    celery_app = raw_app(config, system.redis_url)
-    gateway: list[pipelined.Outcome] = []
-    raw: list[Rate] = []
-    with pipelined.PipelinedLoad(system.url, PIPELINED_PROCESSES) as clients:
-        raw_lookups(celery_app, stored, 50)  # warm up both paths
-        clients.run([pipelined.Job(job.lanes[:1], plan.lookups_window) for job in jobs], system.gateway_pid)
-        for _ in range(plan.lookups_rounds):
-            raw.append(raw_lookups(celery_app, stored, plan.raw_lookups))
-            gateway.append(clients.run(jobs, system.gateway_pid))
-            quiet(system.gateway_pid)
-    errors = sum(outcome.errors for outcome in gateway) + sum(rate.errors for rate in raw)
-    run.rows += [
-        Row(scenario, "results/s (median)", median([o.rate for o in gateway]), "1/s",
-            "raw Celery AsyncResult.get()", median([r.per_s for r in raw]), "value_min",
-            STORED_RESULTS_PER_S_MIN),
-        Row(scenario, "errors", errors, "", check="value_max", limit=0),
-    ]  # fmt: skip
-    gateway_ms = cpu_ms_per([o.gateway_cpu_s for o in gateway], plan.lookups_requests * plan.lookups_rounds)
-    if gateway_ms is not None:
-        raw_ms = cpu_ms_per([r.cpu_s for r in raw], plan.raw_lookups * plan.lookups_rounds)
-        run.rows.append(
-            Row(
-                scenario,
-                "gateway CPU per lookup",
-                gateway_ms,
-                "ms",
-                "raw Celery client CPU per get()",
-                raw_ms,
-            )
-        )
-    run.notes.append(
-        f"stored results/s: {plan.lookups_rounds} rounds of {plan.lookups_requests} lookups of "
-        f"factorial(1..{plan.stored_results}) over {plan.lookups_connections} connections x "
-        f"{plan.lookups_window} in flight from {PIPELINED_PROCESSES} processes; raw Celery "
-        f"AsyncResult(id).get() of the same ids one after another, {plan.raw_lookups} a round; "
-        f"{_clients_cpu(gateway)}{_reasons(gateway)}"
-    )
-
-
 def scenario_catalog_task(system: System, config: Config, plan: Plan, run: Run) -> None:
     """A catalog task, count_words (dict result), next to factorial(5) and raw Celery."""
     scenario = f"9 catalog task {catalog_task.TASK}"
@@ -472,26 +316,6 @@ def _catalog_throughput(
         Row(scenario, "errors", sum(r.errors for r in gateway + factorial), "", check="value_max", limit=0),
     ]  # fmt: skip
     return requests
-
-
-def _clients_cpu(outcomes: list[pipelined.Outcome]) -> str:
-    """How busy the client processes were, for a note: near one core each, they are the limit."""
-    seconds = sum(o.seconds for o in outcomes)
-    requests = sum(o.ok + o.errors for o in outcomes)
-    clients_cpu_s = sum(o.clients_cpu_s for o in outcomes)
-    return (
-        f"the {PIPELINED_PROCESSES} client processes used {clients_cpu_s / seconds:.2f} cores in all "
-        f"({1000 * clients_cpu_s / requests:.3f} ms per request)"
-    )
-
-
-def _reasons(outcomes: list[pipelined.Outcome]) -> str:
-    """The errors' reasons, for a note (empty when there was none)."""
-    reasons: dict[str, int] = {}
-    for outcome in outcomes:
-        for reason, count in outcome.reasons.items():
-            reasons[reason] = reasons.get(reason, 0) + count
-    return f"; errors: {reasons}" if reasons else ""
 
 
 SCENARIOS = (

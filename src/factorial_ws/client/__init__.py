@@ -5,12 +5,13 @@
     async with Client("ws://localhost:25000/") as client:
         print(await client.factorial(20))
 
-``wire`` is the protocol without I/O, ``connection`` the connection that survives gateway
-restarts (``reconnection`` opens it again after a drop), ``handle`` a submitted task as its
-caller holds it, ``errors`` the exceptions, ``command`` the ``factorial-ws client`` command.
+``wire`` is the protocol without I/O, ``api`` the ``Client``'s requests, ``connection`` the
+connection under them that survives gateway restarts (``reconnection`` opens it again after a
+drop), ``handle`` a submitted task as its caller holds it, ``errors`` the exceptions, ``command``
+the ``factorial-ws client`` command.
 """
 
-from .connection import Client
+from .api import Client
 from .errors import (
     ClientClosed,
     ConnectionFailed,

@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TextIO
 
-from .connection import Client
+from .api import Client
 from .errors import ConnectionFailed, FactorialWSError, HandshakeRefused
 
 # What to do about each refused handshake, after the gateway's own reason.

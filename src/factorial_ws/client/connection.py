@@ -1,4 +1,5 @@
-"""``Client``: one WebSocket connection to the gateway, kept open, shared by every request.
+"""``Connection``: one WebSocket connection to the gateway, kept open, shared by every request;
+``Client`` (``api.py``) makes its requests on it.
 
 Every request carries an ``id`` of its own, which every reply echoes, so any number of requests
 can be in flight at once and replies are matched whatever order they come in. One reader task
@@ -17,7 +18,7 @@ import ssl as ssl_module
 import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, Self
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -35,56 +36,16 @@ from .errors import (
     describe_failure,
     describe_refusal,
 )
-from .handle import Pending, TaskHandle
+from .handle import Pending
 from .reconnection import reopen
-from .wire import (
-    MAX_REPLY_BYTES,
-    Reply,
-    Request,
-    Step,
-    backoff_delay_s,
-    call_fields,
-    call_result,
-    digits_to_int,
-    parse_reply,
-)
+from .wire import MAX_REPLY_BYTES, Reply, Request, Step, backoff_delay_s, parse_reply
 
 logger = logging.getLogger(__name__)
 
 
-class Client:
-    """An asyncio client of the factorial-ws gateway.
-
-        async with Client("ws://localhost:25000/", token="…") as client:
-            n = await client.factorial(5)                     # 120, an exact int
-            digits = await client.factorial(100000, digits=True)  # the decimal digits, a str
-
-    ``url``: ``ws://`` or ``wss://``; ``token``: sent as ``Authorization: Bearer``; ``ssl``: the
-    context for ``wss://`` (e.g. ``ssl.create_default_context(cafile="ca.pem")`` for a private
-    certificate authority); ``proxy``: websockets' option, ``True`` for the proxy the environment
-    names (``https_proxy`` and the like, looked up at each connection), a proxy URL, or ``None``
-    to connect directly.
-
-    Timeouts: ``open_timeout_s`` for each handshake; keepalive pings every ``ping_interval_s``
-    (``None``: none), the connection counts as lost without an answer within ``ping_timeout_s``.
-
-    Reconnection: after a drop the client reconnects, waiting ``backoff_initial_s`` doubling up to
-    ``backoff_max_s`` (with jitter) between attempts, and gives up after ``reconnect_timeout_s``
-    without a connection (``None``: never); everything awaited then raises ``ConnectionLost``,
-    and so does every later call. ``reconnect=False``: give up at the first drop.
-
-    Limits: frames are paced to ``rate_limit_per_s`` with bursts of ``rate_limit_burst`` (9/10
-    of the gateway's defaults, 200/s and 400, leaving room for frames that the network delays
-    and then delivers together; ``None``: no pacing), so a busy client is not refused. A reply
-    larger than ``max_reply_bytes`` is not read (``None``: any size): the default holds the
-    largest reply of a gateway with the default ``MAX_NUMBER`` (1000000!, 5.6 MB), so a broken
-    or hostile server cannot make the client buffer more; raise it for a gateway with a larger
-    ``MAX_NUMBER``. Every request awaited on the connection that got such a frame then raises
-    ``ReplyTooLarge``, and the client reconnects for the others.
-
-    ``on_frame`` is called with the text of every frame received, before it is handled (the
-    ``factorial-ws client`` command prints them).
-    """
+class Connection:
+    """The connection under ``Client``, whose docstring describes these options: it opens and
+    closes, asks each request awaited, reads the replies, reconnects and asks again."""
 
     def __init__(
         self,
@@ -163,7 +124,7 @@ class Client:
         if ws is not None:
             await ws.close()
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -180,89 +141,7 @@ class Client:
         """Whether a connection is open right now (False while reconnecting)."""
         return self._ws is not None
 
-    # --- requests ----------------------------------------------------------------------------
-
-    @overload
-    async def factorial(self, number: int, *, digits: Literal[False] = False) -> int: ...
-    @overload
-    async def factorial(self, number: int, *, digits: Literal[True]) -> str: ...
-    async def factorial(self, number: int, *, digits: bool = False) -> int | str:
-        """``number``! as an exact int (or its decimal digits with ``digits=True``)."""
-        pending = await self._accepted(self._register(Request(number=_checked(number))))
-        return await self._result(pending, digits)
-
-    @overload
-    async def submit(
-        self, number: int, *, digits: Literal[False] = False, progress: bool = False
-    ) -> TaskHandle[int]: ...
-    @overload
-    async def submit(
-        self, number: int, *, digits: Literal[True], progress: bool = False
-    ) -> TaskHandle[str]: ...
-    async def submit(
-        self, number: int, *, digits: bool = False, progress: bool = False
-    ) -> TaskHandle[int] | TaskHandle[str]:
-        """Send a factorial request and return once the gateway has acked it, with a handle
-        holding the task id; the handle is awaited for the result. With ``progress`` the handle's
-        ``state`` follows the task: queued (and how many are ahead), started."""
-        request = Request(number=_checked(number), progress=progress)
-        return self._handle(await self._accepted(self._register(request)), digits)
-
-    @overload
-    def watch(
-        self, task_id: str, *, digits: Literal[False] = False, progress: bool = False
-    ) -> TaskHandle[int]: ...
-    @overload
-    def watch(self, task_id: str, *, digits: Literal[True], progress: bool = False) -> TaskHandle[str]: ...
-    def watch(
-        self, task_id: str, *, digits: bool = False, progress: bool = False
-    ) -> TaskHandle[int] | TaskHandle[str]:
-        """A handle for a task submitted before (as ``lookup``, which awaits it at once); with
-        ``progress`` its ``state`` says when a worker starts it."""
-        return self._handle(self._register(Request(task_id=task_id, progress=progress)), digits)
-
-    async def call(self, name: str, /, **params: Any) -> Any:
-        """Call the catalog task ``name`` with ``params``; its result, any JSON value (a task
-        that raised raises ``TaskFailed``, bad parameters ``InvalidRequest``)."""
-        handle = await self.submit_call(name, **params)
-        return await handle
-
-    async def submit_call(self, name: str, /, *, progress: bool = False, **params: Any) -> TaskHandle[Any]:
-        """Send a catalog task's request and return once the gateway has acked it, with a handle
-        as ``submit`` gives; with ``progress`` its ``state`` also goes ``progress`` at each of the
-        task's own states, whose meta is the handle's ``info``."""
-        request = Request(call=call_fields(name, params), progress=progress)
-        return TaskHandle(self, await self._accepted(self._register(request)), call_result)
-
-    def _handle(self, pending: Pending, digits: bool) -> TaskHandle[int] | TaskHandle[str]:
-        if digits:
-            return TaskHandle(self, pending, str)
-        return TaskHandle(self, pending, digits_to_int)
-
-    async def cancel(self, task_id: str) -> bool:
-        """Take a task back. A task this client's connection created, that nobody else waits
-        for, is revoked: never run, or stopped. Otherwise (others wait for it, or the connection
-        that created it is gone: after a reconnection too) only this client's waits end and the
-        computation goes on. True once cancelled: every request of this client waiting for it
-        then raises ``TaskCancelled``. False if the task had ended first: its requests get its
-        outcome. Raises ``UnknownTaskId`` for an id the gateway does not know, and
-        ``TaskNotCancelled`` when this client neither created nor waits for the task."""
-        pending = self._register(Request(cancel=task_id))
-        try:
-            outcome = await asyncio.shield(pending.outcome)
-        except asyncio.CancelledError:
-            self._forget(pending)
-            raise
-        return outcome == "cancelled"
-
-    @overload
-    async def lookup(self, task_id: str, *, digits: Literal[False] = False) -> int: ...
-    @overload
-    async def lookup(self, task_id: str, *, digits: Literal[True]) -> str: ...
-    async def lookup(self, task_id: str, *, digits: bool = False) -> int | str:
-        """The result of a task submitted before (from any connection, to any gateway of the
-        same Redis, within its ``RESULT_EXPIRES``); waits if it is still running."""
-        return await self._result(self._register(Request(task_id=task_id)), digits)
+    # --- the requests awaited ---------------------------------------------------------------
 
     def _register(self, request: Request) -> Pending:
         if self._finished is not None:
@@ -273,22 +152,6 @@ class Client:
         self._waiting[pending] = None
         self._ask(pending)
         return pending
-
-    async def _accepted(self, pending: Pending) -> Pending:
-        try:
-            await asyncio.shield(pending.accepted)
-        except asyncio.CancelledError:
-            self._forget(pending)
-            raise
-        return pending
-
-    async def _result(self, pending: Pending, digits: bool) -> int | str:
-        try:
-            text = await asyncio.shield(pending.outcome)
-        except asyncio.CancelledError:
-            self._forget(pending)  # nobody else holds this request
-            raise
-        return text if digits else digits_to_int(text)
 
     def _forget(self, pending: Pending) -> None:
         self._drop(pending)
@@ -479,12 +342,6 @@ class Client:
         if not self._reconnect:
             raise ConnectionLost(f"{self.url}: the connection was lost")
         return await reopen(self._open, self.url, self._reconnect_timeout_s, self._backoff)
-
-
-def _checked(number: int) -> int:
-    if not isinstance(number, int) or isinstance(number, bool):
-        raise TypeError(f"number must be an int, not {type(number).__name__}")
-    return number
 
 
 def _resolve(future: asyncio.Future[str], value: str) -> None:

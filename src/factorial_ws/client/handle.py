@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .wire import FINAL_STATES, Request
 
 if TYPE_CHECKING:
-    from .connection import Client
+    from .api import Client
 
 ResultT = TypeVar("ResultT")  # int or str for a factorial, any JSON value for a catalog task
 

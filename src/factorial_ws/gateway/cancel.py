@@ -46,6 +46,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import NoScriptError
+from redis.utils import str_if_bytes
 
 from ..constants import (
     CANCELLED_KEY,
@@ -218,7 +219,7 @@ class Canceller:
         for queue in QUEUES:
             pipe.zrangebyscore(WORKERS_KEY_PREFIX + queue, since, "+inf")
         replies = await pipe.execute()
-        return {_text(hostname) for hostnames in replies for hostname in hostnames}
+        return {str_if_bytes(hostname) for hostnames in replies for hostname in hostnames}
 
     def _broadcast(self, task_ids: list[str], expected: set[str]) -> set[str]:
         arguments = {"task_id": task_ids, "terminate": True, "signal": TERMINATE_SIGNAL}
@@ -231,7 +232,3 @@ class Canceller:
         )
         answered = {hostname for reply in replies or [] for hostname in reply}
         return expected - answered
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -44,6 +44,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.utils import str_if_bytes
 
 from ..catalog import DEFAULT_MAX_RESULT_BYTES, Catalog
 from ..constants import (
@@ -528,9 +529,9 @@ class ResultHub:
         message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
         return message
 
-    def _dispatch(self, message: dict[str, object]) -> None:
+    def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        name = _text(message["channel"])
+        name = str_if_bytes(message["channel"])
         if kind == "message":
             data = message["data"]
             if isinstance(data, bytes | str):
@@ -584,10 +585,6 @@ def _give_up(channels: Iterable[_Channel]) -> None:
 
 def _batches(items: list[str]) -> list[list[str]]:
     return [items[start : start + _BATCH_SIZE] for start in range(0, len(items), _BATCH_SIZE)]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # --- Celery's stored task meta ---------------------------------------------------------------

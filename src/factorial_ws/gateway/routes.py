@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -211,7 +212,7 @@ async def health_report(
         report["queue_depth"][queue] = int(replies[2 * index + 1])
         if not report["workers"][queue]:
             report["problems"].append(f"no worker seen on queue '{queue}'")
-    report["problems"] += sorted(_text(problem) for problem in replies[2 * len(queues)])
+    report["problems"] += sorted(str_if_bytes(problem) for problem in replies[2 * len(queues)])
     memory_problem = memory.problem()
     if memory_problem:
         report["problems"].append(memory_problem)
@@ -219,10 +220,6 @@ async def health_report(
         where = f" in {processes - subscribed} of {processes} gateway processes" if processes > 1 else ""
         report["problems"].append("result subscription is down" + where)
     return report
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _load_page(name: str = _PAGE_FILE) -> bytes | None:

@@ -54,7 +54,7 @@ ADMISSION_SLOTS = 1024
 # retry, on a new connection, makes it succeed. Only connection errors are retried, so a Redis
 # that is down still gets "Service unavailable" at once, and one that hangs is not waited for
 # twice. Every command of the pool may run twice: reads, and the task push, which is written to
-# be idempotent (producer.py).
+# be idempotent (submit.lua).
 _STALE_CONNECTION_RETRY = Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,))
 
 

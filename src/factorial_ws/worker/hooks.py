@@ -135,7 +135,7 @@ WORKER_RUN_ID = uuid.uuid4().hex
 
 
 class RunningTasks:
-    """Which worker run computes each task, for the gateways' result reuse (producer.py): a task
+    """Which worker run computes each task, for the gateways' result reuse (gateway/submit.lua): a task
     started by a run whose heartbeat is gone (SIGKILL of the worker, a lost machine) is lost
     until the visibility timeout hands its message out again, so a request for its number gets
     a new task instead of joining it. The new task then also stores its result under the ids of

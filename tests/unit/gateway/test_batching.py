@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from factorial_ws.gateway.batching import Batcher
-from factorial_ws.gateway.producer import Accepted, Envelopes, Producer, task_envelope
+from factorial_ws.gateway.messages import Envelopes, task_envelope
+from factorial_ws.gateway.producer import Accepted, Producer
 from factorial_ws.supervisor.redis_server import RedisServer
 from support import UNIT_S
 

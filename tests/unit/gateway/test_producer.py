@@ -15,7 +15,8 @@ from kombu.transport.virtual import Channel, Message
 
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_TASK_NAME, SOFT_TASK_NAME, SUBMITTED_KEY_PREFIX
-from factorial_ws.gateway.producer import Producer, task_envelope
+from factorial_ws.gateway.messages import task_envelope
+from factorial_ws.gateway.producer import Producer
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.worker.app import create_app
 

@@ -12,7 +12,8 @@ from celery import Celery
 from kombu.utils.json import dumps
 
 from factorial_ws.constants import KOMBU_UNACKED_KEY, PROGRESS_HEADER
-from factorial_ws.gateway.producer import Producer, task_envelope
+from factorial_ws.gateway.messages import task_envelope
+from factorial_ws.gateway.producer import Producer
 from factorial_ws.protocol import new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 
