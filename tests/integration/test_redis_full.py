@@ -41,7 +41,7 @@ async def test_a_worker_that_cannot_store_a_result_fails_the_task_and_keeps_cons
     assert "Unrecoverable error" not in worker.log()
 
 
-async def test_past_the_high_water_new_large_tasks_are_refused_and_small_work_and_lookups_go_on(
+async def test_past_the_high_water_new_large_tasks_are_refused_and_stored_ones_small_ones_lookups_served(
     launch: Launcher,
 ) -> None:
     server = launch.redis(persistent=False)
@@ -57,6 +57,11 @@ async def test_past_the_high_water_new_large_tasks_are_refused_and_small_work_an
 
         refused = await ws.request({"type": "factorial", "number": 3000, "id": 1})
         assert refused == {"type": "error", "result": STORAGE_NEARLY_FULL, "id": 1}
+        # A large number already stored costs no new storage: served, by the task that stored it.
+        again = await ws.request({"type": "factorial", "number": 2000, "id": 2})
+        assert again == {"type": "result", "task_id": stored["task_id"], "id": 2}, again
+        reused = await ws.recv()
+        assert reused["type"] == "success" and reused["id"] == 2, str(reused)[:200]
         _, small = await ws.factorial(5)
         assert small["result"] == 120, small
         looked_up = await ws.request({"type": "result", "task_id": stored["task_id"]})

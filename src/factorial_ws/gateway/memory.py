@@ -1,6 +1,8 @@
 """How full Redis is, as this gateway process sees it, and the guard built on it: past
 REDIS_MEMORY_HIGH_WATER of Redis' ``maxmemory``, new large work is refused ("Server busy:
-storage nearly full") while small requests and lookups go on.
+storage nearly full") while small requests and lookups go on. The producer asks it, and the
+submission script applies it after reuse: a large number stored or being computed costs no new
+storage, and is still served.
 
 Redis with ``noeviction`` refuses writes once it is full, and a worker that then finishes a task
 cannot store its result: refusing new large tasks before that point keeps room for the results

@@ -34,6 +34,7 @@ from ..constants import (
 from ..costs import factorial_cost
 from ..worker.result_backend import charge_stored_bytes, stored_bucket_s
 from .batching import Batcher
+from .memory import MemoryGauge
 from .messages import Call, CallEnvelopes, Envelopes, call_record, submitted_record
 from .submission import REFUSALS, SUBMIT_SCRIPT, Accepted, Refused, Rules, budgets
 
@@ -55,12 +56,13 @@ class Producer:
     """Publishes tasks and records that their ids exist (so a lookup can tell "queued" from
     "never heard of": Celery reports both as PENDING).
 
-    ``submit`` follows ``rules``: it reuses the task of the same number (n! is a pure function),
-    refuses when the hard queue's budget or the client address's is spent (in cost: the digits
-    of n!, costs.py) or when the address stored too many result bytes, and sends tasks that
-    expire unrun. What an address has queued and stored is kept in Redis, so it is counted over
-    all its connections, closed ones included, on every gateway of that Redis; a task counts
-    until a worker takes it out of the queue. ``send`` always sends a new task.
+    ``submit`` follows ``rules``: it reuses the task of the same number (n! is a pure function);
+    else it refuses a new task that ``memory`` refuses (Redis past its high water), or when the
+    hard queue's budget or the client address's is spent (in cost: the digits of n!, costs.py),
+    or when the address stored too many result bytes; and it sends tasks that expire unrun. What
+    an address has queued and stored is kept in Redis, so it is counted over all its
+    connections, closed ones included, on every gateway of that Redis; a task counts until a
+    worker takes it out of the queue. ``send`` always sends a new task.
 
     With ``min_replicas_ack``, a new task is acknowledged only once that many replicas hold it
     (Redis ``WAIT``), so a task whose client got its ack survives the loss of the master.
@@ -74,6 +76,7 @@ class Producer:
         *,
         min_replicas_ack: int = 0,
         rules: Rules = Rules(),
+        memory: MemoryGauge | None = None,
     ) -> None:
         self._app = app
         self._client = client
@@ -81,6 +84,7 @@ class Producer:
         self._script_sha = hashlib.sha1(SUBMIT_SCRIPT.encode()).hexdigest()
         self._min_replicas_ack = min_replicas_ack
         self._rules = rules
+        self._memory = memory
         # The requests of one event-loop turn go to Redis in one pipeline (batching.py).
         self._batcher: Batcher[_ScriptCall, tuple[list[Any], int]] = Batcher(self._run_batch)
         self._charges: Batcher[tuple[str, int], None] = Batcher(self._charge_batch)
@@ -94,7 +98,7 @@ class Producer:
         the task is pushed at most once, however often this is retried. With ``progress``,
         returns how many tasks were ahead of it: waiting in its queue, or taken by a worker
         (reserved or running) and not finished."""
-        accepted = await self._run(task_id, queue, number, "", Rules(), progress)
+        accepted = await self._run(task_id, queue, number, "", Rules(), progress, nearly_full=False)
         return accepted.ahead if isinstance(accepted, Accepted) else None
 
     async def submit(
@@ -102,7 +106,10 @@ class Producer:
     ) -> Accepted | Refused:
         """Queue ``number!`` as ``task_id``, name the task that already computes it, or refuse;
         raises as ``send`` does. With ``progress``, a created task's ``ahead`` is counted."""
-        return await self._run(task_id, queue, number, client_host, self._rules, progress)
+        nearly_full = self._nearly_full(queue)
+        return await self._run(
+            task_id, queue, number, client_host, self._rules, progress, nearly_full=nearly_full
+        )
 
     async def submit_call(
         self, task_id: str, call: Call, client_host: str, *, progress: bool = False
@@ -110,7 +117,15 @@ class Producer:
         """``submit`` for a catalog task: queue it as ``task_id``, or name the task of identical
         parameters when its entry shares results."""
         rules = replace(self._rules, reuse=call.share_key is not None)
-        return await self._run(task_id, call.queue, call, client_host, rules, progress)
+        nearly_full = self._nearly_full(call.queue)
+        return await self._run(
+            task_id, call.queue, call, client_host, rules, progress, nearly_full=nearly_full
+        )
+
+    def _nearly_full(self, queue: str) -> bool:
+        """Whether Redis' memory is past its high water for a new task of ``queue`` (the gauge's
+        last reading): the script then creates none, though it still reuses one."""
+        return self._memory is not None and self._memory.refuses(queue)
 
     async def charge_stored(self, client_host: str, size: int) -> None:
         """Charge a catalog task's stored result (``size`` bytes) to the address whose request
@@ -133,7 +148,15 @@ class Producer:
         return [None] * len(charges)
 
     async def _run(
-        self, task_id: str, queue: str, work: int | Call, client_host: str, rules: Rules, progress: bool
+        self,
+        task_id: str,
+        queue: str,
+        work: int | Call,
+        client_host: str,
+        rules: Rules,
+        progress: bool,
+        *,
+        nearly_full: bool,
     ) -> Accepted | Refused:
         # The known-marker expires with the result it stands for: a result is stored after
         # its task was sent, so it always outlives the marker.
@@ -175,6 +198,7 @@ class Producer:
             WORKER_RUN_KEY_PREFIX,
             REPLACES_KEY_PREFIX,
             math.ceil(rules.task_expires_s or 0),
+            int(nearly_full),
         )
         reply, replicas = await self._batcher.call((keys, args))
         state, accepted_id = str_if_bytes(reply[0]), str_if_bytes(reply[1])

@@ -115,20 +115,21 @@ class Gateway:
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
         app = create_app(config)
+        memory = MemoryGauge(self._client, config.redis_memory_high_water)
+        self._memory_polls = asyncio.create_task(memory.run(), name="memory-gauge")
         producer = Producer(
             app,
             self._client,
             config.result_expires_s,
             min_replicas_ack=config.redis_min_replicas_ack,
             rules=Rules.from_config(config),
+            memory=memory,
         )
         deadlines = Deadlines()
         admission = Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines)
         canceller = self._canceller = Canceller(app, self._client, config.task_expires_s)
         self._warm_up = asyncio.create_task(canceller.warm_up())
         output_budget = OutputBudget(config.max_output_bytes_per_process)
-        memory = MemoryGauge(self._client, config.redis_memory_high_water)
-        self._memory_polls = asyncio.create_task(memory.run(), name="memory-gauge")
         services = Services(
             config,
             producer,
@@ -138,7 +139,6 @@ class Gateway:
             canceller,
             deadlines,
             output_budget,
-            memory,
             catalog,
         )
 

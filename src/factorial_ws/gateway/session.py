@@ -34,7 +34,6 @@ from ..constants import (
     RATE_LIMITED,
     SERVER_BUSY,
     SERVICE_UNAVAILABLE,
-    STORAGE_NEARLY_FULL,
     TASK_CANCELLED,
     TASK_FAILED,
     TIMEOUT_ERROR,
@@ -73,7 +72,6 @@ from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
 from .cancel import CancelAction, Canceller, cancel_action
 from .deadlines import Deadlines
-from .memory import MemoryGauge
 from .order import READ_AHEAD, ReplyOrder, Turn
 from .outbox import Message, Outbox, OutputBudget
 from .producer import Accepted, Call, Producer, Refused
@@ -107,7 +105,6 @@ class Services:
     canceller: Canceller
     deadlines: Deadlines
     output_budget: OutputBudget  # WS_MAX_OUTPUT_BYTES_PER_PROCESS
-    memory: MemoryGauge
     catalog: Catalog
 
 
@@ -215,10 +212,6 @@ class Session:
         try:
             work = request.number if isinstance(request, FactorialRequest) else _call(request)
             queue = queue_for(work) if isinstance(work, int) else work.queue
-            if self._services.memory.refuses(queue):  # Redis nearly full: large work waits
-                await turn.come()
-                await self._refuse(STORAGE_NEARLY_FULL, None, request.request_id)
-                return
             try:
                 async with self._services.admission.turn():
                     answer = await self._enqueue(new_task_id(), queue, work, request.progress)

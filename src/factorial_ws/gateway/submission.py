@@ -8,7 +8,14 @@ from importlib import resources
 from typing import Final, Literal
 
 from ..config import Config
-from ..constants import CLIENT_BUSY, CLIENT_STORED_TOO_MUCH, HARD_QUEUE, HARD_QUEUE_FULL, SOFT_QUEUE
+from ..constants import (
+    CLIENT_BUSY,
+    CLIENT_STORED_TOO_MUCH,
+    HARD_QUEUE,
+    HARD_QUEUE_FULL,
+    SOFT_QUEUE,
+    STORAGE_NEARLY_FULL,
+)
 
 # Package data (pyproject.toml), read once at import.
 SUBMIT_SCRIPT: Final = resources.files("factorial_ws").joinpath("gateway", "submit.lua").read_text("utf-8")
@@ -62,8 +69,9 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Refused:
-    """The submission script turned the request away (the hard queue's budget, or the client
-    address's, is spent, or the address stored too much): the message the client gets."""
+    """The submission script turned the request away (Redis' memory is past its high water,
+    the hard queue's budget or the client address's is spent, or the address stored too much):
+    the message the client gets."""
 
     message: str
 
@@ -72,6 +80,7 @@ REFUSALS: Final = {
     "queue_busy": Refused(HARD_QUEUE_FULL),
     "client_busy": Refused(CLIENT_BUSY),
     "stored_too_much": Refused(CLIENT_STORED_TOO_MUCH),
+    "storage_nearly_full": Refused(STORAGE_NEARLY_FULL),
 }
 
 

@@ -1,6 +1,7 @@
 -- One atomic step per request (a Lua script): reuse the task of the same number if it can still
--- give a result; else refuse if the client address stored too many result bytes, or if the hard
--- queue's budget, or the address's own, is spent; else mark the id as known and push its task.
+-- give a result; else refuse if Redis' memory is past its high water (ARGV[20]), if the client
+-- address stored too many result bytes, or if the hard queue's budget, or the address's own, is
+-- spent; else mark the id as known and push its task.
 -- A call repeated because its reply was lost (the connection dropped after Redis ran it) finds the
 -- mark and pushes nothing, so the pool may retry it like a read. The script reads keys it is not
 -- given (the meta and record of the task of the same number): fine on one Redis, which is all
@@ -33,7 +34,7 @@ local meta_prefix, record_prefix, progress = ARGV[7], ARGV[8], ARGV[9] == '1'
 local address, cost = ARGV[10], tonumber(ARGV[11])
 local queue_max, address_max = tonumber(ARGV[12]), tonumber(ARGV[13])
 local stored_max, bucket_s = tonumber(ARGV[14]), tonumber(ARGV[15])
-local ledger_s = tonumber(ARGV[19])
+local ledger_s, storage_nearly_full = tonumber(ARGV[19]), ARGV[20] == '1'
 
 local function ahead_of_last()
   if not progress then return -1 end
@@ -83,6 +84,9 @@ if reuse then
     if state then return {state, existing} end
   end
 end
+-- Past the high water of Redis' memory (the gateway's gauge, memory.py), no new task of this
+-- queue: its result would take the room kept for those already queued. Reuse, above, takes none.
+if storage_nearly_full then return {'storage_nearly_full', ''} end
 local now_s = tonumber(redis.call('TIME')[1])
 
 -- Reads only, so far: the first write below decides whether Redis, out of memory, refuses it.
