@@ -38,9 +38,12 @@ async def relay(
     that comes after the task ended is dropped: the result says more)."""
     while not ended.done():
         taking = asyncio.ensure_future(latest.take())
-        await asyncio.wait([taking, ended], return_when=asyncio.FIRST_COMPLETED)
-        if ended.done():
+        try:
+            await asyncio.wait([taking, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # The task ended, or this wait was cancelled (asyncio.wait leaves ``taking`` running).
             taking.cancel()
+        if ended.done():
             return
         await send(taking.result())
         await asyncio.wait([ended], timeout=interval_s)
