@@ -3,6 +3,7 @@ Redis settings `up` gives its private Redis."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from factorial_ws import constants
 from factorial_ws.config import Config, env_name
 from factorial_ws.gateway.server import ADMISSION_SLOTS
-from factorial_ws.gateway.session import BINARY_FRAME, INTERNAL_ERROR
+from factorial_ws.gateway.session import INTERNAL_ERROR
 from factorial_ws.supervisor.redis_server import private_redis
 from factorial_ws.worker.processes import QUIET_WORKER_OPTIONS
 
@@ -50,14 +51,58 @@ def test_the_error_messages_are_read_from_the_whole_block_of_constants() -> None
     assert len(names) == len(set(error_messages().values())) >= 16
 
 
+# The modules whose refusals reach a client of the gateway (the client library's are its own).
+PACKAGE = Path(constants.__file__).parent
+GATEWAY_SOURCES = [PACKAGE / "protocol.py", *sorted((PACKAGE / "gateway").glob("*.py"))]
+
+
+def table_row(message: str, *, whole: bool) -> str:
+    """The start of a row of the table of errors for ``message``; a prefix (``whole`` False)
+    heads a row that goes on with the rest of its message."""
+    return f"| `{message}` |" if whole else f"| `{message}"
+
+
+def invalid_request_rows() -> dict[str, str]:
+    """The table row of every ``INVALID_REQUEST + "what is wrong"`` the gateway's source writes,
+    by where: a message with a value in it (``f"... at most {max_number}"``) as a prefix."""
+    rows = {}
+    for path in GATEWAY_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.BinOp)
+                and isinstance(node.op, ast.Add)
+                and isinstance(node.left, ast.Name)
+                and node.left.id == "INVALID_REQUEST"
+            ):
+                continue
+            detail = node.right
+            if isinstance(detail, ast.Constant) and isinstance(detail.value, str):
+                text, whole = detail.value, True
+            elif isinstance(detail, ast.JoinedStr) and isinstance(detail.values[0], ast.Constant):
+                text, whole = str(detail.values[0].value), False
+            else:
+                continue  # a model's own words (pydantic's), documented by their form
+            rows[f"{path.name}:{node.lineno}"] = table_row(constants.INVALID_REQUEST + text, whole=whole)
+    return rows
+
+
+def test_the_invalid_request_messages_are_read_from_the_gateways_source() -> None:
+    rows = set(invalid_request_rows().values())
+    assert "| `Invalid request: missing field 'type'` |" in rows
+    assert "| `Invalid request: binary frames are not supported; send JSON text` |" in rows
+    assert "| `Invalid request: 'number' must be at most " in rows  # the value follows
+    assert len(rows) >= 10
+
+
 def test_protocol_doc_lists_every_error_message_in_its_table_of_errors() -> None:
     text = (DOCS / "protocol.md").read_text()
-    # The gateway's own two, which session.py defines beside the code that sends them.
-    messages = {**error_messages(), "INTERNAL_ERROR": INTERNAL_ERROR, "BINARY_FRAME": BINARY_FRAME}
+    # The gateway's own, which session.py defines beside the code that sends it.
+    messages = {**error_messages(), "INTERNAL_ERROR": INTERNAL_ERROR}
     rows = {
-        name: f"| `{message}" if message.endswith(": ") else f"| `{message}` |"  # a prefix: its rows
+        name: table_row(message, whole=not message.endswith(": "))  # a prefix: its rows
         for name, message in messages.items()
     }
+    rows.update(invalid_request_rows())
     missing = {name: row for name, row in rows.items() if row not in text}
     assert not missing, f"docs/protocol.md's table of errors lacks the rows {missing}"
 
