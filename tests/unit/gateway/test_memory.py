@@ -15,9 +15,10 @@ from celery import Celery
 from factorial_ws.catalog.factorial import FACTORIAL, factorial_catalog
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_QUEUE, RESULT_KEY_PREFIX, SOFT_QUEUE, STORAGE_NEARLY_FULL
-from factorial_ws.gateway.memory import MemoryGauge
+from factorial_ws.gateway.memory import MemoryGauge, MemoryReading
 from factorial_ws.gateway.producer import Accepted, Call, Producer, Refused, Rules
 from factorial_ws.protocol import new_task_id
+from factorial_ws.supervisor.probes import free_port
 from factorial_ws.supervisor.redis_server import RedisServer
 
 HOST = "127.0.0.2"
@@ -34,6 +35,9 @@ async def fill_to_90_percent(client: aioredis.Redis, gauge: MemoryGauge) -> int:
 async def store_success(client: aioredis.Redis, task_id: str) -> None:
     """What a worker stores for a task that succeeded (the script reads only its status)."""
     await client.set(RESULT_KEY_PREFIX + task_id, json.dumps({"status": "SUCCESS", "result": 1}))
+
+
+PAST_THE_HIGH_WATER = MemoryReading(used_bytes=95, max_bytes=100)
 
 
 async def test_past_the_high_water_only_large_tasks_are_refused(client: aioredis.Redis) -> None:
@@ -64,12 +68,23 @@ async def test_a_redis_that_forbids_info_turns_the_guard_off(
     url = redis_server.url.replace("redis://", "redis://guard:pw@")
     async with aioredis.Redis.from_url(url) as limited:
         gauge = MemoryGauge(limited, 0.8)
+        gauge.reading = PAST_THE_HIGH_WATER  # read before INFO was forbidden
         await gauge.poll()
         await gauge.poll()
     await client.config_set("maxmemory", 0)
     assert gauge.reading is None and not gauge.refuses(HARD_QUEUE)
     warnings = [record for record in caplog.records if "the storage guard is off" in record.getMessage()]
     assert len(warnings) == 1, caplog.text  # said once, however many polls fail
+
+
+async def test_a_redis_away_turns_the_guard_off() -> None:
+    async with aioredis.Redis(port=free_port(), socket_connect_timeout=1) as away:
+        gauge = MemoryGauge(away, 0.8)
+        gauge.reading = PAST_THE_HIGH_WATER  # read before Redis went away
+        assert gauge.refuses(HARD_QUEUE)
+        await gauge.poll()
+    # Its requests get "Service unavailable" anyway; a stale reading must not outlive the outage.
+    assert gauge.reading is None and not gauge.refuses(HARD_QUEUE) and gauge.problem() is None
 
 
 async def test_past_the_high_water_a_large_number_stored_or_computing_is_served_and_a_new_one_refused(

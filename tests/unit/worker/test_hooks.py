@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
+from celery import signals
 from celery.worker import state
 
 from factorial_ws.config import Config
@@ -22,9 +23,14 @@ class Timer:
     """The consumer's timer: records what it is asked to repeat; the test calls it."""
 
     repeated: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
+    once: list[float] = field(default_factory=list)  # the delays of what it is asked to call once
 
     def call_repeatedly(self, interval_s: float, function: Callable[[], None]) -> Timer:
         self.repeated.append((interval_s, function))
+        return self
+
+    def call_after(self, delay_s: float, function: Callable[[], None]) -> Timer:
+        self.once.append(delay_s)
         return self
 
     def cancel(self) -> None:
@@ -43,7 +49,12 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def start_worker(redis_server: RedisServer) -> Iterator[Callable[[], Callable[[], None]]]:
+def consumer() -> Consumer:
+    return Consumer()
+
+
+@pytest.fixture
+def start_worker(redis_server: RedisServer, consumer: Consumer) -> Iterator[Callable[[], Callable[[], None]]]:
     """Starts the step as a worker's consumer does (its first load), and returns its reload,
     which the consumer's timer would call every CANCELLED_RELOAD_S. Celery's process-wide set
     of revoked ids is emptied for the test and restored after it."""
@@ -53,7 +64,7 @@ def start_worker(redis_server: RedisServer) -> Iterator[Callable[[], Callable[[]
     class Step(CancelledTasks):
         worker_config = Config(redis_url=redis_server.url)
 
-    step, consumer = Step(parent=None), Consumer()
+    step = Step(parent=None)
 
     def start() -> Callable[[], None]:
         step.start(consumer)
@@ -107,3 +118,14 @@ def test_a_worker_that_cannot_read_the_cancels_reads_them_at_the_next_reload(
     client.rename("elsewhere", CANCELLED_KEY)
     reload()
     assert "while-unread" in state.revoked
+
+
+def test_a_pool_process_killed_for_a_cancel_gets_the_pool_checked_again_soon(
+    start_worker: Callable[[], Callable[[], None]], consumer: Consumer
+) -> None:
+    start_worker()
+    timer = consumer.timer
+    signals.task_revoked.send(sender=None, terminated=False)  # dropped unrun: no process died
+    assert timer.once == []
+    signals.task_revoked.send(sender=None, terminated=True)
+    assert timer.once == list(CancelledTasks._REPLACE_AFTER_S)
