@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from factorial_ws.gateway.results import ResultHub, Watch, result_key
+from factorial_ws.gateway.results import ResultHub, Watch
+from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.worker.result_backend import note_channel
