@@ -11,8 +11,8 @@ import pytest
 import redis
 from websockets.frames import CloseCode
 
-from factorial_ws.gateway.results import result_key
 from factorial_ws.gateway.server import SHUTDOWN_GRACE_S
+from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.supervisor.probes import port_open
 from factorial_ws.worker.result_backend import note_channel
 from support import UNIT_S, Launcher, System, client, paused, wait_until

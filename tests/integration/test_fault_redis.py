@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE
-from factorial_ws.gateway.results import result_key
+from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.protocol import new_task_id
 from support import UNIT_S, Launcher, client, paused, wait_until
 

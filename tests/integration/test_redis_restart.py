@@ -19,7 +19,7 @@ from .probes import hub_subscribed, redis_answers
 # As many requests at once as the gateway has pooled Redis connections, so that every one of them
 # was opened before the restart and is used again after it.
 PARALLEL = 64
-_HUB_LONGEST_BACKOFF_S = 2.0  # results.py: the longest wait between reconnection attempts
+_HUB_LONGEST_BACKOFF_S = 2.0  # backoff.py: the longest wait between reconnection attempts
 
 
 async def _lookups(ws: Client, task_ids: list[str]) -> list[dict[str, Any]]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 
-from factorial_ws.gateway.results import ResultHub, result_key
+from factorial_ws.gateway.results import ResultHub
+from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.gateway.tuning import tuned_collector
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer

@@ -12,8 +12,8 @@ import pytest
 from factorial_ws.config import Config, ConfigError
 from factorial_ws.constants import TASK_REVOKED, TIMEOUT_ERROR
 from factorial_ws.costs import factorial_cost
-from factorial_ws.gateway.results import outcome_from_meta
 from factorial_ws.protocol import Failure
+from factorial_ws.worker.stored_meta import outcome_from_meta
 
 
 @pytest.mark.parametrize(("raw", "value"), [("0", False), ("1", True), ("false", False), ("True", True)])

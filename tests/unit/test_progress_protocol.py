@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from factorial_ws.constants import TASK_CANCELLED, UNKNOWN_TASK
-from factorial_ws.gateway.results import outcome_from_meta
 from factorial_ws.protocol import (
     CancelRequest,
     FactorialRequest,
@@ -22,6 +21,7 @@ from factorial_ws.protocol import (
     queued,
     started,
 )
+from factorial_ws.worker.stored_meta import outcome_from_meta
 
 MAX = 1_000_000
 TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"

@@ -20,7 +20,8 @@ from typing import Final
 import redis.asyncio as aioredis
 
 from ..protocol import Outcome, Pending, RequestId, Started, success_around
-from .results import ServiceUnavailable, outcome_from_meta, result_key
+from ..worker.stored_meta import outcome_from_meta
+from .stored_tasks import ServiceUnavailable, result_key
 
 # Fragments of a streamed reply: websockets sends one, waits for the socket to take it, then
 # takes the next, so this is what a reply holds of a connection's memory at a time.

@@ -24,9 +24,9 @@ it stops a task.
 
 A catalog task (``catalog_task``) runs on the user's stock Celery workers, which know nothing of
 our note channel: its watches listen on Celery's own channel, ``celery-task-meta-<id>``, where
-the backend publishes every state it stores, the task's own states (``Progress``) included, and
-its meta is read by ``task_states``. A lookup learns which kind a task is from its record
-(``look``).
+the backend publishes every state it stores, the task's own states (``Progress``) included.
+
+Reads of a task's stored state are ``stored_tasks``'; the meta is parsed by ``worker.stored_meta``.
 """
 
 from __future__ import annotations
@@ -34,38 +34,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import operator
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.utils import str_if_bytes
 
-from ..catalog import DEFAULT_MAX_RESULT_BYTES, Catalog
-from ..constants import (
-    CANCELLED_KEY_PREFIX,
-    NOTE_CHANNEL_PREFIX,
-    RESULT_KEY_PREFIX,
-    RESULT_TOO_LARGE,
-    RESULTS_IDLE_CHANNEL,
-    STORAGE_FULL,
-    SUBMITTED_KEY_PREFIX,
-    TASK_CANCELLED,
-    TASK_FAILED,
-    TASK_REVOKED,
-    TIMEOUT_ERROR,
-    WORKER_LOST,
-)
-from ..protocol import Failure, Outcome, Pending, Progress, Started, Success
-from ..worker.result_backend import NOTE_INLINE_MAX_BYTES, note_channel, stored_note, stored_size
-from .batching import Batcher
+from ..catalog import Catalog
+from ..constants import NOTE_CHANNEL_PREFIX, RESULT_KEY_PREFIX, RESULTS_IDLE_CHANNEL
+from ..protocol import Pending, Progress, Started
+from ..worker.result_backend import note_channel
+from ..worker.stored_meta import Ending
+from .backoff import Backoff
 from .progress import Latest
-from .task_states import catalog_state
+from .stored_tasks import ServiceUnavailable, Snapshot, StoredTasks, read_notes, result_key
 
 logger = logging.getLogger(__name__)
 
@@ -75,36 +62,6 @@ _LINGER_S = 0.1  # how long a channel of an ended task stays subscribed (_unsubs
 # again, and messages handled in a row before the reader lets other work run.
 _BATCH_SIZE = 250
 _MESSAGES_PER_TURN = 100
-_RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-# While the subscription is down, a request cuts the backoff short (at most one attempt per
-# _RECONNECT_DELAYS_S[0]) and waits up to this for that attempt: a Redis that is back serves
-# the request, one that refuses connections is known within milliseconds.
-_RECONNECT_WAIT_S = 1.0
-
-
-class ServiceUnavailable(Exception):
-    """Redis cannot be reached right now."""
-
-
-class Unknown:
-    """A task id the system has never sent, or whose result has expired."""
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A result too large to carry around: ``size`` bytes of meta stored in Redis, read when it
-    is sent (``big_results``)."""
-
-    size: int
-    catalog_task: str | None = None  # read with ``ResultHub.read_catalog_result``
-
-
-Ending = Outcome | Stored  # how a task ended, as far as the hub reads it
-Snapshot = Ending | Pending | Started | Unknown
-
-
-def result_key(task_id: str) -> str:
-    return RESULT_KEY_PREFIX + task_id
 
 
 def channel_of(task_id: str, catalog: bool) -> str:
@@ -115,17 +72,6 @@ def channel_of(task_id: str, catalog: bool) -> str:
 
 def _task_id_of(channel_name: str) -> str:
     return channel_name.removeprefix(NOTE_CHANNEL_PREFIX).removeprefix(RESULT_KEY_PREFIX)
-
-
-def catalog_task_of(record: bytes | str | None) -> str | None:
-    """The catalog task a submitted record names (None: factorial, or no record)."""
-    if not record or (b'"task"' not in record if isinstance(record, bytes) else '"task"' not in record):
-        return None  # factorial's record, at no parsing cost
-    try:
-        task = json.loads(record).get("task")
-    except (ValueError, AttributeError):
-        return None
-    return task if isinstance(task, str) else None
 
 
 @dataclass(eq=False)
@@ -165,8 +111,8 @@ class ResultHub:
         task_error_messages: bool = False,
     ) -> None:
         self._client = client  # pooled commands: GET, MGET
-        self._catalog = Catalog() if catalog is None else catalog  # the limits of catalog tasks
-        self._error_messages = task_error_messages  # TASK_ERROR_MESSAGES, for catalog tasks
+        catalog = Catalog() if catalog is None else catalog
+        self.stored = StoredTasks(client, catalog=catalog, task_error_messages=task_error_messages)
         self._pubsub_client = pubsub_client  # no retries of its own: the hub reconnects
         self._channels: dict[str, _Channel] = {}
         self._unconfirmed: Counter[str] = Counter()
@@ -175,8 +121,7 @@ class ResultHub:
         self._reader: asyncio.Task[None] | None = None
         self._read_since_pause = 0
         self._lost = False  # the subscription was lost and is not back yet
-        self._wake = asyncio.Event()  # a request asks for a reconnection attempt now
-        self._attempt: asyncio.Future[None] | None = None  # the next attempt, once it ends
+        self._backoff = Backoff()  # between reconnection attempts
         # SUBSCRIBE and UNSUBSCRIBE of one event-loop turn go as one command each (batching.py
         # says why), in the order they were asked for, by one sender at a time.
         self._commands: list[tuple[str, str]] = []
@@ -184,7 +129,6 @@ class ResultHub:
         self._flush_scheduled = False
         self._sending = asyncio.Lock()
         self._senders: set[asyncio.Task[None]] = set()
-        self._snapshots: Batcher[str, tuple[int, bytes, bytes | None, int]] = Batcher(self._read_snapshots)
 
     # --- lifecycle ---
 
@@ -198,7 +142,7 @@ class ResultHub:
                 await self._reader
         for sender in list(self._senders):
             sender.cancel()
-        await self._snapshots.close()
+        await self.stored.close()
         await self._drop_pubsub()
 
     @property
@@ -228,7 +172,7 @@ class ResultHub:
         result stored from then on cannot be missed. Pair with ``release``. ``catalog_task``:
         the name of a catalog task (None: factorial)."""
         if not self.connected:
-            await self._reconnect_now()
+            await self._backoff.attempt_now()
         if not self.connected:
             raise ServiceUnavailable
         watch = Watch(task_id, catalog_task=catalog_task)
@@ -283,66 +227,22 @@ class ResultHub:
             if channel_name not in self._channels:
                 self._queue("unsubscribe", channel_name)
 
+    # --- a task's stored state (stored_tasks.py), as session.py asks the hub for it ---
+
     async def snapshot(self, task_id: str) -> Snapshot:
-        """The task's state now, from one round trip: finished, started, pending, or unknown."""
-        return (await self.look(task_id))[0]
+        return await self.stored.snapshot(task_id)
 
     async def look(self, task_id: str) -> tuple[Snapshot, str | None]:
-        """``snapshot``, and the catalog task it is (None: factorial), from its record. A
-        catalog task's large result is ``Stored``: read it with ``read_catalog_result``."""
-        try:
-            size, head, record, cancelled = await self._snapshots.call(task_id)
-        except (aioredis.RedisError, OSError):
-            raise ServiceUnavailable from None
-        catalog_task = catalog_task_of(record)
-        note = _note(size, head)
-        if note is not None:
-            state = self._read(note, catalog_task)
-            return _cancelled_if_marked(_without_progress(state), bool(cancelled)), catalog_task
-        return (Pending() if record is not None else Unknown()), catalog_task
+        return await self.stored.look(task_id)
 
     async def read_catalog_result(self, task_id: str, catalog_task: str) -> Ending | None:
-        """A catalog task's stored outcome, read whole unless it is too large (None: nothing
-        stored, or not an end)."""
-        key = result_key(task_id)
-        max_result_bytes = self._max_result_bytes(catalog_task)
-        try:
-            size = await self._client.strlen(key)
-            if size > max_result_bytes:
-                return Failure(RESULT_TOO_LARGE, size)
-            meta = await self._client.get(key) if size else None
-        except (aioredis.RedisError, OSError):
-            raise ServiceUnavailable from None
-        if meta is None:
-            return None
-        state = catalog_state(meta, max_result_bytes=max_result_bytes, error_messages=self._error_messages)
-        return None if isinstance(state, Pending | Started | Progress) else state
-
-    def _read(self, note: bytes | str, catalog_task: str | None) -> Ending | Pending | Started | Progress:
-        if catalog_task is None:
-            return read_note(note)
-        size = stored_size(note)
-        if size is not None:
-            return Stored(size, catalog_task)
-        return catalog_state(
-            note, max_result_bytes=self._max_result_bytes(catalog_task), error_messages=self._error_messages
-        )
-
-    def _max_result_bytes(self, catalog_task: str) -> int:
-        entry = self._catalog.get(catalog_task)
-        return DEFAULT_MAX_RESULT_BYTES if entry is None else entry.max_result_bytes
+        return await self.stored.read_catalog_result(task_id, catalog_task)
 
     async def named(self, task_id: str, outcome: Ending) -> Ending:
-        """The outcome a watch received, with a revoked task that a client cancelled (a marker
-        the canceller left) named ``Task cancelled`` rather than ``Task revoked``. Celery's
-        stored state is REVOKED either way; only revoked tasks cost this extra read."""
-        if outcome != Failure(TASK_REVOKED):
-            return outcome
-        try:
-            marked = await self._client.exists(CANCELLED_KEY_PREFIX + task_id)
-        except aioredis.RedisError:
-            return outcome
-        return Failure(TASK_CANCELLED) if marked else outcome
+        """``StoredTasks.revoked_as_cancelled``: ``Task cancelled`` for a task a client cancelled."""
+        return await self.stored.revoked_as_cancelled(task_id, outcome)
+
+    # --- who waits ---
 
     def local_waiters(self, task_id: str) -> int:
         """Watches of this process on the task."""
@@ -362,23 +262,6 @@ class ResultHub:
             raise ServiceUnavailable from None
         subscribers = sum(int(count) for _, count in counts)
         return max(0, subscribers - sum(name in self._channels for name in names))
-
-    async def _read_snapshots(
-        self, task_ids: list[str]
-    ) -> list[tuple[int, bytes, bytes | None, int] | BaseException]:
-        """``look``'s four reads for every task of a batch, in one pipeline."""
-        pipe = self._client.pipeline(transaction=False)
-        for task_id in task_ids:
-            _read_note(pipe, task_id)
-            pipe.get(SUBMITTED_KEY_PREFIX + task_id)  # the record: which kind of task
-            pipe.exists(CANCELLED_KEY_PREFIX + task_id)
-        replies = await pipe.execute(raise_on_error=False)
-        answers: list[tuple[int, bytes, bytes | None, int] | BaseException] = []
-        for start in range(0, len(replies), 4):
-            four = replies[start : start + 4]
-            failed = next((reply for reply in four if isinstance(reply, BaseException)), None)
-            answers.append(failed or tuple(four))
-        return answers
 
     def _queue(self, command: str, channel_name: str) -> None:
         """SUBSCRIBE or UNSUBSCRIBE on the next turn, with the others of this turn."""
@@ -424,39 +307,13 @@ class ResultHub:
         that would confirm it is gone, and the client must hear so at once."""
         _give_up(self._channels.values())
 
-    async def _reconnect_now(self) -> None:
-        """Ask for a reconnection attempt without waiting out the backoff, and wait (bounded)
-        for it to end. Without this, requests that came after a restarted Redis answered were
-        refused until the hub's next attempt, up to 2 s later."""
-        if self._attempt is None:
-            self._attempt = asyncio.get_running_loop().create_future()
-        attempt = self._attempt
-        self._wake.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(attempt), _RECONNECT_WAIT_S)
-
-    def _attempt_ended(self) -> None:
-        attempt, self._attempt = self._attempt, None
-        if attempt is not None and not attempt.done():
-            attempt.set_result(None)
-
-    async def _back_off(self, delay_s: float) -> None:
-        """Sleep ``delay_s`` before the next attempt, or less when a request asks for one (but
-        at least the shortest delay, so a flood of requests cannot make a flood of attempts)."""
-        shortest_s = min(delay_s, _RECONNECT_DELAYS_S[0])
-        await asyncio.sleep(shortest_s)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay_s - shortest_s)
-        self._wake.clear()
-
     # --- the reader ---
 
     async def _run(self) -> None:
-        attempt = 0
         while True:
             try:
                 await self._connect()
-                attempt = 0
+                self._backoff.reset()
                 await self._read_forever()
             except (aioredis.RedisError, OSError) as exc:
                 # One warning when the subscription is lost, however long Redis stays away.
@@ -466,9 +323,8 @@ class ResultHub:
                 self._connected.clear()
                 self._fail_confirmations()
                 await self._drop_pubsub()
-                self._attempt_ended()
-                await self._back_off(_RECONNECT_DELAYS_S[min(attempt, len(_RECONNECT_DELAYS_S) - 1)])
-                attempt += 1
+                self._backoff.attempt_ended()
+                await self._backoff.sleep()
 
     async def _connect(self) -> None:
         pubsub = self._pubsub_client.pubsub()
@@ -488,7 +344,7 @@ class ResultHub:
             await pubsub.subscribe(*batch)
             await self._read_confirmations(pubsub, len(batch))
         self._connected.set()
-        self._attempt_ended()
+        self._backoff.attempt_ended()
         if self._lost:
             self._lost = False
             logger.info("result subscription restored; checking %d waiting tasks", len(names) - 1)
@@ -552,7 +408,7 @@ class ResultHub:
         channel = self._channels.get(channel_name)
         if channel is None:
             return
-        outcome = self._read(note, channel.catalog_task)
+        outcome = self.stored.note_state(note, channel.catalog_task)
         if isinstance(outcome, Started | Progress):
             # A task's own state also says that it started (and comes after STARTED, if any).
             for watch in channel.watches:
@@ -585,85 +441,3 @@ def _give_up(channels: Iterable[_Channel]) -> None:
 
 def _batches(items: list[str]) -> list[list[str]]:
     return [items[start : start + _BATCH_SIZE] for start in range(0, len(items), _BATCH_SIZE)]
-
-
-# --- Celery's stored task meta ---------------------------------------------------------------
-
-
-async def read_notes(client: aioredis.Redis, task_ids: list[str]) -> list[bytes | None]:
-    """For each task, the note the workers would publish for its stored meta (the meta when
-    small, else its size: a large result is not read here), or None when nothing is stored."""
-    pipe = client.pipeline(transaction=False)
-    for task_id in task_ids:
-        _read_note(pipe, task_id)
-    replies = await pipe.execute()
-    return [_note(size, head) for size, head in zip(replies[::2], replies[1::2], strict=True)]
-
-
-def _read_note(pipe: aioredis.client.Pipeline, task_id: str) -> None:
-    """Queue the two reads ``_note`` makes a note of: the meta's size and its head."""
-    pipe.strlen(result_key(task_id))
-    pipe.getrange(result_key(task_id), 0, NOTE_INLINE_MAX_BYTES - 1)
-
-
-def _note(size: int, head: bytes) -> bytes | None:
-    if not size:
-        return None
-    return head if size <= NOTE_INLINE_MAX_BYTES else stored_note(size)
-
-
-def read_note(note: bytes | str) -> Ending | Pending | Started:
-    """What a worker's note (or ``read_notes``) says about a task."""
-    size = stored_size(note)
-    return Stored(size) if size is not None else outcome_from_meta(note)
-
-
-_TIMEOUT_EXCEPTIONS: Final = frozenset({"TimeLimitExceeded", "SoftTimeLimitExceeded"})
-_PENDING_STATES: Final = frozenset({"PENDING", "RECEIVED", "RETRY"})
-
-
-def outcome_from_meta(raw: bytes | str) -> Outcome | Pending | Started:
-    """Read Celery's stored task meta (JSON) into an outcome. Exception details stay inside:
-    a client learns that a task failed, never the traceback."""
-    try:
-        meta = json.loads(raw)
-        status = meta["status"]
-    except (ValueError, TypeError, KeyError):
-        return Failure(TASK_FAILED)
-    if status == "STARTED":
-        return Started()
-    if status in _PENDING_STATES:
-        return Pending()
-    if status == "SUCCESS":
-        result = meta.get("result")
-        if isinstance(result, str) and result.isascii() and result.isdigit():
-            return Success(result)
-        return Failure(TASK_FAILED)
-    if status == "REVOKED":
-        # Discarded unstarted past its expiry (TASK_EXPIRES): nobody got it computed in time.
-        return Failure(TIMEOUT_ERROR if _expired(meta.get("result")) else TASK_REVOKED)
-    return Failure(_failure_message(meta.get("result")))
-
-
-def _without_progress(state: Ending | Pending | Started | Progress) -> Ending | Pending | Started:
-    """A task in a state of its own is running, as far as a snapshot goes."""
-    return Started() if isinstance(state, Progress) else state
-
-
-def _cancelled_if_marked(outcome: Ending | Pending | Started, marked: bool) -> Ending | Pending | Started:
-    return Failure(TASK_CANCELLED) if marked and outcome == Failure(TASK_REVOKED) else outcome
-
-
-def _expired(result: Any) -> bool:
-    return isinstance(result, dict) and result.get("exc_message") in (["expired"], "expired")
-
-
-def _failure_message(result: Any) -> str:
-    exc_type = result.get("exc_type") if isinstance(result, dict) else None
-    if exc_type in _TIMEOUT_EXCEPTIONS:
-        return TIMEOUT_ERROR
-    if exc_type == "AttemptsExhausted":
-        return WORKER_LOST
-    if exc_type == "StorageFull":  # announced, not stored (result_backend.py)
-        return STORAGE_FULL
-    return TASK_FAILED

@@ -67,6 +67,7 @@ from ..protocol import cancelled as cancelled_reply
 from ..protocol import progress as progress_reply
 from ..protocol import queued as queued_reply
 from ..protocol import started as started_reply
+from ..worker.stored_meta import Ending, Stored
 from . import metrics
 from .admission import Admission, ServerBusy
 from .big_results import BigResult, ResultCache
@@ -76,7 +77,8 @@ from .order import READ_AHEAD, ReplyOrder, Turn
 from .outbox import Message, Outbox, OutputBudget
 from .producer import Accepted, Call, Producer, Refused
 from .progress import relay
-from .results import Ending, ResultHub, ServiceUnavailable, Stored, Unknown, Watch
+from .results import ResultHub, Watch
+from .stored_tasks import ServiceUnavailable, Unknown
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from factorial_ws import Catalog
 from factorial_ws.constants import CLIENT_BUSY, SUBMITTED_KEY_PREFIX
 from factorial_ws.gateway.messages import Call, CallEnvelopes, call_envelope
 from factorial_ws.gateway.producer import Accepted, Producer, Refused, Rules
-from factorial_ws.gateway.results import ResultHub, catalog_task_of
+from factorial_ws.gateway.results import ResultHub
+from factorial_ws.gateway.stored_tasks import catalog_task_of
 
 TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
 OTHER_ID = "3f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"

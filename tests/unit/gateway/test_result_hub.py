@@ -5,6 +5,7 @@ subscribed again. (test_resubscribe.py times the same with 10,000 waiting tasks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,7 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from factorial_ws.gateway.results import ResultHub, Watch, result_key
+from factorial_ws.gateway.results import ResultHub, Watch
+from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.worker.result_backend import note_channel
@@ -22,12 +24,15 @@ STEP_TIMEOUT_S = 5 * UNIT_S
 RESTORED = "result subscription restored"
 
 
-@pytest.fixture
-async def hub(redis_server: RedisServer) -> AsyncIterator[ResultHub]:
-    """A hub wired as the gateway wires it: pooled commands, and one pub/sub connection."""
+@contextlib.asynccontextmanager
+async def running_hub(
+    redis_server: RedisServer, *, pubsub_user: str | None = None
+) -> AsyncIterator[ResultHub]:
+    """A hub wired as the gateway wires it: pooled commands, and one pub/sub connection (as
+    ``pubsub_user``, if given), connected."""
     async with (
         aioredis.Redis.from_url(redis_server.url) as client,
-        aioredis.Redis.from_url(redis_server.url) as pubsub_client,
+        aioredis.Redis.from_url(redis_server.url, username=pubsub_user) as pubsub_client,
     ):
         hub = ResultHub(client, pubsub_client)
         await hub.start()
@@ -36,6 +41,12 @@ async def hub(redis_server: RedisServer) -> AsyncIterator[ResultHub]:
             yield hub
         finally:
             await hub.close()
+
+
+@pytest.fixture
+async def hub(redis_server: RedisServer) -> AsyncIterator[ResultHub]:
+    async with running_hub(redis_server) as hub:
+        yield hub
 
 
 def success_meta(digits: str) -> str:
@@ -47,6 +58,14 @@ async def published(client: aioredis.Redis, watch: Watch, digits: str) -> None:
     meta = success_meta(digits)
     await client.set(result_key(watch.task_id), meta)
     await client.publish(note_channel(watch.task_id), meta)
+
+
+async def disconnected(hub: ResultHub) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + STEP_TIMEOUT_S
+    while hub.connected:
+        assert loop.time() < end, "the hub did not see its subscription drop"
+        await asyncio.sleep(0.01)
 
 
 async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
@@ -83,3 +102,31 @@ async def test_a_result_whose_note_was_missed_is_delivered_once_the_subscription
     for watch in (stored, unfinished, marker):
         await hub.release(watch)
     assert hub.waiting == 0
+
+
+async def test_a_result_published_while_the_subscription_is_down_is_delivered_once_it_is_back(
+    redis_server: RedisServer, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The hub subscribes as a user of its own, which the test disables to keep it out: its
+    # subscription stays down, provably, for as long as the test wants.
+    await client.acl_setuser(
+        "hub", enabled=True, nopass=True, categories=["+@all"], keys=["*"], channels=["*"]
+    )
+    caplog.set_level(logging.INFO, logger="factorial_ws.gateway.results")
+    async with running_hub(redis_server, pubsub_user="hub") as hub:
+        missed, marker = [await hub.subscribe(new_task_id()) for _ in range(2)]
+        await client.acl_setuser("hub", enabled=False)  # its open connection stays...
+        assert await client.client_kill_filter(_type="pubsub") == 1  # ...until killed
+        await disconnected(hub)
+
+        await published(client, missed, "120")  # stored and announced: nobody hears it
+        await asyncio.sleep(0.05)  # a reconnection attempt or two fail meanwhile
+        assert not hub.connected and not missed.outcome.done()
+
+        await client.acl_setuser("hub", enabled=True)
+        await logged(caplog, RESTORED)
+        # A note published now is read only after the catch-up read is over.
+        await published(client, marker, "6")
+        assert await asyncio.wait_for(marker.outcome, STEP_TIMEOUT_S) == Success("6")
+        assert missed.outcome.done(), "the result published during the drop was not caught up"
+        assert missed.outcome.result() == Success("120")

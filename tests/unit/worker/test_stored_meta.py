@@ -1,16 +1,77 @@
-"""A catalog task's stored meta, read into what its clients hear: any JSON result, the
-exception's type only for a failure (its message only when the operator asks), the task's own
-states as progress, and a result larger than its entry allows refused unread."""
+"""Celery's stored task meta, read into what a client is told.
+
+A factorial's meta: digits, or a failure that hides its details. A catalog task's: any JSON
+result, the exception's type only for a failure (its message only when the operator asks), the
+task's own states as progress, and a result larger than its entry allows refused unread."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
 
-from factorial_ws.gateway.task_states import catalog_state
-from factorial_ws.protocol import Failure, Pending, Progress, Returned, Started
+from factorial_ws.constants import TASK_CANCELLED, TASK_FAILED, TASK_REVOKED, WORKER_LOST
+from factorial_ws.protocol import Failure, Pending, Progress, Returned, Started, Success
+from factorial_ws.worker.stored_meta import cancelled_if_marked, catalog_state, outcome_from_meta
+
+TASK_ID = "2f1e0b4c-9a8d-4e7f-8c6b-5a4d3c2b1a09"
+
+
+def meta(status: str, result: Any = None) -> str:
+    return json.dumps({"status": status, "result": result, "task_id": TASK_ID, "traceback": None})
+
+
+def exc(exc_type: str) -> dict[str, Any]:
+    return {"exc_type": exc_type, "exc_message": ["detail"], "exc_module": "billiard.exceptions"}
+
+
+def test_success_meta_is_the_digits() -> None:
+    assert outcome_from_meta(meta("SUCCESS", str(math.factorial(20)))) == Success("2432902008176640000")
+    assert outcome_from_meta(meta("SUCCESS", "1").encode()) == Success("1")
+
+
+@pytest.mark.parametrize("result", [120, None, "", "12x", ["1"]])
+def test_success_meta_without_digits_is_a_failed_task(result: Any) -> None:
+    assert outcome_from_meta(meta("SUCCESS", result)) == Failure(TASK_FAILED)
+
+
+@pytest.mark.parametrize("exc_type", ["TimeLimitExceeded", "SoftTimeLimitExceeded"])
+def test_time_limit_failure_is_the_seeds_timeout_error(exc_type: str) -> None:
+    assert outcome_from_meta(meta("FAILURE", exc(exc_type))) == Failure("Timeout error")
+
+
+def test_exhausted_attempts_say_the_worker_died() -> None:
+    assert outcome_from_meta(meta("FAILURE", exc("AttemptsExhausted"))) == Failure(WORKER_LOST)
+
+
+def test_other_failure_hides_its_details() -> None:
+    outcome = outcome_from_meta(meta("FAILURE", exc("ValueError")))
+    assert outcome == Failure(TASK_FAILED)
+
+
+def test_revoked_task_is_reported_as_revoked() -> None:
+    assert outcome_from_meta(meta("REVOKED", exc("TaskRevokedError"))) == Failure(TASK_REVOKED)
+
+
+def test_a_revoked_task_is_cancelled_only_when_a_client_marked_it_so() -> None:
+    assert cancelled_if_marked(Failure(TASK_REVOKED), marked=True) == Failure(TASK_CANCELLED)
+    assert cancelled_if_marked(Failure(TASK_REVOKED), marked=False) == Failure(TASK_REVOKED)
+    assert cancelled_if_marked(Failure(TASK_FAILED), marked=True) == Failure(TASK_FAILED)
+
+
+@pytest.mark.parametrize("status", ["PENDING", "RECEIVED", "RETRY"])  # STARTED: test_progress_protocol
+def test_unfinished_states_are_pending(status: str) -> None:
+    assert outcome_from_meta(meta(status)) == Pending()
+
+
+@pytest.mark.parametrize("raw", [b"", b"garbage", b"[]", b"{}", b'"SUCCESS"', b"\xff\xfe", b"null"])
+def test_garbage_meta_is_a_failed_task(raw: bytes) -> None:
+    assert outcome_from_meta(raw) == Failure(TASK_FAILED)
+
+
+# --- a catalog task's meta ---
 
 
 def state(meta: dict[str, Any], **options: Any) -> object:
