@@ -35,6 +35,7 @@ from factorial_ws.gateway.routes import RESPONSE_CACHE_S
 from factorial_ws.redis_clients import sync_client
 from factorial_ws.supervisor import processes
 from factorial_ws.supervisor.gateways import gateway_command
+from factorial_ws.supervisor.local_system import LocalSystem, Worker
 from factorial_ws.supervisor.probes import free_port, port_open
 from factorial_ws.supervisor.processes import start_child, stop_child, stop_children
 from factorial_ws.supervisor.redis_server import RedisServer
@@ -325,11 +326,23 @@ class Launcher:
         return proc
 
     def system(self, *, worker_concurrency: int = 2, **settings: Any) -> System:
-        """Redis, a worker for both queues, and a gateway."""
+        """Redis, a worker for both queues (the seed's app), and a gateway, started as `up` starts
+        them (``local_system.py``); at the end they are killed, as ``worker()`` says."""
         server = self.redis()
-        system = System(server, self.log_dir)
-        system.workers.append(self.worker(server.url, concurrency=worker_concurrency, **settings))
-        system.gateway, system.url = self.gateway(server.url, **settings)
+        env = process_env(server.url, **settings)
+        config = Config.from_env(env).replace(ws_host="127.0.0.1", ws_port=free_port())
+        worker = Worker(f"w{free_port()}", "soft,hard", worker_concurrency, app="celeryqueue")
+        local = LocalSystem(config, workers=[worker], env=env, log_dir=self.log_dir, cwd=REPO).start()
+        system = System(server, self.log_dir, url=local.url)
+        for child in local.children:
+            assert child.process is not None and child.log_path is not None
+            proc = Proc(child.log_path.stem, child.process, child.log_path)
+            self._stops.append(_Stop(process=proc.process, stop_signal=signal.SIGKILL, together=True))
+            if child in local.workers:
+                system.workers.append(proc)
+            else:
+                system.gateway = system.gateway or proc
+        local.wait_ready(START_TIMEOUT_S)
         return system
 
 

@@ -1,5 +1,5 @@
-"""The system under test: a private Redis, a soft and a hard worker and the gateway as processes
-(as `factorial-ws up` runs them), with the worker settings of a sweep variant."""
+"""The system under test: the local system as `factorial-ws up` starts it (supervisor's
+``local_system``), with the worker settings of a sweep variant."""
 
 from __future__ import annotations
 
@@ -12,18 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from ..config import Config
-from ..constants import HARD_QUEUE, QUEUES, SOFT_QUEUE
-from ..supervisor.gateways import gateway_command
-from ..supervisor.probes import free_port, port_open
-from ..supervisor.processes import start_child, stop_child, wait_until
+from ..supervisor.local_system import local_system, queue_workers
+from ..supervisor.probes import free_port
 from ..supervisor.redis_server import RedisServer
-from ..worker.processes import WORKER_APP, live_workers, worker_command
+from ..worker.processes import WORKER_APP
 
 SETTINGS_VARIABLE = "FACTORIAL_WS_BENCH_CELERY"  # Celery overrides for the sweep's workers
-_START_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -64,47 +59,23 @@ class System:
     log_dir: Path | None = None  # where the private system's processes write their logs
 
 
-def _worker_command(queue: str, concurrency: int, variant: Variant) -> list[str]:
-    app = "factorial_ws.bench.celery_app" if variant.overrides else WORKER_APP
-    return [
-        *worker_command(queue, concurrency=concurrency, hostname=f"{queue}@%h", app=app),
-        *variant.worker_args,
-    ]
-
-
 @contextlib.contextmanager
 def private_system(config: Config, work_dir: Path, variant: Variant | None = None) -> Iterator[System]:
-    """Redis, a soft and a hard worker, and the gateway as processes, stopped at the end."""
+    """The local system (a private Redis, a soft and a hard worker, the gateway) with the workers
+    of ``variant``, stopped at the end."""
     variant = variant or SHIPPED
+    # Without result reuse, every request is computed, as with raw Celery: the comparisons stay
+    # honest (scenario 6 starts a gateway of its own that reuses results).
+    config = config.replace(ws_host="127.0.0.1", ws_port=free_port(), ws_processes=1, result_reuse=False)
+    if variant.concurrency:
+        config = config.replace(soft_concurrency=variant.concurrency)
+    app = "factorial_ws.bench.celery_app" if variant.overrides else WORKER_APP
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", SETTINGS_VARIABLE: json.dumps(variant.overrides)}
     logs = work_dir / "logs"
-    processes: list[subprocess.Popen[bytes]] = []
-    with RedisServer(work_dir / "redis") as server:
-        try:
-            port = free_port()
-            # Without result reuse, every request is computed, as with raw Celery: the comparisons
-            # stay honest (scenario 6 starts a gateway of its own that reuses results).
-            config = config.replace(
-                redis_url=server.url, ws_host="127.0.0.1", ws_port=port, ws_processes=1, result_reuse=False
-            )
-            if variant.concurrency:
-                config = config.replace(soft_concurrency=variant.concurrency)
-            env = {**os.environ, **config.to_env(), "PYTHONUNBUFFERED": "1"}
-            env[SETTINGS_VARIABLE] = json.dumps(variant.overrides)
-            soft_command = _worker_command(SOFT_QUEUE, config.soft_concurrency, variant)
-            hard_command = _worker_command(HARD_QUEUE, config.hard_concurrency, variant)
-            soft = start_child(soft_command, env, log_path=logs / "soft.log")
-            processes += [soft, start_child(hard_command, env, log_path=logs / "hard.log")]
-            gateway = start_child(gateway_command(), env, log_path=logs / "gateway.log")
-            processes.append(gateway)
-            with redis.Redis.from_url(server.url) as client:
-                wait_until(
-                    lambda: all(live_workers(client, q) for q in QUEUES),
-                    _START_TIMEOUT_S,
-                    "workers",
-                    watch=processes,
-                )
-            wait_until(lambda: port_open(port), _START_TIMEOUT_S, "the gateway", watch=processes)
-            yield System(f"ws://127.0.0.1:{port}/", server.url, gateway.pid, soft, processes, logs)
-        finally:
-            for process in reversed(processes):
-                stop_child(process, grace_s=15)
+    workers = queue_workers(config, app=app, options=variant.worker_args)
+    redis = RedisServer(work_dir / "redis")
+    with local_system(config, redis=redis, workers=workers, env=env, log_dir=logs) as system:
+        gateway, soft = system.gateways[0].process, system.workers[0].process
+        assert gateway is not None and soft is not None
+        processes = [child.process for child in system.children if child.process is not None]
+        yield System(system.url, system.config.redis_url, gateway.pid, soft, processes, logs)

@@ -12,6 +12,7 @@ import logging
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .processes import start_child
 
@@ -33,6 +34,8 @@ class SupervisedChild:
     name: str
     command: list[str]
     env: dict[str, str] | None = None
+    log_path: Path | None = None  # where its output goes; None: our terminal
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     exits: list[float] = field(default_factory=list)  # monotonic times of recent exits
     restart_at: float | None = None  # set while waiting to start it again
@@ -46,7 +49,7 @@ class SupervisedChild:
     def start(self) -> None:
         # SIGKILL when we die: workers and gateways keep nothing worth saving (unacknowledged
         # tasks are redelivered), and one left running after us would be an orphan.
-        self.process = start_child(self.command, self.env)
+        self.process = start_child(self.command, self.env, log_path=self.log_path, cwd=self.cwd)
         self.restart_at = None
 
     def keep_running(self) -> None:

@@ -47,11 +47,6 @@ def worker_command(
     return command
 
 
-def live_workers(client: redis.Redis, queue: str) -> int:
-    """Workers whose heartbeat for ``queue`` is fresh (see hooks.py)."""
-    return int(client.zcount(WORKERS_KEY_PREFIX + queue, time.time() - WORKER_STALE_S, "+inf"))
-
-
 def worker_is_live(client: redis.Redis, hostname: str, queues: Iterable[str]) -> bool:
     """True once the worker ``hostname`` has a fresh heartbeat on every one of ``queues``."""
     since = time.time() - WORKER_STALE_S
