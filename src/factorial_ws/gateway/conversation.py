@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeGuard, TypeVar
 
 from ..catalog import Catalog
 from ..constants import INVALID_REQUEST, RATE_LIMITED, TASK_CANCELLED, TOO_MANY_IN_FLIGHT
@@ -40,7 +40,7 @@ from ..protocol import (
 )
 from .cancel import CancelAction, cancel_action
 from .messages import Call
-from .results import Snapshot, Stored
+from .results import Ending, Snapshot, Stored
 
 Submission = FactorialRequest | TaskRequest  # a request that sends a task
 INTERNAL_ERROR: Final = "Internal error"
@@ -196,7 +196,7 @@ class TaskLedger(Generic[Waiter]):
 
     def __init__(self) -> None:
         self._created: set[str] = set()
-        self._waiting: dict[str, dict[Waiter, WaitingRequest]] = {}  # by task id
+        self._waiting_requests: dict[str, dict[Waiter, WaitingRequest]] = {}  # by task id
         self._cancels: Counter[str] = Counter()  # by task id
 
     # --- what the session tells it ---
@@ -209,19 +209,19 @@ class TaskLedger(Generic[Waiter]):
         """The task ended: nothing left to revoke."""
         self._created.discard(task_id)
 
-    def wait(self, task_id: str, waiter: Waiter, request_id: RequestId | None) -> WaitingRequest:
-        """``waiter`` runs a request waiting for the task, until ``stop_waiting``."""
-        waiting = self._waiting.setdefault(task_id, {})
+    def add_waiting(self, task_id: str, waiter: Waiter, request_id: RequestId | None) -> WaitingRequest:
+        """``waiter`` runs a request waiting for the task, until ``remove_waiting``."""
+        waiting = self._waiting_requests.setdefault(task_id, {})
         request = waiting[waiter] = WaitingRequest(request_id)
         return request
 
-    def stop_waiting(self, task_id: str, waiter: Waiter) -> None:
-        waiting = self._waiting.get(task_id)
+    def remove_waiting(self, task_id: str, waiter: Waiter) -> None:
+        waiting = self._waiting_requests.get(task_id)
         if waiting is None:
             return
         waiting.pop(waiter, None)
         if not waiting:
-            del self._waiting[task_id]
+            del self._waiting_requests[task_id]
 
     def cancel_began(self, task_id: str) -> None:
         self._cancels[task_id] += 1
@@ -242,15 +242,15 @@ class TaskLedger(Generic[Waiter]):
 
     def waiting_requests(self, task_id: str) -> dict[Waiter, WaitingRequest]:
         """This connection's requests waiting for the task (a copy: a cancel ends them)."""
-        return dict(self._waiting.get(task_id, {}))
+        return dict(self._waiting_requests.get(task_id, {}))
 
     def facts(self, task_id: str) -> CancelFacts:
         """What a cancel of the task is decided from, as of now."""
         return CancelFacts(
             created=task_id in self._created,
-            waits_here=bool(self._waiting.get(task_id)),
+            waits_here=bool(self._waiting_requests.get(task_id)),
             still_waiting=sum(
-                not request.sending_outcome for request in self._waiting.get(task_id, {}).values()
+                not request.sending_outcome for request in self._waiting_requests.get(task_id, {}).values()
             ),
         )
 
@@ -271,7 +271,7 @@ class CancelFacts:
         return cancel_action(created=self.created, waits_here=self.waits_here, others_wait=others_wait)
 
 
-def ended_first(snapshot: Snapshot) -> bool:
+def ended_first(snapshot: Snapshot) -> TypeGuard[Ending]:
     """Whether a cancelled task had ended on its own before the cancel: its outcome is the
     cancel's reply then. (Pending or Started left: it runs on for others, and this connection
     stops waiting.)"""

@@ -42,11 +42,9 @@ from ..constants import (
 from ..protocol import (
     CancelRequest,
     Failure,
-    Pending,
     RequestId,
     ResultRequest,
     Returned,
-    Started,
     Success,
     ack,
     new_task_id,
@@ -295,7 +293,7 @@ class Session:
         """The task's outcome, or ``Timeout error`` when it did not come within the wait limit.
         Meanwhile the request is one a cancel of the task ends, and hears ``started`` if it
         asked."""
-        waiting = self._wait(watch.task_id, request_id)
+        waiting_request = self._register_waiting(watch.task_id, request_id)
         limit_s = wait_limit_s(self._services.catalog, watch.catalog_task, self._config.hard_task_timeout_s)
         self._services.deadlines.expire(watch.outcome, limit_s, TIMED_OUT)
         try:
@@ -305,15 +303,15 @@ class Session:
                 await self._replies.progress(watch, request_id, 1.0 / self._config.progress_per_s)
             outcome = await watch.outcome
         finally:
-            waiting.sending_outcome = True
+            waiting_request.sending_outcome = True
         return await self._services.hub.named(watch.task_id, outcome)
 
-    def _wait(self, task_id: str, request_id: RequestId | None) -> WaitingRequest:
+    def _register_waiting(self, task_id: str, request_id: RequestId | None) -> WaitingRequest:
         """Register the current asyncio task as a request waiting for ``task_id``, until it ends."""
         request_task = asyncio.current_task()
         assert request_task is not None
-        request_task.add_done_callback(lambda _: self._ledger.stop_waiting(task_id, request_task))
-        return self._ledger.wait(task_id, request_task, request_id)
+        request_task.add_done_callback(lambda _: self._ledger.remove_waiting(task_id, request_task))
+        return self._ledger.add_waiting(task_id, request_task, request_id)
 
     # --- cancel ---
 
@@ -337,24 +335,23 @@ class Session:
             assert answer.refusal is not None
             await self._refuse(answer.refusal, task_id, request_id)
         elif ended_first(answer):
-            assert not isinstance(answer, Pending | Started)
             logs.event(logger, "error", task_id=task_id, detail="cancel: the task had ended")
             await self._replies.outcome(task_id, answer, request_id)  # its outcome instead
         else:
             # Cancelled, or still running for others: this connection stops waiting either way.
-            await self._end_waits(task_id)
+            await self._end_waiting_requests(task_id)
             logs.event(logger, "cancelled", task_id=task_id)
             await self._replies.send(cancelled_reply(task_id, request_id))
 
-    async def _end_waits(self, task_id: str) -> None:
+    async def _end_waiting_requests(self, task_id: str) -> None:
         """This connection's requests waiting for the task end with ``Task cancelled``; those
         whose outcome is already in finish sending it first."""
-        waiting = self._ledger.waiting_requests(task_id)
-        for request_task, request in waiting.items():
+        waiting_requests = self._ledger.waiting_requests(task_id)
+        for request_task, request in waiting_requests.items():
             if not request.sending_outcome and request_task is not asyncio.current_task():
                 request_task.cancel()
                 await self._replies.error(TASK_CANCELLED, task_id, request.request_id)
-        sending = [request_task for request_task, request in waiting.items() if request.sending_outcome]
+        sending = [task for task, request in waiting_requests.items() if request.sending_outcome]
         if sending:
             await asyncio.wait(sending)
 

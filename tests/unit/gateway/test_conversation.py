@@ -247,33 +247,33 @@ def test_a_created_task_may_be_revoked_until_it_ends() -> None:
 
 def test_requests_wait_for_a_task_until_each_stops() -> None:
     ledger: TaskLedger[str] = TaskLedger()
-    first = ledger.wait(TASK_ID, "waiter 1", 1)
-    ledger.wait(TASK_ID, "waiter 2", 2)
+    first = ledger.add_waiting(TASK_ID, "waiter 1", 1)
+    ledger.add_waiting(TASK_ID, "waiter 2", 2)
     assert ledger.waiting_requests(TASK_ID) == {
         "waiter 1": first,
         "waiter 2": ledger.waiting_requests(TASK_ID)["waiter 2"],
     }
     assert (ledger.facts(TASK_ID).waits_here, ledger.facts(TASK_ID).still_waiting) == (True, 2)
-    ledger.stop_waiting(TASK_ID, "waiter 1")
-    ledger.stop_waiting(TASK_ID, "waiter 2")
-    ledger.stop_waiting(TASK_ID, "waiter 2")  # a second stop changes nothing
+    ledger.remove_waiting(TASK_ID, "waiter 1")
+    ledger.remove_waiting(TASK_ID, "waiter 2")
+    ledger.remove_waiting(TASK_ID, "waiter 2")  # a second stop changes nothing
     assert ledger.waiting_requests(TASK_ID) == {}
     assert (ledger.facts(TASK_ID).waits_here, ledger.facts(TASK_ID).still_waiting) == (False, 0)
 
 
 def test_a_request_sending_its_outcome_still_waits_here_but_is_not_a_waiter_the_hub_counts() -> None:
     ledger: TaskLedger[str] = TaskLedger()
-    ledger.wait(TASK_ID, "waiter 1", 1).sending_outcome = True
-    ledger.wait(TASK_ID, "waiter 2", 2)
+    ledger.add_waiting(TASK_ID, "waiter 1", 1).sending_outcome = True
+    ledger.add_waiting(TASK_ID, "waiter 2", 2)
     facts = ledger.facts(TASK_ID)
     assert (facts.waits_here, facts.still_waiting) == (True, 1)
 
 
 def test_the_waiting_requests_given_are_a_copy_a_cancel_may_end() -> None:
     ledger: TaskLedger[str] = TaskLedger()
-    ledger.wait(TASK_ID, "waiter", None)
+    ledger.add_waiting(TASK_ID, "waiter", None)
     waiting = ledger.waiting_requests(TASK_ID)
-    ledger.stop_waiting(TASK_ID, "waiter")
+    ledger.remove_waiting(TASK_ID, "waiter")
     assert list(waiting) == ["waiter"]
 
 
@@ -317,7 +317,7 @@ def test_the_cancel_table(created: bool, waits_here: bool, others_wait: bool, ac
     if created:
         ledger.created(TASK_ID)
     if waits_here:
-        ledger.wait(TASK_ID, "waiter", None)
+        ledger.add_waiting(TASK_ID, "waiter", None)
     assert ledger.facts(TASK_ID).action(others_wait=others_wait) is action
 
 

@@ -88,7 +88,7 @@ def _ledger(*, created: bool = False, waiting: int = 0, sending: int = 0) -> Tas
     if created:
         ledger.created(TASK_ID)
     for index in range(waiting + sending):
-        ledger.wait(TASK_ID, f"waiter {index}", index).sending_outcome = index >= waiting
+        ledger.add_waiting(TASK_ID, f"waiter {index}", index).sending_outcome = index >= waiting
     ledger.cancel_began(TASK_ID)
     return ledger
 
