@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from factorial_ws.constants import HARD_QUEUE, RATE_LIMITED, SOFT_QUEUE, TOO_MANY_IN_FLIGHT
-from factorial_ws.gateway.session import BINARY_FRAME
+from factorial_ws.gateway.conversation import BINARY_FRAME
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.worker.processes import WORKER_APP
 from support import UNIT_S, Client, Launcher, System, client, raw_websocket, wait_until

@@ -27,7 +27,7 @@ from factorial_ws.constants import (
     UNKNOWN_TASK,
     UNKNOWN_TASK_ID,
 )
-from factorial_ws.gateway.session import BINARY_FRAME
+from factorial_ws.gateway.conversation import BINARY_FRAME
 from factorial_ws.protocol import MAX_REQUEST_ID_CHARS, error, request_id_of
 from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, System
 

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TOO_MANY_IN_FLIGHT
-from factorial_ws.gateway.session import REFUSALS_LOGGED_IN_A_ROW
+from factorial_ws.gateway.conversation import REFUSALS_LOGGED_IN_A_ROW
 from factorial_ws.supervisor.probes import free_port, port_open
 from support import (
     PYTHON,

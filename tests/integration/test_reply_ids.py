@@ -8,7 +8,7 @@ import json
 import subprocess
 
 from factorial_ws.constants import RATE_LIMITED
-from factorial_ws.gateway.session import BINARY_FRAME
+from factorial_ws.gateway.conversation import BINARY_FRAME
 from support import PYTHON, REPLY_TIMEOUT_S, Launcher, System, client, process_env
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"

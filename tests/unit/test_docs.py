@@ -10,8 +10,8 @@ from pathlib import Path
 
 from factorial_ws import constants
 from factorial_ws.config import Config, env_name
+from factorial_ws.gateway.conversation import INTERNAL_ERROR
 from factorial_ws.gateway.server import ADMISSION_SLOTS
-from factorial_ws.gateway.session import INTERNAL_ERROR
 from factorial_ws.supervisor.redis_server import private_redis
 from factorial_ws.worker.processes import QUIET_WORKER_OPTIONS
 

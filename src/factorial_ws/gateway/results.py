@@ -52,7 +52,7 @@ from ..worker.result_backend import note_channel
 from ..worker.stored_meta import Ending
 from .backoff import Backoff
 from .progress import Latest
-from .stored_tasks import ServiceUnavailable, Snapshot, StoredTasks, read_notes, result_key
+from .stored_tasks import ServiceUnavailable, StoredTasks, read_notes, result_key
 
 logger = logging.getLogger(__name__)
 
@@ -228,19 +228,6 @@ class ResultHub:
                 self._queue("unsubscribe", channel_name)
 
     # --- a task's stored state (stored_tasks.py), as session.py asks the hub for it ---
-
-    async def snapshot(self, task_id: str) -> Snapshot:
-        return await self.stored.snapshot(task_id)
-
-    async def look(self, task_id: str) -> tuple[Snapshot, str | None]:
-        return await self.stored.look(task_id)
-
-    async def read_catalog_result(self, task_id: str, catalog_task: str) -> Ending | None:
-        return await self.stored.read_catalog_result(task_id, catalog_task)
-
-    async def named(self, task_id: str, outcome: Ending) -> Ending:
-        """``StoredTasks.revoked_as_cancelled``: ``Task cancelled`` for a task a client cancelled."""
-        return await self.stored.revoked_as_cancelled(task_id, outcome)
 
     # --- who waits ---
 

@@ -113,10 +113,10 @@ async def test_a_lookup_learns_the_catalog_task_from_the_record(app: Celery, cli
     await Producer(app, client, 600).submit_call(TASK_ID, words_call(), "127.0.0.1")
     await Producer(app, client, 600).submit(OTHER_ID, "soft", 5, "127.0.0.1")
     hub = ResultHub(client, client)
-    assert (await hub.look(TASK_ID))[1] == "count_words"
-    assert (await hub.look(OTHER_ID))[1] is None
+    assert (await hub.stored.look(TASK_ID))[1] == "count_words"
+    assert (await hub.stored.look(OTHER_ID))[1] is None
     await client.set("celery-task-meta-" + TASK_ID, json.dumps({"status": "SUCCESS", "result": {"a": 2}}))
-    snapshot, _ = await hub.look(TASK_ID)
+    snapshot, _ = await hub.stored.look(TASK_ID)
     assert snapshot.json_text == '{"a": 2}'  # type: ignore[union-attr]
 
 
