@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,11 +28,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 
 from factorial_ws.config import Config, env_name
 from factorial_ws.gateway.routes import RESPONSE_CACHE_S
+from factorial_ws.gateway.server import Gateway
 from factorial_ws.redis_clients import sync_client
 from factorial_ws.supervisor import processes
 from factorial_ws.supervisor.gateways import gateway_command
@@ -316,6 +319,19 @@ class Launcher:
         wait_until(lambda: port_open(port), what=f"gateway on port {port}", watch=[proc])
         return proc, f"ws://127.0.0.1:{port}/"
 
+    def in_process_gateway(self, redis_url: str, **settings: Any) -> str:
+        """The gateway in this process, for a test that only speaks the protocol: no start-up
+        of its own (a subprocess spends about 2 s of CPU importing). It runs on a thread and
+        event loop of its own, since tests block theirs (``wait_until``, urllib); it is closed
+        at the end. Its logs go to the test's logging, its metrics to this process's registry:
+        a test that reads either, or signals the gateway, uses ``gateway``."""
+        port = free_port()
+        env = process_env(redis_url, WS_HOST="127.0.0.1", WS_PORT=port, **settings)
+        serving = _GatewayThread(Config.from_env(env))
+        self.callback(serving.stop)
+        serving.start()
+        return f"ws://127.0.0.1:{port}/"
+
     def up(self, env: dict[str, str], *, name: str = "up") -> Proc:
         """`factorial-ws up` (the whole system under one process) run with ``env``; returns once
         it prints its URL, from when that URL works. At the end it is killed, and its children
@@ -331,6 +347,50 @@ class Launcher:
         system.workers.append(self.worker(server.url, concurrency=worker_concurrency, **settings))
         system.gateway, system.url = self.gateway(server.url, **settings)
         return system
+
+
+class _GatewayThread:
+    """``async with Gateway(config)`` on a thread with its own event loop (uvloop, as a gateway
+    process runs), until ``stop()``."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._listening = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+
+    def start(self) -> None:
+        """Return once the gateway listens; raise what made its start-up fail."""
+        self._thread.start()
+        if not self._listening.wait(START_TIMEOUT_S):
+            raise TimeoutError("timed out waiting for the in-process gateway")
+        if self._failure is not None:
+            raise self._failure
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(STOP_TIMEOUT_S)
+        assert not self._thread.is_alive(), "the in-process gateway did not stop"
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self) -> None:
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(self._serve())
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._listening.set()
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with Gateway(self._config):
+            self._listening.set()
+            await self._stop.wait()
 
 
 def redis_client(redis_url: str, **settings: Any) -> redis.Redis:

@@ -182,7 +182,7 @@ async def test_a_submit_and_cancel_cycle_leaves_little_in_redis_and_nothing_past
     expires_s = 20 * UNIT_S
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1, TASK_EXPIRES=expires_s)
-    _, url = launch.gateway(redis_url, TASK_EXPIRES=expires_s)
+    url = launch.in_process_gateway(redis_url, TASK_EXPIRES=expires_s)
     # No hard worker while the cycles run: their tasks stay queued, cancelled, until one comes
     # and discards them.
     async with client(url) as ws:

@@ -29,7 +29,7 @@ def hard_system(launch: Launcher, **settings: Any) -> tuple[str, Proc, str]:
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1, **settings)
     hard = launch.worker(redis_url, queues="hard", concurrency=1, **settings)
-    _, url = launch.gateway(redis_url, **settings)
+    url = launch.in_process_gateway(redis_url, **settings)
     return redis_url, hard, url
 
 
@@ -264,7 +264,7 @@ async def test_a_task_cancelled_while_no_worker_runs_is_discarded_by_the_worker_
 ) -> None:
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1)
-    _, url = launch.gateway(redis_url)
+    url = launch.in_process_gateway(redis_url)
     async with client(url) as ws:
         task_id = await submit(ws, 3000, 1)
         replies = await cancel(ws, task_id, 2)
@@ -280,7 +280,7 @@ async def test_a_task_cancelled_while_no_worker_runs_is_discarded_by_the_worker_
 
 async def test_cancelling_twice_says_cancelled_twice(launch: Launcher) -> None:
     redis_url = launch.redis().url
-    _, url = launch.gateway(redis_url)  # no worker: the task stays queued
+    url = launch.in_process_gateway(redis_url)  # no worker: the task stays queued
     async with client(url) as ws:
         task_id = await submit(ws, 4000, 1)
         for request_id in (2, 3):
