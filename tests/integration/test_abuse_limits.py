@@ -246,7 +246,7 @@ def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
         )
     # Four 10**7! (65.7 million digits each) from one address: past an address's default budget,
     # which this test is not about.
-    url = launch.in_process_gateway(redis_server.url, HARD_QUEUE_DIGITS_PER_CLIENT=0, **settings)
+    _, url = launch.gateway(redis_server.url, HARD_QUEUE_DIGITS_PER_CLIENT=0, **settings)
     return url
 
 

@@ -108,7 +108,7 @@ async def flood_replies(ws: Client) -> list[dict[str, Any]]:
 async def test_a_cancel_flood_with_a_frozen_worker_revokes_each_task_once_and_lookups_stay_fast(
     launch: Launcher,
 ) -> None:
-    _, hard, url = hard_system(launch)
+    _, hard, url = hard_system(launch, gateway_process=True)  # its log is read; the flood is timed
     async with client(url) as ws:
         stored = await submit(ws, 3_000, 1)
         assert (await recv_raw(ws, 30 * UNIT_S))["type"] == "success"
@@ -179,10 +179,10 @@ async def test_a_submit_and_cancel_cycle_leaves_little_in_redis_and_nothing_past
     # TASK_EXPIRES: past it, no worker may start the task anyway. Long enough for the hard worker
     # to start and discard every cancelled task while its cancel is remembered: one taken later
     # keeps its REVOKED state for RESULT_EXPIRES (docs/security.md says so).
-    expires_s = 20 * UNIT_S
+    expires_s = 12 * UNIT_S  # a worker starts in 2-4 s
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1, TASK_EXPIRES=expires_s)
-    url = launch.in_process_gateway(redis_url, TASK_EXPIRES=expires_s)
+    _, url = launch.gateway(redis_url, TASK_EXPIRES=expires_s)
     # No hard worker while the cycles run: their tasks stay queued, cancelled, until one comes
     # and discards them.
     async with client(url) as ws:

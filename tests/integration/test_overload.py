@@ -61,7 +61,7 @@ async def burst(url: str, clients: int) -> Counter[str]:
 async def test_a_burst_of_clients_submitting_at_once_all_get_their_ack_and_result(launch: Launcher) -> None:
     server = launch.redis()
     launch.worker(server.url, queues="soft", concurrency=2)
-    url = launch.in_process_gateway(server.url)
+    _, url = launch.gateway(server.url)
 
     outcomes = await burst(url, CLIENTS)
 
