@@ -298,7 +298,7 @@ class Launcher:
         finishes its tasks first) or a cold one (SIGQUIT) costs 2-4 s that only a test about
         shutdown needs, and such a test stops the worker itself (``proc.stop()``, ``signal``)."""
         name = name or f"w{free_port()}"
-        hostname = f"{name}@test"
+        hostname = worker_hostname(name)
         command = worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
         env = process_env(redis_url, **settings)
         proc = self.process(name, command, env, stop_signal=stop_signal, together=True)
@@ -391,6 +391,11 @@ class _GatewayThread:
         async with Gateway(self._config):
             self._listening.set()
             await self._stop.wait()
+
+
+def worker_hostname(name: str) -> str:
+    """The Celery hostname of the worker ``Launcher.worker(name=name)`` starts."""
+    return f"{name}@test"
 
 
 def redis_client(redis_url: str, **settings: Any) -> redis.Redis:
