@@ -1,7 +1,9 @@
 """Test support: the real processes (Redis, Celery workers, the gateway) and a WebSocket client.
 
 Nothing here is a fake: every helper starts the same programs a user runs. Tests get them from the
-``launch`` fixture (a ``Launcher``), which stops whatever it started when the test ends.
+``launch`` fixture (a ``Launcher``), which stops whatever it started when the test ends. A test that
+only speaks the protocol runs the gateway in its own process (``in_process_gateway``: the same
+``Gateway``, without a process's start-up); one about processes, logs or metrics starts it as one.
 
 Every timeout of the suite is a multiple of ``UNIT_S``; on a slow machine set
 ``FACTORIAL_WS_TEST_TIMEOUT_FACTOR`` (e.g. 3) to stretch them all at once.
