@@ -1,7 +1,9 @@
 """Test support: the real processes (Redis, Celery workers, the gateway) and a WebSocket client.
 
 Nothing here is a fake: every helper starts the same programs a user runs. Tests get them from the
-``launch`` fixture (a ``Launcher``), which stops whatever it started when the test ends.
+``launch`` fixture (a ``Launcher``), which stops whatever it started when the test ends. A test that
+only speaks the protocol runs the gateway in its own process (``in_process_gateway``: the same
+``Gateway``, without a process's start-up); one about processes, logs or metrics starts it as one.
 
 Every timeout of the suite is a multiple of ``UNIT_S``; on a slow machine set
 ``FACTORIAL_WS_TEST_TIMEOUT_FACTOR`` (e.g. 3) to stretch them all at once.
@@ -19,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,11 +30,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 
 from factorial_ws.config import Config, env_name
 from factorial_ws.gateway.routes import RESPONSE_CACHE_S
+from factorial_ws.gateway.server import Gateway
 from factorial_ws.redis_clients import sync_client
 from factorial_ws.supervisor import processes
 from factorial_ws.supervisor.gateways import gateway_command
@@ -296,7 +301,7 @@ class Launcher:
         finishes its tasks first) or a cold one (SIGQUIT) costs 2-4 s that only a test about
         shutdown needs, and such a test stops the worker itself (``proc.stop()``, ``signal``)."""
         name = name or f"w{free_port()}"
-        hostname = f"{name}@test"
+        hostname = worker_hostname(name)
         command = worker_command(queues, concurrency=concurrency, hostname=hostname, app=app)
         env = process_env(redis_url, **settings)
         proc = self.process(name, command, env, stop_signal=stop_signal, together=True)
@@ -316,6 +321,19 @@ class Launcher:
         proc = self.process(name, command, env, stop_signal=signal.SIGKILL, together=True)
         wait_until(lambda: port_open(port), what=f"gateway on port {port}", watch=[proc])
         return proc, f"ws://127.0.0.1:{port}/"
+
+    def in_process_gateway(self, redis_url: str, **settings: Any) -> str:
+        """The gateway in this process, for a test that only speaks the protocol: no start-up
+        of its own (a subprocess spends about 2 s of CPU importing). It runs on a thread and
+        event loop of its own, since tests block theirs (``wait_until``, urllib); it is closed
+        at the end. Its logs go to the test's logging, its metrics to this process's registry:
+        a test that reads either, or signals the gateway, uses ``gateway``."""
+        port = free_port()
+        env = process_env(redis_url, WS_HOST="127.0.0.1", WS_PORT=port, **settings)
+        serving = _GatewayThread(Config.from_env(env))
+        self.callback(serving.stop)
+        serving.start()
+        return f"ws://127.0.0.1:{port}/"
 
     def up(self, env: dict[str, str], *, name: str = "up") -> Proc:
         """`factorial-ws up` (the whole system under one process) run with ``env``; returns once
@@ -344,6 +362,55 @@ class Launcher:
                 system.gateway = system.gateway or proc
         local.wait_ready(START_TIMEOUT_S)
         return system
+
+
+class _GatewayThread:
+    """``async with Gateway(config)`` on a thread with its own event loop (uvloop, as a gateway
+    process runs), until ``stop()``."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._listening = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+
+    def start(self) -> None:
+        """Return once the gateway listens; raise what made its start-up fail."""
+        self._thread.start()
+        if not self._listening.wait(START_TIMEOUT_S):
+            raise TimeoutError("timed out waiting for the in-process gateway")
+        if self._failure is not None:
+            raise self._failure
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(STOP_TIMEOUT_S)
+        assert not self._thread.is_alive(), "the in-process gateway did not stop"
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self) -> None:
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(self._serve())
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._listening.set()
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with Gateway(self._config):
+            self._listening.set()
+            await self._stop.wait()
+
+
+def worker_hostname(name: str) -> str:
+    """The Celery hostname of the worker ``Launcher.worker(name=name)`` starts."""
+    return f"{name}@test"
 
 
 def redis_client(redis_url: str, **settings: Any) -> redis.Redis:

@@ -78,7 +78,7 @@ async def test_frame_over_64_kib_closes_that_connection_with_1009_and_only_that_
 
 
 async def test_frame_size_limit_is_configurable(launch: Launcher, quiet_redis: RedisServer) -> None:
-    _, url = launch.gateway(quiet_redis.url, WS_MAX_MESSAGE_BYTES=1024)
+    url = launch.in_process_gateway(quiet_redis.url, WS_MAX_MESSAGE_BYTES=1024)
     async with client(url) as ws:
         reply = await ws.request("x" * 1024)
         assert reply["result"] == "JSON decode error"
@@ -107,7 +107,7 @@ async def test_invalid_utf8_in_a_text_frame_closes_that_connection_with_1007(sys
 async def test_requests_past_the_burst_are_refused_until_tokens_refill(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    _, url = launch.gateway(quiet_redis.url, WS_RATE_LIMIT=0.5, WS_RATE_BURST=5)
+    url = launch.in_process_gateway(quiet_redis.url, WS_RATE_LIMIT=0.5, WS_RATE_BURST=5)
     async with client(url) as flooder, client(url) as neighbour:
         for request_id in range(10):
             await flooder.send(cheap_request(request_id))
@@ -133,7 +133,7 @@ async def test_requests_past_the_burst_are_refused_until_tokens_refill(
 async def test_binary_and_malformed_frames_spend_tokens_too(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    _, url = launch.gateway(quiet_redis.url, WS_RATE_LIMIT=0.2, WS_RATE_BURST=3)
+    url = launch.in_process_gateway(quiet_redis.url, WS_RATE_LIMIT=0.2, WS_RATE_BURST=3)
     async with client(url) as flooder:
         for _ in range(4):
             await flooder.send(b"\x01\x02")
@@ -147,7 +147,7 @@ async def test_binary_and_malformed_frames_spend_tokens_too(
 async def test_tasks_in_flight_past_the_limit_are_refused_until_results_arrive(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    _, url = launch.gateway(quiet_redis.url, WS_MAX_TASKS_IN_FLIGHT=2)
+    url = launch.in_process_gateway(quiet_redis.url, WS_MAX_TASKS_IN_FLIGHT=2)
     async with client(url) as ws, client(url) as neighbour:
         first = await ws.request({"type": "factorial", "number": 5, "id": 1})
         second = await ws.request({"type": "factorial", "number": 6, "id": 2})
@@ -178,7 +178,7 @@ async def test_tasks_in_flight_past_the_limit_are_refused_until_results_arrive(
 async def test_connections_past_the_cap_are_refused_with_503(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    _, url = launch.gateway(quiet_redis.url, WS_MAX_CONNECTIONS=3)
+    url = launch.in_process_gateway(quiet_redis.url, WS_MAX_CONNECTIONS=3)
     async with contextlib.AsyncExitStack() as stack:
         held = [await stack.enter_async_context(client(url)) for _ in range(3)]
         with pytest.raises(InvalidStatus) as refused:
@@ -211,7 +211,7 @@ async def test_connections_past_the_cap_are_refused_with_503(
 async def test_keepalive_pings_drop_a_peer_that_never_answers(
     launch: Launcher, quiet_redis: RedisServer
 ) -> None:
-    _, url = launch.gateway(quiet_redis.url, WS_PING_INTERVAL=0.5, WS_PING_TIMEOUT=0.5)
+    url = launch.in_process_gateway(quiet_redis.url, WS_PING_INTERVAL=0.5, WS_PING_TIMEOUT=0.5)
     async with client(url) as live, raw_websocket(url) as peer:
         dead, head = peer.reader, peer.head
         assert head.startswith(b"HTTP/1.1 101")

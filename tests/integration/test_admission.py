@@ -42,7 +42,7 @@ async def test_hard_tasks_are_budgeted_by_cost_per_client_address_and_per_queue(
     launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
     # 1001! to 1007! have 18060 digits in all: an address may queue 8 numbers just over 1000; the
     # queue, about 10 of them.
-    _, url = launch.gateway(
+    url = launch.in_process_gateway(
         server.url, RESULT_REUSE=0, HARD_QUEUE_DIGITS_PER_CLIENT=20_000, HARD_QUEUE_MAX_DIGITS=26_000
     )
     store = redis.Redis.from_url(server.url)
@@ -116,7 +116,7 @@ async def test_addresses_asking_many_cheap_numbers_do_not_lock_another_address_o
     server = launch.redis(persistent=False)
     launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
     # A queue budget of about 50 numbers just over 1000, as the queue's length once was.
-    _, url = launch.gateway(server.url, HARD_QUEUE_MAX_DIGITS=130_000)
+    url = launch.in_process_gateway(server.url, HARD_QUEUE_MAX_DIGITS=130_000)
     cheap = iter(range(1001, 3000))
 
     async def pipeline_cheap(source: int) -> None:
@@ -139,7 +139,7 @@ async def test_addresses_asking_many_cheap_numbers_do_not_lock_another_address_o
 async def test_a_submit_and_cancel_loop_holds_no_more_than_its_addresss_budget(launch: Launcher) -> None:
     server = launch.redis(persistent=False)
     launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
-    _, url = launch.gateway(server.url, HARD_QUEUE_DIGITS_PER_CLIENT=8 * 2568)
+    url = launch.in_process_gateway(server.url, HARD_QUEUE_DIGITS_PER_CLIENT=8 * 2568)
     store = redis.Redis.from_url(server.url)
     answers: dict[str, int] = {"accepted": 0, CLIENT_BUSY: 0}
     async with client(url, **address(2)) as looper:
@@ -225,7 +225,7 @@ async def test_a_task_queued_past_its_expiry_is_discarded_unrun_and_its_number_c
 ) -> None:
     server = launch.redis()
     launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker yet
-    _, url = launch.gateway(server.url, TASK_EXPIRES=2)
+    url = launch.in_process_gateway(server.url, TASK_EXPIRES=2)
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": 1001})
         await asyncio.sleep(3)  # in the queue past its 2 s expiry

@@ -75,7 +75,7 @@ async def test_lookups_from_clients_that_never_read_hold_bounded_memory_and_are_
     server = launch.redis()
     launch.worker(server.url, queues="soft,hard", concurrency=1)
     # The result is computed through another gateway, so this one has never held it.
-    _, submitter_url = launch.gateway(server.url, name="submitter")
+    submitter_url = launch.in_process_gateway(server.url)
     gateway, url = launch.gateway(server.url, WS_SLOW_CONSUMER_TIMEOUT=slow_consumer_timeout_s)
     async with client(submitter_url) as ws:
         task_id = await submit(ws, LONG_NUMBER)

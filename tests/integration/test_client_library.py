@@ -57,7 +57,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_cli_without_the_token_says_401_in_one_line(system: System, launch: Launcher) -> None:
-    _, url = launch.gateway(system.redis_url, WS_TOKEN=TOKEN)
+    url = launch.in_process_gateway(system.redis_url, WS_TOKEN=TOKEN)
 
     assert_one_line_error(run_cli("--url", url, "5"), "401", "token")
     done = run_cli("--url", url, "--token", TOKEN, "5")
@@ -65,7 +65,7 @@ def test_cli_without_the_token_says_401_in_one_line(system: System, launch: Laun
 
 
 async def test_cli_to_a_full_gateway_says_503_in_one_line(system: System, launch: Launcher) -> None:
-    _, url = launch.gateway(system.redis_url, WS_MAX_CONNECTIONS=1)
+    url = launch.in_process_gateway(system.redis_url, WS_MAX_CONNECTIONS=1)
 
     async with client(url):  # holds the only connection
         assert_one_line_error(run_cli("--url", url, "5"), "503")
@@ -75,7 +75,7 @@ def test_cli_plain_ws_to_a_tls_gateway_says_so_in_one_line(
     system: System, launch: Launcher, certificate: tuple[Path, Path]
 ) -> None:
     cert, key = certificate
-    _, url = launch.gateway(system.redis_url, WS_TLS_CERT=cert, WS_TLS_KEY=key)
+    url = launch.in_process_gateway(system.redis_url, WS_TLS_CERT=cert, WS_TLS_KEY=key)
 
     assert_one_line_error(run_cli("--url", url, "5"), "wss://")
 
@@ -84,7 +84,7 @@ def test_cli_reaches_a_wss_gateway_with_a_private_certificate_given_by_ca_file(
     system: System, launch: Launcher, certificate: tuple[Path, Path]
 ) -> None:
     cert, key = certificate
-    _, url = launch.gateway(system.redis_url, WS_TLS_CERT=cert, WS_TLS_KEY=key)
+    url = launch.in_process_gateway(system.redis_url, WS_TLS_CERT=cert, WS_TLS_KEY=key)
     wss_url = url.replace("ws://", "wss://")
 
     assert_one_line_error(run_cli("--url", wss_url, "5"), "certificate", "--ca-file")
@@ -122,7 +122,7 @@ async def test_client_raises_the_typed_exception_of_each_error_reply(system: Sys
 
 async def test_client_raises_service_unavailable_when_the_gateway_has_no_redis(launch: Launcher) -> None:
     server = launch.redis()
-    _, url = launch.gateway(server.url)
+    url = launch.in_process_gateway(server.url)
     server.stop()
 
     async with Client(url) as c:

@@ -81,8 +81,9 @@ async def test_clients_that_never_read_distinct_results_hold_at_most_the_process
     launch: Launcher,
 ) -> None:
     # The issue's case, scaled down: 16 connections, 8 distinct 1 MB results each, never read.
+    # They are cut in waves of one timeout each: a short one keeps the eight waves short.
     budget_bytes = 16 * MIB
-    slow_consumer_timeout_s = 5 * UNIT_S
+    slow_consumer_timeout_s = 2 * UNIT_S
     server = launch.redis(persistent=False)
     gateway, url = launch.gateway(
         server.url,
@@ -125,17 +126,18 @@ async def test_a_client_reading_a_little_at_a_time_is_cut_off_at_the_minimum_rat
     launch: Launcher,
 ) -> None:
     # It reads 256 KiB/s, so the gateway's socket takes the next fragments every few seconds,
-    # well within the slow-consumer timeout: only a rate catches it. 40 MB at 2 MB/s at least is
-    # 20 s (after the timeout); at its pace, 160 s. The cut is seen at the gateway (its counter
+    # well within the slow-consumer timeout: only a rate catches it. 16 MB at 2 MB/s at least is
+    # 8 s (after the timeout); at its pace, 64 s. The cut is seen at the gateway (its counter
     # and log): the client goes on receiving what the kernels' socket buffers hold (megabytes).
     # Keepalive pings (which this client does not answer) are off, so they do not end it first.
-    size_bytes = 40_000_000
-    slow_consumer_timeout_s = 20 * UNIT_S
+    size_bytes = 16_000_000
+    min_output_rate = 2_000_000
+    slow_consumer_timeout_s = 10 * UNIT_S
     server = launch.redis(persistent=False)
     gateway, url = launch.gateway(
         server.url,
         WS_SLOW_CONSUMER_TIMEOUT=slow_consumer_timeout_s,
-        WS_MIN_OUTPUT_RATE=2_000_000,
+        WS_MIN_OUTPUT_RATE=min_output_rate,
         WS_PING_INTERVAL=3600,
     )
     (task_id,) = store_results(server.url, 1, size_bytes)
@@ -161,5 +163,5 @@ async def test_a_client_reading_a_little_at_a_time_is_cut_off_at_the_minimum_rat
     print(f"cut off after {cut_after_s} s, {received} bytes read by then")
     assert cut_after_s is not None, f"not cut off; {received} bytes read"
     assert received < size_bytes
-    assert cut_after_s < slow_consumer_timeout_s + 20 + 10 * UNIT_S
+    assert cut_after_s < slow_consumer_timeout_s + size_bytes / min_output_rate + 10 * UNIT_S
     assert "not sent within" in gateway.log()

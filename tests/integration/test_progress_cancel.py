@@ -23,13 +23,17 @@ from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
 CANCELLED_ID = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
 
 
-def hard_system(launch: Launcher, **settings: Any) -> tuple[str, Proc, str]:
+def hard_system(launch: Launcher, *, gateway_process: bool = False, **settings: Any) -> tuple[str, Proc, str]:
     """Redis, a soft worker, a one-process hard worker and a gateway: (Redis URL, the hard
-    worker, the gateway's URL)."""
+    worker, the gateway's URL). The gateway runs in this process unless ``gateway_process``
+    (a test that reads its log, or whose client load must not share its process)."""
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1, **settings)
     hard = launch.worker(redis_url, queues="hard", concurrency=1, **settings)
-    _, url = launch.gateway(redis_url, **settings)
+    if gateway_process:
+        _, url = launch.gateway(redis_url, **settings)
+    else:
+        url = launch.in_process_gateway(redis_url, **settings)
     return redis_url, hard, url
 
 
@@ -264,7 +268,7 @@ async def test_a_task_cancelled_while_no_worker_runs_is_discarded_by_the_worker_
 ) -> None:
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1)
-    _, url = launch.gateway(redis_url)
+    url = launch.in_process_gateway(redis_url)
     async with client(url) as ws:
         task_id = await submit(ws, 3000, 1)
         replies = await cancel(ws, task_id, 2)
@@ -280,7 +284,7 @@ async def test_a_task_cancelled_while_no_worker_runs_is_discarded_by_the_worker_
 
 async def test_cancelling_twice_says_cancelled_twice(launch: Launcher) -> None:
     redis_url = launch.redis().url
-    _, url = launch.gateway(redis_url)  # no worker: the task stays queued
+    url = launch.in_process_gateway(redis_url)  # no worker: the task stays queued
     async with client(url) as ws:
         task_id = await submit(ws, 4000, 1)
         for request_id in (2, 3):

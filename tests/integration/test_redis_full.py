@@ -21,7 +21,7 @@ async def test_a_worker_that_cannot_store_a_result_fails_the_task_and_keeps_cons
 ) -> None:
     server = launch.redis(persistent=False)
     worker = launch.worker(server.url, concurrency=1)
-    _, url = launch.gateway(server.url)
+    url = launch.in_process_gateway(server.url)
     store = redis.Redis.from_url(server.url)
     async with client(url) as ws:
         slow = await ws.request({"type": "factorial", "number": SLOW_NUMBER})
@@ -46,7 +46,7 @@ async def test_past_the_high_water_new_large_tasks_are_refused_and_stored_ones_s
 ) -> None:
     server = launch.redis(persistent=False)
     launch.worker(server.url, concurrency=1)
-    _, url = launch.gateway(server.url, REDIS_MEMORY_HIGH_WATER=0.8)
+    url = launch.in_process_gateway(server.url, REDIS_MEMORY_HIGH_WATER=0.8)
     store = redis.Redis.from_url(server.url)
     async with client(url) as ws:
         stored, _ = await ws.factorial(2000)

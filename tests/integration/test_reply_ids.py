@@ -16,7 +16,7 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 async def test_a_rate_limited_frame_gets_its_id_back(launch: Launcher) -> None:
     server = launch.redis()
-    _, url = launch.gateway(server.url, WS_RATE_LIMIT=0.1, WS_RATE_BURST=1)
+    url = launch.in_process_gateway(server.url, WS_RATE_LIMIT=0.1, WS_RATE_BURST=1)
     async with client(url) as ws:
         await ws.send({"type": "result", "task_id": UNKNOWN_ID, "id": "first"})
         await ws.send({"type": "result", "task_id": UNKNOWN_ID, "id": "second"})
@@ -35,7 +35,7 @@ async def test_a_rate_limited_frame_gets_its_id_back(launch: Launcher) -> None:
 
 async def test_a_binary_frame_gets_its_id_back_when_it_holds_utf8_json(launch: Launcher) -> None:
     server = launch.redis()
-    _, url = launch.gateway(server.url)
+    url = launch.in_process_gateway(server.url)
     async with client(url) as ws:
         await ws.send(json.dumps({"type": "factorial", "number": 5, "id": "bin"}).encode())
         await ws.send(b'{"type": "factorial", "id": 7, "number": "\xff"}')  # not UTF-8
@@ -54,7 +54,7 @@ async def test_a_binary_frame_gets_its_id_back_when_it_holds_utf8_json(launch: L
 def test_the_cli_client_sends_a_frame_refused_for_its_rate_again_and_gets_every_result(
     system: System, launch: Launcher
 ) -> None:
-    _, url = launch.gateway(system.redis_url, WS_RATE_LIMIT=2, WS_RATE_BURST=1)  # the shared worker
+    url = launch.in_process_gateway(system.redis_url, WS_RATE_LIMIT=2, WS_RATE_BURST=1)  # the shared worker
     command = [PYTHON, "-m", "factorial_ws", "client", "--url", url, "5", "6", "7"]
     run = subprocess.run(
         command, env=process_env(system.redis_url), capture_output=True, text=True, timeout=REPLY_TIMEOUT_S
@@ -72,7 +72,7 @@ async def test_requests_handled_together_are_acked_in_request_order(launch: Laun
     """The gateway reads a connection's requests ahead and submits them together; a client
     without ids still matches acks and refusals by position."""
     server = launch.redis()
-    _, url = launch.gateway(server.url, RESULT_REUSE=0)  # no worker: every task waits
+    url = launch.in_process_gateway(server.url, RESULT_REUSE=0)  # no worker: every task waits
     frames: list[str | dict[str, object]] = []
     for index in range(150):
         frames.append({"type": "factorial", "number": index % 7} if index % 5 else "{not json")

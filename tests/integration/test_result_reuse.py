@@ -46,7 +46,7 @@ async def crowd(url: str, number: int, count: int) -> list[tuple[dict[str, Any],
 async def test_fifty_clients_asking_for_the_same_number_share_one_computation(launch: Launcher) -> None:
     server = launch.redis()
     worker = launch.worker(server.url, concurrency=2)
-    _, url = launch.gateway(server.url)
+    url = launch.in_process_gateway(server.url)
 
     replies = await crowd(url, NUMBER, CLIENTS)
 
@@ -72,7 +72,7 @@ async def test_fifty_clients_asking_for_the_same_number_share_one_computation(la
 async def test_with_result_reuse_off_every_request_is_its_own_task(launch: Launcher) -> None:
     server = launch.redis()
     worker = launch.worker(server.url, concurrency=2)
-    _, url = launch.gateway(server.url, RESULT_REUSE=0)
+    url = launch.in_process_gateway(server.url, RESULT_REUSE=0)
     number = 500  # the same crowd as above, on a number that costs nothing (a soft one)
 
     replies = await crowd(url, number, CLIENTS)
@@ -91,7 +91,7 @@ async def test_a_failed_computation_is_forgotten_and_the_next_request_computes_a
     # Hard tasks are killed after 1 s (the limit travels in the task message): 10**7! (about 15 s
     # of GMP work) always fails.
     launch.worker(server.url, concurrency=1, MAX_NUMBER=10**7)
-    _, url = launch.gateway(server.url, MAX_NUMBER=10**7, HARD_TASK_TIMEOUT=1, SOFT_TASK_TIMEOUT=1)
+    url = launch.in_process_gateway(server.url, MAX_NUMBER=10**7, HARD_TASK_TIMEOUT=1, SOFT_TASK_TIMEOUT=1)
     store = redis.Redis.from_url(server.url)
 
     async with client(url) as ws:

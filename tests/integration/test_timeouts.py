@@ -21,7 +21,7 @@ async def test_gateway_sends_timeout_error_when_no_worker_answers_and_the_task_i
     launch: Launcher, redis_server: RedisServer
 ) -> None:
     launch.worker(redis_server.url, queues="soft", name="soft")
-    _, url = launch.gateway(redis_server.url, HARD_TASK_TIMEOUT=GATEWAY_WAIT_S)
+    url = launch.in_process_gateway(redis_server.url, HARD_TASK_TIMEOUT=GATEWAY_WAIT_S)
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": 5000, "id": "t"})
         started = time.monotonic()
@@ -52,7 +52,7 @@ async def test_task_over_its_time_limit_is_killed_reported_as_timeout_and_not_re
     # (as with apply_async): the worker kills the task after 3 s, which the stored
     # TimeLimitExceeded below proves (the gateway also stops waiting after 3 s).
     worker = launch.worker(redis_server.url, concurrency=1, HARD_TASK_TIMEOUT=30, MAX_NUMBER=100_000_000)
-    _, url = launch.gateway(redis_server.url, HARD_TASK_TIMEOUT=3, MAX_NUMBER=100_000_000)
+    url = launch.in_process_gateway(redis_server.url, HARD_TASK_TIMEOUT=3, MAX_NUMBER=100_000_000)
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": 10_000_000})  # > 10 s in GMP
         started = time.monotonic()

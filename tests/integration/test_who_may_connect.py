@@ -45,7 +45,7 @@ async def refused_status(url: str, **connect_options: Any) -> int:
 
 
 async def test_without_the_token_the_handshake_is_refused_with_401(launch: Launcher, system: System) -> None:
-    _, url = launch.gateway(system.redis_url, WS_TOKEN=TOKEN)
+    url = launch.in_process_gateway(system.redis_url, WS_TOKEN=TOKEN)
     assert await refused_status(url) == 401
     assert await refused_status(url, additional_headers={"Authorization": "Bearer wrong"}) == 401
     assert await refused_status(url + "?token=wrong") == 401
@@ -55,7 +55,7 @@ async def test_without_the_token_the_handshake_is_refused_with_401(launch: Launc
 async def test_the_token_as_bearer_header_or_query_parameter_lets_a_client_in(
     launch: Launcher, system: System
 ) -> None:
-    _, url = launch.gateway(system.redis_url, WS_TOKEN=TOKEN)
+    url = launch.in_process_gateway(system.redis_url, WS_TOKEN=TOKEN)
     await assert_serves(url, additional_headers={"Authorization": f"Bearer {TOKEN}"})
     await assert_serves(f"{url}?token={TOKEN}")
 
@@ -65,7 +65,7 @@ async def test_the_token_as_bearer_header_or_query_parameter_lets_a_client_in(
 
 async def test_a_browser_origin_not_on_the_list_is_refused_with_403(launch: Launcher, system: System) -> None:
     allowed = "https://app.example,http://localhost:8080"
-    _, url = launch.gateway(system.redis_url, WS_ALLOWED_ORIGINS=allowed)
+    url = launch.in_process_gateway(system.redis_url, WS_ALLOWED_ORIGINS=allowed)
     assert await refused_status(url, origin=Origin("https://evil.example")) == 403
     assert await refused_status(url, origin=Origin("http://localhost:8081")) == 403
     await assert_serves(url, origin=Origin("https://app.example"))
@@ -74,7 +74,9 @@ async def test_a_browser_origin_not_on_the_list_is_refused_with_403(launch: Laun
 
 
 async def test_token_and_origin_checks_hold_together(launch: Launcher, system: System) -> None:
-    _, url = launch.gateway(system.redis_url, WS_TOKEN=TOKEN, WS_ALLOWED_ORIGINS="https://app.example")
+    url = launch.in_process_gateway(
+        system.redis_url, WS_TOKEN=TOKEN, WS_ALLOWED_ORIGINS="https://app.example"
+    )
     assert await refused_status(url + f"?token={TOKEN}", origin=Origin("https://evil.example")) == 403
     assert await refused_status(url, origin=Origin("https://app.example")) == 401
     await assert_serves(url + f"?token={TOKEN}", origin=Origin("https://app.example"))
@@ -127,7 +129,7 @@ async def test_with_a_certificate_the_gateway_serves_wss(
     launch: Launcher, system: System, certificate: tuple[Path, Path]
 ) -> None:
     cert, key = certificate
-    _, url = launch.gateway(system.redis_url, WS_TLS_CERT=cert, WS_TLS_KEY=key)
+    url = launch.in_process_gateway(system.redis_url, WS_TLS_CERT=cert, WS_TLS_KEY=key)
     wss_url = url.replace("ws://", "wss://")
     trusting = ssl.create_default_context(cafile=cert)
     await assert_serves(wss_url, ssl=trusting)
