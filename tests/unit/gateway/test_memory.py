@@ -11,6 +11,8 @@ from dataclasses import replace
 import pytest
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from factorial_ws.catalog.factorial import FACTORIAL, factorial_catalog
 from factorial_ws.config import Config
@@ -78,7 +80,10 @@ async def test_a_redis_that_forbids_info_turns_the_guard_off(
 
 
 async def test_a_redis_away_turns_the_guard_off() -> None:
-    async with aioredis.Redis(port=free_port(), socket_connect_timeout=1) as away:
+    # No retries: redis-py's default retries a refused connection with backoff for seconds.
+    async with aioredis.Redis(
+        port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    ) as away:
         gauge = MemoryGauge(away, 0.8)
         gauge.reading = PAST_THE_HIGH_WATER  # read before Redis went away
         assert gauge.refuses(HARD_QUEUE)

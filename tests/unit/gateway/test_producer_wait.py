@@ -10,9 +10,16 @@ from celery import Celery
 
 from factorial_ws.config import Config, ConfigError
 from factorial_ws.constants import SUBMITTED_KEY_PREFIX
-from factorial_ws.gateway.producer import REPLICA_ACK_TIMEOUT_MS, NotReplicated, Producer
+from factorial_ws.gateway import producer
+from factorial_ws.gateway.producer import NotReplicated, Producer
 
 TASK_ID = "5ee1a5d6-1f5c-4c53-9d0e-0d3d3a1b2c4d"
+SHORT_ACK_TIMEOUT_MS = 200  # the WAIT's timeout, shorter than the product's: it is waited out
+
+
+@pytest.fixture(autouse=True)
+def short_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(producer, "REPLICA_ACK_TIMEOUT_MS", SHORT_ACK_TIMEOUT_MS)
 
 
 def test_min_replicas_ack_defaults_to_no_wait_and_must_not_be_negative() -> None:
@@ -27,7 +34,7 @@ async def test_without_the_replicas_it_must_wait_for_send_fails_after_the_wait(
     started = time.monotonic()
     with pytest.raises(NotReplicated, match="0 of 1 replicas"):
         await Producer(app, client, result_expires_s=600, min_replicas_ack=1).send(TASK_ID, "soft", 5)
-    assert time.monotonic() - started >= REPLICA_ACK_TIMEOUT_MS / 1000
+    assert time.monotonic() - started >= SHORT_ACK_TIMEOUT_MS / 1000
     # The master took the task in one step all the same; it may still run.
     assert await client.llen("soft") == 1
     assert await client.exists(SUBMITTED_KEY_PREFIX + TASK_ID)
