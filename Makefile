@@ -41,9 +41,10 @@ test: install browser-deps
 	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not alone"
 	$(BIN)/python -m pytest -m alone
 
-# The unit tests alone: no process is started but a private Redis for the producer's tests.
+# The unit tests alone: no process is started but a private Redis for the producer's tests and a
+# few fresh interpreters. Two processes: much of their time is waiting on timers and children.
 test-fast: install
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -n 2 tests/unit
 
 lint: install
 	$(BIN)/ruff check src tests examples *.py

@@ -408,6 +408,12 @@ class _GatewayThread:
             await self._stop.wait()
 
 
+def printed_by_fresh_interpreter(code: str) -> list[str]:
+    """The words ``code`` prints when run by a new interpreter (a test of what an import loads)."""
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 def worker_hostname(name: str) -> str:
     """The Celery hostname of the worker ``Launcher.worker(name=name)`` starts."""
     return f"{name}@test"

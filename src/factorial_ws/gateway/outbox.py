@@ -88,7 +88,9 @@ class OutputBudget:
         self._in_use -= size
         while self._waiters:
             size, key, waiter = self._waiters[0]
-            if not (key is not None and key in self._held) and not self._fits(size):
+            # A cancelled wait leaves the queue only once it runs again: it must not hold back
+            # the ones behind it meanwhile.
+            if not waiter.done() and not (key is not None and key in self._held) and not self._fits(size):
                 break
             self._waiters.popleft()
             if not waiter.done():
@@ -234,7 +236,8 @@ class Outbox:
 
     def _release(self, size: int) -> None:
         self._in_use -= size
-        while self._waiters and self._fits(self._waiters[0][0]):
+        # A cancelled waiter (done) is skipped, whatever its size, as in OutputBudget.release.
+        while self._waiters and (self._waiters[0][1].done() or self._fits(self._waiters[0][0])):
             size, waiter = self._waiters.popleft()
             if not waiter.done():
                 self._in_use += size

@@ -158,3 +158,29 @@ async def test_a_waiter_cancelled_before_its_turn_is_skipped_for_the_next() -> N
         results.let_go(2)
         await asyncio.wait_for(asyncio.gather(sends[0], sends[2]), STEP_TIMEOUT_S)
         assert await read(client, 2) == [60, 60]
+
+
+async def test_a_waiter_cancelled_at_the_head_does_not_hold_back_a_smaller_one_behind_it() -> None:
+    results = Results()
+    async with outbox_to_reader() as (outbox, client):
+        sends: list[asyncio.Task[None]] = []
+        # The first result is sent, and its bytes given back, in the very turn the 60-byte
+        # waiter at the head of the queue is cancelled: before that waiter has run again.
+        sends.append(
+            asyncio.create_task(outbox.send_result(50, results.maker(0, 50, lambda: sends[2].cancel())))
+        )
+        sends += [
+            asyncio.create_task(outbox.send_result(size, results.maker(i, size)))
+            for i, size in [(1, 50), (2, 60), (3, 40)]
+        ]
+        await settled(sends, results.made, 2)
+        assert results.made == [0, 1]
+
+        results.let_go(0)
+        await settled(sends, results.made, 3)
+        assert sends[2].cancelled()
+        assert results.made == [0, 1, 3]  # 50 + 40 bytes fit the budget
+        results.let_go(1)
+        results.let_go(3)
+        await asyncio.wait_for(asyncio.gather(sends[0], sends[1], sends[3]), STEP_TIMEOUT_S)
+        assert sorted(await read(client, 3)) == [40, 50, 50]

@@ -117,3 +117,17 @@ async def test_a_shared_result_already_sent_lets_its_next_sender_past_the_queue(
     budget.release(8, "task-a")
     await turns()
     assert other.done() and budget.in_use_bytes == 5
+
+
+async def test_a_wait_cancelled_at_the_head_of_the_queue_does_not_hold_back_smaller_ones() -> None:
+    budget = OutputBudget(10)
+    await budget.acquire(5)
+    await budget.acquire(5)
+    big = asyncio.create_task(budget.acquire(8))
+    small = asyncio.create_task(budget.acquire(4))
+    await asyncio.sleep(0)
+    big.cancel()  # its connection closes, and room is made before its wait has run again
+    budget.release(5)
+    await turns()
+    assert big.cancelled()
+    assert small.done() and budget.in_use_bytes == 9

@@ -4,8 +4,6 @@ results, JSON only, late acknowledgement, how soon a lost task comes back, TLS."
 from __future__ import annotations
 
 import ssl
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -18,13 +16,7 @@ from factorial_ws.constants import HARD_TASK_NAME
 from factorial_ws.worker.app import celery_settings, create_app
 from factorial_ws.worker.processes import WORKER_APP
 from factorial_ws.worker.transport import SentinelTransport, Transport, celery_redis_url
-
-
-def _probe(code: str) -> list[str]:
-    """What ``code`` prints in a fresh interpreter (importing the worker's app installs hooks)."""
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
+from support import printed_by_fresh_interpreter
 
 
 def test_the_worker_command_finds_the_workers_app_in_the_package() -> None:
@@ -34,7 +26,7 @@ def test_the_worker_command_finds_the_workers_app_in_the_package() -> None:
         "import factorial_ws.worker.celery as worker; "
         f"print(app is worker.app, {HARD_TASK_NAME!r} in app.tasks)"
     )
-    assert _probe(probe) == ["True", "True"]
+    assert printed_by_fresh_interpreter(probe) == ["True", "True"]
 
 
 def test_the_gateway_builds_its_celery_app_without_loading_the_worker_hooks() -> None:
@@ -43,7 +35,7 @@ def test_the_gateway_builds_its_celery_app_without_loading_the_worker_hooks() ->
         "print([name for name in ('factorial_ws.worker.celery', 'factorial_ws.worker.hooks') "
         "if name in sys.modules])"
     )
-    assert _probe(probe) == ["[]"]
+    assert printed_by_fresh_interpreter(probe) == ["[]"]
 
 
 @pytest.mark.parametrize(
