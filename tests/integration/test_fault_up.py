@@ -60,11 +60,12 @@ async def test_up_killed_with_sigkill_and_restarted_keeps_queued_tasks_and_resul
         "WS_HOST": "127.0.0.1",
         "WS_PORT": ws_port,
         "HARD_CONCURRENCY": 1,  # one hard task at a time: the next ones wait in the queue
-        # The task running when `up` dies is redelivered once this visibility timeout passes.
-        # Its limit leaves room for a loaded machine: a task cut short would be reported as a
-        # stored "Timeout error", not run again.
-        "HARD_TASK_TIMEOUT": 8,
-        "VISIBILITY_TIMEOUT": 17,
+        # The task running when `up` dies is redelivered once this visibility timeout passes
+        # (the shortest above twice the limit). Its limit leaves room for a loaded machine (the
+        # task takes about 0.5 s alone): a task cut short would be reported as a stored "Timeout
+        # error", not run again.
+        "HARD_TASK_TIMEOUT": 5,
+        "VISIBILITY_TIMEOUT": 11,
     }
     first, redis_url = start_up(launch, "up-1", settings)
     async with client(url) as ws:
