@@ -283,6 +283,9 @@ class Config:
     redis_port: int = setting(6380, env="REDIS_PORT", check=_port)
     # Above 0, `up` runs a master, this many replicas and three Sentinels instead of one Redis.
     redis_replicas: int = setting(0, env="REDIS_REPLICAS", check=_not_negative)
+    # `up` and a multi-process gateway start a child that exited again after this delay, doubled
+    # for each further exit within a minute (supervisor/child.py).
+    restart_delay_s: float = setting(0.5, env="RESTART_DELAY", check=_positive)
 
     def __post_init__(self) -> None:
         for row in SETTINGS.values():

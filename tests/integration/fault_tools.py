@@ -171,9 +171,14 @@ def assert_success(reply: dict[str, Any], task_id: str, number: int) -> None:
     assert reply["result"] == factorial_digits(number)
 
 
-def http_get(url: str, path: str) -> str:
+def http_get(url: str, path: str, *, fresh: bool = True) -> str:
+    """The body of a GET of ``path``. /healthz and /metrics are built after the previous read of
+    them (``fresh_status_page``); with ``fresh=False`` whatever the answering process built
+    within the last second will do: for reads repeated while nothing changes, that only reach
+    each of several processes."""
     http_url = url.replace("ws://", "http://").rstrip("/") + path
-    with fresh_status_page(http_url), urllib.request.urlopen(http_url, timeout=5 * UNIT_S) as response:
+    freshness = fresh_status_page(http_url) if fresh else contextlib.nullcontext()
+    with freshness, urllib.request.urlopen(http_url, timeout=5 * UNIT_S) as response:
         return str(response.read().decode())
 
 

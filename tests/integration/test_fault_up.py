@@ -60,11 +60,12 @@ async def test_up_killed_with_sigkill_and_restarted_keeps_queued_tasks_and_resul
         "WS_HOST": "127.0.0.1",
         "WS_PORT": ws_port,
         "HARD_CONCURRENCY": 1,  # one hard task at a time: the next ones wait in the queue
-        # The task running when `up` dies is redelivered once this visibility timeout passes.
-        # Its limit leaves room for a loaded machine: a task cut short would be reported as a
-        # stored "Timeout error", not run again.
-        "HARD_TASK_TIMEOUT": 8,
-        "VISIBILITY_TIMEOUT": 17,
+        # The task running when `up` dies is redelivered once this visibility timeout passes
+        # (the shortest above twice the limit). Its limit leaves room for a loaded machine (the
+        # task takes about 0.5 s alone): a task cut short would be reported as a stored "Timeout
+        # error", not run again.
+        "HARD_TASK_TIMEOUT": 5,
+        "VISIBILITY_TIMEOUT": 11,
     }
     first, redis_url = start_up(launch, "up-1", settings)
     async with client(url) as ws:
@@ -110,7 +111,15 @@ async def test_up_keeps_the_rest_serving_while_its_hard_worker_keeps_dying_and_h
     gateway and Redis with it. Now it is started again later and later, for as long as it takes."""
     ws_port = free_port()
     url = f"ws://127.0.0.1:{ws_port}/"
-    settings = {"FACTORIAL_WS_DATA_DIR": tmp_path / "data", "WS_HOST": "127.0.0.1", "WS_PORT": ws_port}
+    settings = {
+        "FACTORIAL_WS_DATA_DIR": tmp_path / "data",
+        "WS_HOST": "127.0.0.1",
+        "WS_PORT": ws_port,
+        # The claim is that `up` never gives up, not how long it waits: restarts 0.1, 0.2, ...
+        # 3.2 s after the exits (by default 0.5 s doubling to 16 s, 31.5 s in all), all seven exits
+        # well within the minute counted, and 6.4 s to read /healthz before the next start.
+        "RESTART_DELAY": 0.1,
+    }
     up, _ = start_up(launch, "up", settings)
     killed: set[int] = set()
     for _ in range(7):

@@ -20,9 +20,9 @@ CONNECTIONS = 20  # the kernel spreads them over both processes (all on one: 1 c
 SCRAPES = 8  # each one answered by either process
 
 
-def health_report(url: str) -> dict[str, Any]:
+def health_report(url: str, *, fresh: bool = True) -> dict[str, Any]:
     try:
-        body = http_get(url, "/healthz")
+        body = http_get(url, "/healthz", fresh=fresh)
     except urllib.error.HTTPError as error:
         body = error.read().decode()
     report: dict[str, Any] = json.loads(body)

@@ -4,7 +4,10 @@ parent, however it dies, and a child that dies is started again."""
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from factorial_ws.gateway.metrics import MULTIPROCESS_DIR_VARIABLE
 from factorial_ws.supervisor.probes import port_open
@@ -16,13 +19,33 @@ from .test_up import command_line, start_up, stop_and_assert_nothing_left, up_en
 PROCESSES = 2
 
 
-def test_gateway_children_die_with_their_parent_killed_with_sigkill_and_free_the_port(
-    launch: Launcher,
-) -> None:
-    server = launch.redis()
-    parent, port, children = start_gateways(launch, server.url, PROCESSES)
+@dataclass(frozen=True)
+class KilledParent:
+    redis_url: str
+    port: int
+    children: list[int]
+    metrics_folder: Path  # its children's
+    metrics_folder_was_there: bool  # before the kill
+
+
+@pytest.fixture(scope="module")
+def killed_parent(module_launch: Launcher) -> KilledParent:
+    """Gateway processes whose parent was killed with SIGKILL, for the two tests of what that
+    leaves: one start for both. Neither disturbs the other: the first only looks, the second
+    starts gateways of its own on another port."""
+    redis_url = module_launch.redis().url
+    parent, port, children = start_gateways(module_launch, redis_url, PROCESSES)
+    folder = metrics_folder_of(children[0])
+    was_there = folder.is_dir()
     kill(parent.pid, signal.SIGKILL)
-    wait_gone(children, timeout_s=10 * UNIT_S)
+    return KilledParent(redis_url, port, children, folder, was_there)
+
+
+def test_gateway_children_die_with_their_parent_killed_with_sigkill_and_free_the_port(
+    killed_parent: KilledParent,
+) -> None:
+    wait_gone(killed_parent.children, timeout_s=10 * UNIT_S)
+    port = killed_parent.port
     wait_until(lambda: not port_open(port), 5 * UNIT_S, what=f"port {port} to be released")
 
 
@@ -34,16 +57,13 @@ def metrics_folder_of(pid: int) -> Path:
 
 
 def test_the_metrics_folder_of_a_parent_killed_with_sigkill_is_removed_by_the_next_start(
-    launch: Launcher,
+    launch: Launcher, killed_parent: KilledParent
 ) -> None:
-    server = launch.redis()
-    parent, _, children = start_gateways(launch, server.url, PROCESSES)
-    folder = metrics_folder_of(children[0])
-    assert folder.is_dir(), folder
-    kill(parent.pid, signal.SIGKILL)
-    wait_gone(children, timeout_s=10 * UNIT_S)
+    folder = killed_parent.metrics_folder
+    assert killed_parent.metrics_folder_was_there, folder
+    wait_gone(killed_parent.children, timeout_s=10 * UNIT_S)
     assert folder.is_dir(), "a parent killed outright cannot remove it itself"
-    _, _, new_children = start_gateways(launch, server.url, PROCESSES, name="gateways again")
+    _, _, new_children = start_gateways(launch, killed_parent.redis_url, PROCESSES, name="gateways again")
     assert not folder.exists(), f"{folder} left by the killed parent is still there"
     assert metrics_folder_of(new_children[0]).is_dir()
 

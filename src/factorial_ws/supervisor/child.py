@@ -19,7 +19,8 @@ from .processes import start_child
 logger = logging.getLogger(__name__)
 
 # Restarts
-FIRST_RESTART_DELAY_S = 0.5  # after the first exit; doubled for each further one in the window
+# After the first exit (the default of RESTART_DELAY); doubled for each further one in the window.
+FIRST_RESTART_DELAY_S = 0.5
 MAX_RESTART_DELAY_S = 30.0
 RESTART_WINDOW_S = 60.0
 # A child that exited this often within RESTART_WINDOW_S is reported as failing even while it
@@ -36,6 +37,7 @@ class SupervisedChild:
     env: dict[str, str] | None = None
     log_path: Path | None = None  # where its output goes; None: our terminal
     cwd: Path | None = None
+    first_restart_delay_s: float = FIRST_RESTART_DELAY_S
     process: subprocess.Popen[bytes] | None = None
     exits: list[float] = field(default_factory=list)  # monotonic times of recent exits
     restart_at: float | None = None  # set while waiting to start it again
@@ -65,7 +67,7 @@ class SupervisedChild:
             return
         self.exits = [*self._recent_exits(now), now]
         self.last_code = code
-        delay_s = min(FIRST_RESTART_DELAY_S * 2 ** (len(self.exits) - 1), MAX_RESTART_DELAY_S)
+        delay_s = min(self.first_restart_delay_s * 2 ** (len(self.exits) - 1), MAX_RESTART_DELAY_S)
         logger.warning(
             "%s %d exited (code %s); starting another in %g s (exit %d within %.0f s)",
             self.name, self.process.pid, code, delay_s, len(self.exits), RESTART_WINDOW_S,

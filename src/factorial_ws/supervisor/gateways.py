@@ -37,10 +37,15 @@ def gateway_command(*args: str) -> list[str]:
 def gateway_children(config: Config, env: dict[str, str]) -> list[SupervisedChild]:
     """The gateway processes of ``config``: one that serves alone, or each of several serving
     alone (``--processes 1``) on a shared port (``--reuse-port``)."""
+    delay_s = config.restart_delay_s
     if config.gateway_processes == 1:
-        return [SupervisedChild("gateway", gateway_command("--processes", "1"), env)]
+        command = gateway_command("--processes", "1")
+        return [SupervisedChild("gateway", command, env, first_restart_delay_s=delay_s)]
     command = gateway_command("--processes", "1", "--reuse-port")
-    return [SupervisedChild("gateway process", command, env) for _ in range(config.gateway_processes)]
+    return [
+        SupervisedChild("gateway process", command, env, first_restart_delay_s=delay_s)
+        for _ in range(config.gateway_processes)
+    ]
 
 
 def shared_metrics_folder(config: Config, env: dict[str, str]) -> tempfile.TemporaryDirectory[str] | None:
