@@ -12,6 +12,7 @@ import os
 import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from websockets.sync.client import connect
 
 from factorial_ws.supervisor.probes import free_port, port_open
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import PYTHON, REPLY_TIMEOUT_S, UNIT_S, Launcher, System, process_env, wait_until
+from support import PYTHON, REPLY_TIMEOUT_S, UNIT_S, Launcher, System, paused, process_env, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Locator, Page
@@ -99,6 +100,15 @@ def open_page(new_page: NewPage) -> OpenPage:
 @pytest.fixture
 def page(open_page: OpenPage, system: System) -> Page:
     return open_page(system.url)
+
+
+def side_by_side(launch: Launcher) -> ThreadPoolExecutor:
+    """Threads to start processes on (``launch.worker`` and ``launch.gateway`` wait until each
+    is ready) while this thread starts others. They last until ``launch`` has stopped every
+    process: a process gets its parent-death signal when the thread that started it ends."""
+    threads = ThreadPoolExecutor()
+    launch.callback(threads.shutdown)
+    return threads
 
 
 def expect_status(page: Page, state: str) -> None:
@@ -192,17 +202,24 @@ def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task
     launch: Launcher, redis_server: RedisServer, open_page: OpenPage
 ) -> None:
     port = free_port()  # the gateway comes back on the same port, with the same token
+    # The hard worker starts beside the gateway, then stays frozen until the new gateway has
+    # looked the task up: till then the task waits in its queue, as with no worker at all.
+    worker = side_by_side(launch).submit(launch.worker, redis_server.url, queues="hard", concurrency=1)
     old, url = launch.gateway(redis_server.url, port=port, WS_TOKEN=TOKEN)
-    page = open_page(f"{url}?token={TOKEN}")  # the page passes its token on
-    row = submit_number(page, "2000")  # the hard queue, which has no worker yet
-    expect_state(row, "queued")  # the page asks for progress: no worker yet
-    task_id = row.get_attribute("data-task-id")
+    hard = worker.result()
+    with paused(hard.pid):
+        page = open_page(f"{url}?token={TOKEN}")  # the page passes its token on
+        row = submit_number(page, "2000")  # the hard queue, whose worker is frozen
+        expect_state(row, "queued")  # the page asks for progress: no live worker
+        task_id = row.get_attribute("data-task-id")
 
-    old.stop()
-    expect_status(page, "closed")
-    new, _ = launch.gateway(redis_server.url, port=port, name="gateway-again", WS_TOKEN=TOKEN, ACCESS_LOG=1)
-    expect_status(page, "open")
-    launch.worker(redis_server.url, queues="hard", concurrency=1)
+        old.stop()
+        expect_status(page, "closed")
+        new, _ = launch.gateway(
+            redis_server.url, port=port, name="gateway-again", WS_TOKEN=TOKEN, ACCESS_LOG=1
+        )
+        expect_status(page, "open")
+        wait_until(lambda: "request task_id=" in new.log(), what="the page asking again")
 
     expect_state(row, "done")
     assert row.get_attribute("data-task-id") == task_id

@@ -8,7 +8,7 @@ progress, its result or error, and a Cancel button."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from integration.test_catalog_tasks import Wordcount, wordcount
 from support import UNIT_S, System, wait_until
 
+from .test_client_js import run_in_page
 from .test_page import (
     UI_TIMEOUT_MS,
     NewPage,
@@ -245,6 +246,35 @@ def test_client_js_reads_a_result_key_inside_a_tasks_json_as_json(
         {"result": 7},
         "265252859812191058636308480000000",
     ]
+
+
+# The same calls through a client a page's own script makes (window.client, made by
+# test_client_js.py's loader), on this file's wordcount system.
+WINDOW_CLIENT_CALLS = """async () => {
+    const client = window.client;
+    const counts = await client.call("count_words", { text: "a b a" });
+    const failed = await client.call("explode").catch((e) => [e.name, e.message]);
+    const invalid = await client.call("count_words", {}).catch((e) => [e.name, e.message]);
+    const job = client.submitCall("slow_count", { n: 6, delay_s: 0.05 }, { progress: true });
+    const states = [];
+    job.addEventListener("statechange", () => states.push([job.state, job.info]));
+    const counted = await job.result;
+    return { counts, failed, invalid, counted, states, taskId: job.taskId };
+}"""
+
+
+def test_client_js_calls_catalog_tasks_with_results_errors_and_progress(
+    new_page: NewPage, wordcount: Wordcount
+) -> None:
+    found: dict[str, Any] = run_in_page(new_page, http_url(wordcount), {}, WINDOW_CLIENT_CALLS)
+    assert found["counts"] == {"a": 2, "b": 1}
+    assert found["failed"] == ["TaskFailed", "Task failed: ValueError"]
+    assert found["invalid"] == ["InvalidRequest", "Invalid request: text: Field required"]
+    assert found["counted"] == {"counted": 6}
+    states = [state for state, _ in found["states"]]
+    assert states[0] == "pending" and "progress" in states and states[-1] == "done", states
+    infos = [info for state, info in found["states"] if state == "progress"]
+    assert all(info["total"] == 6 for info in infos)
 
 
 # --- forms from any schema ------------------------------------------------------------------------

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from support import Launcher
 
-from .test_page import OpenPage, browser, expect_state, expect_text, new_page, open_page, submit_number
+from .test_page import (
+    OpenPage,
+    browser,
+    expect_state,
+    expect_text,
+    new_page,
+    open_page,
+    side_by_side,
+    submit_number,
+)
 
 __all__ = ["browser", "new_page", "open_page"]  # the fixtures, shared with the page's tests
 
@@ -14,9 +23,12 @@ def test_page_shows_queued_and_started_and_cancels_with_its_button(
     open_page: OpenPage, launch: Launcher
 ) -> None:
     redis_url = launch.redis().url
-    launch.worker(redis_url, queues="soft", concurrency=1)
+    # The two workers start side by side; the gateway runs in this process (the page only
+    # speaks the protocol to it; the worker's log is what is read).
+    soft = side_by_side(launch).submit(launch.worker, redis_url, queues="soft", concurrency=1)
     hard = launch.worker(redis_url, queues="hard", concurrency=1)
-    _, url = launch.gateway(redis_url)
+    url = launch.in_process_gateway(redis_url)
+    soft.result()
     page = open_page(url)
 
     running = submit_number(page, "1000000")

@@ -16,7 +16,7 @@ import pytest
 
 from factorial_ws import Client, InvalidRequest, ServiceUnavailable, UnknownTaskId
 from factorial_ws.supervisor.probes import free_port
-from support import PYTHON, REPO, UNIT_S, Launcher, System, client, process_env, wait_until
+from support import PYTHON, REPO, UNIT_S, Launcher, System, client, paused, process_env, wait_until
 
 from .test_who_may_connect import self_signed_certificate
 
@@ -145,40 +145,56 @@ async def test_many_requests_in_flight_share_one_connection(system: System, laun
 async def test_an_await_survives_the_gateway_killed_and_restarted_on_the_same_port(launch: Launcher) -> None:
     server = launch.redis()
     port = free_port()
-    old, url = launch.gateway(server.url, port=port, ACCESS_LOG=1)
+    # asyncio.to_thread's threads last as long as the test's event loop, so the processes they
+    # start live through the test (a process gets its parent-death signal when its thread ends).
+    # The hard worker starts beside the gateway, then stays frozen until the new gateway has
+    # looked the task up: till then the task waits in its queue, as with no worker at all.
+    (old, url), hard = await asyncio.gather(
+        asyncio.to_thread(launch.gateway, server.url, port=port, ACCESS_LOG=1),
+        asyncio.to_thread(launch.worker, server.url, queues="hard", concurrency=1),
+    )
 
     async with Client(url) as c:
-        # No hard worker yet: the task waits in its queue while the gateway dies.
-        waiting = asyncio.create_task(c.factorial(300_000))
-        await asyncio.to_thread(wait_until, lambda: "number=300000" in old.log(), what="the request")
-        request = re.search(r"request task_id=(\S+) number=300000", old.log())
-        assert request is not None
-        task_id = request.group(1)
-        old.signal(signal.SIGKILL)
-        await asyncio.to_thread(old.process.wait)
-        await asyncio.sleep(0.5 * UNIT_S)
-        assert not c.connected and not waiting.done()
+        with paused(hard.pid):
+            # No live worker: the task waits in its queue while the gateway dies.
+            waiting = asyncio.create_task(c.factorial(300_000))
+            await asyncio.to_thread(wait_until, lambda: "number=300000" in old.log(), what="the request")
+            request = re.search(r"request task_id=(\S+) number=300000", old.log())
+            assert request is not None
+            task_id = request.group(1)
+            old.signal(signal.SIGKILL)
+            await asyncio.to_thread(old.process.wait)
+            await asyncio.to_thread(wait_until, lambda: not c.connected, what="the client to see the drop")
+            assert not waiting.done()
 
-        new, _ = await asyncio.to_thread(
-            launch.gateway, server.url, port=port, name="gateway-restarted", ACCESS_LOG=1
-        )
-        await asyncio.to_thread(launch.worker, server.url, queues="hard", concurrency=1)
+            new, _ = await asyncio.to_thread(
+                launch.gateway, server.url, port=port, name="gateway-restarted", ACCESS_LOG=1
+            )
+            # The new gateway never saw the factorial request: the client asks again by the
+            # task's id (a lookup), while the task still waits.
+            await asyncio.to_thread(wait_until, lambda: "request task_id=" in new.log(), what="the ask")
+            assert f"request task_id={task_id} detail=lookup" in new.log()
+            assert not waiting.done()
         result = await asyncio.wait_for(waiting, 60 * UNIT_S)
 
     assert result == int(gmpy2.fac(300_000))
-    # The new gateway never saw the factorial request: the client looked the task up by its id.
-    assert f"request task_id={task_id} detail=lookup" in new.log()
 
 
 async def test_an_await_outlasts_the_gateways_wait_limit(launch: Launcher) -> None:
     server = launch.redis()
-    gateway, url = launch.gateway(server.url, HARD_TASK_TIMEOUT=1, ACCESS_LOG=1)
+    (gateway, url), hard = await asyncio.gather(
+        asyncio.to_thread(launch.gateway, server.url, HARD_TASK_TIMEOUT=1, ACCESS_LOG=1),
+        asyncio.to_thread(launch.worker, server.url, queues="hard", concurrency=1),
+    )
 
     async with Client(url) as c:
-        waiting = asyncio.create_task(c.factorial(2000))  # no worker: the gateway gives up waiting
-        await asyncio.to_thread(
-            wait_until, lambda: gateway.log().count("detail=Timeout error") >= 2, what="two timeouts"
-        )
-        await asyncio.to_thread(launch.worker, server.url, queues="hard", concurrency=1)
+        with paused(hard.pid):  # as with no worker: the gateway gives up waiting
+            waiting = asyncio.create_task(c.factorial(2000))
+            await asyncio.to_thread(
+                wait_until,
+                lambda: gateway.log().count("detail=Timeout error") >= 2 or waiting.done(),
+                what="two timeouts",
+            )
+            assert not waiting.done()  # the gateway's "Timeout error" did not end the await
         assert await asyncio.wait_for(waiting, 30 * UNIT_S) == math.factorial(2000)
     assert "detail=lookup" in gateway.log()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import ssl
@@ -23,7 +24,7 @@ from websockets.typing import Origin
 from factorial_ws.supervisor.gateways import gateway_command
 from factorial_ws.supervisor.probes import free_port, port_open
 from factorial_ws.supervisor.redis_server import RedisServer, find_redis_server
-from support import UNIT_S, Launcher, Proc, System, client, process_env, wait_until
+from support import UNIT_S, Launcher, System, client, process_env, wait_until
 
 TOKEN = "s3cret-t0ken"
 
@@ -191,21 +192,21 @@ async def test_redis_with_a_password_serves_end_to_end(launch: Launcher) -> None
     server = launch.redis(persistent=False, password=password)
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=server.port).ping()  # really protected
-    for proc in await assert_serves_on(launch, server.url):
-        proc.stop()  # as a user stops it (SIGTERM): the lines of its shutdown are checked too
+    # Both as processes: their logs are read. Started and stopped side by side (neither waits
+    # for the other), as a user stops them (SIGTERM): the lines of their shutdown are checked too.
+    # asyncio.to_thread's threads last as long as the test's event loop, so the processes they
+    # start live through the test (a process gets its parent-death signal when its thread ends).
+    worker, (gateway, url) = await asyncio.gather(
+        asyncio.to_thread(launch.worker, server.url, concurrency=1),
+        asyncio.to_thread(launch.gateway, server.url),
+    )
+    await assert_serves(url)
+    await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in (worker, gateway)))
     launch.close()  # every process stopped: its whole log is written
     logs = list(launch.log_dir.iterdir())
     assert len(logs) == 2  # the worker's and the gateway's
     for log in logs:
         assert password not in log.read_text() and quote(password, safe="") not in log.read_text()
-
-
-async def assert_serves_on(launch: Launcher, redis_url: str) -> tuple[Proc, Proc]:
-    """A worker and a gateway on that Redis serve a client; returns them."""
-    worker = launch.worker(redis_url, concurrency=1)
-    gateway, url = launch.gateway(redis_url)
-    await assert_serves(url)
-    return worker, gateway
 
 
 class TlsRedisServer(RedisServer):
@@ -255,4 +256,8 @@ async def test_rediss_url_serves_end_to_end(
     )
     with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
         redis.Redis(port=server.port, socket_timeout=2 * UNIT_S).ping()  # no plain text
-    await assert_serves_on(launch, server.url)
+    # The gateway in this process (the same Config, Redis clients and TLS setup as a gateway
+    # process; nothing here reads its logs or metrics), the worker as a process of its own.
+    url = launch.in_process_gateway(server.url)
+    launch.worker(server.url, concurrency=1)
+    await assert_serves(url)
