@@ -11,14 +11,16 @@ Clients come from several loopback addresses (127.0.0.2, 127.0.0.3...: Linux rou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
+from collections.abc import AsyncIterator, Sequence
 
 import redis
 
 from factorial_ws.constants import CLIENT_BUSY, HARD_QUEUE, HARD_QUEUE_FULL, HARD_TASK_NAME
-from support import UNIT_S, Launcher, System, client, wait_until
+from support import UNIT_S, Client, Launcher, System, client, wait_until
 
 from .fault_tools import LONG_NUMBER, http_get
 
@@ -29,6 +31,21 @@ LONG_NUMBER_DIGITS = 5_565_709
 def address(n: int) -> dict[str, object]:
     """Connection options that make a client come from 127.0.0.<n>."""
     return {"local_addr": (f"127.0.0.{n}", 0)}
+
+
+@contextlib.asynccontextmanager
+async def leaving(url: str, sources: Sequence[int | None]) -> AsyncIterator[list[Client]]:
+    """A connection from each source address (None: the default) for a client that sends and
+    never reads a reply. They close without waiting for the closing handshake, which could not
+    complete behind the replies left unread (each would wait out its close timeout): close them
+    once the gateway has answered every request."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                client(url, close_timeout=0, **(address(source) if source is not None else {}))
+            )
+            for source in sources
+        ]
 
 
 async def ask(url: str, numbers: list[int], source: int) -> list[dict[str, object]]:
@@ -92,19 +109,19 @@ async def test_four_connections_flooding_numbers_near_a_million_leave_at_most_10
     _, url = launch.gateway(server.url)  # the default budgets; no worker: nothing leaves the queue
     store = redis.Redis.from_url(server.url)
 
-    async def flood(source: int) -> None:
-        async with client(url, **address(source)) as ws:
-            for i in range(256):
-                await ws.send({"type": "factorial", "number": LONG_NUMBER - 256 * source - i})
-        # Closed without reading a single reply.
-
-    await asyncio.gather(*(flood(source) for source in range(2, 6)))
+    async def flood(ws: Client, source: int) -> None:
+        for i in range(256):
+            await ws.send({"type": "factorial", "number": LONG_NUMBER - 256 * source - i})
 
     def every_frame_answered() -> bool:
         counts = metrics(url)
         return counts["submitted"] + counts[HARD_QUEUE_FULL] + counts[CLIENT_BUSY] == 4 * 256
 
-    wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
+    sources = [2, 3, 4, 5]
+    async with leaving(url, sources) as connections:
+        await asyncio.gather(*map(flood, connections, sources))
+        wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
+    # Closed without reading a single reply.
     queued = store.llen(HARD_QUEUE)
     print(f"after the flood of 4 x 256 numbers near 1000000: {queued} queued; {metrics(url)}")
     assert 0 < queued <= 100
@@ -113,8 +130,7 @@ async def test_four_connections_flooding_numbers_near_a_million_leave_at_most_10
 async def test_addresses_asking_many_cheap_numbers_do_not_lock_another_address_out(
     launch: Launcher,
 ) -> None:
-    server = launch.redis(persistent=False)
-    launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
+    server = launch.redis(persistent=False)  # no worker: hard tasks stay queued
     # A queue budget of about 50 numbers just over 1000, as the queue's length once was.
     url = launch.in_process_gateway(server.url, HARD_QUEUE_MAX_DIGITS=130_000)
     cheap = iter(range(1001, 3000))
@@ -137,8 +153,7 @@ async def test_addresses_asking_many_cheap_numbers_do_not_lock_another_address_o
 
 
 async def test_a_submit_and_cancel_loop_holds_no_more_than_its_addresss_budget(launch: Launcher) -> None:
-    server = launch.redis(persistent=False)
-    launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker: hard tasks stay queued
+    server = launch.redis(persistent=False)  # no worker: hard tasks stay queued
     url = launch.in_process_gateway(server.url, HARD_QUEUE_DIGITS_PER_CLIENT=8 * 2568)
     store = redis.Redis.from_url(server.url)
     answers: dict[str, int] = {"accepted": 0, CLIENT_BUSY: 0}
@@ -167,20 +182,18 @@ async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_p
     server = launch.redis()
     worker = launch.worker(server.url, concurrency=2)
     # Without reuse, as the flood was first seen: every request for 1000000! would be a task. The
-    # budget per client address is 4 of them rather than the default 8, to spare the suite CPU.
-    _, url = launch.gateway(server.url, RESULT_REUSE=0, HARD_QUEUE_DIGITS_PER_CLIENT=4 * LONG_NUMBER_DIGITS)
+    # budget per client address is 2 of them rather than the default 8, to spare the suite CPU.
+    budget = 2
+    _, url = launch.gateway(
+        server.url, RESULT_REUSE=0, HARD_QUEUE_DIGITS_PER_CLIENT=budget * LONG_NUMBER_DIGITS
+    )
     store = redis.Redis.from_url(server.url)
     frame = json.dumps({"type": "factorial", "number": LONG_NUMBER})
     deepest = 0
 
-    async def flood() -> None:
-        async with client(url) as ws:
-            for _ in range(256):
-                await ws.send(frame)
-        # Closed without reading a single reply.
-
-    flooded = time.monotonic()
-    await asyncio.gather(*(flood() for _ in range(4)))
+    async def flood(ws: Client) -> None:
+        for _ in range(256):
+            await ws.send(frame)
 
     def every_frame_answered() -> bool:
         nonlocal deepest
@@ -188,13 +201,18 @@ async def test_submit_and_leave_flood_leaves_a_bounded_queue_and_later_work_is_p
         counts = metrics(url)
         return counts["submitted"] + counts[HARD_QUEUE_FULL] + counts[CLIENT_BUSY] == 4 * 256
 
-    wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
+    flooded = time.monotonic()
+    async with leaving(url, [None] * 4) as connections:
+        await asyncio.gather(*map(flood, connections))
+        wait_until(every_frame_answered, 30 * UNIT_S, "every request admitted or refused")
+    # Closed without reading a single reply.
     counts = metrics(url)
     ended = worker.log().count("succeeded in")
     print(f"after the flood: at most {deepest} queued; {ended} tasks ended meanwhile; {counts}")
-    assert deepest <= 4
-    # At most 4 queued at any time, and the 2 the worker holds: more tasks only as earlier ones ended.
-    assert counts["submitted"] <= 4 + 2 + ended
+    assert deepest <= budget
+    # At most the budget queued at any time, and the 2 the worker holds: more tasks only as earlier
+    # ones ended.
+    assert counts["submitted"] <= budget + 2 + ended
 
     # The backlog is done well within 30 s; then a new client's 1001! is answered at once.
     wait_until(lambda: worker.log().count("succeeded in") >= counts["submitted"], 30 * UNIT_S, "the backlog")
@@ -223,8 +241,7 @@ def metrics(url: str) -> dict[str, float]:
 async def test_a_task_queued_past_its_expiry_is_discarded_unrun_and_its_number_computed_again(
     launch: Launcher,
 ) -> None:
-    server = launch.redis()
-    launch.worker(server.url, queues="soft", concurrency=1)  # no hard worker yet
+    server = launch.redis()  # no worker yet
     url = launch.in_process_gateway(server.url, TASK_EXPIRES=2)
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": 1001})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 import time
 from typing import Any
 
@@ -17,18 +18,29 @@ import pytest
 
 from factorial_ws.constants import (
     HARD_QUEUE,
-    KOMBU_UNACKED_KEY,
     TASK_CANCELLED,
     TASK_NOT_YOURS,
     TOO_MANY_IN_FLIGHT,
     WORKERS_KEY_PREFIX,
 )
-from support import UNIT_S, Client, Launcher, client, paused, redis_client, wait_until, worker_hostname
+from support import (
+    STOP_TIMEOUT_S,
+    UNIT_S,
+    Client,
+    Launcher,
+    client,
+    paused,
+    redis_client,
+    wait_until,
+    worker_hostname,
+)
 
 from .fault_tools import SLOW_NUMBER
 from .test_progress_cancel import (
+    HardSystem,
     assert_discarded_unrun,
     cancel_own_wait,
+    drained,
     hard_system,
     recv_raw,
     replies_until,
@@ -38,6 +50,23 @@ from .test_progress_cancel import (
 
 # It times the system (a lookup's latency during a flood): run alone, not beside other tests.
 pytestmark = pytest.mark.alone
+
+
+@pytest.fixture(scope="module")
+def module_hard_system(module_launch: Launcher) -> HardSystem:
+    """One hard_system for the tests of this module that use ``idle_hard_system``."""
+    return hard_system(module_launch)
+
+
+@pytest.fixture
+def idle_hard_system(module_hard_system: HardSystem) -> HardSystem:
+    """The module's hard_system, once no task is queued or running. Sharing it is safe: each test
+    asks for numbers no other test asks for (no result or computation of one is reused by
+    another), sees every task it created end or discarded, and then continues the worker it
+    froze; the worker's log lines and the gateway's cancel records are by task id, which no two
+    tests share."""
+    drained(module_hard_system[0])
+    return module_hard_system
 
 
 async def look_up(url: str, task_id: str) -> dict[str, Any]:
@@ -52,9 +81,9 @@ async def look_up(url: str, task_id: str) -> dict[str, Any]:
 
 
 async def test_after_its_creator_left_nobody_may_revoke_a_computation_and_its_result_stays_for_lookup(
-    launch: Launcher,
+    idle_hard_system: HardSystem,
 ) -> None:
-    _, hard, url = hard_system(launch)
+    _, hard, url = idle_hard_system
     number = 2_999  # a hard task, computed in a blink once its worker runs again
     with paused(hard.pid):  # the task stays queued while others try to cancel it
         async with client(url) as creator:
@@ -76,9 +105,9 @@ async def test_after_its_creator_left_nobody_may_revoke_a_computation_and_its_re
 
 
 async def test_a_joiners_cancel_ends_its_wait_and_the_creator_still_gets_the_result(
-    launch: Launcher,
+    idle_hard_system: HardSystem,
 ) -> None:
-    _, _, url = hard_system(launch)
+    _, _, url = idle_hard_system
     async with client(url) as creator, client(url) as joiner:
         task_id = await submit(creator, SLOW_NUMBER, 1)
         assert await submit(joiner, SLOW_NUMBER, 3) == task_id
@@ -107,9 +136,10 @@ async def flood_replies(ws: Client) -> list[dict[str, Any]]:
 
 
 async def test_a_cancel_flood_with_a_frozen_worker_revokes_each_task_once_and_lookups_stay_fast(
-    launch: Launcher,
+    launch: Launcher, idle_hard_system: HardSystem
 ) -> None:
-    _, hard, url = hard_system(launch, gateway_process=True)  # its log is read; the flood is timed
+    redis_url, hard, _ = idle_hard_system
+    _, url = launch.gateway(redis_url)  # a process: its log is read, and the flood is timed
     async with client(url) as ws:
         stored = await submit(ws, 3_000, 1)
         assert (await recv_raw(ws, 30 * UNIT_S))["type"] == "success"
@@ -163,12 +193,6 @@ def stored_bytes(redis_url: str) -> tuple[int, dict[str, int]]:
     return sum(by_kind.values()), by_kind
 
 
-def drained(redis_url: str) -> None:
-    """Wait until a worker took every hard task (and discarded the cancelled ones)."""
-    with redis_client(redis_url) as redis:
-        wait_until(lambda: not redis.llen(HARD_QUEUE) and not redis.hlen(KOMBU_UNACKED_KEY), what="drained")
-
-
 async def submit_and_cancel(ws: Client, number: int, request_id: int) -> None:
     task_id = await submit(ws, number, request_id)
     await cancel_own_wait(ws, task_id, request_id, request_id + 1)
@@ -183,16 +207,18 @@ async def test_a_submit_and_cancel_cycle_leaves_little_in_redis_and_nothing_past
     expires_s = 12 * UNIT_S  # a worker starts in 2-4 s
     redis_url = launch.redis().url
     launch.worker(redis_url, queues="soft", concurrency=1, TASK_EXPIRES=expires_s)
-    _, url = launch.gateway(redis_url, TASK_EXPIRES=expires_s)
+    url = launch.in_process_gateway(redis_url, TASK_EXPIRES=expires_s)  # neither logs nor metrics read
     # No hard worker while the cycles run: their tasks stay queued, cancelled, until one comes
     # and discards them.
     async with client(url) as ws:
         await submit_and_cancel(ws, 5_000, 1)  # the keys every cycle shares exist from now on
         hard = launch.worker(redis_url, queues="hard", concurrency=1, name="hard", TASK_EXPIRES=expires_s)
         drained(redis_url)
-        hard.stop()
+        # Killed: it holds no task, so a warm stop would store nothing more, and takes seconds.
+        hard.signal(signal.SIGKILL)
+        hard.process.wait(STOP_TIMEOUT_S)
         before, _ = stored_bytes(redis_url)
-        # Stopped, it keeps a fresh heartbeat for WORKER_STALE_S, and each cancel meanwhile would
+        # Killed, it keeps a fresh heartbeat for WORKER_STALE_S, and each cancel meanwhile would
         # wait REVOKE_REPLY_TIMEOUT_S for its answer (14 s of this test): it goes now. The worker
         # started again below has its name, so the heartbeats take as many bytes as before.
         with redis_client(redis_url) as redis:
@@ -202,7 +228,14 @@ async def test_a_submit_and_cancel_cycle_leaves_little_in_redis_and_nothing_past
     launch.worker(redis_url, queues="hard", concurrency=1, name="hard", TASK_EXPIRES=expires_s)
     drained(redis_url)
     after, by_kind = stored_bytes(redis_url)
-    await asyncio.sleep(expires_s + 2 * UNIT_S)
+    # What stays past TASK_EXPIRES (given 2 s more): measured as soon as it is little enough,
+    # or at that deadline.
+    with contextlib.suppress(TimeoutError):
+        wait_until(
+            lambda: stored_bytes(redis_url)[0] - before <= 16 * CYCLES,
+            expires_s + 2 * UNIT_S,
+            "what the cycles left to expire",
+        )
     later, by_kind_later = stored_bytes(redis_url)
 
     per_cycle, per_cycle_later = (after - before) / CYCLES, (later - before) / CYCLES

@@ -1,5 +1,6 @@
 """Progress and cancel end to end (issue 13, parts 2 and 3): the real gateway, Redis and Celery
-workers, and clients speaking raw WebSocket frames.
+workers, and clients speaking raw WebSocket frames (the Python client library's progress states
+and cancel at the end).
 
 Proofs come from the processes, not from timing: a cancelled task that never ran is one its
 worker logged as discarded and never as succeeded; a stopped one is one the worker terminated.
@@ -15,15 +16,28 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from factorial_ws.constants import TASK_CANCELLED, TASK_NOT_YOURS, UNKNOWN_TASK_ID
-from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, System, client
+from factorial_ws import Client as LibraryClient
+from factorial_ws import TaskCancelled
+from factorial_ws.constants import (
+    HARD_QUEUE,
+    KOMBU_UNACKED_KEY,
+    SOFT_QUEUE,
+    TASK_CANCELLED,
+    TASK_NOT_YOURS,
+    UNKNOWN_TASK_ID,
+)
+from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, System, client, redis_client, wait_until
 
 from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
 
 CANCELLED_ID = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
 
 
-def hard_system(launch: Launcher, *, gateway_process: bool = False, **settings: Any) -> tuple[str, Proc, str]:
+# Redis URL, the one-process hard worker, the gateway's URL.
+HardSystem = tuple[str, Proc, str]
+
+
+def hard_system(launch: Launcher, *, gateway_process: bool = False, **settings: Any) -> HardSystem:
     """Redis, a soft worker, a one-process hard worker and a gateway: (Redis URL, the hard
     worker, the gateway's URL). The gateway runs in this process unless ``gateway_process``
     (a test that reads its log, or whose client load must not share its process)."""
@@ -35,6 +49,34 @@ def hard_system(launch: Launcher, *, gateway_process: bool = False, **settings: 
     else:
         url = launch.in_process_gateway(redis_url, **settings)
     return redis_url, hard, url
+
+
+def drained(redis_url: str) -> None:
+    """Wait until no task is queued or running: both queues empty, and no message that a worker
+    took is unacknowledged (kombu's ``unacked`` hash; a task's is acknowledged once it ended)."""
+    with redis_client(redis_url) as redis:
+
+        def idle() -> bool:
+            return not (redis.llen(HARD_QUEUE) or redis.llen(SOFT_QUEUE) or redis.hlen(KOMBU_UNACKED_KEY))
+
+        wait_until(idle, what="no task queued or running")
+
+
+@pytest.fixture(scope="module")
+def module_hard_system(module_launch: Launcher) -> HardSystem:
+    """One hard_system for the tests of this module that use ``idle_hard_system``."""
+    return hard_system(module_launch)
+
+
+@pytest.fixture
+def idle_hard_system(module_hard_system: HardSystem) -> HardSystem:
+    """The module's hard_system, once no task is queued or running. Sharing it is safe: each test
+    asks for numbers no other test asks for (result reuse hands none of them an earlier test's
+    result or computation), waits for the end of every task it leaves running, and starts once
+    the queues are drained, so its ``ahead`` and ``started`` figures count its own tasks only;
+    cancels and the worker's log lines are about task ids, which no two tests share."""
+    drained(module_hard_system[0])
+    return module_hard_system
 
 
 async def recv_raw(ws: Client, timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
@@ -56,6 +98,19 @@ async def replies_until(ws: Client, done: Any, timeout_s: float = 60 * UNIT_S) -
     while not replies or not done(replies[-1]):
         replies.append(await recv_raw(ws, max(0.1, deadline - time.monotonic())))
     return replies
+
+
+async def successes(ws: Client, *task_ids: str, timeout_s: float = 60 * UNIT_S) -> list[dict[str, Any]]:
+    """Every reply up to the success of each of ``task_ids``, in whatever order they come (the
+    protocol's rule: a large result may still be read from Redis when a small one comes in)."""
+    succeeded: set[str] = set()
+
+    def all_succeeded(reply: dict[str, Any]) -> bool:
+        if reply["type"] == "success":
+            succeeded.add(reply["task_id"])
+        return succeeded >= set(task_ids)
+
+    return await replies_until(ws, all_succeeded, timeout_s)
 
 
 async def submit(ws: Client, number: int, request_id: int, *, progress: bool = False) -> str:
@@ -107,22 +162,29 @@ async def assert_looked_up_as_cancelled(url: str, task_id: str) -> None:
 
 
 async def test_progress_request_behind_three_others_on_one_hard_process_gets_queued_3_started_success(
-    launch: Launcher,
+    idle_hard_system: HardSystem,
 ) -> None:
-    _, _, url = hard_system(launch)
+    _, _, url = idle_hard_system
     async with client(url) as busy, client(url) as ws:
-        first = await submit(busy, SLOW_NUMBER, 1, progress=True)
+        first = await submit(busy, SLOW_NUMBER - 1, 1, progress=True)
         await started(busy, first, 1)  # running: the worker holds it, unacknowledged
-        for request_id, number in ((2, SLOW_NUMBER + 1), (3, SLOW_NUMBER + 2)):
-            await submit(busy, number, request_id)  # waiting in the queue
+        # Waiting in the queue; they and the one asking for progress only have to be there: quick
+        # ones do.
+        waiting = [
+            await submit(busy, number, request_id) for request_id, number in ((2, 30_002), (3, 30_003))
+        ]
 
-        task_id = await submit(ws, LONG_NUMBER, 7, progress=True)
+        task_id = await submit(ws, 30_007, 7, progress=True)
         replies = await replies_until(ws, lambda reply: reply["type"] == "success")
+        # The three before it ended first (one process, oldest first); read, so that the
+        # connection closes at once rather than after its close timeout.
+        busy_replies = await successes(busy, first, *waiting, timeout_s=REPLY_TIMEOUT_S)
 
     assert [reply["type"] for reply in replies] == ["queued", "started", "success"]
     assert replies[0] == {"type": "queued", "task_id": task_id, "ahead": 3, "id": 7}
     assert replies[1] == {"type": "started", "task_id": task_id, "id": 7}
-    assert replies[2]["result"] == factorial_digits(LONG_NUMBER)
+    assert replies[2]["result"] == factorial_digits(30_007)
+    assert [reply["type"] for reply in busy_replies] == ["success"] * 3
 
 
 async def test_requests_without_progress_get_exactly_the_seeds_two_messages(system: System) -> None:
@@ -141,41 +203,36 @@ async def test_requests_without_progress_get_exactly_the_seeds_two_messages(syst
     assert extra is None
 
 
-async def test_a_lookup_with_progress_of_a_running_task_says_started(launch: Launcher) -> None:
-    _, _, url = hard_system(launch)
+async def test_a_lookup_with_progress_of_a_running_task_says_started(idle_hard_system: HardSystem) -> None:
+    _, _, url = idle_hard_system
     async with client(url) as owner, client(url) as ws:
-        task_id = await submit(owner, LONG_NUMBER, 1, progress=True)
+        task_id = await submit(owner, LONG_NUMBER - 1, 1, progress=True)
         await started(owner, task_id, 1)
 
         await send(ws, 5, type="result", task_id=task_id, progress=True)
         replies = await replies_until(ws, lambda reply: reply["type"] == "success")
+        owners = await recv_raw(owner, 60 * UNIT_S)  # read, so that it closes at once
 
     assert [reply["type"] for reply in replies] == ["pending", "started", "success"]
+    assert owners["type"] == "success" and owners["result"] == replies[-1]["result"]
 
 
 # --- cancel -----------------------------------------------------------------------------------
 
 
-async def test_cancel_of_a_queued_task_means_its_worker_never_runs_it(launch: Launcher) -> None:
-    _, hard, url = hard_system(launch)
+async def test_cancel_of_a_queued_task_means_its_worker_never_runs_it(idle_hard_system: HardSystem) -> None:
+    _, hard, url = idle_hard_system
     async with client(url) as ws:
-        busy = await submit(ws, LONG_NUMBER, 1, progress=True)
+        busy = await submit(ws, LONG_NUMBER - 2, 1, progress=True)
         await started(ws, busy, 1)
-        task_id = await submit(ws, 2000, 2)
+        task_id = await submit(ws, 32_000, 2)
 
         await cancel_own_wait(ws, task_id, 2, 3)
-        after = await submit(ws, 2001, 4)
+        after = await submit(ws, 32_001, 4)
         # The busy task's result, then the next one's: run one after the other, but delivered in
-        # any order (the protocol's rule), since a 5.6 MB result is still being read from Redis
+        # any order (see ``successes``), since a 5.6 MB result is still being read from Redis
         # when the small one comes in.
-        succeeded: set[str] = set()
-
-        def both_succeeded(reply: dict[str, Any]) -> bool:
-            if reply["type"] == "success":
-                succeeded.add(reply["task_id"])
-            return succeeded == {busy, after}
-
-        replies = await replies_until(ws, both_succeeded)
+        replies = await successes(ws, busy, after)
 
     assert [reply["type"] for reply in replies] == ["success", "success"]
     assert_discarded_unrun(hard, task_id)
@@ -214,9 +271,9 @@ async def test_cancel_of_a_running_million_factorial_starts_the_next_hard_task_w
 
 
 async def test_two_clients_on_one_computation_one_cancels_and_the_other_still_gets_the_result(
-    launch: Launcher,
+    launch: Launcher, idle_hard_system: HardSystem
 ) -> None:
-    redis_url, hard, url = hard_system(launch)
+    redis_url, hard, url = idle_hard_system
     _, other_url = launch.gateway(redis_url, name="gateway-2")  # the other waits on another process
     async with client(url) as canceller, client(other_url) as other:
         task_id = await submit(canceller, LONG_NUMBER, 1)
@@ -231,17 +288,17 @@ async def test_two_clients_on_one_computation_one_cancels_and_the_other_still_ge
 
 
 async def test_a_cancel_from_a_client_that_waits_for_nothing_does_not_stop_what_others_wait_for(
-    launch: Launcher,
+    idle_hard_system: HardSystem,
 ) -> None:
-    _, hard, url = hard_system(launch)
+    _, hard, url = idle_hard_system
     async with client(url) as owner, client(url) as stranger:
-        task_id = await submit(owner, LONG_NUMBER, 1)
+        task_id = await submit(owner, LONG_NUMBER - 3, 1)
 
         reply = await stranger.request({"type": "cancel", "task_id": task_id, "id": 5})
         assert reply == {"type": "error", "result": TASK_NOT_YOURS, "task_id": task_id, "id": 5}
         result = await recv_raw(owner, 60 * UNIT_S)
 
-    assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)
+    assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER - 3)
     assert f"Terminating {task_id}" not in hard.log()
 
 
@@ -296,36 +353,40 @@ async def test_cancelling_twice_says_cancelled_twice(launch: Launcher) -> None:
 
 
 async def test_two_requests_for_one_number_share_a_task_and_one_cancel_leaves_the_other_its_result(
-    launch: Launcher,
+    idle_hard_system: HardSystem,
 ) -> None:
-    _, hard, url = hard_system(launch)
+    _, hard, url = idle_hard_system
     async with client(url) as canceller, client(url) as other:
-        task_id = await submit(canceller, LONG_NUMBER, 1)
-        assert await submit(other, LONG_NUMBER, 9) == task_id  # the same computation
+        task_id = await submit(canceller, LONG_NUMBER - 4, 1)
+        assert await submit(other, LONG_NUMBER - 4, 9) == task_id  # the same computation
 
         await cancel_own_wait(canceller, task_id, 1, 2)
         result = await recv_raw(other, 60 * UNIT_S)
 
-    assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER)
+    assert result["type"] == "success" and result["result"] == factorial_digits(LONG_NUMBER - 4)
     assert f"Terminating {task_id}" not in hard.log()
 
 
 async def test_a_progress_request_joining_a_started_computation_hears_started_at_once(
-    launch: Launcher,
+    idle_hard_system: HardSystem,
 ) -> None:
-    _, _, url = hard_system(launch)
+    _, _, url = idle_hard_system
     async with client(url) as first, client(url) as joiner:
-        task_id = await submit(first, LONG_NUMBER, 1, progress=True)
+        task_id = await submit(first, LONG_NUMBER - 5, 1, progress=True)
         await started(first, task_id, 1)
 
-        assert await submit(joiner, LONG_NUMBER, 5, progress=True) == task_id
+        assert await submit(joiner, LONG_NUMBER - 5, 5, progress=True) == task_id
         replies = await replies_until(joiner, lambda reply: reply["type"] == "success")
+        firsts = await recv_raw(first, 60 * UNIT_S)  # read, so that it closes at once
 
     assert [reply["type"] for reply in replies] == ["started", "success"]  # no queued: not its own
+    assert firsts["type"] == "success" and firsts["result"] == replies[-1]["result"]
 
 
-async def test_the_next_request_for_a_cancelled_number_computes_it_again(launch: Launcher) -> None:
-    _, _, url = hard_system(launch)
+async def test_the_next_request_for_a_cancelled_number_computes_it_again(
+    idle_hard_system: HardSystem,
+) -> None:
+    _, _, url = idle_hard_system
     async with client(url) as ws:
         cancelled_id = await submit(ws, 300_000, 1)
         await send(ws, 2, type="cancel", task_id=cancelled_id)
@@ -336,3 +397,29 @@ async def test_the_next_request_for_a_cancelled_number_computes_it_again(launch:
 
     assert again != cancelled_id
     assert result["task_id"] == again and result["result"] == factorial_digits(300_000)
+
+
+# --- the client library (factorial_ws.Client) ---------------------------------------------------
+
+
+async def test_a_progress_handle_follows_its_task_and_cancel_takes_the_next_one_back(
+    idle_hard_system: HardSystem,
+) -> None:
+    _, hard, url = idle_hard_system
+    async with LibraryClient(url) as library:
+        running = await library.submit(SLOW_NUMBER, digits=True, progress=True)
+        async for state in running.states():
+            if state == "started":
+                break
+        waiting = await library.submit(LONG_NUMBER - 6, digits=True, progress=True)
+        assert await asyncio.wait_for(waiting.cancel(), 10 * UNIT_S) is True
+        with pytest.raises(TaskCancelled):
+            await waiting
+        states = [state async for state in running.states()]
+        digits = await running
+        assert await library.cancel(running.task_id) is False  # it had ended: its result came instead
+
+    assert states == ["pending", "queued", "started", "done"]
+    assert running.ahead == 0 and digits == factorial_digits(SLOW_NUMBER)
+    assert waiting.state == "cancelled" and waiting.ahead == 1
+    assert f"[{waiting.task_id}] succeeded" not in hard.log()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 import redis
@@ -69,48 +69,71 @@ def assert_discarded_unrun(worker: Proc, task_id: str) -> None:
     assert f"[{task_id}] succeeded" not in log
 
 
-@pytest.fixture
-def redis_url(launch: Launcher) -> Iterator[str]:
-    yield launch.redis().url
+def wait_for_a_reload(redis_url: str, timeout_s: float) -> None:
+    """Return once Redis has run a worker's read of the cancelled tasks (in its MONITOR output,
+    which starts after every command sent before this call), or after ``timeout_s`` without one."""
+    deadline = time.monotonic() + timeout_s
+    with redis.Redis.from_url(redis_url, socket_timeout=timeout_s) as r, r.monitor() as monitor:
+        while time.monotonic() < deadline:
+            try:
+                command = monitor.next_command()["command"]
+            except redis.TimeoutError:  # Redis ran nothing at all for that long
+                return
+            if command.startswith(f"ZRANGEBYSCORE {CANCELLED_KEY} "):
+                return
 
 
-def test_a_task_that_asks_for_progress_publishes_started_before_its_result(
-    launch: Launcher, redis_url: str, app: Celery
-) -> None:
-    launch.worker(redis_url, queues="hard", concurrency=1)
+@dataclass(frozen=True)
+class LateWorker:
+    """The module's Redis and its one hard worker, started after a task was cancelled in Redis
+    (``cancelled``; ``after`` was queued behind it)."""
 
-    assert published_states(redis_url, app, 2000, progress=True) == ["STARTED", "SUCCESS"]
-
-
-def test_a_task_that_does_not_ask_publishes_only_its_result(
-    launch: Launcher, redis_url: str, app: Celery
-) -> None:
-    launch.worker(redis_url, queues="hard", concurrency=1)
-
-    assert published_states(redis_url, app, 2000, progress=False) == ["SUCCESS"]
+    redis_url: str
+    worker: Proc
+    cancelled: str
+    after: str
 
 
-def test_a_worker_started_after_a_cancel_discards_the_task_unrun(
-    launch: Launcher, redis_url: str, app: Celery
-) -> None:
+@pytest.fixture(scope="module")
+def late_worker(module_launch: Launcher, app: Celery) -> LateWorker:
+    """One worker start for the module, and the first test's subject: it comes after a task was
+    cancelled. Sharing it is safe: each test follows task ids of its own (their published states,
+    stored states and log lines), and pushes only tasks that end."""
+    redis_url = module_launch.redis().url
     cancelled = push(redis_url, app, 3000)
     after = push(redis_url, app, 3001)
     cancel_in_redis(redis_url, cancelled)  # no worker runs: nobody hears a broadcast
+    worker = module_launch.worker(redis_url, queues="hard", concurrency=1)
+    return LateWorker(redis_url, worker, cancelled, after)
 
-    worker = launch.worker(redis_url, queues="hard", concurrency=1)
+
+def test_a_task_that_asks_for_progress_publishes_started_before_its_result(
+    late_worker: LateWorker, app: Celery
+) -> None:
+    assert published_states(late_worker.redis_url, app, 2000, progress=True) == ["STARTED", "SUCCESS"]
+
+
+def test_a_task_that_does_not_ask_publishes_only_its_result(late_worker: LateWorker, app: Celery) -> None:
+    assert published_states(late_worker.redis_url, app, 2000, progress=False) == ["SUCCESS"]
+
+
+def test_a_worker_started_after_a_cancel_discards_the_task_unrun(late_worker: LateWorker) -> None:
+    redis_url, after, cancelled = late_worker.redis_url, late_worker.after, late_worker.cancelled
 
     wait_until(lambda: final_state(redis_url, after) == "SUCCESS", what="the task after the cancelled one")
-    assert_discarded_unrun(worker, cancelled)
+    assert_discarded_unrun(late_worker.worker, cancelled)
     assert final_state(redis_url, cancelled) == "REVOKED"
 
 
 def test_a_running_worker_learns_of_a_cancel_it_did_not_hear_within_its_reload_interval(
-    launch: Launcher, redis_url: str, app: Celery
+    late_worker: LateWorker, app: Celery
 ) -> None:
-    worker = launch.worker(redis_url, queues="hard", concurrency=1)
+    redis_url, worker = late_worker.redis_url, late_worker.worker
     task_id = new_task_id()
     cancel_in_redis(redis_url, task_id)  # recorded, never broadcast
-    time.sleep(CANCELLED_RELOAD_S + 1 * UNIT_S)
+    # Within its reload interval (and a second), the worker reads the cancelled tasks again, after
+    # the cancel was recorded; the task pushed then is one it knows to be cancelled.
+    wait_for_a_reload(redis_url, CANCELLED_RELOAD_S + 1 * UNIT_S)
 
     with redis.Redis.from_url(redis_url) as r:
         r.lpush("hard", task_envelope(app, task_id, "hard", 3000))
