@@ -56,6 +56,9 @@ UNIT_S = float(os.environ.get("FACTORIAL_WS_TEST_TIMEOUT_FACTOR", "1"))
 START_TIMEOUT_S = 30 * UNIT_S
 REPLY_TIMEOUT_S = 15 * UNIT_S
 STOP_TIMEOUT_S = 15 * UNIT_S
+# A test client that leaves replies unread stops reading its socket (websockets' max_queue), so it
+# never sees the gateway's close frame: its close waits out this, not websockets' 10 s.
+CLIENT_CLOSE_TIMEOUT_S = 1 * UNIT_S
 
 # Variables of ours that must not leak from the developer's shell into the processes under test.
 _OUR_VARIABLES = {env_name(f.name) for f in dataclasses.fields(Config)}
@@ -470,6 +473,7 @@ class Client:
 @contextlib.asynccontextmanager
 async def client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
     kwargs.setdefault("max_size", None)
+    kwargs.setdefault("close_timeout", CLIENT_CLOSE_TIMEOUT_S)
     async with connect(url, **kwargs) as connection:
         yield Client(connection)
 
