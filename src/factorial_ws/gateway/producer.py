@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -213,12 +214,15 @@ class Producer:
         """The script once per call, in one pipeline; with ``min_replicas_ack``, one WAIT after
         them all (it covers every write before it on the connection). Each call's answer is its
         script's reply and the replicas that confirmed, or the error its script raised."""
-        replies = await self._pipeline(calls)
+        started = time.monotonic()
+        replies = await self._pipeline(calls, REPLICA_ACK_TIMEOUT_MS)
         if any(isinstance(reply, NoScriptError) for reply in replies[: len(calls)]):
             # Redis lost its script cache (a restart, a failover): load it, then run the calls
-            # again. The script is idempotent, so the calls that ran are not sent twice.
+            # again. The script is idempotent, so the calls that ran are not sent twice. The
+            # first run's WAIT spent part of the one timeout (0 would mean no timeout).
             await self._client.script_load(SUBMIT_SCRIPT)
-            replies = await self._pipeline(calls)
+            spent_ms = round((time.monotonic() - started) * 1000)
+            replies = await self._pipeline(calls, max(1, REPLICA_ACK_TIMEOUT_MS - spent_ms))
         replicas = 0
         if self._min_replicas_ack:
             last = replies[-1]
@@ -230,11 +234,11 @@ class Producer:
             for reply in replies[: len(calls)]
         ]
 
-    async def _pipeline(self, calls: list[_ScriptCall]) -> list[Any]:
+    async def _pipeline(self, calls: list[_ScriptCall], wait_ms: int) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for keys, args in calls:
             pipe.execute_command("EVALSHA", self._script_sha, len(keys), *keys, *args)
         if self._min_replicas_ack:
-            pipe.execute_command("WAIT", self._min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
+            pipe.execute_command("WAIT", self._min_replicas_ack, wait_ms)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
