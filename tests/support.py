@@ -411,10 +411,13 @@ class _GatewayThread:
             await self._stop.wait()
 
 
-def printed_by_fresh_interpreter(code: str) -> list[str]:
-    """The words ``code`` prints when run by a new interpreter (a test of what an import loads)."""
-    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
-    return done.stdout.split()
+def printed_by_fresh_interpreters(*codes: str) -> list[list[str]]:
+    """The words each of ``codes`` prints when run by a new interpreter (a test of what an import
+    loads); the interpreters run side by side, as their imports take a second or two each."""
+    runs = [subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE, text=True) for code in codes]
+    printed = [run.communicate(timeout=START_TIMEOUT_S)[0].split() for run in runs]
+    assert [run.returncode for run in runs] == [0] * len(runs), printed
+    return printed
 
 
 def worker_hostname(name: str) -> str:

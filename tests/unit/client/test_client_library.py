@@ -64,7 +64,7 @@ from factorial_ws.constants import (
     WORKER_LOST,
 )
 from factorial_ws.supervisor.probes import free_port
-from support import UNIT_S, printed_by_fresh_interpreter
+from support import UNIT_S, printed_by_fresh_interpreters
 
 TASK_ID = "8d5df9bd-922a-465d-a26b-c00df06a59ae"
 OTHER_ID = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
@@ -277,7 +277,7 @@ def test_the_packages_own_modules_do_not_load_the_client() -> None:
         "import sys, factorial_ws.cli, factorial_ws.gateway.server, factorial_ws.worker.celery; "
         "print('factorial_ws.client' in sys.modules, 'websockets.asyncio.client' in sys.modules)"
     )
-    assert printed_by_fresh_interpreter(probe) == ["False", "False"]
+    assert printed_by_fresh_interpreters(probe) == [["False", "False"]]
 
 
 def test_import_factorial_ws_gives_the_client_lazily() -> None:

@@ -16,26 +16,36 @@ from factorial_ws.constants import HARD_TASK_NAME
 from factorial_ws.worker.app import celery_settings, create_app
 from factorial_ws.worker.processes import WORKER_APP
 from factorial_ws.worker.transport import SentinelTransport, Transport, celery_redis_url
-from support import printed_by_fresh_interpreter
+from support import printed_by_fresh_interpreters
+
+# `celery -A factorial_ws.worker`: for a package, Celery's find_app loads `<package>.celery`.
+FINDS_THE_WORKERS_APP = (
+    f"from celery.app.utils import find_app; app = find_app({WORKER_APP!r}); "
+    "import factorial_ws.worker.celery as worker; "
+    f"print(app is worker.app, {HARD_TASK_NAME!r} in app.tasks)"
+)
+LOADS_NO_WORKER_HOOKS = (
+    "import sys, factorial_ws.gateway.server, factorial_ws.worker.app; "
+    "print([name for name in ('factorial_ws.worker.celery', 'factorial_ws.worker.hooks') "
+    "if name in sys.modules])"
+)
 
 
-def test_the_worker_command_finds_the_workers_app_in_the_package() -> None:
-    # `celery -A factorial_ws.worker`: for a package, Celery's find_app loads `<package>.celery`.
-    probe = (
-        f"from celery.app.utils import find_app; app = find_app({WORKER_APP!r}); "
-        "import factorial_ws.worker.celery as worker; "
-        f"print(app is worker.app, {HARD_TASK_NAME!r} in app.tasks)"
-    )
-    assert printed_by_fresh_interpreter(probe) == ["True", "True"]
+@pytest.fixture(scope="module")
+def printed() -> dict[str, list[str]]:
+    """What each probe of this module prints, run side by side."""
+    probes = [FINDS_THE_WORKERS_APP, LOADS_NO_WORKER_HOOKS]
+    return dict(zip(probes, printed_by_fresh_interpreters(*probes), strict=True))
 
 
-def test_the_gateway_builds_its_celery_app_without_loading_the_worker_hooks() -> None:
-    probe = (
-        "import sys, factorial_ws.gateway.server, factorial_ws.worker.app; "
-        "print([name for name in ('factorial_ws.worker.celery', 'factorial_ws.worker.hooks') "
-        "if name in sys.modules])"
-    )
-    assert printed_by_fresh_interpreter(probe) == ["[]"]
+def test_the_worker_command_finds_the_workers_app_in_the_package(printed: dict[str, list[str]]) -> None:
+    assert printed[FINDS_THE_WORKERS_APP] == ["True", "True"]
+
+
+def test_the_gateway_builds_its_celery_app_without_loading_the_worker_hooks(
+    printed: dict[str, list[str]],
+) -> None:
+    assert printed[LOADS_NO_WORKER_HOOKS] == ["[]"]
 
 
 @pytest.mark.parametrize(
