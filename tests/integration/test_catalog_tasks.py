@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import time
 import urllib.request
@@ -26,6 +27,7 @@ BIN = Path(sys.executable).parent  # the virtualenv's celery and factorial-ws, a
 README = REPO / "README.md"
 Wordcount = tuple[str, Proc, str]  # the gateway's URL, the stock worker, Redis' URL
 PROGRESS_PER_S = 4
+KILLED_AT_THE_END: dict[str, Any] = {"stop_signal": signal.SIGKILL, "together": True}
 
 
 def readme_command(starts_with: str) -> list[str]:
@@ -38,13 +40,17 @@ def readme_command(starts_with: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def wordcount(module_launch: Launcher) -> Wordcount:
-    """Redis, the README's stock worker and gateway: the gateway's URL, the worker, Redis' URL."""
+    """Redis, the README's stock worker and gateway: the gateway's URL, the worker, Redis' URL.
+    Both are killed at the end, together, as ``Launcher.worker`` and ``gateway`` do: no test
+    here is about their shutdown, and a warm one costs seconds."""
     port = free_port()
     redis_url = module_launch.redis().url
     env = process_env(redis_url, WS_HOST="127.0.0.1", WS_PORT=port, PROGRESS_PER_S=PROGRESS_PER_S)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    worker = module_launch.process("worker", readme_command("celery -A "), env)
-    gateway = module_launch.process("gateway", readme_command("factorial-ws serve "), env)
+    worker = module_launch.process("worker", readme_command("celery -A "), env, **KILLED_AT_THE_END)
+    gateway = module_launch.process(
+        "gateway", readme_command("factorial-ws serve "), env, **KILLED_AT_THE_END
+    )
     wait_until(lambda: " ready." in worker.log(), what="the stock Celery worker", watch=[worker])
     wait_until(lambda: port_open(port), what="factorial-ws serve --tasks", watch=[gateway])
     return f"ws://127.0.0.1:{port}/", worker, redis_url
@@ -294,7 +300,9 @@ async def test_a_request_waits_its_entrys_timeout_then_gets_timeout_error(
     port = free_port()
     env = process_env(wordcount[2], WS_HOST="127.0.0.1", WS_PORT=port, TASKS="short_catalog:catalog")
     env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
-    gateway = module_launch.process("short-gateway", [str(BIN / "factorial-ws"), "serve"], env)
+    gateway = module_launch.process(
+        "short-gateway", [str(BIN / "factorial-ws"), "serve"], env, **KILLED_AT_THE_END
+    )
     wait_until(lambda: port_open(port), what="a gateway of a 1 s timeout", watch=[gateway])
     async with client(f"ws://127.0.0.1:{port}/") as ws:
         ack = await ws.request({"type": "slow_count", "n": 40, "delay_s": 0.1})

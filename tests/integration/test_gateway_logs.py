@@ -132,7 +132,7 @@ def gateway_of(system: System) -> Proc:
 
 async def test_a_websocket_handshake_on_another_path_than_the_root_gets_404(launch: Launcher) -> None:
     server = launch.redis()
-    _, url = launch.gateway(server.url)
+    url = launch.in_process_gateway(server.url)  # only the protocol: no process start-up needed
     for path in ("foo", "healthz", "index.html", "ws/"):
         with pytest.raises(InvalidStatus) as refused:
             async with client(url + path):

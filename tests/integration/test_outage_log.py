@@ -10,7 +10,10 @@ from support import UNIT_S, Launcher, client, wait_until
 from .probes import hub_subscribed, json_log
 
 WAITING_LOOKUPS = 50
-OUTAGE_S = 6.0
+# Long enough for the hub's reconnection attempts to fail through its whole backoff (0.05 s up
+# to 1 s: 1.9 s) and then at its longest, 2 s, apart (gateway/backoff.py): six failed attempts
+# or more, each of which must log nothing.
+OUTAGE_S = 4.0
 
 
 async def test_a_redis_outage_logs_one_warning_and_one_line_when_over_with_50_lookups_waiting(

@@ -8,21 +8,35 @@ import json
 import urllib.error
 from typing import Any
 
+import pytest
 import redis
 
 from factorial_ws.constants import STORAGE_FULL, STORAGE_NEARLY_FULL
-from support import UNIT_S, Launcher, client, wait_until
+from factorial_ws.supervisor.redis_server import RedisServer
+from support import UNIT_S, Launcher, Proc, client, wait_until
 
 from .fault_tools import SLOW_NUMBER, busy_child, http_get
 
+Shared = tuple[RedisServer, Proc]  # Redis, its one worker
+
+
+@pytest.fixture(scope="module")
+def redis_and_worker(module_launch: Launcher) -> Shared:
+    """One Redis and one worker with a single pool process for the module; each test runs its
+    own in-process gateway (its own high water). Safe to share: each test starts with no
+    memory limit and ends with none, and asks for numbers the other does not, so no result of
+    one (stored, or failed for want of room) is reused by the other."""
+    server = module_launch.redis(persistent=False)
+    return server, module_launch.worker(server.url, concurrency=1)
+
 
 async def test_a_worker_that_cannot_store_a_result_fails_the_task_and_keeps_consuming(
-    launch: Launcher,
+    launch: Launcher, redis_and_worker: Shared
 ) -> None:
-    server = launch.redis(persistent=False)
-    worker = launch.worker(server.url, concurrency=1)
+    server, worker = redis_and_worker
     url = launch.in_process_gateway(server.url)
     store = redis.Redis.from_url(server.url)
+    store.config_set("maxmemory", 0)
     async with client(url) as ws:
         slow = await ws.request({"type": "factorial", "number": SLOW_NUMBER})
         busy_child(worker.pid)  # computing: its 3.8 MB result will find Redis full
@@ -42,23 +56,23 @@ async def test_a_worker_that_cannot_store_a_result_fails_the_task_and_keeps_cons
 
 
 async def test_past_the_high_water_new_large_tasks_are_refused_and_stored_ones_small_ones_lookups_served(
-    launch: Launcher,
+    launch: Launcher, redis_and_worker: Shared
 ) -> None:
-    server = launch.redis(persistent=False)
-    launch.worker(server.url, concurrency=1)
+    server, _ = redis_and_worker
     url = launch.in_process_gateway(server.url, REDIS_MEMORY_HIGH_WATER=0.8)
     store = redis.Redis.from_url(server.url)
+    store.config_set("maxmemory", 0)
     async with client(url) as ws:
-        stored, _ = await ws.factorial(2000)
+        stored, _ = await ws.factorial(2100)
         store.config_set("maxmemory", int(store.info("memory")["used_memory"] / 0.9))  # 90% full
         wait_until(lambda: _memory_problems(url), 10 * UNIT_S, what="the memory problem in /healthz")
         memory = _health(url)["memory"]
         assert memory["max_bytes"] > 0 and 0.8 <= memory["ratio"] < 1, memory
 
-        refused = await ws.request({"type": "factorial", "number": 3000, "id": 1})
+        refused = await ws.request({"type": "factorial", "number": 3100, "id": 1})
         assert refused == {"type": "error", "result": STORAGE_NEARLY_FULL, "id": 1}
         # A large number already stored costs no new storage: served, by the task that stored it.
-        again = await ws.request({"type": "factorial", "number": 2000, "id": 2})
+        again = await ws.request({"type": "factorial", "number": 2100, "id": 2})
         assert again == {"type": "result", "task_id": stored["task_id"], "id": 2}, again
         reused = await ws.recv()
         assert reused["type"] == "success" and reused["id"] == 2, str(reused)[:200]
@@ -70,7 +84,7 @@ async def test_past_the_high_water_new_large_tasks_are_refused_and_stored_ones_s
         store.config_set("maxmemory", 0)  # no limit: nothing is refused
         wait_until(lambda: not _memory_problems(url), 10 * UNIT_S, what="the memory problem gone")
         assert _health(url)["memory"]["ratio"] is None
-        _, large = await ws.factorial(3000)
+        _, large = await ws.factorial(3100)
         assert large["type"] == "success", str(large)[:200]
 
 

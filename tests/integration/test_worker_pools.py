@@ -36,7 +36,7 @@ async def test_a_worker_whose_pool_cannot_enforce_time_limits_says_so_once_and_s
 ) -> None:
     server = launch.redis()
     worker = seed_worker(launch, server.url, pool_option)
-    _, url = launch.gateway(server.url)
+    url = launch.in_process_gateway(server.url)  # the test reads the worker's log, not the gateway's
     async with client(url) as ws:
         ack, done = await ws.factorial(5)
     assert done == {"type": "success", "task_id": ack["task_id"], "result": 120}
