@@ -4,7 +4,6 @@ an error the client can read."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -80,19 +79,11 @@ async def test_task_of_a_worker_killed_outright_is_redelivered_to_a_live_worker(
     # result (its wait limit is its own HARD_TASK_TIMEOUT).
     worker_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 3, "VISIBILITY_TIMEOUT": 7}
     gateway_settings: dict[str, Any] = {"HARD_TASK_TIMEOUT": 30, "VISIBILITY_TIMEOUT": 61}
-    # The two workers start side by side; the gateway runs in this process (the test only
-    # speaks the protocol to it: it kills a worker, never the gateway).
-    # asyncio.to_thread's threads last as long as the test's event loop, so the processes they
-    # start live through the test (a process gets its parent-death signal when its thread ends).
-    url = launch.in_process_gateway(redis_server.url, **gateway_settings)
-    workers = await asyncio.gather(
-        *(
-            asyncio.to_thread(
-                launch.worker, redis_server.url, queues="hard", concurrency=1, name=f"w{i}", **worker_settings
-            )
-            for i in range(2)
-        )
-    )
+    workers = [
+        launch.worker(redis_server.url, queues="hard", concurrency=1, name=f"w{i}", **worker_settings)
+        for i in range(2)
+    ]
+    _, url = launch.gateway(redis_server.url, **gateway_settings)
     async with client(url) as ws:
         task_id = await submit(ws, SLOW_NUMBER)
         victim_pid, pool_pid = busy_pool_process([w.pid for w in workers])

@@ -60,10 +60,13 @@ def _transport_options(config: Config) -> dict[str, Any]:
     nobody rejected them) sit in the ``unacked`` hash until a live worker's sweep restores those
     older than the visibility timeout. kombu sweeps every ``interval * throttle`` seconds, 100 s
     by default; sweep a tenth of the visibility timeout instead (1 to 10 s), so a lost task is
-    back in its queue soon after the timeout. A sweep is one ZRANGE per worker."""
+    back in its queue soon after the timeout. A sweep is one ZRANGE per worker, under a lock in
+    Redis that expires after 300 s by default: a worker killed while holding it would stop every
+    sweep that long, so it expires after one interval (a sweep takes milliseconds)."""
     sweep_interval_s = min(10, max(1, config.visibility_timeout_s // 10))
     return {
         "visibility_timeout": config.visibility_timeout_s,
         "unacked_restore_interval": sweep_interval_s,
         "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": sweep_interval_s,
     }

@@ -60,6 +60,9 @@ def test_workers_sweep_for_lost_tasks_every_tenth_of_the_visibility_timeout_betw
     assert options["visibility_timeout"] == visibility_timeout_s
     # kombu sweeps every interval * throttle seconds (100 s by default).
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] == sweep_s
+    # A sweep holds a lock in Redis; a worker killed in the middle of one (SIGKILL, the OOM
+    # killer) must not stop the others' sweeps for kombu's default 300 s.
+    assert options["unacked_mutex_expire"] == sweep_s
 
 
 def test_settings_use_redis_for_broker_and_results_and_json_only() -> None:
