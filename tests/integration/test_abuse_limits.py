@@ -13,6 +13,7 @@ import json
 import statistics
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -237,16 +238,38 @@ async def test_keepalive_pings_drop_a_peer_that_never_answers(
 @pytest.fixture
 def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
     """The worker pools `factorial-ws up` starts (one per queue, same app), a gateway, and hard
-    tasks that a 3 s time limit cuts short so no huge result is ever stored."""
-    settings: dict[str, Any] = {"MAX_NUMBER": 10**7, "HARD_TASK_TIMEOUT": 3, "SOFT_TASK_TIMEOUT": 3}
-    for queue in (SOFT_QUEUE, HARD_QUEUE):
+    tasks that a 3 s time limit cuts short so no huge result is ever stored. Every request is a
+    task of its own (no RESULT_REUSE): a factorial(5) answered from the stored result of the
+    first would measure no pool at all."""
+    settings: dict[str, Any] = {
+        "MAX_NUMBER": 10**7,
+        "HARD_TASK_TIMEOUT": 3,
+        "SOFT_TASK_TIMEOUT": 3,
+        "RESULT_REUSE": 0,
+    }
+    # The three start side by side (each of launch.worker and launch.gateway waits until its
+    # process is ready), the pools on threads that last until launch has stopped every process:
+    # a process gets its parent-death signal when the thread that started it ends.
+    threads = ThreadPoolExecutor()
+    launch.callback(threads.shutdown)
+    pools = [
         # Killed at the end, as every worker: a warm shutdown would first finish its hard task.
-        launch.worker(
-            redis_server.url, queues=queue, concurrency=1, name=f"{queue}-pool", app=WORKER_APP, **settings
+        threads.submit(
+            launch.worker,
+            redis_server.url,
+            queues=queue,
+            concurrency=1,
+            name=f"{queue}-pool",
+            app=WORKER_APP,
+            **settings,
         )
+        for queue in (SOFT_QUEUE, HARD_QUEUE)
+    ]
     # Four 10**7! (65.7 million digits each) from one address: past an address's default budget,
     # which this test is not about.
     _, url = launch.gateway(redis_server.url, HARD_QUEUE_DIGITS_PER_CLIENT=0, **settings)
+    for pool in pools:
+        pool.result()
     return url
 
 

@@ -81,9 +81,11 @@ async def test_clients_that_never_read_distinct_results_hold_at_most_the_process
     launch: Launcher,
 ) -> None:
     # The issue's case, scaled down: 16 connections, 8 distinct 1 MB results each, never read.
-    # They are cut in waves of one timeout each: a short one keeps the eight waves short.
+    # They are cut in waves of one timeout each: a short one keeps the eight waves short. No
+    # client here reads until the last is cut (the honest one reads at once), so however short,
+    # it cuts only those that never read.
     budget_bytes = 16 * MIB
-    slow_consumer_timeout_s = 2 * UNIT_S
+    slow_consumer_timeout_s = 1 * UNIT_S
     server = launch.redis(persistent=False)
     gateway, url = launch.gateway(
         server.url,
@@ -125,14 +127,18 @@ async def test_clients_that_never_read_distinct_results_hold_at_most_the_process
 async def test_a_client_reading_a_little_at_a_time_is_cut_off_at_the_minimum_rate(
     launch: Launcher,
 ) -> None:
-    # It reads 256 KiB/s, so the gateway's socket takes the next fragments every few seconds,
-    # well within the slow-consumer timeout: only a rate catches it. 16 MB at 2 MB/s at least is
-    # 8 s (after the timeout); at its pace, 64 s. The cut is seen at the gateway (its counter
-    # and log): the client goes on receiving what the kernels' socket buffers hold (megabytes).
-    # Keepalive pings (which this client does not answer) are off, so they do not end it first.
-    size_bytes = 16_000_000
-    min_output_rate = 2_000_000
-    slow_consumer_timeout_s = 10 * UNIT_S
+    # It reads 1 MiB/s, 64 KiB at a time. The gateway's socket takes the next fragments once
+    # its kernel send buffer has room for a share of it (measured: every 1.5 s at most), well
+    # within the slow-consumer timeout: only a rate catches it. 20 MB at 5 MB/s at least is 4 s
+    # (after the timeout); at its pace, 19 s. By the cut the gateway has sent what the client
+    # read (8 MB) and what the kernels' socket buffers hold (about 5 MB), less than the result.
+    # The cut is seen at the gateway (its counter and log): the client goes on receiving what
+    # those buffers hold. Keepalive pings (which this client does not answer) are off, so they
+    # do not end it first.
+    size_bytes = 20_000_000
+    min_output_rate = 5_000_000
+    slow_consumer_timeout_s = 4 * UNIT_S
+    read_bytes, read_every_s = 64 * 1024, 1 / 16
     server = launch.redis(persistent=False)
     gateway, url = launch.gateway(
         server.url,
@@ -146,11 +152,11 @@ async def test_a_client_reading_a_little_at_a_time_is_cut_off_at_the_minimum_rat
 
     async def read_slowly(peer: RawPeer) -> None:
         nonlocal received
-        while chunk := await peer.reader.read(64 * 1024):
+        while chunk := await peer.reader.read(read_bytes):
             received += len(chunk)
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(read_every_s)
 
-    async with raw_peer(url, receive_buffer_bytes=64 * 1024) as peer:
+    async with raw_peer(url, receive_buffer_bytes=read_bytes) as peer:
         peer.writer.write(lookup(task_id))
         started = time.monotonic()
         # Its pace must not depend on the checks of the counter: /metrics is built once a second,
