@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,7 @@ class Launcher:
         self.tmp_dir = tmp_dir
         self.log_dir = tmp_dir / "logs"
         self._stops: list[_Stop] = []
+        self._threads: ThreadPoolExecutor | None = None  # of side_by_side
 
     def __enter__(self) -> Launcher:
         return self
@@ -228,6 +230,16 @@ class Launcher:
     def callback(self, function: Callable[..., object], *args: Any) -> None:
         """Call ``function(*args)`` at the end too, among the stops (newest first)."""
         self._stops.append(_Stop(call=functools.partial(function, *args)))
+
+    def side_by_side(self, *starts: Callable[[], Any]) -> list[Any]:
+        """Call ``starts`` (``worker``, ``gateway``: each waits until its process is ready) at
+        once, each on a thread, and return what each returned. The threads last until the end:
+        a process gets its parent-death signal when the thread that started it ends."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor()
+            self.callback(self._threads.shutdown)  # after the processes started since
+        futures = [self._threads.submit(start) for start in starts]
+        return [future.result() for future in futures]
 
     def process(
         self,

@@ -12,7 +12,6 @@ import os
 import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,15 +99,6 @@ def open_page(new_page: NewPage) -> OpenPage:
 @pytest.fixture
 def page(open_page: OpenPage, system: System) -> Page:
     return open_page(system.url)
-
-
-def side_by_side(launch: Launcher) -> ThreadPoolExecutor:
-    """Threads to start processes on (``launch.worker`` and ``launch.gateway`` wait until each
-    is ready) while this thread starts others. They last until ``launch`` has stopped every
-    process: a process gets its parent-death signal when the thread that started it ends."""
-    threads = ThreadPoolExecutor()
-    launch.callback(threads.shutdown)
-    return threads
 
 
 def expect_status(page: Page, state: str) -> None:
@@ -204,9 +194,10 @@ def test_page_reconnects_after_a_gateway_restart_and_still_gets_its_waiting_task
     port = free_port()  # the gateway comes back on the same port, with the same token
     # The hard worker starts beside the gateway, then stays frozen until the new gateway has
     # looked the task up: till then the task waits in its queue, as with no worker at all.
-    worker = side_by_side(launch).submit(launch.worker, redis_server.url, queues="hard", concurrency=1)
-    old, url = launch.gateway(redis_server.url, port=port, WS_TOKEN=TOKEN)
-    hard = worker.result()
+    hard, (old, url) = launch.side_by_side(
+        lambda: launch.worker(redis_server.url, queues="hard", concurrency=1),
+        lambda: launch.gateway(redis_server.url, port=port, WS_TOKEN=TOKEN),
+    )
     with paused(hard.pid):
         page = open_page(f"{url}?token={TOKEN}")  # the page passes its token on
         row = submit_number(page, "2000")  # the hard queue, whose worker is frozen

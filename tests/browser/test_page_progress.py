@@ -12,7 +12,6 @@ from .test_page import (
     expect_text,
     new_page,
     open_page,
-    side_by_side,
     submit_number,
 )
 
@@ -25,10 +24,11 @@ def test_page_shows_queued_and_started_and_cancels_with_its_button(
     redis_url = launch.redis().url
     # The two workers start side by side; the gateway runs in this process (the page only
     # speaks the protocol to it; the worker's log is what is read).
-    soft = side_by_side(launch).submit(launch.worker, redis_url, queues="soft", concurrency=1)
-    hard = launch.worker(redis_url, queues="hard", concurrency=1)
+    _, hard = launch.side_by_side(
+        lambda: launch.worker(redis_url, queues="soft", concurrency=1),
+        lambda: launch.worker(redis_url, queues="hard", concurrency=1),
+    )
     url = launch.in_process_gateway(redis_url)
-    soft.result()
     page = open_page(url)
 
     running = submit_number(page, "1000000")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import statistics
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from factorial_ws.constants import HARD_QUEUE, RATE_LIMITED, SOFT_QUEUE, TOO_MAN
 from factorial_ws.gateway.conversation import BINARY_FRAME
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.worker.processes import WORKER_APP
-from support import UNIT_S, Client, Launcher, System, client, raw_websocket, wait_until
+from support import UNIT_S, Client, Launcher, Proc, System, client, raw_websocket, wait_until
 
 # The tests that time the system (a token bucket's refill, a ping's deadline, a latency) are
 # marked `alone`: other tests beside them would skew what they measure.
@@ -247,14 +248,10 @@ def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
         "SOFT_TASK_TIMEOUT": 3,
         "RESULT_REUSE": 0,
     }
-    # The three start side by side (each of launch.worker and launch.gateway waits until its
-    # process is ready), the pools on threads that last until launch has stopped every process:
-    # a process gets its parent-death signal when the thread that started it ends.
-    threads = ThreadPoolExecutor()
-    launch.callback(threads.shutdown)
-    pools = [
+
+    def pool(queue: str) -> Callable[[], Proc]:
         # Killed at the end, as every worker: a warm shutdown would first finish its hard task.
-        threads.submit(
+        return functools.partial(
             launch.worker,
             redis_server.url,
             queues=queue,
@@ -263,13 +260,15 @@ def pools_as_up_runs_them(launch: Launcher, redis_server: RedisServer) -> str:
             app=WORKER_APP,
             **settings,
         )
-        for queue in (SOFT_QUEUE, HARD_QUEUE)
-    ]
-    # Four 10**7! (65.7 million digits each) from one address: past an address's default budget,
-    # which this test is not about.
-    _, url = launch.gateway(redis_server.url, HARD_QUEUE_DIGITS_PER_CLIENT=0, **settings)
-    for pool in pools:
-        pool.result()
+
+    # The three start side by side. Four 10**7! (65.7 million digits each) from one address:
+    # past an address's default budget, which this test is not about.
+    url: str
+    *_, (_, url) = launch.side_by_side(
+        pool(SOFT_QUEUE),
+        pool(HARD_QUEUE),
+        lambda: launch.gateway(redis_server.url, HARD_QUEUE_DIGITS_PER_CLIENT=0, **settings),
+    )
     return url
 
 

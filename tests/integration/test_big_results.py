@@ -39,9 +39,9 @@ async def test_eight_waiters_of_different_big_results_keep_the_result_subscripti
 ) -> None:
     server = launch.redis()  # Redis' default limits: pub/sub output buffer 32 MB hard
     # Started side by side: neither waits for the other's start-up.
-    _, (gateway, url) = await asyncio.gather(
-        asyncio.to_thread(launch.worker, server.url, queues="soft,hard", concurrency=2),
-        asyncio.to_thread(launch.gateway, server.url),
+    _, (gateway, url) = launch.side_by_side(
+        lambda: launch.worker(server.url, queues="soft,hard", concurrency=2),
+        lambda: launch.gateway(server.url),
     )
     numbers = [LONG_NUMBER - i for i in range(8)]  # 8 results of about 5.5 MB each
     store = redis.Redis.from_url(server.url)
@@ -80,9 +80,9 @@ async def test_lookups_from_clients_that_never_read_hold_bounded_memory_and_are_
     # The result is computed through another gateway, so this one has never held it. The
     # processes start side by side: none waits for another's start-up.
     submitter_url = launch.in_process_gateway(server.url)
-    _, (gateway, url) = await asyncio.gather(
-        asyncio.to_thread(launch.worker, server.url, queues="soft,hard", concurrency=1),
-        asyncio.to_thread(launch.gateway, server.url, WS_SLOW_CONSUMER_TIMEOUT=slow_consumer_timeout_s),
+    _, (gateway, url) = launch.side_by_side(
+        lambda: launch.worker(server.url, queues="soft,hard", concurrency=1),
+        lambda: launch.gateway(server.url, WS_SLOW_CONSUMER_TIMEOUT=slow_consumer_timeout_s),
     )
     async with client(submitter_url) as ws:
         task_id = await submit(ws, LONG_NUMBER)

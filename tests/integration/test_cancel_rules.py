@@ -41,7 +41,8 @@ from .test_progress_cancel import (
     assert_discarded_unrun,
     cancel_own_wait,
     drained,
-    hard_system,
+    idle_hard_system,
+    module_hard_system,
     recv_raw,
     replies_until,
     send,
@@ -50,23 +51,7 @@ from .test_progress_cancel import (
 
 # It times the system (a lookup's latency during a flood): run alone, not beside other tests.
 pytestmark = pytest.mark.alone
-
-
-@pytest.fixture(scope="module")
-def module_hard_system(module_launch: Launcher) -> HardSystem:
-    """One hard_system for the tests of this module that use ``idle_hard_system``."""
-    return hard_system(module_launch)
-
-
-@pytest.fixture
-def idle_hard_system(module_hard_system: HardSystem) -> HardSystem:
-    """The module's hard_system, once no task is queued or running. Sharing it is safe: each test
-    asks for numbers no other test asks for (no result or computation of one is reused by
-    another), sees every task it created end or discarded, and then continues the worker it
-    froze; the worker's log lines and the gateway's cancel records are by task id, which no two
-    tests share."""
-    drained(module_hard_system[0])
-    return module_hard_system
+__all__ = ["idle_hard_system", "module_hard_system"]  # the fixtures, shared with test_progress_cancel
 
 
 async def look_up(url: str, task_id: str) -> dict[str, Any]:

@@ -149,9 +149,9 @@ async def test_an_await_survives_the_gateway_killed_and_restarted_on_the_same_po
     # start live through the test (a process gets its parent-death signal when its thread ends).
     # The hard worker starts beside the gateway, then stays frozen until the new gateway has
     # looked the task up: till then the task waits in its queue, as with no worker at all.
-    (old, url), hard = await asyncio.gather(
-        asyncio.to_thread(launch.gateway, server.url, port=port, ACCESS_LOG=1),
-        asyncio.to_thread(launch.worker, server.url, queues="hard", concurrency=1),
+    (old, url), hard = launch.side_by_side(
+        lambda: launch.gateway(server.url, port=port, ACCESS_LOG=1),
+        lambda: launch.worker(server.url, queues="hard", concurrency=1),
     )
 
     async with Client(url) as c:
@@ -182,9 +182,9 @@ async def test_an_await_survives_the_gateway_killed_and_restarted_on_the_same_po
 
 async def test_an_await_outlasts_the_gateways_wait_limit(launch: Launcher) -> None:
     server = launch.redis()
-    (gateway, url), hard = await asyncio.gather(
-        asyncio.to_thread(launch.gateway, server.url, HARD_TASK_TIMEOUT=1, ACCESS_LOG=1),
-        asyncio.to_thread(launch.worker, server.url, queues="hard", concurrency=1),
+    (gateway, url), hard = launch.side_by_side(
+        lambda: launch.gateway(server.url, HARD_TASK_TIMEOUT=1, ACCESS_LOG=1),
+        lambda: launch.worker(server.url, queues="hard", concurrency=1),
     )
 
     async with Client(url) as c:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from typing import Any
 
@@ -74,8 +75,8 @@ async def test_a_long_task_survives_three_graceful_worker_restarts_without_using
 ) -> None:
     # The three restarts' replacements start beside the first worker, at once, rather than one
     # after each restart: the task handed back goes to one of those still running.
-    starts = (asyncio.to_thread(hard_worker, launch, redis_url, f"w{n}") for n in range(RESTARTS + 1))
-    running = {worker.pid: worker for worker in await asyncio.gather(*starts)}
+    starts = [functools.partial(hard_worker, launch, redis_url, f"w{n}") for n in range(RESTARTS + 1)]
+    running = {worker.pid: worker for worker in launch.side_by_side(*starts)}
     async with client(url) as ws:
         task_id = await submit(ws, LONG_NUMBER)
         for _ in range(RESTARTS):

@@ -61,9 +61,8 @@ async def burst(url: str, clients: int) -> Counter[str]:
 async def test_a_burst_of_clients_submitting_at_once_all_get_their_ack_and_result(launch: Launcher) -> None:
     server = launch.redis()
     # Started side by side: neither waits for the other's start-up.
-    _, (_, url) = await asyncio.gather(
-        asyncio.to_thread(launch.worker, server.url, queues="soft", concurrency=2),
-        asyncio.to_thread(launch.gateway, server.url),
+    _, (_, url) = launch.side_by_side(
+        lambda: launch.worker(server.url, queues="soft", concurrency=2), lambda: launch.gateway(server.url)
     )
 
     outcomes = await burst(url, CLIENTS)

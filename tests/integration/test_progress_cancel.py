@@ -71,10 +71,12 @@ def module_hard_system(module_launch: Launcher) -> HardSystem:
 @pytest.fixture
 def idle_hard_system(module_hard_system: HardSystem) -> HardSystem:
     """The module's hard_system, once no task is queued or running. Sharing it is safe: each test
-    asks for numbers no other test asks for (result reuse hands none of them an earlier test's
-    result or computation), waits for the end of every task it leaves running, and starts once
-    the queues are drained, so its ``ahead`` and ``started`` figures count its own tasks only;
-    cancels and the worker's log lines are about task ids, which no two tests share."""
+    asks for numbers no other test of its module asks for (result reuse hands none of them an
+    earlier test's result or computation), waits for the end of every task it leaves running
+    and continues a worker it froze, and starts once the queues are drained, so its ``ahead``
+    and ``started`` figures count its own tasks only; cancels, the gateway's cancel records and
+    the worker's log lines are about task ids, which no two tests share. (test_cancel_rules
+    uses these fixtures too, with a system of its own.)"""
     drained(module_hard_system[0])
     return module_hard_system
 

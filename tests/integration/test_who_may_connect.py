@@ -194,11 +194,8 @@ async def test_redis_with_a_password_serves_end_to_end(launch: Launcher) -> None
         redis.Redis(port=server.port).ping()  # really protected
     # Both as processes: their logs are read. Started and stopped side by side (neither waits
     # for the other), as a user stops them (SIGTERM): the lines of their shutdown are checked too.
-    # asyncio.to_thread's threads last as long as the test's event loop, so the processes they
-    # start live through the test (a process gets its parent-death signal when its thread ends).
-    worker, (gateway, url) = await asyncio.gather(
-        asyncio.to_thread(launch.worker, server.url, concurrency=1),
-        asyncio.to_thread(launch.gateway, server.url),
+    worker, (gateway, url) = launch.side_by_side(
+        lambda: launch.worker(server.url, concurrency=1), lambda: launch.gateway(server.url)
     )
     await assert_serves(url)
     await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in (worker, gateway)))

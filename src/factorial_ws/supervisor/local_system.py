@@ -138,9 +138,14 @@ class LocalSystem:
 
     def _child(self, name: str, command: list[str], env: dict[str, str], log_name: str) -> SupervisedChild:
         log_path = self.log_dir / f"{log_name}.log" if self.log_dir is not None else None
-        child = SupervisedChild(name, command, env, log_path=log_path, cwd=self.cwd)
-        child.first_restart_delay_s = self.config.restart_delay_s  # RESTART_DELAY
-        return child
+        return SupervisedChild(
+            name,
+            command,
+            env,
+            log_path=log_path,
+            cwd=self.cwd,
+            first_restart_delay_s=self.config.restart_delay_s,
+        )
 
     def workers_live(self, client: redis.Redis) -> bool:
         """Each worker has a fresh heartbeat on each of its queues (in the Redis of ``client``)."""
