@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
 from .. import redis_clients
-from ..catalog import load_catalog
+from ..catalog import Catalog, load_catalog
 from ..config import Config
 from ..worker.app import create_app
 from .admission import Admission
@@ -114,33 +114,11 @@ class Gateway:
         await hub.start()
         if not await hub.wait_connected(_REDIS_CONNECT_TIMEOUT_S):
             logger.warning("Redis at %s is not reachable yet; serving anyway", _safe(config.redis_url))
-        app = create_app(config)
         memory = MemoryGauge(self._client, config.redis_memory_high_water)
         self._memory_polls = asyncio.create_task(memory.run(), name="memory-gauge")
-        producer = Producer(
-            app,
-            self._client,
-            config.result_expires_s,
-            min_replicas_ack=config.redis_min_replicas_ack,
-            rules=Rules.from_config(config),
-            memory=memory,
-        )
-        deadlines = Deadlines()
-        admission = Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines)
-        canceller = self._canceller = Canceller(app, self._client, config.task_expires_s)
-        self._warm_up = asyncio.create_task(canceller.warm_up())
-        output_budget = OutputBudget(config.max_output_bytes_per_process)
-        services = Services(
-            config,
-            producer,
-            hub,
-            admission,
-            ResultCache(self._client),
-            canceller,
-            deadlines,
-            output_budget,
-            catalog,
-        )
+        services = shared_services(config, self._client, hub, memory, catalog)
+        self._canceller = services.canceller
+        self._warm_up = asyncio.create_task(services.canceller.warm_up())
 
         async def handler(connection: ServerConnection) -> None:
             self._sessions += 1
@@ -217,6 +195,33 @@ class Gateway:
         async with self:
             await stop.wait()
             logger.info("shutting down")
+
+
+def shared_services(
+    config: Config, client: aioredis.Redis, hub: ResultHub, memory: MemoryGauge, catalog: Catalog
+) -> Services:
+    """What every session of one gateway process shares, on its pooled Redis ``client``."""
+    app = create_app(config)
+    producer = Producer(
+        app,
+        client,
+        config.result_expires_s,
+        min_replicas_ack=config.redis_min_replicas_ack,
+        rules=Rules.from_config(config),
+        memory=memory,
+    )
+    deadlines = Deadlines()
+    return Services(
+        config,
+        producer,
+        hub,
+        Admission(ADMISSION_SLOTS, ADMISSION_WAIT_S, deadlines),
+        ResultCache(client),
+        Canceller(app, client, config.task_expires_s),
+        deadlines,
+        OutputBudget(config.max_output_bytes_per_process),
+        catalog,
+    )
 
 
 def run_gateway(config: Config, *, reuse_port: bool = False) -> None:
