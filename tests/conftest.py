@@ -43,6 +43,12 @@ def module_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher
         yield launcher
 
 
+@pytest.fixture(scope="module")
+def module_redis(module_launch: Launcher) -> RedisServer:
+    """One private Redis for the module-scoped fixtures of a test file."""
+    return module_launch.redis()
+
+
 @pytest.fixture
 def redis_server(launch: Launcher) -> RedisServer:
     """A private, real Redis on a free port, with an append-only file."""

@@ -19,14 +19,13 @@ import gmpy2
 
 from factorial_ws.supervisor.gateways import gateway_command
 from factorial_ws.supervisor.probes import cpu_seconds, free_port, stat_fields
+from peers import Client, client
 from support import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     UNIT_S,
-    Client,
     Launcher,
     Proc,
-    client,
     fresh_status_page,
     process_env,
     wait_until,

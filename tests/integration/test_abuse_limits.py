@@ -26,7 +26,8 @@ from factorial_ws.constants import HARD_QUEUE, RATE_LIMITED, SOFT_QUEUE, TOO_MAN
 from factorial_ws.gateway.conversation import BINARY_FRAME
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.worker.processes import WORKER_APP
-from support import UNIT_S, Client, Launcher, Proc, System, client, raw_websocket, wait_until
+from peers import Client, client, raw_websocket
+from support import UNIT_S, Launcher, Proc, System, wait_until
 
 # The tests that time the system (a token bucket's refill, a ping's deadline, a latency) are
 # marked `alone`: other tests beside them would skew what they measure.

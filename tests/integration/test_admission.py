@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Sequence
 import redis
 
 from factorial_ws.constants import CLIENT_BUSY, HARD_QUEUE, HARD_QUEUE_FULL, HARD_TASK_NAME
-from support import UNIT_S, Client, Launcher, System, client, wait_until
+from peers import Client, client
+from support import UNIT_S, Launcher, System, wait_until
 
 from .fault_tools import LONG_NUMBER, http_get
 

@@ -17,7 +17,8 @@ import redis
 
 from factorial_ws.constants import RESULT_KEY_PREFIX, SERVICE_UNAVAILABLE
 from factorial_ws.supervisor.probes import memory_kib
-from support import UNIT_S, Launcher, client, raw_websocket, wait_until, ws_text_frame
+from peers import client, raw_websocket, ws_text_frame
+from support import UNIT_S, Launcher, wait_until
 
 from .fault_tools import LONG_NUMBER, assert_success, metric, submit
 

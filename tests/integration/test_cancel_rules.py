@@ -23,17 +23,8 @@ from factorial_ws.constants import (
     TOO_MANY_IN_FLIGHT,
     WORKERS_KEY_PREFIX,
 )
-from support import (
-    STOP_TIMEOUT_S,
-    UNIT_S,
-    Client,
-    Launcher,
-    client,
-    paused,
-    redis_client,
-    wait_until,
-    worker_hostname,
-)
+from peers import Client, client
+from support import STOP_TIMEOUT_S, UNIT_S, Launcher, paused, redis_client, wait_until, worker_hostname
 
 from .fault_tools import SLOW_NUMBER
 from .test_progress_cancel import (

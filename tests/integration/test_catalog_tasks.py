@@ -21,7 +21,8 @@ import redis
 
 from factorial_ws.constants import STORED_BYTES_KEY_PREFIX
 from factorial_ws.supervisor.probes import free_port, port_open
-from support import REPO, UNIT_S, Client, Launcher, Proc, client, process_env, wait_until
+from peers import Client, client
+from support import REPO, UNIT_S, Launcher, Proc, process_env, wait_until
 
 BIN = Path(sys.executable).parent  # the virtualenv's celery and factorial-ws, as when it is active
 README = REPO / "README.md"

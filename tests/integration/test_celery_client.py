@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from support import System, client
+from peers import client
+from support import System
 
 PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 

@@ -16,7 +16,8 @@ import pytest
 
 from factorial_ws import Client, InvalidRequest, ServiceUnavailable, UnknownTaskId
 from factorial_ws.supervisor.probes import free_port
-from support import PYTHON, REPO, UNIT_S, Launcher, System, client, paused, process_env, wait_until
+from peers import client
+from support import PYTHON, REPO, UNIT_S, Launcher, System, paused, process_env, wait_until
 
 from .test_who_may_connect import self_signed_certificate
 

@@ -15,7 +15,8 @@ from factorial_ws.gateway.server import SHUTDOWN_GRACE_S
 from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.supervisor.probes import port_open
 from factorial_ws.worker.result_backend import note_channel
-from support import UNIT_S, Launcher, System, client, paused, wait_until
+from peers import client
+from support import UNIT_S, Launcher, System, paused, wait_until
 
 from .fault_tools import SLOW_NUMBER, assert_success, busy_child, children_of, metric, result_by_id, submit
 

@@ -7,7 +7,8 @@ import redis
 from factorial_ws.constants import SERVICE_UNAVAILABLE
 from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.protocol import new_task_id
-from support import UNIT_S, Launcher, client, paused, wait_until
+from peers import client
+from support import UNIT_S, Launcher, paused, wait_until
 
 from .fault_tools import LONG_NUMBER, assert_success, busy_child, submit
 

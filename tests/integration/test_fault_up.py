@@ -14,7 +14,8 @@ import redis
 
 from factorial_ws.constants import HARD_QUEUE, QUEUES, WORKERS_KEY_PREFIX
 from factorial_ws.supervisor.probes import command_line, free_port
-from support import UNIT_S, Launcher, Proc, client, process_env, wait_until
+from peers import client
+from support import UNIT_S, Launcher, Proc, process_env, wait_until
 
 from .fault_tools import (
     SLOW_NUMBER,

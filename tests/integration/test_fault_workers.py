@@ -11,7 +11,8 @@ import redis
 
 from factorial_ws.constants import ATTEMPTS_KEY_PREFIX, WORKER_LOST
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Launcher, System, client
+from peers import client
+from support import UNIT_S, Launcher, System
 
 from .fault_tools import (
     SLOW_NUMBER,

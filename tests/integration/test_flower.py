@@ -15,7 +15,8 @@ import pytest
 
 from factorial_ws.supervisor import processes
 from factorial_ws.supervisor.probes import free_port, port_open
-from support import PYTHON, UNIT_S, Launcher, client, process_env, wait_until
+from peers import client
+from support import PYTHON, UNIT_S, Launcher, process_env, wait_until
 
 pytest.importorskip("flower", reason="Flower is the optional extra `monitor`")
 

@@ -16,19 +16,8 @@ from websockets.exceptions import InvalidStatus
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TOO_MANY_IN_FLIGHT
 from factorial_ws.gateway.conversation import REFUSALS_LOGGED_IN_A_ROW
 from factorial_ws.supervisor.probes import free_port, port_open
-from support import (
-    PYTHON,
-    UNIT_S,
-    Launcher,
-    Proc,
-    System,
-    client,
-    paused,
-    process_env,
-    raw_websocket,
-    wait_until,
-    ws_text_frame,
-)
+from peers import client, raw_websocket, ws_text_frame
+from support import PYTHON, UNIT_S, Launcher, Proc, System, paused, process_env, wait_until
 
 from .probes import json_log
 

@@ -11,7 +11,8 @@ from typing import Any
 from factorial_ws.constants import UNKNOWN_TASK_ID
 from factorial_ws.protocol import new_task_id
 from factorial_ws.supervisor.probes import free_port
-from support import PYTHON, Launcher, client, process_env, wait_until
+from peers import client
+from support import PYTHON, Launcher, process_env, wait_until
 
 from .fault_tools import http_get
 

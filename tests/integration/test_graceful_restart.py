@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from factorial_ws.constants import ATTEMPTS_KEY_PREFIX, HANDED_BACK_KEY_PREFIX, RESULT_KEY_PREFIX
-from support import UNIT_S, Launcher, Proc, client, wait_until
+from peers import client
+from support import UNIT_S, Launcher, Proc, wait_until
 
 from .fault_tools import assert_success, busy_pool_process, kill, submit, wait_gone
 

@@ -16,7 +16,8 @@ from factorial_ws.constants import (
     JSON_DECODE_ERROR,
 )
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Launcher, Proc, System, client, fresh_status_page, wait_until
+from peers import client
+from support import UNIT_S, Launcher, Proc, System, fresh_status_page, wait_until
 
 HTTP_TIMEOUT_S = 10 * UNIT_S
 LONG_DIGIT_RUN = re.compile(r"\d{1000}")

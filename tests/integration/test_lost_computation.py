@@ -10,7 +10,8 @@ import time
 
 from factorial_ws.constants import WORKER_RUN_KEY_PREFIX, WORKER_RUN_LEASE_S
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import START_TIMEOUT_S, UNIT_S, Launcher, client, redis_client, wait_until
+from peers import client
+from support import START_TIMEOUT_S, UNIT_S, Launcher, redis_client, wait_until
 
 from .fault_tools import LONG_NUMBER, assert_success, busy_pool_process, kill, submit, wait_gone
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from support import UNIT_S, Launcher, client, wait_until
+from peers import client
+from support import UNIT_S, Launcher, wait_until
 
 from .probes import hub_subscribed, json_log
 

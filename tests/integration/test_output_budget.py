@@ -22,7 +22,8 @@ import redis
 from factorial_ws.constants import HARD_QUEUE, RESULT_KEY_PREFIX, SUBMITTED_KEY_PREFIX
 from factorial_ws.gateway.messages import submitted_record
 from factorial_ws.supervisor.probes import memory_kib
-from support import UNIT_S, Launcher, RawPeer, client, ws_text_frame
+from peers import RawPeer, client, ws_text_frame
+from support import UNIT_S, Launcher
 
 from .fault_tools import metric
 

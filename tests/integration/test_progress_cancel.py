@@ -26,7 +26,8 @@ from factorial_ws.constants import (
     TASK_NOT_YOURS,
     UNKNOWN_TASK_ID,
 )
-from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, System, client, redis_client, wait_until
+from peers import Client, client
+from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, Proc, System, redis_client, wait_until
 
 from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
 

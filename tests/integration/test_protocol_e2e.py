@@ -11,7 +11,8 @@ import pytest
 
 from factorial_ws.protocol import is_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Client, Launcher, System, client, wait_until
+from peers import Client, client
+from support import UNIT_S, Launcher, System, wait_until
 
 NUMBER_MAX = 1_000_000  # the default MAX_NUMBER the shared system runs with
 

@@ -13,7 +13,8 @@ import redis
 
 from factorial_ws.constants import STORAGE_FULL, STORAGE_NEARLY_FULL
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Launcher, Proc, client, wait_until
+from peers import client
+from support import UNIT_S, Launcher, Proc, wait_until
 
 from .fault_tools import SLOW_NUMBER, busy_child, http_get
 

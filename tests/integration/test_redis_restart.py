@@ -12,7 +12,8 @@ import kombu
 import redis
 
 from factorial_ws.worker.transport import register_transports
-from support import UNIT_S, Client, Launcher, client, wait_until
+from peers import Client, client
+from support import UNIT_S, Launcher, wait_until
 
 from .probes import hub_subscribed, redis_answers
 

@@ -11,7 +11,8 @@ import redis
 from factorial_ws.config import Config
 from factorial_ws.constants import HARD_QUEUE, SERVICE_UNAVAILABLE
 from factorial_ws.supervisor.redis_server import private_redis
-from support import Launcher, client
+from peers import client
+from support import Launcher
 
 MIB = 1024 * 1024
 

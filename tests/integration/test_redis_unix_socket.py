@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from factorial_ws.supervisor.redis_server import find_redis_server
-from support import Launcher, client, process_env, wait_until
+from peers import client
+from support import Launcher, process_env, wait_until
 
 from .fault_tools import result_by_id
 

@@ -9,7 +9,8 @@ import subprocess
 
 from factorial_ws.constants import RATE_LIMITED
 from factorial_ws.gateway.conversation import BINARY_FRAME
-from support import PYTHON, REPLY_TIMEOUT_S, Launcher, System, client, process_env
+from peers import client
+from support import PYTHON, REPLY_TIMEOUT_S, Launcher, System, process_env
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 

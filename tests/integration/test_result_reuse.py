@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from factorial_ws.constants import HARD_TASK_NAME, RESULT_KEY_PREFIX, SOFT_TASK_NAME
-from support import REPLY_TIMEOUT_S, UNIT_S, Client, Launcher, Proc, client, wait_until
+from peers import Client, client
+from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, Proc, wait_until
 
 NUMBER = 300_000  # about 0.2 s of GMP work, 1.5 MB of digits
 CLIENTS = 50

@@ -17,7 +17,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Launcher, Proc, System, client, paused, wait_until
+from peers import client
+from support import UNIT_S, Launcher, Proc, System, paused, wait_until
 
 from .fault_tools import start_gateways
 
@@ -31,18 +32,13 @@ SLOW_NUMBER = 30_000
 
 
 @pytest.fixture(scope="module")
-def shared_redis(module_launch: Launcher) -> RedisServer:
-    return module_launch.redis()
+def two_workers(module_launch: Launcher, module_redis: RedisServer) -> list[Proc]:
+    return [module_launch.worker(module_redis.url, concurrency=1, name=f"worker-{n}") for n in "ab"]
 
 
 @pytest.fixture(scope="module")
-def two_workers(module_launch: Launcher, shared_redis: RedisServer) -> list[Proc]:
-    return [module_launch.worker(shared_redis.url, concurrency=1, name=f"worker-{n}") for n in "ab"]
-
-
-@pytest.fixture(scope="module")
-def two_gateways(module_launch: Launcher, shared_redis: RedisServer) -> list[tuple[Proc, str]]:
-    return [module_launch.gateway(shared_redis.url, name=f"gateway-{n}") for n in "ab"]
+def two_gateways(module_launch: Launcher, module_redis: RedisServer) -> list[tuple[Proc, str]]:
+    return [module_launch.gateway(module_redis.url, name=f"gateway-{n}") for n in "ab"]
 
 
 async def test_a_task_submitted_on_one_gateway_is_looked_up_on_another(
@@ -67,9 +63,9 @@ async def test_a_task_submitted_on_one_gateway_is_looked_up_on_another(
 
 
 async def test_killing_one_gateway_loses_none_of_the_other_gateways_tasks(
-    launch: Launcher, shared_redis: RedisServer, two_workers: list[Proc], two_gateways: list[tuple[Proc, str]]
+    launch: Launcher, module_redis: RedisServer, two_workers: list[Proc], two_gateways: list[tuple[Proc, str]]
 ) -> None:
-    proc_a, url_a = launch.gateway(shared_redis.url, name="gateway-killed")
+    proc_a, url_a = launch.gateway(module_redis.url, name="gateway-killed")
     _, url_b = two_gateways[1]
     logged = {worker.name: len(worker.log()) for worker in two_workers}  # before this test
     count = 12

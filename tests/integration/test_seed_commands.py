@@ -18,7 +18,8 @@ import redis
 
 from factorial_ws.constants import WORKERS_KEY_PREFIX
 from factorial_ws.supervisor.probes import free_port, port_open
-from support import REPO, STOP_TIMEOUT_S, UNIT_S, Launcher, Proc, client, process_env, wait_until
+from peers import client
+from support import REPO, STOP_TIMEOUT_S, UNIT_S, Launcher, Proc, process_env, wait_until
 
 BIN = Path(sys.executable).parent  # the virtualenv's celery, python and factorial-ws
 SEED_WORKER = "celery -A celeryqueue worker --pool=prefork --concurrency=4 --loglevel=INFO -Q soft,hard"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from factorial_ws.protocol import is_task_id
-from support import System, client
+from peers import client
+from support import System
 
 
 async def test_factorial_of_5_is_acked_with_a_task_id_then_pushed_as_120(system: System) -> None:

@@ -20,7 +20,8 @@ import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TIMEOUT_ERROR, UNKNOWN_TASK_ID
 from factorial_ws.supervisor.sentinel import RedisGroup
-from support import UNIT_S, Launcher, Proc, client, group_settings
+from peers import client
+from support import UNIT_S, Launcher, Proc, group_settings
 
 from .fault_tools import LONG_NUMBER, assert_success, busy_child, http_get, result_by_id, submit
 

@@ -9,7 +9,8 @@ was full."""
 from __future__ import annotations
 
 from factorial_ws.constants import CLIENT_STORED_TOO_MUCH
-from support import Launcher, client
+from peers import client
+from support import Launcher
 
 from .test_admission import address
 

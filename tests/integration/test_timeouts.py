@@ -11,7 +11,8 @@ import redis
 
 from factorial_ws.constants import RESULT_KEY_PREFIX, WORKERS_KEY_PREFIX
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Launcher, Proc, client, wait_until
+from peers import client
+from support import UNIT_S, Launcher, Proc, wait_until
 
 from .fault_tools import assert_success, result_by_id, submit
 
@@ -27,22 +28,17 @@ MAX_NUMBER = 100_000_000
 # (5000, 5 / 10_000_000, 1001, 7), so no result of one is reused by the other; the hard worker's
 # log is only searched for ids of the test's own tasks.
 @pytest.fixture(scope="module")
-def shared_redis(module_launch: Launcher) -> RedisServer:
-    return module_launch.redis()
-
-
-@pytest.fixture(scope="module")
-def soft_worker(module_launch: Launcher, shared_redis: RedisServer) -> Proc:
+def soft_worker(module_launch: Launcher, module_redis: RedisServer) -> Proc:
     """A worker of the soft queue only."""
-    return module_launch.worker(shared_redis.url, queues="soft", name="soft")
+    return module_launch.worker(module_redis.url, queues="soft", name="soft")
 
 
 @pytest.fixture(scope="module")
-def hard_worker(module_launch: Launcher, shared_redis: RedisServer) -> Proc:
+def hard_worker(module_launch: Launcher, module_redis: RedisServer) -> Proc:
     """A worker of the hard queue with one pool process; the first test starts it in its body
     (through ``request``), only once its task has timed out waiting for one."""
     return module_launch.worker(
-        shared_redis.url,
+        module_redis.url,
         queues="hard",
         name="hard",
         concurrency=1,
@@ -52,9 +48,9 @@ def hard_worker(module_launch: Launcher, shared_redis: RedisServer) -> Proc:
 
 
 async def test_gateway_sends_timeout_error_when_no_worker_answers_and_the_task_is_kept(
-    launch: Launcher, shared_redis: RedisServer, soft_worker: Proc, request: pytest.FixtureRequest
+    launch: Launcher, module_redis: RedisServer, soft_worker: Proc, request: pytest.FixtureRequest
 ) -> None:
-    redis_server = shared_redis
+    redis_server = module_redis
     with redis.Redis.from_url(redis_server.url) as store:  # the file's order: no hard worker yet
         assert store.zcard(WORKERS_KEY_PREFIX + "hard") == 0, "the hard worker started too early"
     url = launch.in_process_gateway(redis_server.url, HARD_TASK_TIMEOUT=GATEWAY_WAIT_S)
@@ -82,12 +78,12 @@ async def test_gateway_sends_timeout_error_when_no_worker_answers_and_the_task_i
 
 
 async def test_task_over_its_time_limit_is_killed_reported_as_timeout_and_not_redelivered(
-    launch: Launcher, shared_redis: RedisServer, soft_worker: Proc, hard_worker: Proc
+    launch: Launcher, module_redis: RedisServer, soft_worker: Proc, hard_worker: Proc
 ) -> None:
     # The gateway's 1 s limit travels in the task message and wins over the worker's own 30 s
     # (as with apply_async): the worker kills the task after 1 s, which the stored
     # TimeLimitExceeded below proves (the gateway also stops waiting after 1 s).
-    redis_server, worker = shared_redis, hard_worker
+    redis_server, worker = module_redis, hard_worker
     url = launch.in_process_gateway(redis_server.url, HARD_TASK_TIMEOUT=GATEWAY_WAIT_S, MAX_NUMBER=MAX_NUMBER)
     async with client(url) as ws:
         ack = await ws.request({"type": "factorial", "number": 10_000_000})  # > 10 s in GMP

@@ -17,7 +17,8 @@ from factorial_ws.constants import SERVICE_UNAVAILABLE
 from factorial_ws.supervisor import processes
 from factorial_ws.supervisor.probes import free_port
 from factorial_ws.supervisor.sentinel import DEFAULT_MASTER_NAME
-from support import UNIT_S, Launcher, client, process_env, wait_until
+from peers import client
+from support import UNIT_S, Launcher, process_env, wait_until
 
 FACTORIAL_WS = str(Path(sys.executable).parent / "factorial-ws")
 RECOVERY_S = 15 * UNIT_S

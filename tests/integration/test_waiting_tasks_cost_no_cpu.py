@@ -13,7 +13,8 @@ import redis
 from factorial_ws.constants import NOTE_CHANNEL_PREFIX
 from factorial_ws.supervisor.probes import cpu_seconds
 from factorial_ws.supervisor.redis_server import RedisServer
-from support import UNIT_S, Client, Launcher, client, wait_until
+from peers import Client, client
+from support import UNIT_S, Launcher, wait_until
 
 # It times the system (latency, a stall, recovery): run alone, not beside other tests.
 pytestmark = pytest.mark.alone

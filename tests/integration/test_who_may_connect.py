@@ -24,7 +24,8 @@ from websockets.typing import Origin
 from factorial_ws.supervisor.gateways import gateway_command
 from factorial_ws.supervisor.probes import free_port, port_open
 from factorial_ws.supervisor.redis_server import RedisServer, find_redis_server
-from support import UNIT_S, Launcher, System, client, process_env, wait_until
+from peers import client
+from support import UNIT_S, Launcher, System, process_env, wait_until
 
 TOKEN = "s3cret-t0ken"
 

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from factorial_ws.worker.processes import worker_is_live
-from support import PYTHON, Launcher, Proc, client, process_env, wait_until
+from peers import client
+from support import PYTHON, Launcher, Proc, process_env, wait_until
 
 WARNING = "cannot enforce the task time limits"
 
