@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TIMEOUT_ERROR, UNKNOWN_TASK_ID
@@ -25,8 +24,9 @@ from support import UNIT_S, Launcher, Proc, group_settings
 
 from .fault_tools import LONG_NUMBER, assert_success, busy_child, http_get, result_by_id, submit
 
-# It times the system (latency, a stall, recovery): run alone, not beside other tests.
-pytestmark = pytest.mark.alone
+# Its bounds are Sentinel's and the gateway's timers, not the machine's speed: beside three other
+# test processes, requests sent after the kill succeeded again 2.4 s after it (the bound is 15 s)
+# and no reply took over 0.2 s, as when it ran alone; so it runs beside other tests.
 
 CONNECTIONS = 20
 REQUEST_INTERVAL_S = 0.25  # per connection: about 80 small requests a second in all
