@@ -39,10 +39,12 @@ run: install
 
 # Four test processes, one test file each at a time: most integration tests wait on real
 # processes rather than compute (with the packages compiled at install, process starts no longer
-# fill both cores), so four took 2:02-2:06 where three took 2:28-2:37. Tests that time the
-# system (marked `alone`) then run one by one, so no other test skews their figures.
+# fill both cores), so four took 2:02-2:06 where three took 2:28-2:37. The files take their turn
+# in collection order, where conftest.py puts the `long` ones first (xdist would order them by
+# test count), so all four end within a second or two. Tests that time the system (marked
+# `alone`) then run one by one, so no other test skews their figures.
 test: install browser-deps
-	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not alone"
+	$(BIN)/python -m pytest -n 4 --dist loadfile --no-loadscope-reorder -m "not alone"
 	$(BIN)/python -m pytest -m alone
 
 # The unit tests alone: no process is started but a private Redis for the producer's tests and a

@@ -28,6 +28,8 @@ from .test_page import (
     open_page,
 )
 
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
+
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
 

@@ -14,6 +14,8 @@ from factorial_ws.bench import run_bench
 from factorial_ws.bench.plan import Plan
 from factorial_ws.config import Config
 
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
+
 # The smallest run of each scenario that still reports every figure asserted below. Where a
 # figure is a CPU time per request, the work stays large enough for the gateway to use a few
 # clock ticks of CPU (10 ms each; below one tick it would read 0): 100 throughput requests, 400

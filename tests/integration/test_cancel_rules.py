@@ -40,8 +40,6 @@ from .test_progress_cancel import (
     submit,
 )
 
-# It times the system (a lookup's latency during a flood): run alone, not beside other tests.
-pytestmark = pytest.mark.alone
 __all__ = ["idle_hard_system", "module_hard_system"]  # the fixtures, shared with test_progress_cancel
 
 
@@ -111,6 +109,8 @@ async def flood_replies(ws: Client) -> list[dict[str, Any]]:
     return [await recv_raw(ws, 60 * UNIT_S) for _ in range(CANCELS_EACH + 1)]
 
 
+# It times the system (a lookup's latency during a flood): run alone, not beside other tests.
+@pytest.mark.alone
 async def test_a_cancel_flood_with_a_frozen_worker_revokes_each_task_once_and_lookups_stay_fast(
     launch: Launcher, idle_hard_system: HardSystem
 ) -> None:

@@ -10,6 +10,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from factorial_ws.constants import HARD_QUEUE, QUEUES, WORKERS_KEY_PREFIX
@@ -29,6 +30,8 @@ from .fault_tools import (
     submit,
     wait_gone,
 )
+
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
 
 
 def start_up(launch: Launcher, name: str, settings: dict[str, object]) -> tuple[Proc, str]:

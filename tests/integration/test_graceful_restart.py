@@ -19,6 +19,8 @@ from support import UNIT_S, Launcher, Proc, wait_until
 
 from .fault_tools import assert_success, busy_pool_process, kill, submit, wait_gone
 
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
+
 # 1.5 s of GMP on an idle 2-core machine (5-7 s on a loaded one): it outlasts each restart
 # below, even one whose grace runs its full second, so every one interrupts it. (The next
 # restart waits for a pool process to compute it again: one that did not would fail the test.)

@@ -31,6 +31,8 @@ from support import REPLY_TIMEOUT_S, UNIT_S, Launcher, Proc, System, redis_clien
 
 from .fault_tools import LONG_NUMBER, SLOW_NUMBER, factorial_digits
 
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
+
 CANCELLED_ID = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
 
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE, TIMEOUT_ERROR, UNKNOWN_TASK_ID
@@ -23,6 +24,8 @@ from peers import client
 from support import UNIT_S, Launcher, Proc, group_settings
 
 from .fault_tools import LONG_NUMBER, assert_success, busy_child, http_get, result_by_id, submit
+
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
 
 # Its bounds are Sentinel's and the gateway's timers, not the machine's speed: beside three other
 # test processes, requests sent after the kill succeeded again 2.4 s after it (the bound is 15 s)

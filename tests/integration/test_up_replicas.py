@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from factorial_ws.constants import SERVICE_UNAVAILABLE
@@ -19,6 +20,8 @@ from factorial_ws.supervisor.probes import free_port
 from factorial_ws.supervisor.sentinel import DEFAULT_MASTER_NAME
 from peers import client
 from support import UNIT_S, Launcher, process_env, wait_until
+
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
 
 FACTORIAL_WS = str(Path(sys.executable).parent / "factorial-ws")
 RECOVERY_S = 15 * UNIT_S

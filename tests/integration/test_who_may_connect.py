@@ -27,6 +27,8 @@ from factorial_ws.supervisor.redis_server import RedisServer, find_redis_server
 from peers import client
 from support import UNIT_S, Launcher, System, process_env, wait_until
 
+pytestmark = pytest.mark.long  # 20 s or more: started first (conftest.py)
+
 TOKEN = "s3cret-t0ken"
 
 
