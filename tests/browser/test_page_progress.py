@@ -3,7 +3,8 @@ one-process hard worker, so that a second large factorial waits behind the first
 
 from __future__ import annotations
 
-from support import Launcher
+from integration.fault_tools import busy_child
+from support import Launcher, paused
 
 from .test_page import (
     OpenPage,
@@ -32,17 +33,21 @@ def test_page_shows_queued_and_started_and_cancels_with_its_button(
     page = open_page(url)
 
     running = submit_number(page, "1000000")
-    expect_state(running, "started")
-    waiting = submit_number(page, "900000")
-    expect_state(waiting, "queued")
-    expect_text(waiting.locator(".ahead"), "1 ahead")
+    # Frozen as soon as it computes: 1,000,000! takes about a second, and the steps below can
+    # take longer in a browser on a busy machine (the task then ended before its Cancel click).
+    # Its cancel kills it all the same (SIGKILL).
+    with paused(busy_child(hard.pid)):
+        expect_state(running, "started")
+        waiting = submit_number(page, "900000")
+        expect_state(waiting, "queued")
+        expect_text(waiting.locator(".ahead"), "1 ahead")
 
-    waiting.locator("button.cancel").click()
-    expect_state(waiting, "cancelled")
-    expect_text(waiting.locator(".error-text"), "Task cancelled")
-    assert waiting.locator("button.cancel").is_hidden()
-    running.locator("button.cancel").click()
-    expect_state(running, "cancelled")
+        waiting.locator("button.cancel").click()
+        expect_state(waiting, "cancelled")
+        expect_text(waiting.locator(".error-text"), "Task cancelled")
+        assert waiting.locator("button.cancel").is_hidden()
+        running.locator("button.cancel").click()
+        expect_state(running, "cancelled")
 
     small = submit_number(page, "10")
     expect_state(small, "done")
