@@ -17,13 +17,14 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,25 @@ def wait_until(
     """Return once ``predicate()`` is true; fail after ``timeout_s``, or at once when one of the
     ``watch`` processes exits."""
     processes.wait_until(predicate, timeout_s, what, watch=[proc.process for proc in watch])
+
+
+async def until(
+    predicate: Callable[[], object | Awaitable[object]],
+    timeout_s: float = REPLY_TIMEOUT_S,
+    what: str = "condition",
+) -> None:
+    """``wait_until`` for a test whose event loop must go on meanwhile: return once
+    ``predicate()`` (awaited if it returns an awaitable) is true; fail by assertion after
+    ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not await _value(predicate()):
+        assert loop.time() < end, f"not within {timeout_s:g} s: {what}"
+        await asyncio.sleep(0.01)
+
+
+async def _value(result: object | Awaitable[object]) -> object:
+    return await result if inspect.isawaitable(result) else result
 
 
 @dataclass

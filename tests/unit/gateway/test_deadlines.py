@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from factorial_ws.gateway.deadlines import Deadlines
-from support import UNIT_S
+from support import UNIT_S, until
 
 # A deadline fires up to a second late, by design: waits for one get that second, and some slack.
 FIRED_WITHIN_S = 1 + UNIT_S
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = FIRED_WITHIN_S) -> None:
-    """Return once ``predicate()`` holds; fail (by assertion) after ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < end, f"not within {timeout_s:g} s"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_wait_still_running_at_its_deadline_gets_the_value_within_a_second() -> None:
@@ -45,7 +35,7 @@ async def test_waits_that_ended_first_keep_their_own_end_and_the_others_of_the_s
     cancelled.cancel()  # its request went away
     answered.set_result("done")
 
-    await until(lambda: len(deadlines) == 0)  # every timer fired and let go of its waits
+    await until(lambda: len(deadlines) == 0, FIRED_WITHIN_S)  # every timer fired and let go of its waits
     assert cancelled.cancelled()
     assert answered.result() == "done"
     assert still_waiting.done() and still_waiting.result() == "timed out"

@@ -18,7 +18,7 @@ from factorial_ws.gateway.stored_tasks import result_key
 from factorial_ws.protocol import Success, new_task_id
 from factorial_ws.supervisor.redis_server import RedisServer
 from factorial_ws.worker.result_backend import note_channel
-from support import UNIT_S
+from support import UNIT_S, until
 
 STEP_TIMEOUT_S = 5 * UNIT_S
 RESTORED = "result subscription restored"
@@ -60,22 +60,6 @@ async def published(client: aioredis.Redis, watch: Watch, digits: str) -> None:
     await client.publish(note_channel(watch.task_id), meta)
 
 
-async def disconnected(hub: ResultHub) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + STEP_TIMEOUT_S
-    while hub.connected:
-        assert loop.time() < end, "the hub did not see its subscription drop"
-        await asyncio.sleep(0.01)
-
-
-async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + STEP_TIMEOUT_S
-    while text not in caplog.text:
-        assert loop.time() < end, f"no log line {text!r}"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_result_whose_note_was_missed_is_delivered_once_the_subscription_is_back(
     hub: ResultHub, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -86,7 +70,7 @@ async def test_a_result_whose_note_was_missed_is_delivered_once_the_subscription
     # subscription is down (stored first, so that no reconnection can come before it).
     await client.set(result_key(stored.task_id), success_meta("120"))
     killed = await client.client_kill_filter(_type="pubsub")
-    await logged(caplog, RESTORED)
+    await until(lambda: RESTORED in caplog.text, STEP_TIMEOUT_S, f"the log line {RESTORED!r}")
 
     # Subscribed again; a note published now is read only after the catch-up read is over.
     await published(client, marker, "6")
@@ -117,14 +101,14 @@ async def test_a_result_published_while_the_subscription_is_down_is_delivered_on
         missed, marker = [await hub.subscribe(new_task_id()) for _ in range(2)]
         await client.acl_setuser("hub", enabled=False)  # its open connection stays...
         assert await client.client_kill_filter(_type="pubsub") == 1  # ...until killed
-        await disconnected(hub)
+        await until(lambda: not hub.connected, STEP_TIMEOUT_S, "the hub to see its subscription drop")
 
         await published(client, missed, "120")  # stored and announced: nobody hears it
         await asyncio.sleep(0.05)  # a reconnection attempt or two fail meanwhile
         assert not hub.connected and not missed.outcome.done()
 
         await client.acl_setuser("hub", enabled=True)
-        await logged(caplog, RESTORED)
+        await until(lambda: RESTORED in caplog.text, STEP_TIMEOUT_S, f"the log line {RESTORED!r}")
         # A note published now is read only after the catch-up read is over.
         await published(client, marker, "6")
         assert await asyncio.wait_for(marker.outcome, STEP_TIMEOUT_S) == Success("6")
